@@ -1,0 +1,1 @@
+"""Builder: deterministic enclave images (EIF, ramdisks, kernel, rootfs) and their manifests."""

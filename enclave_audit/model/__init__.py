@@ -1,0 +1,1 @@
+"""The shared data model: every package exchanges these types, never bare dicts."""

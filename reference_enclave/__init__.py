@@ -1,0 +1,1 @@
+"""The reference enclave: the audited subject (runtime, KMS, proxy, client, GPU bridge)."""

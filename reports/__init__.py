@@ -1,0 +1,1 @@
+"""Reports: audit report model rendering and the KMS key-policy gate."""

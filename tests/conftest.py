@@ -1,0 +1,85 @@
+"""Shared test helpers: read-only fixtures from ../shared, tool requirements, the CLI runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = (ROOT.parent / "shared").resolve()
+IN_CI = bool(os.environ.get("CI"))
+
+
+def shared_fixture(*parts: str) -> Path:
+    """Path of a file under ../shared/fixtures (read-only; never copied)."""
+    path = SHARED.joinpath("fixtures", *parts)
+    if not path.exists():
+        pytest.fail(f"shared fixture missing: {path}")
+    return path
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip locally, fail in CI, when a required tool or service is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"required for this test and missing in CI: {reason}")
+    print(f"SKIP: {reason}", file=sys.stderr)
+    pytest.skip(reason)
+
+
+def need_tool(tool: str, package: str | None = None) -> str:
+    path = shutil.which(tool)
+    need(path is not None, f"'{tool}' not installed (apt-get install {package or tool})")
+    assert path is not None
+    return path
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(args: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
+            input: bytes | None = None, timeout: float = 600) -> CliResult:
+    """Run the real console entry point in a subprocess (as a user would)."""
+    exe = Path(sys.executable).with_name("enclave-audit")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "enclave_audit"]
+    full_env = dict(os.environ)
+    full_env.pop("ENCLAVE_AUDIT_DEBUG", None)
+    if env:
+        full_env.update(env)
+    proc = subprocess.run([*cmd, *args], cwd=cwd, env=full_env, input=input,
+                          capture_output=True, timeout=timeout, check=False)
+    return CliResult(proc.returncode, proc.stdout.decode("utf-8", "replace"),
+                     proc.stderr.decode("utf-8", "replace"))
+
+
+def assert_one_line_error(result: CliResult, code: int, *needles: str) -> None:
+    """A bad-input run: the expected exit code, one error line, no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.stderr, result.stdout)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle.lower() in errors[0].lower(), (needle, errors[0])
+
+
+@pytest.fixture(scope="session")
+def nitro_fixtures() -> Path:
+    return shared_fixture("nitro")
+
+
+@pytest.fixture(scope="session")
+def sigstore_fixtures() -> Path:
+    return shared_fixture("sigstore")

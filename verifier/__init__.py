@@ -1,0 +1,1 @@
+"""Verifier: independent rebuilds, diffs with causes, binary audit, attestation checks."""
