@@ -128,3 +128,11 @@ def hash_file(
 
 def sha256_file(path: Path) -> str:
     return hash_file(path, ("sha256",))["sha256"].hex()
+
+
+def cache_dir(*parts: str) -> Path:
+    """The project's cache (``$ENCLAVE_AUDIT_CACHE`` or ``~/.cache/enclave-audit``), created."""
+    base = Path(os.environ.get("ENCLAVE_AUDIT_CACHE") or Path.home() / ".cache" / "enclave-audit")
+    path = base.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,287 @@
+"""Blobs, members, the Comparator and Container protocols, and the comparison context.
+
+A :class:`Blob` is some content that can be streamed again and again (a file, a slice
+of a file, bytes in memory, a decompressed stream); a :class:`Member` is a named entry
+of a container with its metadata.  Comparators recognize blobs by magic bytes and turn
+two of them into a :class:`~enclave_audit.model.difference.DiffNode`.
+
+The :class:`CompareContext` carries every setting and the shared budget; it is passed
+in, never global.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
+
+from enclave_audit.errors import InvalidInput
+from enclave_audit.fsutil import open_input
+from enclave_audit.progress import NullProgress, ProgressSink
+
+if TYPE_CHECKING:
+    from enclave_audit.model.difference import DiffNode
+    from verifier.compare.engine import Engine
+
+CHUNK = 1 << 20
+HEAD_SIZE = 4096
+
+
+class Blob:
+    """Re-readable content.  Subclasses implement :meth:`open` (and know their size when cheap)."""
+
+    name: str
+
+    def open(self) -> IO[bytes]:
+        raise InvalidInput(f"{self.name}: content cannot be read")
+
+    @property
+    def size(self) -> int | None:
+        return None
+
+    def local_path(self) -> Path | None:
+        """A file on disk holding exactly this content, if there is one."""
+        return None
+
+    def head(self, n: int = HEAD_SIZE) -> bytes:
+        cached = getattr(self, "_head", None)
+        if isinstance(cached, bytes) and len(cached) >= n:
+            return cached[:n]
+        with self.open() as fh:
+            data = fh.read(max(n, HEAD_SIZE))
+        self._head = data
+        return data[:n]
+
+    def digest(self) -> str:
+        """``sha256:<hex>`` of the content (streamed once, then cached)."""
+        cached = getattr(self, "_digest", None)
+        if isinstance(cached, str):
+            return cached
+        h = hashlib.sha256()
+        total = 0
+        with self.open() as fh:
+            while chunk := fh.read(CHUNK):
+                h.update(chunk)
+                total += len(chunk)
+        self._digest = f"sha256:{h.hexdigest()}"
+        self._known_size = total
+        return self._digest
+
+    def known_size(self) -> int | None:
+        size = self.size
+        if size is not None:
+            return size
+        known = getattr(self, "_known_size", None)
+        return known if isinstance(known, int) else None
+
+    def read_all(self, limit: int) -> bytes:
+        """The whole content, refusing more than ``limit`` bytes."""
+        with self.open() as fh:
+            data = fh.read(limit + 1)
+        if len(data) > limit:
+            raise InvalidInput(f"{self.name}: larger than the {limit}-byte in-memory bound")
+        return data
+
+
+class BytesBlob(Blob):
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name = name
+        self.data = data
+
+    def open(self) -> IO[bytes]:
+        return io.BytesIO(self.data)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def head(self, n: int = HEAD_SIZE) -> bytes:
+        return self.data[:n]
+
+    def read_all(self, limit: int) -> bytes:
+        if len(self.data) > limit:
+            raise InvalidInput(f"{self.name}: larger than the {limit}-byte in-memory bound")
+        return self.data
+
+
+class FileBlob(Blob):
+    def __init__(self, path: Path, name: str | None = None) -> None:
+        self.path = Path(path)
+        self.name = name if name is not None else self.path.name
+        try:
+            self._size = self.path.stat().st_size
+        except OSError as exc:
+            raise InvalidInput(f"{self.path}: cannot stat: {exc.strerror or exc}") from None
+
+    def open(self) -> IO[bytes]:
+        return open_input(self.path)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def local_path(self) -> Path:
+        return self.path
+
+
+class _SliceReader(io.RawIOBase):
+    """A read-only window [offset, offset+size) of a file."""
+
+    def __init__(self, fh: IO[bytes], offset: int, size: int) -> None:
+        self._fh = fh
+        self._start = offset
+        self._size = size
+        self._pos = 0
+        fh.seek(offset)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, min(self._size, base + offset))
+        self._fh.seek(self._start + self._pos)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        want = min(len(buffer), self._size - self._pos)
+        if want <= 0:
+            return 0
+        data = self._fh.read(want)
+        n = len(data)
+        memoryview(buffer)[:n] = data
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._fh.close()
+        super().close()
+
+
+class SliceBlob(Blob):
+    """A byte range of a file on disk (an EIF section)."""
+
+    def __init__(self, path: Path, offset: int, size: int, name: str) -> None:
+        self.path = path
+        self.offset = offset
+        self._size = size
+        self.name = name
+
+    def open(self) -> IO[bytes]:
+        return io.BufferedReader(_SliceReader(open_input(self.path), self.offset, self._size), CHUNK)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+
+class StreamBlob(Blob):
+    """Content produced by a function each time (a decompressed stream)."""
+
+    def __init__(self, name: str, opener: Callable[[], IO[bytes]], size: int | None = None) -> None:
+        self.name = name
+        self._opener = opener
+        self._size = size
+
+    def open(self) -> IO[bytes]:
+        return self._opener()
+
+    @property
+    def size(self) -> int | None:
+        return self._size
+
+
+def spool(name: str, chunks: Iterable[bytes], ctx: CompareContext) -> Blob:
+    """Keep streamed content in memory below the bound, else in a temp file under ``ctx.workdir``."""
+    buf = bytearray()
+    fh: IO[bytes] | None = None
+    path: Path | None = None
+    for chunk in chunks:
+        if fh is None and len(buf) + len(chunk) <= ctx.memory_bound:
+            buf += chunk
+            continue
+        if fh is None:
+            fd, tmp = tempfile.mkstemp(prefix="member-", dir=ctx.workdir)
+            path = Path(tmp)
+            fh = os.fdopen(fd, "wb")
+            fh.write(buf)
+            buf = bytearray()
+        fh.write(chunk)
+    if fh is None:
+        return BytesBlob(name, bytes(buf))
+    fh.close()
+    assert path is not None
+    return FileBlob(path, name)
+
+
+@dataclass(frozen=True)
+class Member:
+    """An entry of a container: a name, its metadata fields and (for regular files) content."""
+
+    name: str
+    ftype: str  # "file", "dir", "symlink", "char", "block", "fifo", "socket", "hardlink"
+    meta: tuple[tuple[str, str], ...]  # ordered (field, value) pairs compared one by one
+    blob: Blob | None = None
+
+
+@dataclass
+class Budget:
+    """How many nodes a comparison may still create (diffoscope's output limits)."""
+
+    max_nodes: int
+    used: int = 0
+    truncated: bool = False
+    bytes_compared: int = 0
+
+    def take(self, n: int = 1) -> bool:
+        if self.used + n > self.max_nodes:
+            self.truncated = True
+            return False
+        self.used += n
+        return True
+
+
+@dataclass(frozen=True)
+class CompareContext:
+    """Settings for one comparison; passed to every comparator, never global."""
+
+    workdir: Path
+    max_depth: int = 32
+    memory_bound: int = 64 << 20  # members below this are compared in memory
+    diff_lines: int = 200
+    max_children: int = 200  # per node; the rest are counted in a note
+    budget: Budget = field(default_factory=lambda: Budget(max_nodes=20000))
+    progress: ProgressSink = field(default_factory=NullProgress)
+
+
+@runtime_checkable
+class Comparator(Protocol):
+    """A format: recognizes blobs by magic and compares two of them."""
+
+    name: str
+
+    def recognizes(self, blob: Blob, head: bytes) -> bool: ...
+
+    def compare(
+        self, a: Blob, b: Blob, path: tuple[str, ...], engine: Engine
+    ) -> DiffNode | None: ...
+
+
+@runtime_checkable
+class Container(Comparator, Protocol):
+    """A format with named members that the engine pairs and recurses into."""
+
+    def members(self, blob: Blob, engine: Engine) -> Iterator[Member]: ...

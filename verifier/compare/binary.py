@@ -1,0 +1,136 @@
+"""The fallback: where two byte strings first differ, how many bytes differ, with context.
+
+Streams both sides in chunks (numpy does the byte comparison), so any size is fine.
+Each side's ``value`` is ``@0x<offset> <hex>``: a window around the first difference that
+the cause classifiers decode (unix times, paths, random bytes).
+"""
+
+from __future__ import annotations
+
+from typing import IO, TYPE_CHECKING
+
+import numpy as np
+
+from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
+from verifier.compare.base import CHUNK, Blob
+
+if TYPE_CHECKING:
+    from verifier.compare.engine import Engine
+
+WINDOW_BEFORE = 16
+WINDOW_AFTER = 48
+
+
+def first_difference(a: bytes, b: bytes) -> int | None:
+    """Offset of the first differing byte of two byte strings (a prefix counts as different)."""
+    n = min(len(a), len(b))
+    if n:
+        diff = np.frombuffer(a[:n], dtype=np.uint8) != np.frombuffer(b[:n], dtype=np.uint8)
+        idx = int(np.argmax(diff))
+        if diff[idx]:
+            return idx
+    return None if len(a) == len(b) else n
+
+
+def read_full(fh: IO[bytes], n: int) -> bytes:
+    """Read ``n`` bytes unless the stream ends first (streams may return short reads)."""
+    data = fh.read(n)
+    while data and len(data) < n:
+        more = fh.read(n - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def window(data: bytes, offset: int) -> str:
+    start = max(0, offset - WINDOW_BEFORE)
+    return f"@0x{start:x} {data[start : offset + WINDOW_AFTER].hex()}"
+
+
+def byte_node(
+    path: tuple[str, ...],
+    a: bytes,
+    b: bytes,
+    *,
+    kind: NodeKind = NodeKind.BINARY,
+    base: int = 0,
+    what: str = "bytes",
+    left: Side | None = None,
+    right: Side | None = None,
+) -> DiffNode | None:
+    """A node for two in-memory byte strings (used by format comparators for one section)."""
+    first = first_difference(a, b)
+    if first is None:
+        return None
+    n = min(len(a), len(b))
+    differing = int(np.count_nonzero(np.frombuffer(a[:n], np.uint8) != np.frombuffer(b[:n], np.uint8)))
+    size_note = "" if len(a) == len(b) else f", sizes {len(a)} vs {len(b)}"
+    left_side = left or Side.of(size=len(a))
+    right_side = right or Side.of(size=len(b))
+    return DiffNode(
+        path=path,
+        kind=kind,
+        change=Change.CONTENT,
+        left=left_side.model_copy(update={"value": window(a, first)}),
+        right=right_side.model_copy(update={"value": window(b, first)}),
+        summary=f"{what} differ from offset 0x{base + first:x} ({differing} differing bytes{size_note})",
+    )
+
+
+class BinaryComparator:
+    """Any two blobs: the first differing offset and the count of differing bytes."""
+
+    name = "binary"
+
+    def recognizes(self, blob: Blob, head: bytes) -> bool:
+        return True
+
+    def compare(self, a: Blob, b: Blob, path: tuple[str, ...], engine: Engine) -> DiffNode | None:
+        first: int | None = None
+        differing = 0
+        offset = 0
+        wa = wb = b""
+        with a.open() as fa, b.open() as fb:
+            while True:
+                ca = read_full(fa, CHUNK)
+                cb = read_full(fb, CHUNK)
+                if not ca and not cb:
+                    break
+                n = min(len(ca), len(cb))
+                if ca[:n] != cb[:n]:
+                    diff = np.frombuffer(ca[:n], np.uint8) != np.frombuffer(cb[:n], np.uint8)
+                    differing += int(np.count_nonzero(diff))
+                    if first is None:
+                        idx = int(np.argmax(diff))
+                        first = offset + idx
+                        lo = max(0, idx - WINDOW_BEFORE)
+                        wa = ca[lo : idx + WINDOW_AFTER]
+                        wb = cb[lo : idx + WINDOW_AFTER]
+                        wstart = offset + lo
+                if len(ca) != len(cb):
+                    if first is None:
+                        first = offset + n
+                        wstart = max(0, first - WINDOW_BEFORE)
+                        lo = wstart - offset
+                        wa, wb = ca[lo : n + WINDOW_AFTER], cb[lo : n + WINDOW_AFTER]
+                    differing += abs(len(ca) - len(cb))
+                    # drain the rest for sizes only
+                    while more := fa.read(CHUNK):
+                        differing += len(more)
+                    while more := fb.read(CHUNK):
+                        differing += len(more)
+                    break
+                offset += n
+        if first is None:
+            return None
+        sa, sb = a.known_size(), b.known_size()
+        size_note = "" if sa == sb else f", sizes {sa} vs {sb}"
+        return DiffNode(
+            path=path,
+            kind=NodeKind.BINARY,
+            change=Change.CONTENT,
+            left=Side.of(digest=a.digest(), size=a.known_size(), value=f"@0x{wstart:x} {wa.hex()}"),
+            right=Side.of(digest=b.digest(), size=b.known_size(), value=f"@0x{wstart:x} {wb.hex()}"),
+            summary=f"bytes differ from offset 0x{first:x} (~{differing} differing bytes{size_note})",
+        )
