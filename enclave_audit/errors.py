@@ -304,8 +304,8 @@ def exit_code_table() -> list[tuple[int, str, str]]:
         2: ("usage error: unknown option or missing argument", []),
     }
     for cls in _all_error_classes():
-        meaning, names = rows.setdefault(cls.exit_code, (cls.meaning, []))
+        _meaning, names = rows.setdefault(cls.exit_code, (cls.meaning, []))
         names.append(cls.__name__)
-    return [(code, meaning, ", ".join(sorted(names))) for code, (meaning, names) in sorted(rows.items())]
-
-
+    return [
+        (code, meaning, ", ".join(sorted(names))) for code, (meaning, names) in sorted(rows.items())
+    ]

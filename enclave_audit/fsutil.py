@@ -64,7 +64,9 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     final = Path(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+        )
     except OSError as exc:
         raise OutputError(f"cannot create {final}: {exc.strerror or exc}") from None
     try:
@@ -84,7 +86,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
 def open_input(path: Path) -> IO[bytes]:
     """Open a file for reading, mapping OS errors to :class:`InputNotFound`."""
     try:
-        return open(path, "rb")  # noqa: SIM115 - caller closes
+        return open(path, "rb")
     except FileNotFoundError:
         raise InputNotFound(f"{path}: no such file") from None
     except IsADirectoryError:

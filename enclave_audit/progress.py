@@ -47,7 +47,9 @@ class RichProgress:
             columns += [DownloadColumn(), TransferSpeedColumn()]
         columns.append(TimeElapsedColumn())
         self._enabled = force or sys.stderr.isatty()
-        self._progress = Progress(*columns, console=console, transient=True, disable=not self._enabled)
+        self._progress = Progress(
+            *columns, console=console, transient=True, disable=not self._enabled
+        )
         self._task: TaskID | None = None
 
     def __enter__(self) -> RichProgress:

@@ -77,7 +77,7 @@ def run(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     check: bool = True,
-    input: bytes | None = None,  # noqa: A002 - mirrors subprocess
+    input: bytes | None = None,
     timeout: float | None = None,
     capture: bool = True,
     what: str | None = None,
@@ -92,7 +92,7 @@ def run(
     if os.sep not in argv[0]:
         require(argv[0])
     try:
-        proc = subprocess.run(  # noqa: S603 - argument list, no shell
+        proc = subprocess.run(
             argv,
             cwd=cwd,
             env=dict(env) if env is not None else None,
@@ -110,7 +110,5 @@ def run(
     if check and proc.returncode != 0:
         detail = _tail(done.stderr) or _tail(done.stdout)
         last = detail.splitlines()[-1] if detail else ""
-        raise BuildStepFailed(
-            f"{what or argv[0]} failed with exit code {proc.returncode}: {last}"
-        )
+        raise BuildStepFailed(f"{what or argv[0]} failed with exit code {proc.returncode}: {last}")
     return done

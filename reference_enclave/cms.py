@@ -463,7 +463,5 @@ def build_enveloped_data(plaintext: bytes, recipient_public_key: rsa.RSAPublicKe
         _der(0x30, _der(_OID, _OID_AES256_CBC) + _der(_OCTET_STRING, iv)),
         _indefinite(0xA0, pieces),
     )
-    enveloped = _indefinite(
-        0x30, _der(_INTEGER, b"\x02"), _der(0x31, ktri), encrypted_content_info
-    )
+    enveloped = _indefinite(0x30, _der(_INTEGER, b"\x02"), _der(0x31, ktri), encrypted_content_info)
     return _indefinite(0x30, _der(_OID, _OID_ENVELOPED_DATA), _indefinite(0xA0, enveloped))

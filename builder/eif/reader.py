@@ -109,16 +109,11 @@ class EifReader:
         expected = HEADER_SIZE
         for i in range(count):
             offset, size = h.section_offsets[i], h.section_sizes[i]
-            if size > self.file_size:
-                raise EifSectionOverrun(
-                    f"{name}: section {i} declares {size} bytes, more than the whole file"
-                    f" ({self.file_size} bytes)"
-                )
             if offset != expected:
                 if offset < expected:
                     raise EifSectionOverrun(
-                        f"{name}: section {i - 1} ({h.section_sizes[i - 1] if i else 0} bytes)"
-                        f" runs into section {i} at offset {offset}"
+                        f"{name}: section {i - 1} ({h.section_sizes[i - 1]} bytes at offset"
+                        f" {h.section_offsets[i - 1]}) runs into section {i} at offset {offset}"
                     )
                 raise EifSizeMismatch(
                     f"{name}: section {i} at offset {offset}, expected {expected}"
@@ -126,8 +121,16 @@ class EifReader:
                 )
             expected = offset + SECTION_HEADER_SIZE + size
         if self.file_size < expected:
+            last = count - 1
+            if h.section_sizes[last] > self.file_size:
+                # only the last section reaches past the end, by more than the whole file
+                raise EifSectionOverrun(
+                    f"{name}: section {last} declares {h.section_sizes[last]} bytes, more than"
+                    f" the whole file ({self.file_size} bytes)"
+                )
             raise EifTruncated(
                 f"{name}: file is {self.file_size} bytes but its sections end at {expected}"
+                " (truncated)"
             )
         if self.file_size > expected:
             raise EifSectionOverrun(
@@ -158,7 +161,7 @@ class EifReader:
 
     def _check_composition(self) -> None:
         name = self.path.name
-        counts = {t: 0 for t in SectionType}
+        counts = dict.fromkeys(SectionType, 0)
         for s in self.sections:
             counts[s.type] += 1
         if counts[SectionType.KERNEL] != 1:

@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from enclave_audit.errors import EifSignatureInvalid, InvalidInput
 from builder.eif.format import MAX_SIGNATURE_SIZE
+from enclave_audit.errors import EifSignatureInvalid, InvalidInput
 
 #: curve -> (COSE alg, hash, coordinate size)
 _CURVES: dict[str, tuple[int, hashes.HashAlgorithm, int]] = {
@@ -76,7 +76,10 @@ def sign_pcr0(pcr0: bytes, certificate_pem: bytes, private_key_pem: bytes) -> by
     alg, hash_alg, size = _CURVES[key.curve.name]
     protected = cbor2.dumps({1: alg})
     payload = pcr_payload(pcr0)
-    der = key.sign(_sig_structure(protected, payload), ec.ECDSA(hash_alg))
+    # RFC 6979 deterministic ECDSA: identical inputs give a byte-identical image
+    der = key.sign(
+        _sig_structure(protected, payload), ec.ECDSA(hash_alg, deterministic_signing=True)
+    )
     r, s = decode_dss_signature(der)
     raw_sig = r.to_bytes(size, "big") + s.to_bytes(size, "big")
     cose = cbor2.dumps([protected, {}, payload, raw_sig])

@@ -109,7 +109,7 @@ class RawHeader:
 def decode_header(raw: bytes, *, offset: int) -> RawHeader:
     """Parse a 110-byte header read at ``offset`` (for error messages)."""
     magic = raw[:6]
-    if len(magic) == 6 and magic not in (MAGIC_NEWC, MAGIC_CRC) or raw[:2] == b"\x1f\x8b":
+    if (len(magic) == 6 and magic not in (MAGIC_NEWC, MAGIC_CRC)) or raw[:2] == b"\x1f\x8b":
         hint = ""
         if raw[:2] == b"\x1f\x8b":
             hint = " (gzip-compressed; decompress it first)"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any
 
 import click
 
@@ -21,11 +20,23 @@ from enclave_audit.errors import EnclaveAuditError, Internal, exit_code_table
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("demo", "demo", "Run the end-to-end confidential-inference demo."),
     "build": ("build", "build", "Build the reference enclave image deterministically."),
-    "repro-test": ("build", "repro_test", "Build repeatedly under varied environments and compare."),
-    "describe-eif": ("eif", "describe_eif", "Describe an EIF as nitro-cli does (PCRs, CRC, signature)."),
+    "repro-test": (
+        "build",
+        "repro_test",
+        "Build repeatedly under varied environments and compare.",
+    ),
+    "describe-eif": (
+        "eif",
+        "describe_eif",
+        "Describe an EIF as nitro-cli does (PCRs, CRC, signature).",
+    ),
     "pcr": ("eif", "pcr", "Predict PCRs from inputs, a signing certificate, a role or instance."),
     "eif": ("eif", "eif_group", "Assemble EIF files."),
-    "attestation": ("attestation", "attestation_group", "Verify or show Nitro attestation documents."),
+    "attestation": (
+        "attestation",
+        "attestation_group",
+        "Verify or show Nitro attestation documents.",
+    ),
     "verify": ("verify", "verify", "Rebuild from a manifest and compare measurements."),
     "diff": ("diff", "diff", "Explain the differences between two images, ramdisks or files."),
     "audit": ("audit", "audit", "Audit the binaries, files and SBOM of an image."),
@@ -117,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
-    except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into exit 70
+    except Exception as exc:
         if debug:
             raise
         click.echo(
@@ -125,5 +136,3 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(Internal.exit_code)
     sys.exit(0)
-
-

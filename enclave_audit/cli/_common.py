@@ -19,9 +19,9 @@ out_console = Console(highlight=False, soft_wrap=True)
 
 
 def json_option(func: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(
-        func
-    )
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print the result as JSON on stdout."
+    )(func)
 
 
 def emit_json(data: Any) -> None:

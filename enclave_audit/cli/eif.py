@@ -13,13 +13,16 @@ from rich.table import Table
 
 from builder.eif import (
     NITRO_DEFAULT_CMDLINE,
-    describe_eif as describe,
     extend_string,
     measure_parts,
     pcr8_from_certificate,
     tpm_extend,
     write_eif,
 )
+from builder.eif import (
+    describe_eif as describe,
+)
+from builder.eif.describe import SectionSummary
 from enclave_audit.cli._common import emit_json, err_console, json_option, out_console
 from enclave_audit.errors import EifCrcMismatch, EifSignatureInvalid, InvalidInput
 from enclave_audit.fsutil import hash_file, read_bytes, read_json
@@ -57,7 +60,7 @@ def describe_eif(image: Path, as_json: bool) -> None:
         raise EifSignatureInvalid(f"{image.name}: SignatureCheck: false ({desc.signature_detail})")
 
 
-def _print_table(nitro: dict[str, object], sections: list[object]) -> None:
+def _print_table(nitro: dict[str, object], sections: list[SectionSummary]) -> None:
     table = Table(title="EIF", show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
@@ -81,11 +84,7 @@ def _print_table(nitro: dict[str, object], sections: list[object]) -> None:
         sec.add_column(col)
     for s in sections:
         sec.add_row(
-            str(s.index),  # type: ignore[attr-defined]
-            s.type,  # type: ignore[attr-defined]
-            str(s.offset),  # type: ignore[attr-defined]
-            str(s.size),  # type: ignore[attr-defined]
-            ",".join(map(str, s.pcrs)) or "-",  # type: ignore[attr-defined]
+            str(s.index), s.type, str(s.offset), str(s.size), ",".join(map(str, s.pcrs)) or "-"
         )
     out_console.print(sec)
 

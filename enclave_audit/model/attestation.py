@@ -249,7 +249,8 @@ P = TypeVar("P", bound=_Predicate)
 
 class BuildDefinition(_Model):
     build_type: str = Field(alias="buildType")
-    external_parameters: dict[str, Any] = Field(alias="externalParameters")
+    # required by SLSA, but in-toto says unset equals empty: a missing object reads as {}
+    external_parameters: dict[str, Any] = Field(default_factory=dict, alias="externalParameters")
     internal_parameters: dict[str, Any] | None = Field(default=None, alias="internalParameters")
     resolved_dependencies: list[ResourceDescriptor] | None = Field(
         default=None, alias="resolvedDependencies"

@@ -69,6 +69,7 @@ class Cause(StrEnum):
     BUILD_ID = "build-id"  # build-id that follows from other differences
     DEBUG_SYMBOLS = "debug-symbols"  # stripped on one side, not the other
     RANDOM = "random"
+    DERIVED = "derived"  # a checksum, digest or signature over other differences
     UNKNOWN = "unknown"
 
     @property
@@ -86,6 +87,7 @@ _CAUSE_LABELS: dict[Cause, str] = {
     Cause.BUILD_ID: "build-id derived from other changes",
     Cause.DEBUG_SYMBOLS: "stripped vs unstripped",
     Cause.RANDOM: "random data",
+    Cause.DERIVED: "follows from other differences (checksum, digest, signature)",
     Cause.UNKNOWN: "unknown (a real content change?)",
 }
 

@@ -52,7 +52,8 @@ class Digest(BaseModel):
     def model_post_init(self, __context: object) -> None:
         if len(self.value) != self.algorithm.size:
             raise InvalidInput(
-                f"{self.algorithm} digest must be {self.algorithm.size} bytes, got {len(self.value)}"
+                f"{self.algorithm} digest must be {self.algorithm.size} bytes,"
+                f" got {len(self.value)}"
             )
 
     @field_serializer("value")
@@ -76,4 +77,6 @@ class Digest(BaseModel):
             algorithm = HashAlgorithm(alg.lower())
         except ValueError:
             raise InvalidInput(f"digest {text[:40]!r}: unknown algorithm {alg!r}") from None
-        return cls(algorithm=algorithm, value=parse_hex(hexpart, what="digest", size=algorithm.size))
+        return cls(
+            algorithm=algorithm, value=parse_hex(hexpart, what="digest", size=algorithm.size)
+        )

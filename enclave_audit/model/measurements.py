@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_serializer, field_validator
 
 from enclave_audit.errors import InvalidInput
+from enclave_audit.fsutil import read_json
 from enclave_audit.model.digests import parse_hex
 
 PCR_SIZES = (32, 48, 64)
@@ -69,9 +70,7 @@ class PcrSet(BaseModel):
 
     def is_debug(self) -> bool:
         """Debug-mode enclaves report PCR0, PCR1 and PCR2 as zeros."""
-        return all(
-            index in self.values and not any(self.values[index]) for index in IMAGE_PCRS
-        )
+        return all(index in self.values and not any(self.values[index]) for index in IMAGE_PCRS)
 
     def differences(self, other: PcrSet) -> list[int]:
         """Indices present in both sets whose values differ, plus indices in only one."""
@@ -103,19 +102,19 @@ class PcrSet(BaseModel):
             values[_parse_index(key[3:])] = value
         if not values:
             raise InvalidInput(f"{source}: no PCR values found")
-        return cls(values=values)  # type: ignore[arg-type]
+        return cls.model_validate({"values": values})
 
     @classmethod
     def load(cls, path: Path) -> PcrSet:
-        from enclave_audit.fsutil import read_json
-
         return cls.from_nitro_json(read_json(path), source=str(path))
 
 
 def _parse_index(key: object) -> int:
+    if isinstance(key, bool) or not isinstance(key, int | str):
+        raise InvalidInput(f"PCR index {key!r} is not an integer")
     try:
-        index = int(key)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
+        index = int(key)
+    except ValueError:
         raise InvalidInput(f"PCR index {key!r} is not an integer") from None
     if not 0 <= index <= 31:
         raise InvalidInput(f"PCR index {index} out of range 0..31")

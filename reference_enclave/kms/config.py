@@ -5,8 +5,9 @@ A config file is TOML or JSON (chosen by suffix)::
     account_id = "111122223333"
     region = "us-east-1"
     max_document_age_seconds = 300     # optional; stricter than AWS, which has none
+    trust_aws_root = true              # the pinned AWS Nitro Enclaves Root-G1
     allow_debug = false                # accept all-zero (debug-mode) PCRs
-    roots = ["aws_nitro_root_g1.pem"]  # paths relative to the config file
+    roots = ["sim-ca/root.pem"]        # further roots, relative to the config file
 
     [[credentials]]
     access_key_id = "AKIAENCLAVEAUDIT0001"
@@ -89,7 +90,9 @@ class KmsConfig(BaseModel):
     account_id: str = "111122223333"
     region: str = "us-east-1"
     credentials: tuple[Credential, ...] = ()
-    #: PEM files of the attestation roots (AWS Root-G1, or a simulator's root).
+    #: trust the pinned AWS Nitro Enclaves Root-G1 (as AWS KMS does).
+    trust_aws_root: bool = True
+    #: PEM files of further attestation roots (e.g. the simulated NSM's CA).
     roots: tuple[Path, ...] = ()
     max_document_age_seconds: float | None = Field(default=None, gt=0)
     allow_debug: bool = False
@@ -147,7 +150,9 @@ def load_config(path: Path) -> KmsConfig:
         text = raw.decode("utf-8")
         data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise InvalidInput(f"{path}: not valid {path.suffix.lstrip('.') or 'TOML'}: {exc}") from None
+        raise InvalidInput(
+            f"{path}: not valid {path.suffix.lstrip('.') or 'TOML'}: {exc}"
+        ) from None
     if not isinstance(data, dict):
         raise InvalidInput(f"{path}: expected a table/object at the top level")
     roots = data.get("roots", [])

@@ -73,7 +73,9 @@ def verify_request(
 
     amz_date = headers.get("x-amz-date")
     if amz_date is None:
-        raise _incomplete("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.")
+        raise _incomplete(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+        )
     try:
         signed_at = datetime.strptime(amz_date, _AMZ_DATE_FMT).replace(tzinfo=UTC)
     except ValueError:
@@ -85,9 +87,8 @@ def verify_request(
             "UnrecognizedClientException", "The security token included in the request is invalid."
         )
     signed_names = signed_text.split(";")
-    if (
-        any(not _HEADER_NAME_RE.match(n) for n in signed_names)
-        or signed_names != sorted(set(signed_names))
+    if any(not _HEADER_NAME_RE.match(n) for n in signed_names) or signed_names != sorted(
+        set(signed_names)
     ):
         raise _incomplete("SignedHeaders must be sorted, unique, lower-case header names.")
     for required in ("host", "x-amz-date"):
@@ -120,7 +121,9 @@ def verify_request(
     body_hash = hashlib.sha256(body).hexdigest()
     declared = headers.get("x-amz-content-sha256")
     if declared is not None and declared != body_hash:
-        raise _invalid("The provided 'x-amz-content-sha256' header does not match what was computed.")
+        raise _invalid(
+            "The provided 'x-amz-content-sha256' header does not match what was computed."
+        )
 
     request_headers: dict[str, str] = {}
     for name in signed_names:

@@ -127,10 +127,11 @@ class SimulationCa:
 
         def key(name: str) -> ec.EllipticCurvePrivateKey:
             path = directory / name
-            if os.stat(path).st_mode & 0o077 if path.exists() else False:
+            data = read_bytes(path)
+            if os.stat(path).st_mode & 0o077:
                 raise KeyFileError(f"{path}: private key readable by group/others (chmod 600)")
             try:
-                loaded = serialization.load_pem_private_key(read_bytes(path), password=None)
+                loaded = serialization.load_pem_private_key(data, password=None)
             except (ValueError, TypeError):
                 raise KeyFileError(f"{path}: not an unencrypted PEM private key") from None
             if not isinstance(loaded, ec.EllipticCurvePrivateKey):

@@ -22,7 +22,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from enclave_audit.errors import KeyFileError, OutputError
+from enclave_audit.errors import EnclaveAuditError, KeyFileError, OutputError
 from enclave_audit.fsutil import read_bytes, write_bytes_atomic
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
@@ -50,11 +50,15 @@ def key_type_of(key: PublicKey | PrivateKey) -> KeyType:
 
 
 def spki_der(key: PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def spki_pem(key: PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def key_hint(key: PublicKey) -> str:
@@ -76,9 +80,7 @@ def ssh_fingerprint(key: PublicKey) -> str:
         point = key.public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
-        wire = (
-            _ssh_string(b"ecdsa-sha2-nistp256") + _ssh_string(b"nistp256") + _ssh_string(point)
-        )
+        wire = _ssh_string(b"ecdsa-sha2-nistp256") + _ssh_string(b"nistp256") + _ssh_string(point)
     digest = hashlib.sha256(wire).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
@@ -128,9 +130,7 @@ def load_private_key(path: Path, *, passphrase: bytes | None = None) -> PrivateK
             ) from None
         raise KeyFileError(f"{path}: key is not encrypted but a passphrase was given") from None
     except (ValueError, UnsupportedAlgorithm):
-        raise KeyFileError(
-            f"{path}: not a PEM private key, or wrong passphrase"
-        ) from None
+        raise KeyFileError(f"{path}: not a PEM private key, or wrong passphrase") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
         raise KeyFileError(f"{path}: unsupported key type; use ECDSA P-256 or Ed25519")
     try:
@@ -143,9 +143,8 @@ def load_private_key(path: Path, *, passphrase: bytes | None = None) -> PrivateK
 def _read_key_file(path: Path) -> bytes:
     try:
         return read_bytes(path, limit=_KEY_FILE_LIMIT)
-    except Exception as exc:  # InputNotFound / InvalidInput from fsutil
-        message = getattr(exc, "message", str(exc))
-        raise KeyFileError(f"key file {message}") from None
+    except EnclaveAuditError as exc:  # InputNotFound / InvalidInput from fsutil
+        raise KeyFileError(f"key file {exc.message}") from None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,236 @@
+"""The build spec (``reference_enclave/enclave.toml``): what an image is made of.
+
+Every input is pinned: the kernel source package by version and sha256, the
+kernel config and init source by path (their digests go into the manifest), each
+Debian package by version (the lock file adds the sha256 of every installed
+.deb), each wheel by sha256.  Paths are relative to the spec file's directory;
+application packages are relative to the source root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from enclave_audit.errors import SpecInvalid
+from enclave_audit.fsutil import read_bytes
+
+SPEC_SCHEMA = 1
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_PKG = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+_DEBVER = re.compile(r"^[A-Za-z0-9.+~:-]+$")
+_PYNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_sha256(value: str) -> str:
+    if not _SHA256.match(value):
+        raise ValueError("must be 64 lowercase hex digits (sha256)")
+    return value
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KernelSpec(_Frozen):
+    package: str
+    version: str
+    sha256: str
+    config: str
+    cmdline: str
+
+    _sha = field_validator("sha256")(_check_sha256)
+
+    @field_validator("package")
+    @classmethod
+    def _pkg(cls, v: str) -> str:
+        if not _PKG.match(v):
+            raise ValueError("not a Debian package name")
+        return v
+
+
+class InitSpec(_Frozen):
+    source: str
+    cflags: tuple[str, ...] = ("-Os", "-static", "-Wall", "-Wextra", "-Werror")
+
+
+class DebianPackage(_Frozen):
+    name: str
+    version: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _PKG.match(v):
+            raise ValueError(f"{v!r} is not a Debian package name")
+        return v
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if not _DEBVER.match(v):
+            raise ValueError(f"{v!r} is not a Debian version")
+        return v
+
+
+class DebianSpec(_Frozen):
+    suite: str = "bookworm"
+    variant: Literal["essential"] = "essential"
+    mirrors: tuple[str, ...]
+    packages: tuple[DebianPackage, ...]
+    lock: str
+    remove_paths: tuple[str, ...] = ()
+
+
+class WheelSpec(_Frozen):
+    name: str
+    version: str
+    filename: str
+    sha256: str
+    url: str = ""
+
+    _sha = field_validator("sha256")(_check_sha256)
+
+    @field_validator("filename")
+    @classmethod
+    def _filename(cls, v: str) -> str:
+        if "/" in v or not v.endswith(".whl"):
+            raise ValueError("must be a wheel file name")
+        return v
+
+
+class AppSpec(_Frozen):
+    packages: tuple[str, ...]
+    cmd: tuple[str, ...] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str = "/"
+    model_digest: str = ""
+
+    @field_validator("packages")
+    @classmethod
+    def _pkgs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if not _PYNAME.match(name.replace("/", "_")) or ".." in name:
+                raise ValueError(f"{name!r} is not a Python package directory name")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key) or "\n" in value:
+                raise ValueError(f"bad environment entry {key!r}")
+        return v
+
+
+class EnclaveSpec(_Frozen):
+    schema_version: int = Field(alias="schema")
+    name: str
+    version: str
+    kernel: KernelSpec
+    init: InitSpec
+    debian: DebianSpec
+    wheels: tuple[WheelSpec, ...] = ()
+    app: AppSpec
+
+    @field_validator("schema_version")
+    @classmethod
+    def _schema(cls, v: int) -> int:
+        if v != SPEC_SCHEMA:
+            raise ValueError(f"unsupported spec schema {v} (this builder reads {SPEC_SCHEMA})")
+        return v
+
+
+class LockedPackage(_Frozen):
+    name: str
+    version: str
+    arch: str
+    sha256: str
+
+    _sha = field_validator("sha256")(_check_sha256)
+
+
+class LoadedSpec(_Frozen):
+    """A parsed spec plus where it came from (for relative paths and the manifest)."""
+
+    spec: EnclaveSpec
+    path: Path
+    sha256: str
+    source_root: Path
+    lock: tuple[LockedPackage, ...]
+
+    @property
+    def base(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, rel: str) -> Path:
+        return (self.base / rel).resolve()
+
+
+def load_lock(path: Path) -> tuple[LockedPackage, ...]:
+    """Read the Debian lock file: ``name version arch sha256`` per line, '#' comments."""
+    if not path.exists():
+        return ()
+    out: list[LockedPackage] = []
+    for n, line in enumerate(read_bytes(path).decode("utf-8", "replace").splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 4:
+            raise SpecInvalid(f"{path}:{n}: expected 'name version arch sha256'")
+        try:
+            out.append(
+                LockedPackage(name=parts[0], version=parts[1], arch=parts[2], sha256=parts[3])
+            )
+        except ValidationError as exc:
+            raise SpecInvalid(f"{path}:{n}: {exc.errors()[0]['msg']}") from None
+    return tuple(out)
+
+
+def format_lock(packages: list[LockedPackage]) -> str:
+    lines = ["# Debian packages of the enclave rootfs: name version arch sha256 (generated)"]
+    lines += [
+        f"{p.name} {p.version} {p.arch} {p.sha256}" for p in sorted(packages, key=lambda p: p.name)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def load_spec(path: Path, *, source_root: Path | None = None) -> LoadedSpec:
+    """Parse and validate a spec; any problem is one :class:`SpecInvalid` line."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecInvalid(f"{path}: cannot read the build spec: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SpecInvalid(f"{path}: not valid TOML: {exc}") from None
+    try:
+        spec = EnclaveSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise SpecInvalid(f"{path}: {where}: {err['msg']}") from None
+    base = path.resolve().parent
+    root = (source_root or base.parent).resolve()
+    for rel, what in ((spec.kernel.config, "kernel.config"), (spec.init.source, "init.source")):
+        if not (base / rel).is_file():
+            raise SpecInvalid(f"{path}: {what}: {base / rel} does not exist")
+    for pkg in spec.app.packages:
+        if not (root / pkg / "__init__.py").is_file():
+            raise SpecInvalid(f"{path}: app.packages: {root / pkg} is not a Python package")
+    lock = load_lock(base / spec.debian.lock)
+    return LoadedSpec(
+        spec=spec,
+        path=path.resolve(),
+        sha256=hashlib.sha256(raw).hexdigest(),
+        source_root=root,
+        lock=lock,
+    )

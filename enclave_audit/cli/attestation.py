@@ -1,0 +1,227 @@
+"""``enclave-audit attestation verify|show``: judge or display a Nitro attestation document."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import click
+from rich.table import Table
+
+from enclave_audit.cli._common import emit_json, json_option, out_console
+from enclave_audit.errors import InvalidInput
+from enclave_audit.fsutil import read_bytes
+from enclave_audit.model.attestation_doc import (
+    AttestationDocument,
+    AttestationResult,
+    iso_utc,
+)
+from enclave_audit.model.digests import parse_hex
+from enclave_audit.model.findings import CheckOutcome, Verdict
+from enclave_audit.model.measurements import PcrSet
+from verifier.nitro.document import MAX_TEXT_BYTES, parse_attestation, unwrap_transport
+from verifier.nitro.roots import TrustRoot
+from verifier.nitro.verify import require_pass, verify_attestation
+
+_OUTCOME_STYLE = {
+    CheckOutcome.PASS: "green",
+    CheckOutcome.FAIL: "bold red",
+    CheckOutcome.NOT_RUN: "yellow",
+    CheckOutcome.SKIPPED: "dim",
+}
+
+
+@click.group(name="attestation")
+def attestation_group() -> None:
+    """Verify or show Nitro attestation documents (COSE_Sign1, raw CBOR or base64).
+
+    \b
+    Example:
+      enclave-audit attestation verify doc.cbor --at document --expect measurements.json
+    """
+
+
+@attestation_group.command(name="verify")
+@click.argument("doc", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--root",
+    "root_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Trust this root CA (PEM) instead of the pinned AWS Nitro root; repeatable.",
+)
+@click.option(
+    "--at",
+    "at_text",
+    default="now",
+    show_default=True,
+    metavar="now|document|ISO8601",
+    help="Time the certificates must be valid at: now, the document's own timestamp "
+    "(archived documents), or an ISO 8601 time (UTC if no offset).",
+)
+@click.option(
+    "--expect",
+    "expect_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="MEASUREMENTS.json",
+    help="Expected PCRs: nitro-cli build-enclave output, describe-eif --json, or verify --json.",
+)
+@click.option("--nonce", "nonce_hex", metavar="HEX", help="Require this nonce (hex).")
+@click.option(
+    "--max-age",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Refuse documents older than this (relative to the current time).",
+)
+@click.option("--allow-debug", is_flag=True, help="Accept debug-mode documents (PCR0/1/2 zero).")
+@json_option
+def verify(
+    doc: Path,
+    root_paths: tuple[Path, ...],
+    at_text: str,
+    expect_path: Path | None,
+    nonce_hex: str | None,
+    max_age: float | None,
+    allow_debug: bool,
+    as_json: bool,
+) -> None:
+    """Verify an attestation document: signature, chain to the pinned root, policy.
+
+    Exits 0 only when the verdict is PASS.
+
+    \b
+    Example:
+      enclave-audit attestation verify doc.b64 --at document --allow-debug --json
+    """
+    now = datetime.now(UTC)  # the only clock read: the library takes time as an argument
+    roots = tuple(TrustRoot.from_file(p) for p in root_paths) or None
+    result = verify_attestation(
+        _read_document(doc),
+        roots=roots,
+        at=_parse_at(at_text),
+        expected_pcrs=None if expect_path is None else PcrSet.load(expect_path),
+        nonce=None if nonce_hex is None else parse_hex(nonce_hex, what="--nonce"),
+        max_age=None if max_age is None else timedelta(seconds=max_age),
+        allow_debug=allow_debug,
+        now=now,
+    )
+    if as_json:
+        emit_json(result)
+    else:
+        _render_result(result)
+    require_pass(result)
+
+
+@attestation_group.command(name="show")
+@click.argument("doc", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+def show(doc: Path, as_json: bool) -> None:
+    """Print a decoded attestation document without judging it.
+
+    \b
+    Example:
+      enclave-audit attestation show doc.cbor --json
+    """
+    document = parse_attestation(_read_document(doc))
+    if as_json:
+        emit_json(document)
+    else:
+        _render_document(document)
+
+
+def _read_document(path: Path) -> bytes:
+    data = (
+        sys.stdin.buffer.read(MAX_TEXT_BYTES + 1)
+        if str(path) == "-"
+        else read_bytes(path, limit=MAX_TEXT_BYTES)
+    )
+    if len(data) > MAX_TEXT_BYTES:
+        raise InvalidInput(f"{path}: larger than {MAX_TEXT_BYTES} bytes, not an attestation document")
+    return unwrap_transport(data)
+
+
+def _parse_at(text: str) -> datetime | Literal["document"] | None:
+    if text == "now":
+        return None
+    if text == "document":
+        return "document"
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"--at: expected now, document or an ISO 8601 time, got {text!r}") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _opt(value: bytes | None) -> str:
+    return "(none)" if value is None else f"{value.hex()} ({len(value)} bytes)"
+
+
+def _fields_table(
+    module_id: str, timestamp: datetime, pcrs: PcrSet, extra: list[tuple[str, str]]
+) -> Table:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_row("module_id", module_id)
+    table.add_row("timestamp", iso_utc(timestamp))
+    for index in pcrs.indices():
+        table.add_row(f"PCR{index}", pcrs.hex(index))
+    for key, value in extra:
+        table.add_row(key, value)
+    return table
+
+
+def _render_result(result: AttestationResult) -> None:
+    style = "bold green" if result.verdict is Verdict.PASS else "bold red"
+    out_console.print(f"[{style}]{result.verdict}[/] {result.module_id}")
+    out_console.print(
+        _fields_table(
+            result.module_id,
+            result.timestamp,
+            result.pcrs,
+            [
+                ("public_key", _opt(result.public_key)),
+                ("user_data", _opt(result.user_data)),
+                ("nonce", _opt(result.nonce)),
+                ("root", f"{result.root_name} ({result.root_sha256})" if result.root_name else "(none)"),
+                (
+                    "verified at",
+                    f"{iso_utc(result.verification_time)} ({result.time_source})"
+                    if result.verification_time
+                    else "(no time)",
+                ),
+            ],
+        )
+    )
+    checks = Table(show_header=True, box=None, pad_edge=False)
+    checks.add_column("check")
+    checks.add_column("outcome")
+    checks.add_column("detail", overflow="fold")
+    for check in result.checks:
+        checks.add_row(check.name, f"[{_OUTCOME_STYLE[check.outcome]}]{check.outcome}[/]", check.detail)
+    out_console.print(checks)
+
+
+def _render_document(document: AttestationDocument) -> None:
+    out_console.print(
+        _fields_table(
+            document.module_id,
+            document.timestamp,
+            document.pcrs,
+            [
+                ("digest", document.digest),
+                ("public_key", _opt(document.public_key)),
+                ("user_data", _opt(document.user_data)),
+                ("nonce", _opt(document.nonce)),
+                ("certificate", f"{len(document.certificate)} bytes DER"),
+                ("cabundle", f"{len(document.cabundle)} certificates"),
+                ("cose algorithm", str(document.cose_algorithm)),
+                ("envelope", ("tagged" if document.tagged else "untagged") + " COSE_Sign1"),
+                ("payload map", f"{document.payload_map}-length"),
+                ("unknown fields", ", ".join(document.unknown_fields) or "(none)"),
+            ],
+        )
+    )
+    out_console.print("[dim]not verified: use 'enclave-audit attestation verify'[/]")

@@ -1,0 +1,279 @@
+"""The HTTP front end: AWS JSON 1.1 over HTTP/1.1 on a loopback address.
+
+Every request is ``POST /`` with ``X-Amz-Target: TrentService.<Operation>`` and
+``Content-Type: application/x-amz-json-1.1``, SigV4-signed; errors are AWS's
+``{"__type", "message"}`` bodies, so botocore raises ``ClientError`` with AWS's codes.
+One audit event per request goes to the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from enclave_audit.errors import EnclaveAuditError, ServiceUnavailable
+from reference_enclave.kms.config import Credential, KmsConfig
+from reference_enclave.kms.errors import KmsApiError, error_body
+from reference_enclave.kms.recipient import RecipientVerifier
+from reference_enclave.kms.service import AuditNote, KmsService
+from reference_enclave.kms.sigv4 import verify_request
+from reference_enclave.kms.store import KeyStore
+from verifier.nitro import TrustRoot, aws_nitro_root
+
+MAX_BODY = 1 << 20
+TARGET_PREFIX = "TrentService."
+CONTENT_TYPE = "application/x-amz-json-1.1"
+
+
+class KmsHttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        service: KmsService,
+        config: KmsConfig,
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__(address, KmsRequestHandler)
+        self.service = service
+        self.config = config
+        self.clock = clock
+
+
+class KmsRequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: KmsHttpServer
+    server_version = "enclave-audit-kms"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Requests are recorded in the database's audit log, not on stderr."""
+
+    def _send(self, status: int, body: bytes, request_id: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("x-amzn-RequestId", request_id)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, exc: KmsApiError, request_id: str) -> None:
+        self._send(exc.status, error_body(exc.code, exc.api_message), request_id)
+
+    def do_GET(self) -> None:
+        self._reject_method()
+
+    def do_PUT(self) -> None:
+        self._reject_method()
+
+    def do_DELETE(self) -> None:
+        self._reject_method()
+
+    def _reject_method(self) -> None:
+        request_id = str(uuid.uuid4())
+        length = self.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) <= MAX_BODY:
+            self.rfile.read(int(length))
+        self.close_connection = True
+        self._error(KmsApiError("UnknownOperationException", "Only POST / is served"), request_id)
+
+    def do_POST(self) -> None:
+        request_id = str(uuid.uuid4())
+        length_text = self.headers.get("Content-Length")
+        if length_text is None or not length_text.isdigit():
+            self.close_connection = True
+            self._error(
+                KmsApiError("ValidationException", "Content-Length is required"), request_id
+            )
+            return
+        length = int(length_text)
+        if length > MAX_BODY:
+            self.close_connection = True
+            self._error(
+                KmsApiError("ValidationException", "Request body too large", status=413), request_id
+            )
+            return
+        body = self.rfile.read(length)
+        started = time.perf_counter()
+        operation = ""
+        caller: Credential | None = None
+        note = AuditNote()
+        error_code: str | None = None
+        try:
+            target = self.headers.get("X-Amz-Target", "")
+            if not target.startswith(TARGET_PREFIX):
+                raise KmsApiError("UnknownOperationException", f"Unknown target {target!r}")
+            operation = target[len(TARGET_PREFIX) :]
+            content_type = self.headers.get("Content-Type", "").split(";")[0].strip()
+            parts = urlsplit(self.path)
+            caller = verify_request(
+                method="POST",
+                path=parts.path,
+                query=parts.query,
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
+                region=self.server.config.region,
+                lookup=self.server.config.credential,
+                now=self.server.clock(),
+                skew_seconds=self.server.config.clock_skew_seconds,
+            )
+            if parts.path != "/":
+                raise KmsApiError("UnknownOperationException", "Only POST / is served")
+            if content_type not in (CONTENT_TYPE, "application/json"):
+                raise KmsApiError("SerializationException", f"Content-Type must be {CONTENT_TYPE}")
+            try:
+                params = json.loads(body or b"{}")
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                raise KmsApiError(
+                    "SerializationException", "The request body is not JSON"
+                ) from None
+            if not isinstance(params, dict):
+                raise KmsApiError("SerializationException", "The request body must be an object")
+            response = self.server.service.call(operation, params, caller, note)
+            self._send(200, json.dumps(response).encode("utf-8"), request_id)
+        except KmsApiError as exc:
+            error_code = exc.code
+            self._error(exc, request_id)
+        except EnclaveAuditError as exc:
+            error_code = "KMSInternalException"
+            self._error(KmsApiError("KMSInternalException", exc.message, status=500), request_id)
+        self._audit(operation, caller, note, error_code, request_id, started)
+
+    def _audit(
+        self,
+        operation: str,
+        caller: Credential | None,
+        note: AuditNote,
+        error_code: str | None,
+        request_id: str,
+        started: float,
+    ) -> None:
+        event: dict[str, Any] = {
+            "eventTime": dt.datetime.fromtimestamp(self.server.clock(), dt.UTC).isoformat(),
+            "eventName": operation,
+            "requestID": request_id,
+            "sourceIPAddress": self.client_address[0],
+            "userIdentity": {"arn": caller.principal, "accessKeyId": caller.access_key_id}
+            if caller is not None
+            else None,
+            "resources": [{"ARN": note.key_arn}] if note.key_arn else [],
+            "errorCode": error_code,
+            "durationMs": round((time.perf_counter() - started) * 1000, 3),
+        }
+        if note.recipient:
+            event["additionalEventData"] = {"recipient": note.recipient}
+        try:
+            self.server.service.store.record_event(event)
+        except Exception:
+            self.server.handle_error(self.request, self.client_address)
+
+
+@dataclass
+class RunningKms:
+    """A KMS serving in a background thread; ``stop()`` shuts it down and closes the DB."""
+
+    url: str
+    server: KmsHttpServer
+    thread: threading.Thread
+    store: KeyStore
+    config: KmsConfig
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+        self.store.close()
+
+    def __enter__(self) -> RunningKms:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def load_roots(paths: Sequence[Path]) -> tuple[TrustRoot, ...]:
+    return tuple(TrustRoot.from_file(Path(p)) for p in paths)
+
+
+def build_server(
+    db_path: Path,
+    config: KmsConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    roots: Sequence[TrustRoot] = (),
+    clock: Callable[[], float] = time.time,
+) -> tuple[KmsHttpServer, KeyStore]:
+    """Open the database and bind the listening socket (not yet serving)."""
+    all_roots = (
+        *((aws_nitro_root(),) if config.trust_aws_root else ()),
+        *load_roots(config.roots),
+        *roots,
+    )
+    store = KeyStore(db_path)
+    recipients = RecipientVerifier(
+        all_roots,
+        max_age_seconds=config.max_document_age_seconds,
+        allow_debug=config.allow_debug,
+        clock=clock,
+    )
+    service = KmsService(store, config, recipients, clock=clock)
+    try:
+        server = KmsHttpServer((host, port), service, config, clock)
+    except OSError as exc:
+        store.close()
+        raise ServiceUnavailable(
+            f"kms: cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+    return server, store
+
+
+def server_url(server: KmsHttpServer) -> str:
+    host, port = server.server_address[:2]
+    name = host.decode("ascii") if isinstance(host, bytes) else str(host)
+    shown = f"[{name}]" if ":" in name else name
+    return f"http://{shown}:{port}"
+
+
+def start_kms(
+    db_path: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    roots: Sequence[TrustRoot] = (),
+    credentials: Sequence[Credential] = (),
+    max_age: float | None = None,
+    allow_debug: bool = False,
+    config: KmsConfig | None = None,
+    clock: Callable[[], float] = time.time,
+) -> RunningKms:
+    """Start a KMS in a background thread of this process (tests, the demo).
+
+    ``credentials`` and ``max_age``/``allow_debug`` extend or override ``config``;
+    ``clock`` is the server's notion of "now" (SigV4 skew, certificate validity,
+    document age), ``time.time`` unless a test needs a shifted clock.
+    """
+    base = config or KmsConfig()
+    if credentials:
+        base = base.model_copy(update={"credentials": (*base.credentials, *credentials)})
+    base = base.with_overrides(
+        max_document_age_seconds=max_age, allow_debug=allow_debug if allow_debug else None
+    )
+    KmsConfig.model_validate(base.model_dump())
+    server, store = build_server(db_path, base, host=host, port=port, roots=roots, clock=clock)
+    thread = threading.Thread(target=server.serve_forever, name="reference-kms", daemon=True)
+    thread.start()
+    return RunningKms(
+        url=server_url(server), server=server, thread=thread, store=store, config=base
+    )
