@@ -48,7 +48,9 @@ def build_init(spec: InitSpec, source: Path, out_dir: Path) -> InitArtifact:
     code = read_bytes(source)
     for token in _FORBIDDEN:
         if token in code:
-            raise SpecInvalid(f"{source}: uses {token.decode()}, which makes the build non-reproducible")
+            raise SpecInvalid(
+                f"{source}: uses {token.decode()}, which makes the build non-reproducible"
+            )
     flags = compile_flags(spec)
     with tempfile.TemporaryDirectory(prefix="init-") as tmp:
         work = Path(tmp)

@@ -113,9 +113,7 @@ def _unpack_source(deb: Path, spec: KernelSpec, dest: Path) -> int:
     require("dpkg-deb")
     require("xz")
     member_name = _source_member(spec)
-    deb_proc = subprocess.Popen(
-        ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE
-    )
+    deb_proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
     assert deb_proc.stdout is not None
     mtime: int | None = None
     try:

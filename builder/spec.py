@@ -108,7 +108,7 @@ class AppSpec(_Frozen):
     packages: tuple[str, ...]
     cmd: tuple[str, ...] = Field(min_length=1)
     env: dict[str, str] = Field(default_factory=dict)
-    workdir: str = "/"
+    site_packages: str = "/usr/local/lib/python3.11/dist-packages"
     model_digest: str = ""
 
     @field_validator("packages")

@@ -92,7 +92,7 @@ def provenance(
         statement.predicate_as(ProvenancePredicate)
         signed = sign_payload(payload, signer, source=str(statement_path))
     else:
-        from verifier.attest.provenance import provenance_from_manifest
+        from verifier.attest.documents import provenance_from_manifest
 
         assert manifest is not None
         statement = provenance_from_manifest(manifest)

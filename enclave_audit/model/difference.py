@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from enclave_audit.errors import InvalidInput
 
-SCHEMA = "enclave-audit/diff"
+SCHEMA: Literal["enclave-audit/diff"] = "enclave-audit/diff"
 SCHEMA_VERSION = 1
 
 #: a bounded unified diff keeps at most this many lines (diffoscope's per-diff limit idea)
@@ -176,7 +176,7 @@ class DiffNode(BaseModel):
 
 
 def bounded_diff(lines: list[str], *, limit: int = MAX_DIFF_LINES) -> str:
-    """Join diff lines, cutting after ``limit`` lines with a marker saying how many were left out."""
+    """Join diff lines, cutting after ``limit`` lines with a marker counting the rest."""
     if len(lines) <= limit:
         return "\n".join(lines)
     kept = lines[:limit]

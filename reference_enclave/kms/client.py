@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import functools
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +17,13 @@ from enclave_audit.errors import KmsRefused, ServiceUnavailable
 from reference_enclave.cms import open_enveloped_data
 from reference_enclave.kms.recipient import KEY_ENCRYPTION_ALGORITHM
 
+_SESSION_LOCK = threading.Lock()
+
+
+@functools.cache
+def _shared_session() -> Any:
+    return boto3.session.Session()
+
 
 def kms_client(
     url: str,
@@ -26,22 +35,24 @@ def kms_client(
     max_attempts: int = 2,
     timeout: float = 30.0,
 ) -> Any:
-    """A real boto3 KMS client pointed at ``url`` (SigV4 with the given key)."""
-    session = boto3.session.Session(
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        aws_session_token=session_token,
-        region_name=region,
-    )
-    return session.client(
-        "kms",
-        endpoint_url=url,
-        config=Config(
-            retries={"max_attempts": max_attempts, "mode": "standard"},
-            connect_timeout=timeout,
-            read_timeout=timeout,
-        ),
-    )
+    """A real boto3 KMS client pointed at ``url`` (SigV4 with the given key).
+
+    Clients share one botocore session, so the service model is loaded once per process.
+    """
+    with _SESSION_LOCK:
+        return _shared_session().client(
+            "kms",
+            endpoint_url=url,
+            region_name=region,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            aws_session_token=session_token,
+            config=Config(
+                retries={"max_attempts": max_attempts, "mode": "standard"},
+                connect_timeout=timeout,
+                read_timeout=timeout,
+            ),
+        )
 
 
 def recipient_param(attestation_document: bytes) -> dict[str, Any]:

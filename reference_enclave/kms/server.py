@@ -34,6 +34,15 @@ TARGET_PREFIX = "TrentService."
 CONTENT_TYPE = "application/x-amz-json-1.1"
 
 
+class _CallerError(KmsApiError):
+    """An API error that remembers which operation and caller it belongs to (for the log)."""
+
+    def __init__(self, error: KmsApiError, operation: str, caller: Credential | None) -> None:
+        super().__init__(error.code, error.api_message, status=error.status)
+        self.operation = operation
+        self.caller = caller
+
+
 class KmsHttpServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -109,14 +118,31 @@ class KmsRequestHandler(BaseHTTPRequestHandler):
         operation = ""
         caller: Credential | None = None
         note = AuditNote()
-        error_code: str | None = None
         try:
-            target = self.headers.get("X-Amz-Target", "")
-            if not target.startswith(TARGET_PREFIX):
-                raise KmsApiError("UnknownOperationException", f"Unknown target {target!r}")
-            operation = target[len(TARGET_PREFIX) :]
-            content_type = self.headers.get("Content-Type", "").split(";")[0].strip()
-            parts = urlsplit(self.path)
+            operation, caller, response = self._handle(body, note)
+            status, payload, error_code = 200, json.dumps(response).encode("utf-8"), None
+        except KmsApiError as exc:
+            if isinstance(exc, _CallerError):
+                operation, caller = exc.operation, exc.caller
+            status, payload, error_code = (
+                exc.status,
+                error_body(exc.code, exc.api_message),
+                exc.code,
+            )
+        # the audit event is durable before the caller sees the answer
+        self._audit(operation, caller, note, error_code, request_id, started)
+        self._send(status, payload, request_id)
+
+    def _handle(
+        self, body: bytes, note: AuditNote
+    ) -> tuple[str, Credential | None, dict[str, Any]]:
+        target = self.headers.get("X-Amz-Target", "")
+        if not target.startswith(TARGET_PREFIX):
+            raise KmsApiError("UnknownOperationException", f"Unknown target {target!r}")
+        operation = target[len(TARGET_PREFIX) :]
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip()
+        parts = urlsplit(self.path)
+        try:
             caller = verify_request(
                 method="POST",
                 path=parts.path,
@@ -128,6 +154,9 @@ class KmsRequestHandler(BaseHTTPRequestHandler):
                 now=self.server.clock(),
                 skew_seconds=self.server.config.clock_skew_seconds,
             )
+        except KmsApiError as exc:
+            raise _CallerError(exc, operation, None) from None
+        try:
             if parts.path != "/":
                 raise KmsApiError("UnknownOperationException", "Only POST / is served")
             if content_type not in (CONTENT_TYPE, "application/json"):
@@ -140,15 +169,12 @@ class KmsRequestHandler(BaseHTTPRequestHandler):
                 ) from None
             if not isinstance(params, dict):
                 raise KmsApiError("SerializationException", "The request body must be an object")
-            response = self.server.service.call(operation, params, caller, note)
-            self._send(200, json.dumps(response).encode("utf-8"), request_id)
+            return operation, caller, self.server.service.call(operation, params, caller, note)
         except KmsApiError as exc:
-            error_code = exc.code
-            self._error(exc, request_id)
+            raise _CallerError(exc, operation, caller) from None
         except EnclaveAuditError as exc:
-            error_code = "KMSInternalException"
-            self._error(KmsApiError("KMSInternalException", exc.message, status=500), request_id)
-        self._audit(operation, caller, note, error_code, request_id, started)
+            internal = KmsApiError("KMSInternalException", exc.message, status=500)
+            raise _CallerError(internal, operation, caller) from None
 
     def _audit(
         self,
@@ -188,8 +214,12 @@ class RunningKms:
     thread: threading.Thread
     store: KeyStore
     config: KmsConfig
+    stopped: bool = False
 
     def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=10)
@@ -272,7 +302,12 @@ def start_kms(
     )
     KmsConfig.model_validate(base.model_dump())
     server, store = build_server(db_path, base, host=host, port=port, roots=roots, clock=clock)
-    thread = threading.Thread(target=server.serve_forever, name="reference-kms", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name="reference-kms",
+        daemon=True,
+    )
     thread.start()
     return RunningKms(
         url=server_url(server), server=server, thread=thread, store=store, config=base

@@ -63,7 +63,11 @@ def tokenizer_from_gguf(g: GGUFFile) -> ByteBPETokenizer:
     if kind != "gpt2":
         raise InvalidInput(f"{g.what}: tokenizer model {kind!r} is not supported (need 'gpt2')")
     tokens = g.get_str_list("tokenizer.ggml.tokens")
-    types = g.get_int_list("tokenizer.ggml.token_type") if "tokenizer.ggml.token_type" in g.metadata else None
+    types = (
+        g.get_int_list("tokenizer.ggml.token_type")
+        if "tokenizer.ggml.token_type" in g.metadata
+        else None
+    )
     eos = g.metadata.get("tokenizer.ggml.eos_token_id")
     bos = g.metadata.get("tokenizer.ggml.bos_token_id")
     unk = g.metadata.get("tokenizer.ggml.unknown_token_id", 0)
@@ -89,7 +93,8 @@ class ChatModel:
     ) -> None:
         if tokenizer.vocab_size != model.config.vocab_size:
             raise InvalidInput(
-                f"model: tokenizer has {tokenizer.vocab_size} tokens, model {model.config.vocab_size}"
+                f"model: tokenizer has {tokenizer.vocab_size} tokens, "
+                f"the model {model.config.vocab_size}"
             )
         self.model = model
         self.tokenizer = tokenizer

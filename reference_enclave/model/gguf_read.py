@@ -18,14 +18,13 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Union
 
 import numpy as np
 import numpy.typing as npt
 
 from enclave_audit.errors import InvalidInput
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -37,7 +36,7 @@ MAX_STRING = 1 << 24
 MAX_ARRAY = 1 << 24
 MAX_DIMS = 4
 
-MetaValue = Union[int, float, bool, str, list["MetaValue"]]
+MetaValue = int | float | bool | str | list["MetaValue"]
 
 
 class GGMLType(IntEnum):
@@ -133,7 +132,9 @@ class _Cursor:
     def string(self, field: str) -> str:
         n = self.u64(field)
         if n > MAX_STRING:
-            raise InvalidInput(f"{self.what}: GGUF string {field} is {n} bytes (limit {MAX_STRING})")
+            raise InvalidInput(
+                f"{self.what}: GGUF string {field} is {n} bytes (limit {MAX_STRING})"
+            )
         raw = self.take(n, field)
         try:
             return bytes(raw).decode("utf-8")
@@ -217,7 +218,9 @@ class GGUFFile:
             for d in shape:
                 n *= d
             if shape[-1] % per_block:
-                raise InvalidInput(f"{what}: tensor {name} row size is not a multiple of {per_block}")
+                raise InvalidInput(
+                    f"{what}: tensor {name} row size is not a multiple of {per_block}"
+                )
             nbytes = n // per_block * block_bytes
             start = data_start + rel
             if start + nbytes > len(self._buf):
@@ -301,4 +304,5 @@ def dequantize(raw: Buffer, ggml_type: GGMLType, n_elements: int) -> npt.NDArray
     q = np.concatenate([low, high], axis=1)  # element j from low nibble, j+16 from high
     if ggml_type is GGMLType.Q4_1:
         return (q * d + m).reshape(-1)
-    return ((q - 8.0) * d).reshape(-1)
+    out: npt.NDArray[np.float32] = ((q - np.float32(8.0)) * d).reshape(-1)
+    return out

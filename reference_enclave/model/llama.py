@@ -80,7 +80,9 @@ class LlamaConfig:
         n_heads = g.get_int("llama.attention.head_count")
         n_kv = g.get_int("llama.attention.head_count_kv", n_heads)
         if n_heads <= 0 or n_kv <= 0 or d_model % n_heads or n_heads % n_kv:
-            raise InvalidInput(f"{g.what}: inconsistent head counts {n_heads}/{n_kv} for d={d_model}")
+            raise InvalidInput(
+                f"{g.what}: inconsistent head counts {n_heads}/{n_kv} for d={d_model}"
+            )
         head_dim = d_model // n_heads
         rope_dim = g.get_int("llama.rope.dimension_count", head_dim)
         if rope_dim % 2 or not 0 < rope_dim <= head_dim:
@@ -116,13 +118,15 @@ class KVCache:
 
 
 def rms_norm(x: F32, weight: F32, eps: float) -> F32:
-    scale = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(eps))
-    out: F32 = (x * scale.astype(np.float32)) * weight
+    mean_sq: F32 = np.mean(x * x, axis=-1, keepdims=True)
+    scale: F32 = (np.float32(1.0) / np.sqrt(mean_sq + np.float32(eps))).astype(np.float32)
+    out: F32 = (x * scale) * weight
     return out
 
 
 def silu(x: F32) -> F32:
-    out: F32 = x / (np.float32(1.0) + np.exp(-x))
+    with np.errstate(over="ignore"):  # exp(-x) -> inf for very negative x gives silu = -0
+        out: F32 = (x / (np.float32(1.0) + np.exp(-x))).astype(np.float32, copy=False)
     return out
 
 
@@ -173,7 +177,8 @@ class LlamaModel:
     def new_cache(self, capacity: int) -> KVCache:
         if not 0 < capacity <= self.config.context_length:
             raise InvalidInput(
-                f"model: {capacity} positions exceed the context length {self.config.context_length}"
+                f"model: {capacity} positions exceed the context length "
+                f"{self.config.context_length}"
             )
         return KVCache(self.config, capacity)
 
@@ -193,7 +198,11 @@ class LlamaModel:
         return out
 
     def forward(
-        self, token_ids: list[int] | npt.NDArray[np.int64], cache: KVCache, *, last_only: bool = False
+        self,
+        token_ids: list[int] | npt.NDArray[np.int64],
+        cache: KVCache,
+        *,
+        last_only: bool = False,
     ) -> F32:
         """Logits (T, vocab) for ``token_ids`` placed after the cache's positions.
 

@@ -11,6 +11,7 @@ the enclave only reads GGUF files).
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import Counter
 from pathlib import Path
@@ -47,7 +48,7 @@ def train_merges(corpus: str, n_merges: int) -> list[tuple[str, str]]:
     for _ in range(n_merges):
         pairs: Counter[tuple[str, str]] = Counter()
         for word, count in words.items():
-            for a, b in zip(word, word[1:], strict=False):
+            for a, b in itertools.pairwise(word):
                 pairs[(a, b)] += count
         if not pairs:
             break
@@ -121,7 +122,9 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
     w.add_uint32("tokenizer.ggml.eos_token_id", 2)
     w.add_uint32("tokenizer.ggml.unknown_token_id", 0)
 
-    def add(name: str, shape: tuple[int, ...], qtype: gguf.GGMLQuantizationType, scale: float) -> None:
+    def add(
+        name: str, shape: tuple[int, ...], qtype: gguf.GGMLQuantizationType, scale: float
+    ) -> None:
         data = (rng.standard_normal(shape) * scale).astype(np.float32)
         if qtype in (q.F32, q.F16):
             w.add_tensor(name, gguf.quants.quantize(data, qtype))

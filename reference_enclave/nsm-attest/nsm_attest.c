@@ -14,7 +14,10 @@
  *   NSM-ATTEST BEGIN len=<bytes> crc32=<8 hex>
  *   <base64 of the NSM response, 76 characters per line>
  *   NSM-ATTEST END
- * or one line "NSM-ATTEST ERROR <reason>".  The response is the CBOR the device
+ * or one line "NSM-ATTEST ERROR <reason>".  With enclave_audit.vsock_port=N on the
+ * kernel command line (and --from-cmdline or as PID 1) the same response is also
+ * sent over vsock to the parent (CID 3) port N as a 4-byte big-endian length and
+ * the bytes, and "NSM-ATTEST VSOCK sent" or "NSM-ATTEST VSOCK failed: ..." is printed.  The response is the CBOR the device
  * returned, e.g. {"Attestation": {"document": <COSE_Sign1 bytes>}}.
  *
  * ioctl ABI: include/uapi/linux/nsm.h (Linux >= 6.8):
@@ -27,10 +30,12 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,6 +44,20 @@
 #define NSM_RESPONSE_MAX 0x3000
 #define NONCE_MAX 512
 #define CMDLINE_KEY "enclave_audit.nonce="
+#define PORT_KEY "enclave_audit.vsock_port="
+#define PARENT_CID 3u
+
+#ifndef AF_VSOCK
+#define AF_VSOCK 40
+#endif
+struct vsock_addr { /* struct sockaddr_vm from linux/vm_sockets.h */
+	unsigned short svm_family;
+	unsigned short svm_reserved1;
+	unsigned int svm_port;
+	unsigned int svm_cid;
+	unsigned char svm_flags;
+	unsigned char svm_zero[3];
+};
 
 struct nsm_iovec {
 	uint64_t addr;
@@ -171,25 +190,64 @@ static void print_base64(const uint8_t *p, size_t n)
 	}
 }
 
-/* nonce length, -1 if absent, -2 if /proc/cmdline is unreadable, -3 if malformed */
-static int nonce_from_cmdline(uint8_t *nonce)
+static char cmdline[4096];
+
+static int read_cmdline(void)
 {
-	static char cmdline[4096];
 	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return -2;
+		return -1;
 	ssize_t got = read(fd, cmdline, sizeof cmdline - 1);
 	close(fd);
 	if (got < 0)
-		return -2;
+		return -1;
 	cmdline[got] = '\0';
-	for (char *s = cmdline; (s = strstr(s, CMDLINE_KEY)) != NULL; s++) {
-		if (s == cmdline || s[-1] == ' ') {
-			int n = parse_hex(s + strlen(CMDLINE_KEY), nonce, NONCE_MAX);
-			return n < 0 ? -3 : n;
-		}
+	return 0;
+}
+
+/* value of "key" (which ends in '=') as a whole word of the command line, or NULL */
+static const char *cmdline_value(const char *key)
+{
+	for (char *s = cmdline; (s = strstr(s, key)) != NULL; s++) {
+		if (s == cmdline || s[-1] == ' ')
+			return s + strlen(key);
 	}
-	return -1; /* no nonce requested */
+	return NULL;
+}
+
+/* nonce length, -1 if absent, -3 if malformed */
+static int nonce_from_cmdline(uint8_t *nonce)
+{
+	const char *value = cmdline_value(CMDLINE_KEY);
+	if (!value)
+		return -1;
+	int n = parse_hex(value, nonce, NONCE_MAX);
+	return n < 0 ? -3 : n;
+}
+
+static void send_vsock(unsigned int port, const uint8_t *data, size_t len)
+{
+	struct vsock_addr addr;
+	uint8_t head[4] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+			   (uint8_t)len};
+	uint8_t ack = 0;
+	int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		printf("NSM-ATTEST VSOCK failed: socket: %s\n", strerror(errno));
+		return;
+	}
+	memset(&addr, 0, sizeof addr);
+	addr.svm_family = AF_VSOCK;
+	addr.svm_cid = PARENT_CID;
+	addr.svm_port = port;
+	if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
+	    write(fd, head, 4) != 4 || write(fd, data, len) != (ssize_t)len ||
+	    read(fd, &ack, 1) != 1) {
+		printf("NSM-ATTEST VSOCK failed: %s\n", strerror(errno));
+	} else {
+		printf("NSM-ATTEST VSOCK sent\n");
+	}
+	close(fd);
 }
 
 static int open_nsm(int wait_seconds)
@@ -244,10 +302,10 @@ static int attest(int argc, char **argv)
 				    0);
 		}
 	}
+	if (from_cmdline && read_cmdline() != 0)
+		return fail("cannot read /proc/cmdline", errno);
 	if (from_cmdline && nonce_len < 0) {
 		nonce_len = nonce_from_cmdline(nonce);
-		if (nonce_len == -2)
-			return fail("cannot read /proc/cmdline", errno);
 		if (nonce_len == -3)
 			return fail("bad " CMDLINE_KEY " value (hex, at most 512 bytes)", 0);
 	}
@@ -270,6 +328,11 @@ static int attest(int argc, char **argv)
 	print_base64(response, len);
 	puts("NSM-ATTEST END");
 	fflush(stdout);
+	const char *port = from_cmdline ? cmdline_value(PORT_KEY) : NULL;
+	if (port) {
+		send_vsock((unsigned int)strtoul(port, NULL, 10), response, len);
+		fflush(stdout);
+	}
 	return 0;
 }
 

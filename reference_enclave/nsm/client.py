@@ -200,10 +200,16 @@ class NsmClient:
 def open_nsm(socket_path: str | None = None) -> NsmClient:
     """The device when it exists, else the simulated device's socket.
 
-    ``socket_path`` (or ``$ENCLAVE_NSM_SOCKET``, default ``/run/enclave/nsm.sock``)
-    is only used when there is no ``/dev/nsm``.
+    ``socket_path`` (or ``$ENCLAVE_NSM_SOCKET``, or ``nsm.sock`` in
+    ``$ENCLAVE_RUN_DIR``, default ``/run/enclave/nsm.sock``) is only used when
+    there is no ``/dev/nsm``.
     """
     if socket_path is None and os.path.exists(DEVICE):
         return NsmClient(DeviceTransport(DEVICE))
-    path = socket_path or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+    run_dir = os.environ.get("ENCLAVE_RUN_DIR")
+    path = (
+        socket_path
+        or os.environ.get(SOCKET_ENV)
+        or (os.path.join(run_dir, "nsm.sock") if run_dir else DEFAULT_SOCKET)
+    )
     return NsmClient(SocketTransport(path))

@@ -24,7 +24,7 @@ class EncryptedModel:
 
     @classmethod
     def parse(cls, blob: bytes, *, what: str) -> EncryptedModel:
-        header = model_format.parse_header(blob, what=what)
+        header = model_format.read_header(io.BytesIO(blob), what=what)
         if not header.wrapped_key:
             raise ModelTampered(f"{what}: carries no KMS-wrapped data key")
         return cls(blob, header, what)

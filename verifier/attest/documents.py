@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from enclave_audit import __version__
-from enclave_audit.errors import AuditFailed
+from enclave_audit.errors import AuditFailed, SpecInvalid
 from enclave_audit.fsutil import hash_file
 from enclave_audit.model.attestation import (
     DEFAULT_VERIFIER_ID,
@@ -85,3 +85,16 @@ def vsa_for_image(
         source_commit=source_commit,
         rebuilds=rebuilds,
     )
+
+
+def provenance_from_manifest(path: Path) -> Statement:
+    """The builder's unsigned provenance statement for ``build-manifest.json`` at ``path``."""
+    from builder.provenance import provenance_for
+    from enclave_audit.model.manifest import BuildManifest
+
+    manifest = BuildManifest.load(path)
+    manifest_sha256 = hash_file(path)["sha256"].hex()
+    try:
+        return provenance_for(manifest, manifest_sha256=manifest_sha256)
+    except ValueError as exc:
+        raise SpecInvalid(f"{path}: {exc}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import functools
 import gzip
 import lzma
 import stat
@@ -12,7 +13,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, cast
 
 from enclave_audit.errors import InvalidInput
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
@@ -37,7 +38,9 @@ def _gzip_header(head: bytes) -> dict[str, str]:
     flags = head[3]
     mtime = struct.unpack_from("<I", head, 4)[0]
     out = {
-        "mtime": f"{mtime} ({datetime.fromtimestamp(mtime, UTC):%Y-%m-%dT%H:%M:%SZ})" if mtime else "0",
+        "mtime": f"{mtime} ({datetime.fromtimestamp(mtime, UTC):%Y-%m-%dT%H:%M:%SZ})"
+        if mtime
+        else "0",
         "xfl": str(head[8]),
         "os": str(head[9]),
     }
@@ -69,8 +72,11 @@ class _Compressed(abc.ABC):
         from verifier.compare.engine import field_node, importance
 
         ha, hb = self.header(a.head(512)), self.header(b.head(512))
-        children = [field_node(path, k, ha.get(k), hb.get(k)) for k in dict.fromkeys([*ha, *hb])
-                    if ha.get(k) != hb.get(k)]
+        children = [
+            field_node(path, k, ha.get(k), hb.get(k))
+            for k in dict.fromkeys([*ha, *hb])
+            if ha.get(k) != hb.get(k)
+        ]
 
         def opener(blob: Blob) -> StreamBlob:
             inner = _inner_name(blob, self.suffixes, f"({self.kind_label}-decompressed)")
@@ -80,23 +86,32 @@ class _Compressed(abc.ABC):
         try:
             content = engine.compare_nested(ia, ib, (*path, ia.name))
         except _DECOMPRESS_ERRORS as exc:
-            raise InvalidInput(f"{a.name} / {b.name}: {self.name} stream unreadable: {exc}") from None
+            raise InvalidInput(
+                f"{a.name} / {b.name}: {self.name} stream unreadable: {exc}"
+            ) from None
         if content is not None:
             children.append(content)
         if not children:
             return DiffNode(
-                path=path, kind=NodeKind.ARCHIVE, change=Change.CONTENT,
+                path=path,
+                kind=NodeKind.ARCHIVE,
+                change=Change.CONTENT,
                 left=Side.of(digest=a.digest(), size=a.known_size()),
                 right=Side.of(digest=b.digest(), size=b.known_size()),
                 summary=f"{self.name} streams differ, decompressed contents are equal",
                 notes=("compression level, block size or compressor version differs",),
             )
-        summary = f"{self.name}: " + ("content differs" if content is not None else "header differs")
+        summary = f"{self.name}: " + (
+            "content differs" if content is not None else "header differs"
+        )
         return DiffNode(
-            path=path, kind=NodeKind.ARCHIVE, change=Change.CONTENT,
+            path=path,
+            kind=NodeKind.ARCHIVE,
+            change=Change.CONTENT,
             left=Side.of(digest=a.digest(), size=a.known_size()),
             right=Side.of(digest=b.digest(), size=b.known_size()),
-            summary=summary, children=tuple(sorted(children, key=importance)),
+            summary=summary,
+            children=tuple(sorted(children, key=importance)),
         )
 
 
@@ -112,7 +127,7 @@ class GzipComparator(_Compressed):
         return _gzip_header(head)
 
     def decompress(self, fh: IO[bytes]) -> IO[bytes]:
-        return gzip.GzipFile(fileobj=fh, mode="rb")
+        return cast(IO[bytes], gzip.GzipFile(fileobj=fh, mode="rb"))
 
 
 class XzComparator(_Compressed):
@@ -124,7 +139,7 @@ class XzComparator(_Compressed):
         return head.startswith(b"\xfd7zXZ\x00")
 
     def decompress(self, fh: IO[bytes]) -> IO[bytes]:
-        return lzma.LZMAFile(fh, mode="rb")
+        return cast(IO[bytes], lzma.LZMAFile(fh, mode="rb"))
 
 
 def _zip_time(t: tuple[int, int, int, int, int, int]) -> str:
@@ -158,8 +173,9 @@ class ZipComparator:
                         yield Member(info.filename, "dir", tuple(meta))
                         continue
                     with zf.open(info) as member:
-                        content = spool(info.filename, iter(lambda m=member: m.read(CHUNK), b""),
-                                        engine.ctx)
+                        content = spool(
+                            info.filename, iter(functools.partial(member.read, CHUNK), b""), engine.ctx
+                        )
                     yield Member(info.filename, "file", tuple(meta), content)
         except (zipfile.BadZipFile, *_DECOMPRESS_ERRORS) as exc:
             raise InvalidInput(f"{blob.name}: unreadable zip: {exc}") from None
@@ -169,9 +185,14 @@ class ZipComparator:
 
 
 _TAR_TYPES = {
-    tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.DIRTYPE: "dir",
-    tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink", tarfile.CHRTYPE: "char",
-    tarfile.BLKTYPE: "block", tarfile.FIFOTYPE: "fifo",
+    tarfile.REGTYPE: "file",
+    tarfile.AREGTYPE: "file",
+    tarfile.DIRTYPE: "dir",
+    tarfile.SYMTYPE: "symlink",
+    tarfile.LNKTYPE: "hardlink",
+    tarfile.CHRTYPE: "char",
+    tarfile.BLKTYPE: "block",
+    tarfile.FIFOTYPE: "fifo",
 }
 
 
@@ -205,7 +226,9 @@ class TarComparator:
                     if info.isfile():
                         src = tf.extractfile(info)
                         assert src is not None
-                        content = spool(info.name, iter(lambda s=src: s.read(CHUNK), b""), engine.ctx)
+                        content = spool(
+                            info.name, iter(functools.partial(src.read, CHUNK), b""), engine.ctx
+                        )
                     yield Member(info.name, ftype, tuple(meta), content)
         except (tarfile.TarError, *_DECOMPRESS_ERRORS) as exc:
             raise InvalidInput(f"{blob.name}: unreadable tar: {exc}") from None

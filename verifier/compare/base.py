@@ -181,7 +181,9 @@ class SliceBlob(Blob):
         self.name = name
 
     def open(self) -> IO[bytes]:
-        return io.BufferedReader(_SliceReader(open_input(self.path), self.offset, self._size), CHUNK)
+        return io.BufferedReader(
+            _SliceReader(open_input(self.path), self.offset, self._size), CHUNK
+        )
 
     @property
     def size(self) -> int:
@@ -205,7 +207,7 @@ class StreamBlob(Blob):
 
 
 def spool(name: str, chunks: Iterable[bytes], ctx: CompareContext) -> Blob:
-    """Keep streamed content in memory below the bound, else in a temp file under ``ctx.workdir``."""
+    """Keep streamed content in memory below the bound, else in a temp file in the workdir."""
     buf = bytearray()
     fh: IO[bytes] | None = None
     path: Path | None = None

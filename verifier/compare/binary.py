@@ -64,7 +64,9 @@ def byte_node(
     if first is None:
         return None
     n = min(len(a), len(b))
-    differing = int(np.count_nonzero(np.frombuffer(a[:n], np.uint8) != np.frombuffer(b[:n], np.uint8)))
+    differing = int(
+        np.count_nonzero(np.frombuffer(a[:n], np.uint8) != np.frombuffer(b[:n], np.uint8))
+    )
     size_note = "" if len(a) == len(b) else f", sizes {len(a)} vs {len(b)}"
     left_side = left or Side.of(size=len(a))
     right_side = right or Side.of(size=len(b))
@@ -74,7 +76,8 @@ def byte_node(
         change=Change.CONTENT,
         left=left_side.model_copy(update={"value": window(a, first)}),
         right=right_side.model_copy(update={"value": window(b, first)}),
-        summary=f"{what} differ from offset 0x{base + first:x} ({differing} differing bytes{size_note})",
+        summary=f"{what} differ from offset 0x{base + first:x}"
+        f" ({differing} differing bytes{size_note})",
     )
 
 
@@ -131,6 +134,9 @@ class BinaryComparator:
             kind=NodeKind.BINARY,
             change=Change.CONTENT,
             left=Side.of(digest=a.digest(), size=a.known_size(), value=f"@0x{wstart:x} {wa.hex()}"),
-            right=Side.of(digest=b.digest(), size=b.known_size(), value=f"@0x{wstart:x} {wb.hex()}"),
-            summary=f"bytes differ from offset 0x{first:x} (~{differing} differing bytes{size_note})",
+            right=Side.of(
+                digest=b.digest(), size=b.known_size(), value=f"@0x{wstart:x} {wb.hex()}"
+            ),
+            summary=f"bytes differ from offset 0x{first:x}"
+            f" (~{differing} differing bytes{size_note})",
         )

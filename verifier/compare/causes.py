@@ -20,14 +20,21 @@ from enclave_audit.model.difference import Cause, CauseHint, Change, DiffNode, N
 # --- clocks -------------------------------------------------------------------------------
 
 TS_MIN = 946684800  # 2000-01-01
-TS_MAX = 4102444800  # 2100-01-01
+#: clocks after "now" are not build times (set per classification, see classify())
+TS_MAX = 4102444800  # 2100-01-01, refined to now + 1 day by classify()
 MAX_CLOCK_SKEW = 10 * 366 * 86400  # two builds' clocks differ by less than this
 
 _MONTHS = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec"
 _DATE_PATTERNS = [
-    re.compile(r"\b(19|20)\d\d-[01]\d-[0-3]\d(?:[T ][0-2]\d:[0-5]\d(?::[0-6]\d(?:\.\d+)?)?(?:Z|[+-]\d\d:?\d\d)?)?"),
+    re.compile(
+        r"\b(19|20)\d\d-[01]\d-[0-3]\d"
+        r"(?:[T ][0-2]\d:[0-5]\d(?::[0-6]\d(?:\.\d+)?)?(?:Z|[+-]\d\d:?\d\d)?)?"
+    ),
     re.compile(r"\b(19|20)\d\d/[01]\d/[0-3]\d\b"),
-    re.compile(rf"\b(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)?,? ?(?:{_MONTHS}) +[0-3]?\d(?: [0-2]\d:[0-5]\d:[0-6]\d)?(?: [A-Z]{{3,4}})? (19|20)\d\d\b"),
+    re.compile(
+        rf"\b(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)?,? ?(?:{_MONTHS}) +[0-3]?\d"
+        r"(?: [0-2]\d:[0-5]\d:[0-6]\d)?(?: [A-Z]{3,4})? (19|20)\d\d\b"
+    ),
     re.compile(rf"\b[0-3]?\d (?:{_MONTHS}) (19|20)\d\d\b"),
     re.compile(r"\b[0-2]\d:[0-5]\d:[0-6]\d\b"),
 ]
@@ -37,18 +44,23 @@ _UNIX = re.compile(r"(?<![\w.])\d{9,13}(?:\.\d+)?(?![\w.])")
 
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.+@~%=-]+){2,}/?|(?:/[\w.+@~%=-]+){1,}/")
 _TOOL = re.compile(
-    r"(GCC|gcc|g\+\+|clang|LLVM|rustc|cargo|GNU (?:C\+\+|C|AS|ld|Fortran)\w*|GNU assembler|Linker|ld\.(?:bfd|lld|gold)|"
+    r"(GCC|gcc|g\+\+|clang|LLVM|rustc|cargo|GNU (?:C\+\+|C|AS|ld|Fortran)\w*|GNU assembler|"
+    r"Linker|ld\.(?:bfd|lld|gold)|"
     r"binutils|Python|cpython|CPython|go\d|Go |OpenJDK|javac|nasm|yasm|dpkg|debhelper|Debian)",
 )
 _VERSION = re.compile(r"\d+\.\d+(?:\.\d+)*")
 _LOCALE = re.compile(
     r"\b(?:[a-z]{2}_[A-Z]{2}(?:\.[\w-]+)?|C\.UTF-8|POSIX|UTF-8|utf8|ANSI_X3\.4-1968|ISO-8859-\d+|LANG=\S*|LC_\w+=\S*)"
 )
-_UUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
+_UUID = re.compile(
+    r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
+)
 _HEXTOKEN = re.compile(r"\b[0-9a-fA-F]{16,}\b")
 _B64TOKEN = re.compile(r"[A-Za-z0-9+/_-]{22,}={0,2}")
 
-OWNER_FIELDS = frozenset({"uid", "gid", "uname", "gname", "owner", "group", "mode", "perm", "external_attr"})
+OWNER_FIELDS = frozenset(
+    {"uid", "gid", "uname", "gname", "owner", "group", "mode", "perm", "external_attr"}
+)
 TIME_FIELD = re.compile(r"(time|date|mtime|ctime|atime|epoch|stamp)", re.IGNORECASE)
 DEBUG_SECTION = re.compile(r"^\.(z?debug_\w+|symtab|strtab)$")
 
@@ -62,7 +74,11 @@ def _delta(a: float, b: float) -> str:
     days, rem = divmod(d, 86400)
     hours, rem = divmod(rem, 3600)
     minutes, seconds = divmod(rem, 60)
-    return f"{days}d {hours:02d}:{minutes:02d}:{seconds:02d}" if days else f"{hours:02d}:{minutes:02d}:{seconds:02d}"
+    return (
+        f"{days}d {hours:02d}:{minutes:02d}:{seconds:02d}"
+        if days
+        else f"{hours:02d}:{minutes:02d}:{seconds:02d}"
+    )
 
 
 def _as_unix(token: str) -> float | None:
@@ -93,9 +109,11 @@ def _diff_span(a: str, b: str) -> tuple[int, int, int]:
 
 
 def _overlapping(pattern: re.Pattern[str], text: str, start: int, end: int) -> str | None:
-    end = max(end, start + 1)
+    """The first match that covers part of [start, end) (or touches ``start`` if empty)."""
     for m in pattern.finditer(text):
-        if m.start() < end and m.end() > start:
+        if end > start and m.start() < end and m.end() > start:
+            return m.group(0)
+        if end <= start and m.start() <= start <= m.end():
             return m.group(0)
     return None
 
@@ -115,41 +133,96 @@ def detect_strings(a: str, b: str) -> list[CauseHint]:
         if ua and ub and ua != ub:
             va, vb = _as_unix(ua), _as_unix(ub)
             if va is not None and vb is not None and abs(va - vb) < MAX_CLOCK_SKEW:
-                hints.append(CauseHint(
-                    cause=Cause.TIMESTAMP,
-                    evidence=f"{ua} vs {ub} read as unix time: {_utc(va)} vs {_utc(vb)} (Δ {_delta(va, vb)})",
-                ))
+                hints.append(
+                    CauseHint(
+                        cause=Cause.TIMESTAMP,
+                        evidence=f"{ua} vs {ub} read as unix time:"
+                        f" {_utc(va)} vs {_utc(vb)} (Δ {_delta(va, vb)})",
+                    )
+                )
     # build paths: the difference lies inside a path on both sides
     pa, pb = _overlapping(_PATH, a, p, ea), _overlapping(_PATH, b, p, eb)
-    if pa and pb and pa != pb:
+    if pa and pb and pa != pb and looks_like_build_path(pa, pb):
         hints.append(CauseHint(cause=Cause.BUILD_PATH, evidence=f"path {pa!r} vs {pb!r}"))
     # toolchain: a tool name and a version (or flags) that differ
     ta, tb = _TOOL.search(a), _TOOL.search(b)
     if ta and tb:
-        va = _overlapping(_VERSION, a, p, ea)
-        vb = _overlapping(_VERSION, b, p, eb)
-        if va and vb and va != vb:
-            hints.append(CauseHint(cause=Cause.TOOLCHAIN, evidence=f"{ta.group(0)} {va} vs {tb.group(0)} {vb}: {_clip(a)!r} vs {_clip(b)!r}"))
+        ver_a = _overlapping(_VERSION, a, p, ea)
+        ver_b = _overlapping(_VERSION, b, p, eb)
+        if ver_a and ver_b and ver_a != ver_b:
+            hints.append(
+                CauseHint(
+                    cause=Cause.TOOLCHAIN,
+                    evidence=f"{ta.group(0)} {ver_a} vs {tb.group(0)} {ver_b}:"
+                    f" {_clip(a)!r} vs {_clip(b)!r}",
+                )
+            )
         elif not any(h.cause is Cause.BUILD_PATH for h in hints):
-            hints.append(CauseHint(cause=Cause.TOOLCHAIN, evidence=f"tool string differs: {_clip(a)!r} vs {_clip(b)!r}"))
+            hints.append(
+                CauseHint(
+                    cause=Cause.TOOLCHAIN,
+                    evidence=f"tool string differs: {_clip(a)!r} vs {_clip(b)!r}",
+                )
+            )
     # locale: decimal separators, locale or charset names
     seg_a, seg_b = _token(a, p, ea), _token(b, p, eb)
-    if seg_a != seg_b and re.search(r"\d[.,]\d", seg_a) and seg_a.replace(",", ".") == seg_b.replace(",", "."):
-        hints.append(CauseHint(cause=Cause.LOCALE, evidence=f"decimal separator: {seg_a!r} vs {seg_b!r}"))
+    if (
+        seg_a != seg_b
+        and re.search(r"\d[.,]\d", seg_a)
+        and seg_a.replace(",", ".") == seg_b.replace(",", ".")
+    ):
+        hints.append(
+            CauseHint(cause=Cause.LOCALE, evidence=f"decimal separator: {seg_a!r} vs {seg_b!r}")
+        )
     la, lb = _overlapping(_LOCALE, a, p, ea), _overlapping(_LOCALE, b, p, eb)
     if la and lb and la != lb:
         hints.append(CauseHint(cause=Cause.LOCALE, evidence=f"locale/charset {la!r} vs {lb!r}"))
     # random tokens: UUIDs, long hex or base64 strings that differ
     if not hints:
-        for pattern, what in ((_UUID, "UUID"), (_HEXTOKEN, "hex token"), (_B64TOKEN, "base64-like token")):
+        for pattern, what in (
+            (_UUID, "UUID"),
+            (_HEXTOKEN, "hex token"),
+            (_B64TOKEN, "base64-like token"),
+        ):
             ra, rb = _overlapping(pattern, a, p, ea), _overlapping(pattern, b, p, eb)
             if ra and rb and ra != rb and _mostly_different(ra, rb):
-                hints.append(CauseHint(
-                    cause=Cause.RANDOM,
-                    evidence=f"{what} {_clip(ra, 48)!r} vs {_clip(rb, 48)!r} (random, or a digest of other changes)",
-                ))
+                hints.append(
+                    CauseHint(
+                        cause=Cause.RANDOM,
+                        evidence=f"{what} {_clip(ra, 48)!r} vs {_clip(rb, 48)!r}"
+                        " (random, or a digest of other changes)",
+                    )
+                )
                 break
     return hints
+
+
+_BUILD_DIR = re.compile(
+    r"(?:^|/)(?:tmp|build\w*|home|root|work\w*|_work|src|source|sources|runner|workspace|"
+    r"builddir|obj\w*|\.cache|nix/store|usr/src|var/tmp|pytest-\w+|tmp\w+)(?:/|$)"
+)
+
+
+def looks_like_build_path(a: str, b: str) -> bool:
+    """Two differing paths that look like the same file under different build directories.
+
+    Either the paths end the same way (the prefix differs: ``/tmp/a/src/x.c`` vs
+    ``/tmp/b/src/x.c``) or the part that differs sits under a directory that builds use
+    (tmp, build, home, a CI runner's work dir, the nix store...).  A path that simply names
+    another file (``/usr/bin/a`` vs ``/usr/bin/b``) is not a build path.
+    """
+    pa, pb = a.rstrip("/").split("/"), b.rstrip("/").split("/")
+    tail = 0
+    while tail < min(len(pa), len(pb)) - 1 and pa[-1 - tail] == pb[-1 - tail]:
+        tail += 1
+    head = 0
+    while head < min(len(pa), len(pb)) and pa[head] == pb[head]:
+        head += 1
+    if tail >= 1 and head < min(len(pa), len(pb)) - tail:
+        return True  # a directory in the middle or at the front changed; the file is the same
+    prefix = "/".join(pa[: head + 1])
+    other = "/".join(pb[: head + 1])
+    return bool(_BUILD_DIR.search(prefix) and _BUILD_DIR.search(other))
 
 
 def _token(text: str, start: int, end: int) -> str:
@@ -217,11 +290,20 @@ def _folded_sorted(lines: list[str]) -> bool:
 def classify_text(node: DiffNode) -> list[CauseHint]:
     if not node.unified_diff and not node.notes:
         return []
+    collation = [n for n in node.notes if n.startswith("collation:")]
+    if collation:
+        return [
+            CauseHint(
+                cause=Cause.LOCALE, evidence=f"same lines, sorted differently; {collation[0]}"
+            )
+        ]
     if "same lines in a different order" in node.notes:
         return [_order_hint(node)]
     pairs, removed, added = diff_pairs(node.unified_diff or "")
     if removed and sorted(removed) == sorted(added):
-        return [CauseHint(cause=Cause.FILE_ORDER, evidence=f"{len(removed)} lines moved, none changed")]
+        return [
+            CauseHint(cause=Cause.FILE_ORDER, evidence=f"{len(removed)} lines moved, none changed")
+        ]
     hints: list[CauseHint] = []
     for a, b in pairs[:50]:
         for hint in detect_strings(a, b):
@@ -258,7 +340,11 @@ def _window(value: str | None) -> tuple[int, bytes] | None:
     return int(m.group(1), 16), bytes.fromhex(m.group(2))
 
 
-def classify_bytes(node: DiffNode) -> list[CauseHint]:
+#: machine code: an instruction's bytes read as a number mean nothing
+CODE_SECTIONS = frozenset({".text", ".init", ".fini", ".plt", ".plt.got", ".plt.sec", ".iplt"})
+
+
+def classify_bytes(node: DiffNode, ceiling: float = TS_MAX) -> list[CauseHint]:
     wa = _window(node.left.value if node.left else None)
     wb = _window(node.right.value if node.right else None)
     if wa is None or wb is None or wa[0] != wb[0]:
@@ -270,7 +356,8 @@ def classify_bytes(node: DiffNode) -> list[CauseHint]:
     if not diffs:
         return []
     hints: list[CauseHint] = []
-    clock = _clock_in_bytes(a, b, diffs, base)
+    in_code = any(seg in CODE_SECTIONS for seg in node.path[-2:])
+    clock = None if in_code else _clock_in_bytes(a, b, diffs, base, ceiling)
     if clock is not None:
         hints.append(clock)
     run_a, run_b = _printable_run(a, diffs[0]), _printable_run(b, diffs[0])
@@ -281,27 +368,35 @@ def classify_bytes(node: DiffNode) -> list[CauseHint]:
     if not hints:
         block = [i for i in diffs if i < diffs[0] + 16]
         if len(block) >= 12 and n - diffs[0] >= 16:
-            hints.append(CauseHint(
-                cause=Cause.RANDOM,
-                evidence=f"{len(block)} of 16 bytes from 0x{base + diffs[0]:x} differ:"
-                f" {a[diffs[0]:diffs[0] + 16].hex()} vs {b[diffs[0]:diffs[0] + 16].hex()}"
-                " (random bytes, or a digest of other changes)",
-            ))
+            hints.append(
+                CauseHint(
+                    cause=Cause.RANDOM,
+                    evidence=f"{len(block)} of 16 bytes from 0x{base + diffs[0]:x} differ:"
+                    f" {a[diffs[0] : diffs[0] + 16].hex()} vs {b[diffs[0] : diffs[0] + 16].hex()}"
+                    " (random bytes, or a digest of other changes)",
+                )
+            )
     return hints
 
 
-def _clock_in_bytes(a: bytes, b: bytes, diffs: list[int], base: int) -> CauseHint | None:
+def _clock_in_bytes(
+    a: bytes, b: bytes, diffs: list[int], base: int, ceiling: float = TS_MAX
+) -> CauseHint | None:
     first, last = diffs[0], diffs[-1]
     cluster = [i for i in diffs if i <= first + 7]
-    for width, fmt, label in ((4, "<I", "little-endian u32"), (4, ">I", "big-endian u32"),
-                              (8, "<Q", "little-endian u64"), (8, ">Q", "big-endian u64")):
+    for width, fmt, label in (
+        (4, "<I", "little-endian u32"),
+        (4, ">I", "big-endian u32"),
+        (8, "<Q", "little-endian u64"),
+        (8, ">Q", "big-endian u64"),
+    ):
         for start in range(max(0, cluster[-1] - width + 1), first + 1):
             end = start + width
             if end > min(len(a), len(b)) or cluster[-1] >= end:
                 continue
             va = struct.unpack(fmt, a[start:end])[0]
             vb = struct.unpack(fmt, b[start:end])[0]
-            if va == vb or not (TS_MIN <= va < TS_MAX and TS_MIN <= vb < TS_MAX):
+            if va == vb or not (TS_MIN <= va < ceiling and TS_MIN <= vb < ceiling):
                 continue
             if abs(va - vb) >= MAX_CLOCK_SKEW:
                 continue
@@ -344,6 +439,16 @@ def classify_field(node: DiffNode) -> list[CauseHint]:
         return [CauseHint(cause=Cause.OWNERSHIP, evidence=f"{name} {a} -> {b}")]
     if key == "crc32":
         return [CauseHint(cause=Cause.DERIVED, evidence="the image CRC covers all sections")]
+    if key in (
+        "sh_size",
+        "sh_addr",
+        "sh_offset",
+        "size",
+        "source_size",
+        "payload_length",
+        "syssize",
+    ):
+        return [CauseHint(cause=Cause.DERIVED, evidence=f"{name} follows the content: {a} -> {b}")]
     if key == "build-id":
         return []  # decided with the rest of its ELF (see classify_elf)
     if a is None or b is None:
@@ -354,7 +459,10 @@ def classify_field(node: DiffNode) -> list[CauseHint]:
         return [CauseHint(cause=Cause.TOOLCHAIN, evidence=f"bytecode magic {a} vs {b}")]
     hints = detect_strings(a, b)
     if TIME_FIELD.search(name) and not any(h.cause is Cause.TIMESTAMP for h in hints):
-        va, vb = _as_unix(a.split()[0]) if a.split() else None, _as_unix(b.split()[0]) if b.split() else None
+        va, vb = (
+            _as_unix(a.split()[0]) if a.split() else None,
+            _as_unix(b.split()[0]) if b.split() else None,
+        )
         if va is not None and vb is not None:
             evidence = f"{name}: {_utc(va)} vs {_utc(vb)} (Δ {_delta(va, vb)})"
         else:
@@ -368,7 +476,7 @@ def classify_field(node: DiffNode) -> list[CauseHint]:
 LeafClassifier = Callable[[DiffNode], list[CauseHint]]
 
 
-def classify_node(node: DiffNode) -> list[CauseHint]:
+def classify_node(node: DiffNode, ceiling: float = TS_MAX) -> list[CauseHint]:
     """Causes a node shows by itself (before looking at its neighbours)."""
     if node.kind is NodeKind.ORDER:
         return [CauseHint(cause=Cause.FILE_ORDER, evidence=node.summary)]
@@ -377,7 +485,12 @@ def classify_node(node: DiffNode) -> list[CauseHint]:
     if node.kind is NodeKind.ELF_SECTION and node.change in (Change.ADDED, Change.REMOVED):
         if DEBUG_SECTION.match(node.name) or node.name.startswith(".gnu_debug"):
             side = "left" if node.change is Change.REMOVED else "right"
-            return [CauseHint(cause=Cause.DEBUG_SYMBOLS, evidence=f"{node.name} only on the {side}: the other side is stripped")]
+            return [
+                CauseHint(
+                    cause=Cause.DEBUG_SYMBOLS,
+                    evidence=f"{node.name} only on the {side}: the other side is stripped",
+                )
+            ]
         return []
     if node.kind is NodeKind.ELF_SECTION and node.name.startswith(".note.gnu.build-id"):
         return []  # decided in classify_elf
@@ -385,15 +498,33 @@ def classify_node(node: DiffNode) -> list[CauseHint]:
     if node.unified_diff or "same lines in a different order" in node.notes:
         hints += classify_text(node)
     if not hints:
-        hints += classify_bytes(node)
+        hints += classify_bytes(node, ceiling)
     if node.name == ".comment" and not any(h.cause is Cause.TOOLCHAIN for h in hints):
-        hints.append(CauseHint(cause=Cause.TOOLCHAIN, evidence=".comment holds the compiler/linker identification"))
-    if node.name == "signature" and node.kind is not NodeKind.FIELD:
-        hints.append(CauseHint(cause=Cause.DERIVED, evidence="the signature covers PCR0, which changes with the image"))
-    if any("JSON equal after canonical formatting" in node.summary for _ in (0,)):
-        hints.append(CauseHint(cause=Cause.FILE_ORDER, evidence="same JSON value; key order or formatting differs"))
+        hints.append(
+            CauseHint(
+                cause=Cause.TOOLCHAIN, evidence=".comment holds the compiler/linker identification"
+            )
+        )
+    if node.name == "signature":
+        hints.append(
+            CauseHint(
+                cause=Cause.DERIVED,
+                evidence="the signature covers PCR0, which changes with the image",
+            )
+        )
+    if "JSON equal after canonical formatting" in node.summary:
+        hints.append(
+            CauseHint(
+                cause=Cause.FILE_ORDER, evidence="same JSON value; key order or formatting differs"
+            )
+        )
     if any(n.startswith("marshal FLAG_REF") for n in node.notes):
-        hints.append(CauseHint(cause=Cause.RANDOM, evidence="marshal reference flags depend on reference counts at compile time"))
+        hints.append(
+            CauseHint(
+                cause=Cause.RANDOM,
+                evidence="marshal reference flags depend on reference counts at compile time",
+            )
+        )
     return hints
 
 
@@ -405,9 +536,9 @@ def _dedupe(hints: Iterable[CauseHint]) -> tuple[CauseHint, ...]:
     return tuple(out)
 
 
-def _annotate(node: DiffNode) -> DiffNode:
-    children = tuple(_annotate(c) for c in node.children)
-    own = classify_node(node)
+def _annotate(node: DiffNode, ceiling: float) -> DiffNode:
+    children = tuple(_annotate(c, ceiling) for c in node.children)
+    own = classify_node(node, ceiling)
     node = node.model_copy(update={"children": children, "causes": _dedupe((*node.causes, *own))})
     if node.kind is NodeKind.ELF:
         node = classify_elf(node)
@@ -415,40 +546,78 @@ def _annotate(node: DiffNode) -> DiffNode:
 
 
 def classify_elf(elf: DiffNode) -> DiffNode:
-    """Causes that depend on the rest of the ELF: stripping, derived build-ids, shifted debug data."""
+    """Causes that depend on the rest of the ELF: stripping, build-ids, shifted debug data."""
     notes_strip = [n for n in elf.notes if n.startswith("stripping differs")]
     others = [
-        c for c in elf.children
+        c
+        for c in elf.children
         if not (c.name == "build-id" or c.name.startswith(".note.gnu.build-id"))
     ]
     causes_below = {h.cause for c in others for n in c.walk() for h in n.causes}
-    other_names = ", ".join(dict.fromkeys(c.path[-1] for c in others if c.kind is not NodeKind.FIELD)) or "fields"
+    other_names = (
+        ", ".join(dict.fromkeys(c.path[-1] for c in others if c.kind is not NodeKind.FIELD))
+        or "fields"
+    )
 
     def fix(node: DiffNode) -> DiffNode:
         extra: list[CauseHint] = []
         if node.name == "build-id" or node.name.startswith(".note.gnu.build-id"):
+            node = node.model_copy(update={"children": (), "causes": ()})
             if others:
-                extra.append(CauseHint(cause=Cause.BUILD_ID, evidence=f"the build-id hashes the file; it follows the differences in {other_names}"))
+                extra.append(
+                    CauseHint(
+                        cause=Cause.BUILD_ID,
+                        evidence="the build-id hashes the file; it follows the differences"
+                        f" in {other_names}",
+                    )
+                )
             else:
-                extra.append(CauseHint(cause=Cause.RANDOM, evidence="only the build-id differs: it was not derived from the contents (--build-id=uuid or random)"))
+                extra.append(
+                    CauseHint(
+                        cause=Cause.RANDOM,
+                        evidence="only the build-id differs: it was not derived from the contents"
+                        " (--build-id=uuid or random)",
+                    )
+                )
         elif (
             not node.causes
             and node.kind in (NodeKind.ELF_SECTION, NodeKind.SYMBOL, NodeKind.BINARY)
-            and DEBUG_SECTION.match(node.path[-1] if node.kind is NodeKind.ELF_SECTION else node.path[-2] if len(node.path) > 1 else "")
+            and DEBUG_SECTION.match(
+                node.path[-1]
+                if node.kind is NodeKind.ELF_SECTION
+                else node.path[-2]
+                if len(node.path) > 1
+                else ""
+            )
         ):
             if Cause.BUILD_PATH in causes_below:
-                extra.append(CauseHint(cause=Cause.BUILD_PATH, evidence="debug data refers to changed path strings (offsets shift when their lengths change)"))
+                extra.append(
+                    CauseHint(
+                        cause=Cause.BUILD_PATH,
+                        evidence="debug data refers to changed path strings"
+                        " (offsets shift when their lengths change)",
+                    )
+                )
             elif Cause.DEBUG_SYMBOLS in causes_below or notes_strip:
-                extra.append(CauseHint(cause=Cause.DEBUG_SYMBOLS, evidence="symbol/debug tables differ with stripping"))
+                extra.append(
+                    CauseHint(
+                        cause=Cause.DEBUG_SYMBOLS,
+                        evidence="symbol/debug tables differ with stripping",
+                    )
+                )
         elif (
             not node.causes
             and node.kind in (NodeKind.ELF_SECTION, NodeKind.TEXT)
             and node.path[-1] in ("symbols", ".symtab", ".strtab")
             and (Cause.DEBUG_SYMBOLS in causes_below or notes_strip)
         ):
-            extra.append(CauseHint(cause=Cause.DEBUG_SYMBOLS, evidence="symbol tables differ with stripping"))
+            extra.append(
+                CauseHint(cause=Cause.DEBUG_SYMBOLS, evidence="symbol tables differ with stripping")
+            )
         children = tuple(fix(c) for c in node.children)
-        return node.model_copy(update={"children": children, "causes": _dedupe((*node.causes, *extra))})
+        return node.model_copy(
+            update={"children": children, "causes": _dedupe((*node.causes, *extra))}
+        )
 
     children = tuple(fix(c) for c in elf.children)
     own: list[CauseHint] = []
@@ -461,7 +630,9 @@ def _fill_unknown(node: DiffNode) -> DiffNode:
     children = tuple(_fill_unknown(c) for c in node.children)
     causes = node.causes
     if not children and not causes:
-        causes = (CauseHint(cause=Cause.UNKNOWN, evidence=f"no classifier matched: {node.summary}"),)
+        causes = (
+            CauseHint(cause=Cause.UNKNOWN, evidence=f"no classifier matched: {node.summary}"),
+        )
     return node.model_copy(update={"children": children, "causes": causes})
 
 
@@ -474,17 +645,48 @@ def _roll_up(node: DiffNode) -> DiffNode:
         for hint in child.causes:
             count, evidence = found.get(hint.cause, (0, ""))
             if not evidence:
-                rel = "/".join(child.path[len(node.path):]) or child.name
+                rel = "/".join(child.path[len(node.path) :]) or child.name
                 evidence = f"{rel}: {hint.evidence}"
             found[hint.cause] = (count + 1, evidence)
     own = {h.cause for h in node.causes}
     rolled = [
         CauseHint(cause=c, evidence=ev if n == 1 else f"{n} places below, e.g. {ev}")
-        for c, (n, ev) in found.items() if c not in own
+        for c, (n, ev) in found.items()
+        if c not in own
     ]
     return node.model_copy(update={"children": children, "causes": (*node.causes, *rolled)})
 
 
-def classify(root: DiffNode) -> DiffNode:
-    """Attach causes to every node of a finished tree (pure: returns a new tree)."""
-    return _roll_up(_fill_unknown(_annotate(root)))
+_DERIVED_ONLY = frozenset({Cause.DERIVED, Cause.BUILD_ID})
+
+
+def _rank(node: DiffNode) -> int:
+    """Most important first: real content changes, other content, order, metadata, derived."""
+    causes = {h.cause for h in node.causes}
+    if causes and causes <= _DERIVED_ONLY:
+        return 5
+    if Cause.UNKNOWN in causes and node.change in (Change.CONTENT, Change.ADDED, Change.REMOVED):
+        return 0
+    return {
+        Change.CONTENT: 1,
+        Change.ADDED: 2,
+        Change.REMOVED: 2,
+        Change.REORDERED: 3,
+        Change.METADATA: 4,
+    }[node.change] + (1 if node.kind is NodeKind.FIELD else 0)
+
+
+def _sort(node: DiffNode) -> DiffNode:
+    children = sorted((_sort(c) for c in node.children), key=_rank)
+    return node.model_copy(update={"children": tuple(children)})
+
+
+def classify(root: DiffNode, *, now: float | None = None) -> DiffNode:
+    """Attach causes to every node of a finished tree (pure: returns a new tree).
+
+    ``now`` bounds plausible build clocks (default: the current time plus a day).
+    """
+    import time
+
+    ceiling = (time.time() if now is None else now) + 86400
+    return _sort(_roll_up(_fill_unknown(_annotate(root, min(ceiling, TS_MAX)))))

@@ -42,7 +42,9 @@ _FTYPE = {
 class MemberSlice(Blob):
     """One member's data inside an archive blob, re-read through its offset on demand."""
 
-    def __init__(self, archive: Blob, offset: int, size: int, name: str, digest: str | None = None) -> None:
+    def __init__(
+        self, archive: Blob, offset: int, size: int, name: str, digest: str | None = None
+    ) -> None:
         self.archive = archive
         self.offset = offset
         self._size = size
@@ -63,7 +65,9 @@ class MemberSlice(Blob):
             while left > 0:
                 got = fh.read(min(left, CHUNK))
                 if not got:
-                    raise InvalidInput(f"{self.archive.name}: member {self.name!r} lies past the end") from None
+                    raise InvalidInput(
+                        f"{self.archive.name}: member {self.name!r} lies past the end"
+                    ) from None
                 left -= len(got)
         return io.BufferedReader(_Bounded(fh, self._size), CHUNK)
 
@@ -136,9 +140,7 @@ class CpioComparator:
         """Members with lazily re-read content (for callers that want the container view)."""
         with blob.open() as fh:
             for m in iter_members(fh):
-                content = (
-                    MemberSlice(blob, m.data_offset, m.size, m.name) if m.is_file else None
-                )
+                content = MemberSlice(blob, m.data_offset, m.size, m.name) if m.is_file else None
                 yield Member(m.name, _FTYPE.get(m.kind, str(m.kind)), meta_of(m), content)
 
     def compare(self, a: Blob, b: Blob, path: tuple[str, ...], engine: Engine) -> DiffNode | None:
@@ -159,7 +161,9 @@ class CpioComparator:
 
         def seen(m: CpioMember) -> _Seen:
             digest = _consume(m)
-            return _Seen(m.name, _FTYPE.get(m.kind, str(m.kind)), meta_of(m), m.size, m.data_offset, digest)
+            return _Seen(
+                m.name, _FTYPE.get(m.kind, str(m.kind)), meta_of(m), m.size, m.data_offset, digest
+            )
 
         def pair_seen(sa: _Seen, sb: _Seen) -> None:
             blob_a = blob_b = None
@@ -167,7 +171,9 @@ class CpioComparator:
                 blob_a = MemberSlice(a, sa.offset, sa.size, sa.name, sa.digest)
                 blob_b = MemberSlice(b, sb.offset, sb.size, sb.name, sb.digest)
             node = engine.member_diff(
-                Member(sa.name, sa.ftype, sa.meta, blob_a), Member(sb.name, sb.ftype, sb.meta, blob_b), path
+                Member(sa.name, sa.ftype, sa.meta, blob_a),
+                Member(sb.name, sb.ftype, sb.meta, blob_b),
+                path,
             )
             if node is not None:
                 nodes.append(node)

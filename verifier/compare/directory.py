@@ -65,7 +65,9 @@ def walk(root: Path) -> Iterator[Member]:
         stack.extend(reversed(children))
 
 
-def compare_directories(left: Path, right: Path, path: tuple[str, ...], engine: Engine) -> DiffNode | None:
+def compare_directories(
+    left: Path, right: Path, path: tuple[str, ...], engine: Engine
+) -> DiffNode | None:
     from verifier.compare.engine import describe_children
 
     la, lb = list(walk(left)), list(walk(right))

@@ -88,61 +88,79 @@ class EifComparator:
             if ha.crc32 != hb.crc32:
                 crc = field_node((*path, "header"), "crc32", f"{ha.crc32:08x}", f"{hb.crc32:08x}")
                 children.append(
-                    crc.model_copy(update={"notes": ("the CRC covers every section: it follows any change",)})
+                    crc.model_copy(
+                        update={"notes": ("the CRC covers every section: it follows any change",)}
+                    )
                 )
             la, lb = section_labels(ra), section_labels(rb)
             pcrs_a, pcrs_b = section_pcrs(ra), section_pcrs(rb)
             moved: set[int] = set()
             for label in dict.fromkeys([*la, *lb]):
                 sa, sb = la.get(label), lb.get(label)
-                pcrs = tuple(sorted(set(pcrs_a.get(sa.index, []) if sa else [])
-                                    | set(pcrs_b.get(sb.index, []) if sb else [])))
+                pcrs = tuple(
+                    sorted(
+                        set(pcrs_a.get(sa.index, []) if sa else [])
+                        | set(pcrs_b.get(sb.index, []) if sb else [])
+                    )
+                )
                 if sa is not None and sb is not None and sa.type is SectionType.SIGNATURE:
                     pcrs = (8,)
                 spath = (*path, label)
+                is_signature = sa is not None and sa.type is SectionType.SIGNATURE
+                node: DiffNode | None
                 if sa is None or sb is None:
                     present = sa or sb
                     assert present is not None
                     side = Side.of(size=present.size, value=present.type.label)
                     node = DiffNode(
-                        path=spath, kind=NodeKind.SECTION,
+                        path=spath,
+                        kind=NodeKind.SECTION,
                         change=Change.ADDED if sa is None else Change.REMOVED,
-                        left=side if sa else None, right=side if sb else None,
-                        summary=f"{present.type.label} section only on the {'right' if sa is None else 'left'}",
+                        left=side if sa else None,
+                        right=side if sb else None,
+                        summary=f"{present.type.label} section only on the"
+                        f" {'right' if sa is None else 'left'}",
                     )
                 elif sa.type is SectionType.METADATA:
-                    node = self._metadata(ra, rb, sa, sb, spath)  # type: ignore[assignment]
+                    node = self._metadata(ra, rb, sa, sb, spath)
                 else:
                     ba = SliceBlob(pa, sa.data_offset, sa.size, label)
                     bb = SliceBlob(pb, sb.data_offset, sb.size, label)
-                    node = engine.compare_nested(ba, bb, spath)  # type: ignore[assignment]
+                    node = engine.compare_nested(ba, bb, spath)
                     if node is not None and node.kind not in (NodeKind.KERNEL, NodeKind.ARCHIVE):
-                        node = node.model_copy(update={"notes": (*node.notes, f"EIF section {label}")})
+                        node = node.model_copy(
+                            update={"notes": (*node.notes, f"EIF section {label}")}
+                        )
                 if node is None:
                     continue
-                if sa is not None and sb is not None and sa.type is SectionType.SIGNATURE:
-                    node = node.model_copy(update={"notes": (
-                        *node.notes,
-                        "the signature covers PCR0: it changes with any measured change;"
-                        " PCR8 changes only if the signing certificate differs",
-                    )})
+                if is_signature:
+                    node = node.model_copy(
+                        update={
+                            "notes": (
+                                *node.notes,
+                                "the signature covers PCR0: it changes with any measured change;"
+                                " PCR8 changes only if the signing certificate differs",
+                            )
+                        }
+                    )
                 moved.update(p for p in pcrs if p != 8)
                 children.append(with_pcrs(node, pcrs))
         if not children:
             return None
         sections = [c.name for c in children if c.kind is not NodeKind.FIELD]
-        summary = (
-            f"EIF differs in {', '.join(sections)}" if sections else "EIF header differs"
-        )
+        summary = f"EIF differs in {', '.join(sections)}" if sections else "EIF header differs"
         if moved:
             summary += f"; PCRs affected: {', '.join(f'PCR{p}' for p in sorted(moved))}"
         else:
             summary += "; no measured section differs (PCR0/1/2 equal)"
         return DiffNode(
-            path=path, kind=NodeKind.IMAGE, change=Change.CONTENT,
+            path=path,
+            kind=NodeKind.IMAGE,
+            change=Change.CONTENT,
             left=Side.of(digest=a.digest(), size=a.known_size()),
             right=Side.of(digest=b.digest(), size=b.known_size()),
-            summary=summary, pcrs=tuple(sorted(moved)),
+            summary=summary,
+            pcrs=tuple(sorted(moved)),
             children=tuple(sorted(children, key=importance)),
         )
 
@@ -159,15 +177,23 @@ class EifComparator:
             ja, jb = _flatten(json.loads(da)), _flatten(json.loads(db))
         except (ValueError, UnicodeDecodeError):
             return byte_node(path, da, db, kind=NodeKind.SECTION, what="metadata bytes")
-        fields = [field_node(path, k, ja.get(k), jb.get(k)) for k in dict.fromkeys([*ja, *jb])
-                  if ja.get(k) != jb.get(k)]
+        fields = [
+            field_node(path, k, ja.get(k), jb.get(k))
+            for k in dict.fromkeys([*ja, *jb])
+            if ja.get(k) != jb.get(k)
+        ]
         summary = (
             "metadata differs: " + ", ".join(f.name for f in fields)
-            if fields else "metadata bytes differ, same JSON values (key order or spacing)"
+            if fields
+            else "metadata bytes differ, same JSON values (key order or spacing)"
         )
         return DiffNode(
-            path=path, kind=NodeKind.SECTION, change=Change.CONTENT,
-            left=Side.of(size=len(da)), right=Side.of(size=len(db)),
-            summary=summary, children=tuple(fields),
+            path=path,
+            kind=NodeKind.SECTION,
+            change=Change.CONTENT,
+            left=Side.of(size=len(da)),
+            right=Side.of(size=len(db)),
+            summary=summary,
+            children=tuple(fields),
             notes=("metadata is not measured: it moves no PCR",),
         )

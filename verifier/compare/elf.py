@@ -16,7 +16,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 from elftools.common.exceptions import ELFError
+from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import NoteSection, SymbolTableSection
 
 from enclave_audit.errors import InvalidInput
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
@@ -31,8 +33,15 @@ ELF_MAGIC = b"\x7fELF"
 #: sections whose content is a table of NUL-terminated strings
 STRING_SECTIONS = frozenset(
     {
-        ".comment", ".debug_str", ".debug_line_str", ".strtab", ".dynstr", ".shstrtab",
-        ".interp", ".debug_str_offsets", ".GCC.command.line",
+        ".comment",
+        ".debug_str",
+        ".debug_line_str",
+        ".strtab",
+        ".dynstr",
+        ".shstrtab",
+        ".interp",
+        ".debug_str_offsets",
+        ".GCC.command.line",
     }
 )
 #: at most this many differing regions of one section are located by symbol
@@ -139,18 +148,25 @@ def _collect(elf: ELFFile) -> ElfInfo:
             data=None if nobits else sec.data(),
         )
         stype = sec.header["sh_type"]
-        if stype in ("SHT_SYMTAB", "SHT_DYNSYM"):
+        if isinstance(sec, SymbolTableSection):
             if stype == "SHT_SYMTAB":
                 has_symtab = True
             for sym in sec.iter_symbols():
                 st_type = sym["st_info"]["type"]
-                if sym.name and st_type in ("STT_FUNC", "STT_OBJECT") and sym["st_shndx"] != "SHN_UNDEF":
-                    symbols.append(Symbol(sym.name, int(sym["st_value"]), int(sym["st_size"]), st_type))
+                if (
+                    sym.name
+                    and st_type in ("STT_FUNC", "STT_OBJECT")
+                    and sym["st_shndx"] != "SHN_UNDEF"
+                ):
+                    symbols.append(
+                        Symbol(sym.name, int(sym["st_value"]), int(sym["st_size"]), st_type)
+                    )
                 if sym.name and stype == "SHT_SYMTAB":
                     symbol_lines.append(
-                        f"{sym.name} {st_type[4:]} {sym['st_info']['bind'][4:]} size={sym['st_size']}"
+                        f"{sym.name} {st_type[4:]} {sym['st_info']['bind'][4:]}"
+                        f" size={sym['st_size']}"
                     )
-        elif stype == "SHT_DYNAMIC":
+        elif isinstance(sec, DynamicSection):
             for tag in sec.iter_tags():
                 t = _str(tag.entry.d_tag)
                 for attr in ("needed", "rpath", "runpath", "soname"):
@@ -160,7 +176,7 @@ def _collect(elf: ELFFile) -> ElfInfo:
                 else:
                     if t in ("DT_FLAGS", "DT_FLAGS_1", "DT_BIND_NOW", "DT_TEXTREL", "DT_DEBUG"):
                         dynamic.append(f"{t} {tag.entry.d_val:#x}")
-        elif stype == "SHT_NOTE":
+        elif isinstance(sec, NoteSection):
             for note in sec.iter_notes():
                 ntype = _str(note["n_type"])
                 if ntype == "NT_GNU_BUILD_ID":
@@ -227,18 +243,23 @@ class ElfComparator:
         if path is not None and (size is None or size > engine.ctx.memory_bound):
             with blob.open() as fh:
                 return load_elf(fh, blob.name)
-        return load_elf(io.BytesIO(blob.read_all(max(engine.ctx.memory_bound, size or 0))), blob.name)
+        return load_elf(
+            io.BytesIO(blob.read_all(max(engine.ctx.memory_bound, size or 0))), blob.name
+        )
 
     def compare(self, a: Blob, b: Blob, path: tuple[str, ...], engine: Engine) -> DiffNode | None:
         la, lb = self._load(a, engine), self._load(b, engine)
         children = list(self._children(la, lb, path, engine))
         notes: list[str] = []
         if la.has_symtab != lb.has_symtab or bool(la.debug_sections) != bool(lb.debug_sections):
+
             def state(x: ElfInfo) -> str:
                 parts = []
                 parts.append("has .symtab" if x.has_symtab else "no .symtab")
                 parts.append(
-                    f"debug sections {', '.join(x.debug_sections[:4])}" if x.debug_sections else "no debug sections"
+                    f"debug sections {', '.join(x.debug_sections[:4])}"
+                    if x.debug_sections
+                    else "no debug sections"
                 )
                 return "; ".join(parts)
 
@@ -264,7 +285,9 @@ class ElfComparator:
             children=engine.cap(children, path),
         )
 
-    def _children(self, la: ElfInfo, lb: ElfInfo, path: tuple[str, ...], engine: Engine) -> Iterator[DiffNode]:
+    def _children(
+        self, la: ElfInfo, lb: ElfInfo, path: tuple[str, ...], engine: Engine
+    ) -> Iterator[DiffNode]:
         from verifier.compare.engine import field_node
 
         limit = engine.ctx.diff_lines
@@ -286,18 +309,34 @@ class ElfComparator:
             if node is not None:
                 yield node
         if la.segments != lb.segments:
-            node = text_node((*path, "program headers"), "\n".join(la.segments), "\n".join(lb.segments),
-                             limit=limit, what="program headers", kind=NodeKind.ELF_SECTION)
+            node = text_node(
+                (*path, "program headers"),
+                "\n".join(la.segments),
+                "\n".join(lb.segments),
+                limit=limit,
+                what="program headers",
+                kind=NodeKind.ELF_SECTION,
+            )
             if node is not None:
                 yield node
         if la.has_symtab and lb.has_symtab and la.symbol_lines != lb.symbol_lines:
-            node = text_node((*path, "symbols"), "\n".join(la.symbol_lines), "\n".join(lb.symbol_lines),
-                             limit=limit, what="symbol table")
+            node = text_node(
+                (*path, "symbols"),
+                "\n".join(la.symbol_lines),
+                "\n".join(lb.symbol_lines),
+                limit=limit,
+                what="symbol table",
+            )
             if node is not None:
                 yield node
         if la.dynamic != lb.dynamic:
-            node = text_node((*path, "dynamic"), "\n".join(la.dynamic), "\n".join(lb.dynamic),
-                             limit=limit, what="dynamic entries")
+            node = text_node(
+                (*path, "dynamic"),
+                "\n".join(la.dynamic),
+                "\n".join(lb.dynamic),
+                limit=limit,
+                what="dynamic entries",
+            )
             if node is not None:
                 yield node
         for key in sorted(set(la.notes) | set(lb.notes)):
@@ -311,7 +350,13 @@ class ElfComparator:
                     yield field_node((*path, "DWARF", label), key, ca.get(key), cb.get(key))
 
     def _section(
-        self, la: ElfInfo, lb: ElfInfo, sa: SectionInfo, sb: SectionInfo, path: tuple[str, ...], limit: int
+        self,
+        la: ElfInfo,
+        lb: ElfInfo,
+        sa: SectionInfo,
+        sb: SectionInfo,
+        path: tuple[str, ...],
+        limit: int,
     ) -> DiffNode | None:
         from verifier.compare.engine import field_node
 
@@ -320,29 +365,45 @@ class ElfComparator:
             va, vb = getattr(sa, key), getattr(sb, key)
             if va != vb:
                 header_fields.append(
-                    field_node(path, f"sh_{key}", hex(va) if isinstance(va, int) else va,
-                               hex(vb) if isinstance(vb, int) else vb)
+                    field_node(
+                        path,
+                        f"sh_{key}",
+                        hex(va) if isinstance(va, int) else va,
+                        hex(vb) if isinstance(vb, int) else vb,
+                    )
                 )
         if sa.data is None or sb.data is None or sa.data == sb.data:
             if not header_fields:
                 return None
             return DiffNode(
-                path=path, kind=NodeKind.ELF_SECTION, change=Change.METADATA,
-                left=Side.of(size=sa.size), right=Side.of(size=sb.size),
+                path=path,
+                kind=NodeKind.ELF_SECTION,
+                change=Change.METADATA,
+                left=Side.of(size=sa.size),
+                right=Side.of(size=sb.size),
                 summary="section header differs: " + ", ".join(f.name for f in header_fields),
                 children=tuple(header_fields),
             )
         name = sa.name.split("#")[0]
         if name in STRING_SECTIONS:
             node = text_node(
-                path, "\n".join(strings_of(sa.data)), "\n".join(strings_of(sb.data)),
-                limit=limit, what="strings", kind=NodeKind.ELF_SECTION,
-                left_side=Side.of(size=sa.size), right_side=Side.of(size=sb.size),
+                path,
+                "\n".join(strings_of(sa.data)),
+                "\n".join(strings_of(sb.data)),
+                limit=limit,
+                what="strings",
+                kind=NodeKind.ELF_SECTION,
+                left_side=Side.of(size=sa.size),
+                right_side=Side.of(size=sb.size),
             )
             if node is None:  # same strings, different bytes (padding, order of duplicates)
-                node = byte_node(path, sa.data, sb.data, kind=NodeKind.ELF_SECTION, what="section bytes")
+                node = byte_node(
+                    path, sa.data, sb.data, kind=NodeKind.ELF_SECTION, what="section bytes"
+                )
         else:
-            node = byte_node(path, sa.data, sb.data, kind=NodeKind.ELF_SECTION, what="section bytes")
+            node = byte_node(
+                path, sa.data, sb.data, kind=NodeKind.ELF_SECTION, what="section bytes"
+            )
             if node is not None and (la.symbols or lb.symbols):
                 regions = _symbol_regions(la, lb, sa, sb, path)
                 if regions:
@@ -377,7 +438,7 @@ def _symbol_regions(
     n = min(len(a), len(b))
     diff = np.flatnonzero(np.frombuffer(a[:n], np.uint8) != np.frombuffer(b[:n], np.uint8))
     regions: list[tuple[int, int]] = []
-    for off in diff[: 4096].tolist():
+    for off in diff[:4096].tolist():
         if regions and off - regions[-1][1] <= REGION_GAP:
             regions[-1] = (regions[-1][0], off)
         else:
@@ -388,6 +449,10 @@ def _symbol_regions(
         regions.append((n, n))
     nodes: list[DiffNode] = []
     seen: set[str] = set()
+    if not (sa.flags & 2) or not any(
+        la.symbol_at(sa.addr + s) or lb.symbol_at(sb.addr + s) for s, _ in regions
+    ):
+        return []  # not loaded or no symbol covers it: the section node says where
     for start, end in regions:
         sym = la.symbol_at(sa.addr + start) or lb.symbol_at(sb.addr + start)
         if sym is not None:
@@ -397,8 +462,16 @@ def _symbol_regions(
         if label in seen:
             continue
         seen.add(label)
-        count = int(np.count_nonzero(np.frombuffer(a[start : end + 1], np.uint8)
-                                     != np.frombuffer(b[start : end + 1], np.uint8))) if end < n else 0
+        count = (
+            int(
+                np.count_nonzero(
+                    np.frombuffer(a[start : end + 1], np.uint8)
+                    != np.frombuffer(b[start : end + 1], np.uint8)
+                )
+            )
+            if end < n
+            else 0
+        )
         nodes.append(
             DiffNode(
                 path=(*path, label),

@@ -20,18 +20,18 @@ from enclave_audit.model.difference import (
     Side,
 )
 from enclave_audit.progress import ProgressSink
-from verifier.compare.binary import read_full
 from verifier.compare.base import (
     CHUNK,
     Blob,
     Budget,
     BytesBlob,
-    CompareContext,
     Comparator,
+    CompareContext,
     Container,
     FileBlob,
     Member,
 )
+from verifier.compare.binary import read_full
 
 #: children are shown in this order: content first, then order, then metadata
 _RANK = {
@@ -116,7 +116,9 @@ class Engine:
             node = fallback.compare(a, b, path, self)
             assert node is not None
             return node.model_copy(
-                update={"notes": (*node.notes, f"formats differ: left is {ca.name}, right is {cb.name}")}
+                update={
+                    "notes": (*node.notes, f"formats differ: left is {ca.name}, right is {cb.name}")
+                }
             )
         self._depth = depth
         try:
@@ -131,7 +133,9 @@ class Engine:
             node = fallback.compare(a, b, path, self)
             assert node is not None
             node = node.model_copy(
-                update={"notes": (*node.notes, f"no {ca.name}-level difference found; bytes differ")}
+                update={
+                    "notes": (*node.notes, f"no {ca.name}-level difference found; bytes differ")
+                }
             )
         return node
 
@@ -188,7 +192,9 @@ class Engine:
                     nodes.append(node)
         return self.cap(nodes, path)
 
-    def member_diff(self, a: Member | None, b: Member | None, path: tuple[str, ...]) -> DiffNode | None:
+    def member_diff(
+        self, a: Member | None, b: Member | None, path: tuple[str, ...]
+    ) -> DiffNode | None:
         m = a if a is not None else b
         assert m is not None
         mpath = (*path, m.name)
@@ -208,7 +214,7 @@ class Engine:
                 change=Change.REMOVED if b is None else Change.ADDED,
                 left=side if a is not None else None,
                 right=side if b is not None else None,
-                summary=f"{present.ftype} {'only on the left' if b is None else 'only on the right'}",
+                summary=f"{present.ftype} only on the {'left' if b is None else 'right'}",
             )
         fields: list[DiffNode] = []
         bmeta = dict(b.meta)
@@ -373,4 +379,6 @@ def compare_paths(
             bytes_compared=ctx.budget.bytes_compared,
             seconds=round(time.monotonic() - started, 3),
         )
-    return DiffReport(left=str(left), right=str(right), identical=root is None, root=root, stats=stats)
+    return DiffReport(
+        left=str(left), right=str(right), identical=root is None, root=root, stats=stats
+    )

@@ -72,10 +72,18 @@ def payload(data: bytes) -> tuple[str, bytes | None, str]:
         if blob.startswith(b"\xfd7zXZ\x00"):
             return "xz", lzma.LZMADecompressor().decompress(blob, MAX_VMLINUX), ""
         if blob.startswith(b"\x5d\x00\x00"):
-            return "lzma", lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(blob, MAX_VMLINUX), ""
+            return (
+                "lzma",
+                lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(blob, MAX_VMLINUX),
+                "",
+            )
         if blob.startswith(b"\x28\xb5\x2f\xfd"):
             if tools.which("zstd") is None:
-                return "zstd", None, "payload is zstd: install the Debian package 'zstd' to inspect it"
+                return (
+                    "zstd",
+                    None,
+                    "payload is zstd: install the Debian package 'zstd' to inspect it",
+                )
             done = tools.run(["zstd", "-d", "-c", "-q"], input=blob, what="zstd -d", check=False)
             if done.returncode not in (0, 1) or not done.stdout:
                 return "zstd", None, "zstd could not decompress the payload"
@@ -84,7 +92,14 @@ def payload(data: bytes) -> tuple[str, bytes | None, str]:
             return "lz4", None, "payload is lz4: not inspected"
         if blob.startswith(b"BZh"):
             return "bzip2", None, "payload is bzip2: not inspected"
-    except (lzma.LZMAError, zlib.error, EOFError, OSError, BuildStepFailed, EnvironmentProblem) as exc:
+    except (
+        lzma.LZMAError,
+        zlib.error,
+        EOFError,
+        OSError,
+        BuildStepFailed,
+        EnvironmentProblem,
+    ) as exc:
         return "unknown", None, f"payload unreadable: {exc}"
     return "unknown", None, "payload compression not recognized"
 
@@ -136,16 +151,27 @@ class KernelComparator:
         if vml_a is not None and vml_b is not None:
             cfg_a, cfg_b = ikconfig(vml_a), ikconfig(vml_b)
             if cfg_a is None and cfg_b is None:
-                notes.append("no embedded config on either side (CONFIG_IKCONFIG not set): configs not compared")
+                notes.append(
+                    "no embedded config on either side (CONFIG_IKCONFIG not set):"
+                    " configs not compared"
+                )
             else:
-                node = text_node((*path, "config"), cfg_a or "", cfg_b or "",
-                                 limit=engine.ctx.diff_lines, what="kernel config")
+                node = text_node(
+                    (*path, "config"),
+                    cfg_a or "",
+                    cfg_b or "",
+                    limit=engine.ctx.diff_lines,
+                    what="kernel config",
+                )
                 if node is not None:
                     if cfg_a is None or cfg_b is None:
-                        node = node.model_copy(update={"notes": ("embedded config on one side only",)})
+                        node = node.model_copy(
+                            update={"notes": ("embedded config on one side only",)}
+                        )
                     children.append(node)
-            inner = engine.compare_nested(BytesBlob("vmlinux", vml_a), BytesBlob("vmlinux", vml_b),
-                                          (*path, "vmlinux"))
+            inner = engine.compare_nested(
+                BytesBlob("vmlinux", vml_a), BytesBlob("vmlinux", vml_b), (*path, "vmlinux")
+            )
             if inner is not None:
                 children.append(inner)
         elif vml_a is None or vml_b is None:
@@ -163,10 +189,12 @@ class KernelComparator:
         elif va:
             summary += f" (same version string {va!r})"
         return DiffNode(
-            path=path, kind=NodeKind.KERNEL, change=Change.CONTENT,
+            path=path,
+            kind=NodeKind.KERNEL,
+            change=Change.CONTENT,
             left=Side.of(digest=a.digest(), size=len(da), value=va),
             right=Side.of(digest=b.digest(), size=len(db), value=vb),
-            summary=summary, notes=tuple(notes),
+            summary=summary,
+            notes=tuple(notes),
             children=tuple(sorted(children, key=importance)),
         )
-

@@ -18,7 +18,12 @@ if TYPE_CHECKING:
 
 #: bytecode magic number -> Python version (the ones a Debian image plausibly ships)
 MAGIC_VERSIONS = {
-    3413: "3.8", 3425: "3.9", 3439: "3.10", 3495: "3.11", 3531: "3.12", 3571: "3.13",
+    3413: "3.8",
+    3425: "3.9",
+    3439: "3.10",
+    3495: "3.11",
+    3531: "3.12",
+    3571: "3.13",
 }
 MAX_PYC = 16 << 20
 
@@ -94,18 +99,28 @@ class PycComparator:
                         code_lines(ca, la)
                         code_lines(cb, lb)
                 if la or lb:
-                    node = text_node((*path, "code"), "\n".join(la), "\n".join(lb),
-                                     limit=engine.ctx.diff_lines, what="code objects")
+                    node = text_node(
+                        (*path, "code"),
+                        "\n".join(la),
+                        "\n".join(lb),
+                        limit=engine.ctx.diff_lines,
+                        what="code objects",
+                    )
                     if node is None:
                         notes.append(
                             "code objects equal; the marshal bytes differ only in reference"
                             " flags (interning/refcount nondeterminism)"
                         )
                         node = DiffNode(
-                            path=(*path, "code"), kind=NodeKind.BINARY, change=Change.CONTENT,
-                            left=Side.of(size=len(body_a)), right=Side.of(size=len(body_b)),
+                            path=(*path, "code"),
+                            kind=NodeKind.BINARY,
+                            change=Change.CONTENT,
+                            left=Side.of(size=len(body_a)),
+                            right=Side.of(size=len(body_b)),
                             summary="marshal bytes differ, code objects equal",
-                            notes=("marshal FLAG_REF bits differ: depends on object reference counts",),
+                            notes=(
+                                "marshal FLAG_REF bits differ: depends on object reference counts",
+                            ),
                         )
                     children.append(node)
             else:

@@ -33,15 +33,42 @@ def unified(left: list[str], right: list[str], *, name: str, limit: int) -> tupl
         lset, rset = set(left), set(right)
         removed = [f"-{x}" for x in left if x not in rset]
         added = [f"+{x}" for x in right if x not in lset]
-        lines = [f"--- a/{name}", f"+++ b/{name}", "@@ line sets (too long for a positional diff) @@"]
+        lines = [
+            f"--- a/{name}",
+            f"+++ b/{name}",
+            "@@ line sets (too long for a positional diff) @@",
+        ]
         lines += removed + added
         return bounded_diff(lines, limit=limit), len(removed), len(added)
     lines = list(
-        difflib.unified_diff(left, right, fromfile=f"a/{name}", tofile=f"b/{name}", lineterm="", n=2)
+        difflib.unified_diff(
+            left, right, fromfile=f"a/{name}", tofile=f"b/{name}", lineterm="", n=2
+        )
     )
-    removed = sum(1 for x in lines if x.startswith("-") and not x.startswith("---"))
-    added = sum(1 for x in lines if x.startswith("+") and not x.startswith("+++"))
-    return bounded_diff(lines, limit=limit), removed, added
+    n_removed = sum(1 for x in lines if x.startswith("-") and not x.startswith("---"))
+    n_added = sum(1 for x in lines if x.startswith("+") and not x.startswith("+++"))
+    return bounded_diff(lines, limit=limit), n_removed, n_added
+
+
+def _folded(lines: list[str]) -> list[str]:
+    return ["".join(ch for ch in x.casefold() if ch.isalnum()) for x in lines]
+
+
+def collation_note(left: list[str], right: list[str]) -> str | None:
+    """Say so when one side is in byte order and the other in a locale's collation order."""
+    if len(left) < 2:
+        return None
+    lc, rc = left == sorted(left), right == sorted(right)
+    lf, rf = _folded(left) == sorted(_folded(left)), _folded(right) == sorted(_folded(right))
+    if lc and rf and not rc:
+        return (
+            "collation: left is in byte (C locale) order, right in case-insensitive (locale) order"
+        )
+    if rc and lf and not lc:
+        return (
+            "collation: right is in byte (C locale) order, left in case-insensitive (locale) order"
+        )
+    return None
 
 
 def text_node(
@@ -62,6 +89,9 @@ def text_node(
     notes: list[str] = []
     if sorted(llines) == sorted(rlines):
         notes.append("same lines in a different order")
+        collation = collation_note(llines, rlines)
+        if collation:
+            notes.append(collation)
     elif left.split() == right.split():
         notes.append("whitespace differences only")
     return DiffNode(
@@ -111,8 +141,13 @@ class TextComparator:
                     notes=("same JSON value; key order or formatting differs",),
                 )
             node = text_node(
-                path, ca, cb, limit=engine.ctx.diff_lines, what="JSON",
-                left_side=left_side, right_side=right_side,
+                path,
+                ca,
+                cb,
+                limit=engine.ctx.diff_lines,
+                what="JSON",
+                left_side=left_side,
+                right_side=right_side,
             )
             return node
         return text_node(

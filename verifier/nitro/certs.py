@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Final, TypeVar
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtensionOID, SignatureAlgorithmOID
@@ -59,8 +59,15 @@ def parse_der(der: bytes, *, what: str) -> x509.Certificate:
         cert = x509.load_der_x509_certificate(der)
         # force the lazily parsed parts now so later code sees no parse errors
         _ = cert.extensions, cert.subject, cert.issuer, cert.public_key()
-        _ = cert.not_valid_before_utc, cert.not_valid_after_utc
-    except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        _ = cert.not_valid_before_utc, cert.not_valid_after_utc, cert.signature_algorithm_oid
+        _ = cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
+    except (
+        ValueError,
+        TypeError,
+        UnsupportedAlgorithm,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+    ) as exc:
         raise AttestationMalformed(f"{what}: not a valid DER X.509 certificate ({exc})") from None
     return cert
 
@@ -119,7 +126,7 @@ def issuance_problem(child: x509.Certificate, issuer: x509.Certificate) -> str |
         child.verify_directly_issued_by(issuer)
     except InvalidSignature:
         return "signature does not verify under the issuer's key"
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         return f"signature cannot be checked: {exc}"
     return None
 

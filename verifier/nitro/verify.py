@@ -54,11 +54,11 @@ DEFAULT_CHAIN_CACHE: Final = ChainCache()
 
 #: which error a failing check maps to, most fundamental first.
 _ERROR_FOR_CHECK: Final[tuple[tuple[str, type[EnclaveAuditError]], ...]] = (
-    (CHECK_ALGORITHM, AttestationSignatureInvalid),
-    (CHECK_SIGNATURE, AttestationSignatureInvalid),
     (chain_checks.CHECK_ROOT, AttestationChainInvalid),
     (chain_checks.CHECK_PROFILE, AttestationChainInvalid),
     (chain_checks.CHECK_SIGNATURES, AttestationChainInvalid),
+    (CHECK_ALGORITHM, AttestationSignatureInvalid),
+    (CHECK_SIGNATURE, AttestationSignatureInvalid),
     (chain_checks.CHECK_VALIDITY, AttestationExpired),
 )
 

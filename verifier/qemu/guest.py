@@ -69,9 +69,13 @@ class SerialScanner:
     def finished(self) -> bool:
         return self.response is not None or self.error is not None
 
-    def feed(self, raw_line: str) -> None:
-        if self.finished:
-            return
+    def feed(self, raw_line: str) -> bool:
+        """Take one console line; True once a response or an error has been seen."""
+        if not self.finished:
+            self._feed(raw_line)
+        return self.finished
+
+    def _feed(self, raw_line: str) -> None:
         line = _ANSI.sub("", raw_line).strip().replace("\r", "")
         if ERROR in line:
             self.error = line.split(ERROR, 1)[1].strip() or "unspecified error"
@@ -96,7 +100,7 @@ class SerialScanner:
             data = b""
         self._chunks = None
         if len(data) != self._length or zlib.crc32(data) != self._crc:
-            # a kernel message cut through the block: wait for another one
+            # a kernel message cut through the block, or the console dropped bytes
             self.error = (
                 f"attestation block garbled on the serial console ({len(data)} bytes decoded,"
                 f" {self._length} announced)"

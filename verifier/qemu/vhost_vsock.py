@@ -456,7 +456,8 @@ class VhostUserVsock:
         ring.started = True
         if not self._protocol_acked:
             ring.enabled = True
-        self.stats.device_started = all(r.started for r in self._rings[:2])
+        if all(r.started for r in self._rings[:2]):
+            self.stats.device_started = True  # latched: "the guest's driver came up"
         self._sel.register(fd, selectors.EVENT_READ, lambda _f, r=ring: self._on_kick(r))
         self._process_ring(ring)
 
@@ -479,7 +480,6 @@ class VhostUserVsock:
         for conn in list(self._conns.values()):
             self._drop(conn)
         self._unmap()
-        self.stats.device_started = False
 
     # --- guest memory and rings -----------------------------------------------------
 
@@ -776,8 +776,8 @@ class VhostUserVsock:
         self._unregister(sock)
         del self._host_handshakes[sock]
         line = bytes(buf).split(b"\n", 1)[0].decode("ascii", "replace").split()
-        rings_up = self.stats.device_started
-        if len(line) != 2 or line[0] != "CONNECT" or not line[1].isdigit() or not rings_up:
+        # before the guest's driver is up the REQUEST waits in the rx queue
+        if len(line) != 2 or line[0] != "CONNECT" or not line[1].isdigit():
             sock.close()
             return
         self._next_local_port += 1

@@ -1,0 +1,220 @@
+"""The application half of the image: app sources, wheels, ``cmd`` and ``env``.
+
+All of it becomes :class:`~builder.initramfs.Entry` objects added to the rootfs
+entries of any backend, so the application ramdisk is laid out the same way
+whichever backend made the root filesystem.  Files we add carry the build's
+``SOURCE_DATE_EPOCH`` as mtime and normalized permissions (0644, or 0755 when
+executable), so a fresh clone and an old checkout give the same bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from builder.initramfs import Entry, EntryKind, directory, file_bytes
+from builder.spec import AppSpec, WheelSpec
+from enclave_audit.errors import DigestMismatch, PinnedInputUnavailable, SpecInvalid
+from enclave_audit.fsutil import cache_dir, sha256_file
+from enclave_audit.tools import run
+
+ROOTFS = "rootfs"
+APP_DIR = "app"
+_SKIP_DIRS = {"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
+_SKIP_SUFFIXES = (".pyc", ".pyo", ".swp", ".tmp")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    rel: str  # relative to the source root, posix
+    path: Path
+    executable: bool
+    sha256: str
+
+
+def collect_sources(root: Path, packages: Iterable[str]) -> list[SourceFile]:
+    """Every file of the listed packages, without caches and hidden files, sorted."""
+    out: list[SourceFile] = []
+    for pkg in packages:
+        base = root / pkg
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(
+                d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".")
+            )
+            for name in sorted(filenames):
+                if name.startswith(".") or name.endswith(_SKIP_SUFFIXES):
+                    continue
+                path = Path(dirpath) / name
+                st = os.lstat(path)
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                rel = path.relative_to(root).as_posix()
+                out.append(SourceFile(rel, path, bool(st.st_mode & 0o111), sha256_file(path)))
+    out.sort(key=lambda f: f.rel.encode())
+    return out
+
+
+def tree_digest(files: Iterable[SourceFile]) -> str:
+    """sha256 over ``rel NUL mode NUL sha256 LF`` of each file, in byte order of rel."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.rel}\0{'755' if f.executable else '644'}\0{f.sha256}\n".encode())
+    return h.hexdigest()
+
+
+def _opener(path: Path) -> IO[bytes]:
+    return open(path, "rb")
+
+
+def source_entries(files: Iterable[SourceFile], epoch: int) -> list[Entry]:
+    out: list[Entry] = []
+    dirs: set[str] = set()
+    for f in files:
+        name = f"{ROOTFS}/{APP_DIR}/{f.rel}"
+        parent = PurePosixPath(name).parent
+        while str(parent) not in dirs and str(parent) != ROOTFS:
+            dirs.add(str(parent))
+            parent = parent.parent
+        size = f.path.stat().st_size
+        out.append(
+            Entry(
+                name,
+                EntryKind.FILE,
+                0o755 if f.executable else 0o644,
+                epoch,
+                size,
+                functools.partial(_opener, f.path),
+            )
+        )
+    out += [directory(d, 0o755, epoch) for d in sorted(dirs)]
+    return out
+
+
+def control_entries(app: AppSpec, epoch: int) -> list[Entry]:
+    """``cmd`` (argv, one per line) and ``env`` (KEY=VALUE per line), as nitro-cli writes them."""
+    cmd = "".join(f"{arg}\n" for arg in app.cmd).encode()
+    env = "".join(f"{k}={app.env[k]}\n" for k in sorted(app.env)).encode()
+    return [file_bytes("cmd", cmd, 0o644, epoch), file_bytes("env", env, 0o644, epoch)]
+
+
+# --- wheels -------------------------------------------------------------------------
+
+
+def fetch_wheel(wheel: WheelSpec) -> Path:
+    """The verified wheel file: from the cache, else downloaded with pip from PyPI."""
+    store = cache_dir("wheels")
+    cached = store / f"{wheel.sha256}.whl"
+    if cached.exists():
+        got = sha256_file(cached)
+        if got != wheel.sha256:
+            raise DigestMismatch(
+                f"cached wheel {wheel.filename} at {cached} has sha256 {got}, pinned {wheel.sha256}"
+                " (delete it to download again)"
+            )
+        return cached
+    with tempfile.TemporaryDirectory(prefix="wheel-", dir=store) as tmp:
+        tags = wheel.filename[:-4].split("-")[-3:]
+        _python_tag, abi_tag, platforms = tags
+        argv = [
+            sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+            "--only-binary=:all:", "--dest", tmp,
+        ]  # fmt: skip
+        if platforms != "any":
+            argv += [f"--platform={p}" for p in platforms.split(".")]
+            argv += ["--python-version=3.11", "--implementation=cp", f"--abi={abi_tag}"]
+        argv.append(f"{wheel.name}=={wheel.version}")
+        done = run(argv, check=False, what="pip download")
+        got_path = Path(tmp) / wheel.filename
+        if done.returncode != 0 or not got_path.exists():
+            raise PinnedInputUnavailable(
+                f"wheel {wheel.filename} ({wheel.name} {wheel.version}) could not be downloaded"
+                " from PyPI"
+            )
+        got = sha256_file(got_path)
+        if got != wheel.sha256:
+            raise DigestMismatch(
+                f"downloaded wheel {wheel.filename} has sha256 {got}, pinned {wheel.sha256}"
+            )
+        shutil.move(got_path, cached)
+    return cached
+
+
+def _zip_opener(path: Path, member: str) -> IO[bytes]:
+    zf = zipfile.ZipFile(path)
+    inner = zf.open(member)
+
+    class _Closing:
+        def read(self, n: int = -1) -> bytes:
+            return inner.read(n)
+
+        def __enter__(self) -> _Closing:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            inner.close()
+            zf.close()
+
+    return _Closing()  # type: ignore[return-value]
+
+
+def wheel_entries(wheel: WheelSpec, path: Path, site: str, epoch: int) -> list[Entry]:
+    """Install a wheel as archive entries: purelib/platlib files under ``site``.
+
+    The wheel's own ``RECORD`` is kept as shipped (no local paths, no
+    ``direct_url.json``); scripts, headers and data directories are not installed.
+    """
+    site_rel = f"{ROOTFS}/{site.strip('/')}"
+    out: list[Entry] = []
+    dirs: set[str] = set()
+    dist_info_data = f"{wheel.name.replace('-', '_')}-{wheel.version}.data/"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise SpecInvalid(f"wheel {wheel.filename}: not a readable zip: {exc}") from None
+    for info in infos:
+        if info.is_dir():
+            continue
+        name = info.filename
+        parts = PurePosixPath(name).parts
+        if name.startswith("/") or ".." in parts:
+            raise SpecInvalid(f"wheel {wheel.filename}: unsafe member name {name!r}")
+        if name.lower().startswith(dist_info_data.lower()):
+            sub = parts[1] if len(parts) > 1 else ""
+            if sub not in ("purelib", "platlib"):
+                continue
+            name = "/".join(parts[2:])
+        target = f"{site_rel}/{name}"
+        parent = PurePosixPath(target).parent
+        while str(parent) not in dirs and str(parent) != ROOTFS:
+            dirs.add(str(parent))
+            parent = parent.parent
+        mode = (info.external_attr >> 16) & 0o777
+        out.append(
+            Entry(
+                target,
+                EntryKind.FILE,
+                0o755 if mode & 0o111 else 0o644,
+                epoch,
+                info.file_size,
+                functools.partial(_zip_opener, path, info.filename),
+            )
+        )
+    out += [directory(d, 0o755, epoch) for d in sorted(dirs)]
+    return out
+
+
+def merge_dirs(base: list[Entry], extra: list[Entry]) -> list[Entry]:
+    """``base + extra`` where directories already in ``base`` are not repeated."""
+    have = {e.name for e in base}
+    return [*base, *[e for e in extra if not (e.kind is EntryKind.DIRECTORY and e.name in have)]]

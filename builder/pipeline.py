@@ -1,0 +1,396 @@
+"""The build: spec in, ``enclave.eif`` + measurements + manifest + provenance out.
+
+Steps (each timed for the benchmark): kernel (cached by input digest), init
+(musl, always rebuilt), bootstrap ramdisk (``dev/``, ``dev/console``, ``init``),
+rootfs (backend; cached unless told otherwise), wheels (pinned, verified), the
+application ramdisk (``rootfs/``, ``cmd``, ``env``), the EIF, digests, manifest
+and provenance.  The output directory appears whole or not at all.
+
+The bootstrap half (kernel, init, bootstrap ramdisk: PCR1) uses the kernel
+package's own date as its epoch, so committing application changes never
+moves PCR1; the application ramdisk uses the source's ``SOURCE_DATE_EPOCH``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from builder.app import (
+    collect_sources,
+    control_entries,
+    fetch_wheel,
+    merge_dirs,
+    source_entries,
+    tree_digest,
+    wheel_entries,
+)
+from builder.eif import write_eif
+from builder.init import build_init
+from builder.initramfs import Entry, char_device, directory, file_path, plan_tar, write_newc
+from builder.kernel import build_kernel
+from builder.provenance import provenance_for
+from builder.rootfs import get_backend
+from builder.source import GitInfo, git_info, source_date_epoch
+from builder.spec import LoadedSpec, load_spec
+from builder.toolchain import toolchain_versions
+from enclave_audit import __version__
+from enclave_audit.errors import DigestMismatch, SpecInvalid
+from enclave_audit.fsutil import atomic_directory, atomic_write, cache_dir, hash_file
+from enclave_audit.model.manifest import (
+    BuilderInfo,
+    BuildManifest,
+    BuildOutput,
+    InputKind,
+    KernelInfo,
+    PinnedInput,
+    SourceInfo,
+    SpecInfo,
+)
+from enclave_audit.model.measurements import PcrSet, measurements_json
+from enclave_audit.progress import NullProgress, ProgressSink
+
+DEBIAN_ORIGIN = "deb.debian.org"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    backend: str = "native"
+    source_root: Path | None = None
+    source_date_epoch: int | None = None
+    use_rootfs_cache: bool = True
+    rebuild_kernel: bool = False
+    jobs: int | None = None
+    work_dir: Path | None = None
+    #: for source trees without .git (repro-test copies, tarballs): the commit they are
+    source_commit: str | None = None
+    source_dirty: bool = False
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    out_dir: Path
+    eif: Path
+    manifest: BuildManifest
+    pcrs: PcrSet
+    kernel_reused: bool
+    rootfs_reused: bool
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _HashingWriter:
+    """A file wrapper that feeds sha256 and sha384 as bytes are written."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self.sha256 = hashlib.sha256()
+        self.sha384 = hashlib.sha384()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._fh.write(data)
+        self.sha256.update(data)
+        self.sha384.update(data)
+        self.size += len(data)
+        return len(data)
+
+
+def _write_ramdisk(
+    path: Path, name: str, entries: list[Entry], epoch: int, progress: ProgressSink
+) -> BuildOutput:
+    total = sum(e.size for e in entries)
+    progress.start(f"ramdisk: {name}", total)
+    with atomic_write(path) as fh:
+        hw = _HashingWriter(fh)
+        write_newc(hw, entries, epoch=epoch, on_bytes=progress.advance)  # type: ignore[arg-type]
+    progress.done()
+    return BuildOutput(
+        name=name,
+        size=hw.size,
+        sha256=hw.sha256.hexdigest(),
+        sha384=hw.sha384.hexdigest(),
+    )
+
+
+def _output(path: Path, out_dir: Path, name: str) -> BuildOutput:
+    digests = hash_file(path, ("sha256", "sha384"))
+    return BuildOutput(
+        name=name,
+        path=path.relative_to(out_dir).as_posix(),
+        size=path.stat().st_size,
+        sha256=digests["sha256"].hex(),
+        sha384=digests["sha384"].hex(),
+    )
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def _rfc3339(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def build(
+    spec_path: Path,
+    out_dir: Path,
+    *,
+    options: BuildOptions | None = None,
+    progress: ProgressSink | None = None,
+) -> BuildResult:
+    """Build the image described by ``spec_path`` into ``out_dir`` (atomically)."""
+    options = options or BuildOptions()
+    loaded = load_spec(spec_path, source_root=options.source_root)
+    return build_loaded(loaded, out_dir, options=options, progress=progress)
+
+
+def build_loaded(
+    loaded: LoadedSpec,
+    out_dir: Path,
+    *,
+    options: BuildOptions,
+    progress: ProgressSink | None = None,
+    check_spec: Callable[[LoadedSpec], None] | None = None,
+) -> BuildResult:
+    progress = progress or NullProgress()
+    spec = loaded.spec
+    root = loaded.source_root
+    backend = get_backend(options.backend)
+    timer = _Timer()
+    watched = [*spec.app.packages, _rel(loaded.base, root)]
+    git = git_info(root, watched)
+    epoch = source_date_epoch(options.source_date_epoch, git, root)
+    if options.source_commit is not None:
+        git = GitInfo(options.source_commit, epoch, options.source_dirty)
+    if check_spec is not None:
+        check_spec(loaded)
+
+    with timer.step("kernel"):
+        kernel = build_kernel(
+            spec.kernel,
+            loaded.resolve(spec.kernel.config),
+            jobs=options.jobs,
+            progress=progress,
+            force=options.rebuild_kernel,
+        )
+    boot_epoch = kernel.source_date_epoch
+    work_parent = options.work_dir or cache_dir("build-work")
+    work_parent.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="build-", dir=work_parent) as tmp,
+        atomic_directory(Path(out_dir)) as staging,
+    ):
+        work = Path(tmp)
+        with timer.step("init"):
+            init = build_init(spec.init, loaded.resolve(spec.init.source), work / "init-build")
+        with timer.step("cpio"):
+            bootstrap = _write_ramdisk(
+                work / "bootstrap.cpio",
+                "bootstrap-ramdisk",
+                [
+                    directory("dev", 0o755, boot_epoch),
+                    char_device("dev/console", 5, 1, 0o600, boot_epoch),
+                    file_path("init", init.path, 0o755, boot_epoch),
+                ],
+                boot_epoch,
+                progress,
+            )
+        with timer.step("rootfs"):
+            rootfs = backend.build_rootfs(
+                loaded, epoch=epoch, use_cache=options.use_rootfs_cache, progress=progress
+            )
+        with timer.step("wheels"):
+            wheel_paths = [(w, fetch_wheel(w)) for w in spec.wheels]
+        with timer.step("plan"):
+            sources = collect_sources(root, spec.app.packages)
+            entries = plan_tar(rootfs.tarball, "rootfs")
+            extra: list[Entry] = []
+            for w, path in wheel_paths:
+                extra = merge_dirs(extra, wheel_entries(w, path, spec.app.site_packages, epoch))
+            extra = merge_dirs(extra, source_entries(sources, epoch))
+            entries = merge_dirs(entries, extra)
+            entries += control_entries(spec.app, epoch)
+        with timer.step("cpio"):
+            application = _write_ramdisk(
+                work / "application.cpio", "application-ramdisk", entries, epoch, progress
+            )
+        with timer.step("eif"):
+            eif_path = staging / "enclave.eif"
+            pcrs = write_eif(
+                eif_path,
+                kernel=kernel.bzimage,
+                cmdline=spec.kernel.cmdline,
+                ramdisks=[work / "bootstrap.cpio", work / "application.cpio"],
+                name=spec.name,
+                version=spec.version,
+                build_time=_rfc3339(epoch),
+                custom_metadata={
+                    "SourceCommit": git.commit if git else "",
+                    "SpecSha256": loaded.sha256,
+                    "ModelDigest": spec.app.model_digest,
+                },
+                kernel_config=kernel.config,
+                progress=progress,
+            )
+        with timer.step("hashing"):
+            eif_out = _output(eif_path, staging, "enclave.eif")
+        (staging / "measurements.json").write_text(measurements_json(pcrs))
+        meas_out = _output(staging / "measurements.json", staging, "measurements.json")
+
+        inputs: list[PinnedInput] = [
+            PinnedInput(
+                name=spec.kernel.package,
+                kind=InputKind.KERNEL_SOURCE,
+                version=spec.kernel.version,
+                origin=f"apt://{DEBIAN_ORIGIN}/{spec.kernel.package}={spec.kernel.version}",
+                sha256=spec.kernel.sha256,
+            ),
+            PinnedInput(
+                name="kernel-config",
+                kind=InputKind.SOURCE_FILE,
+                origin=_rel(loaded.resolve(spec.kernel.config), root),
+                sha256=hash_file(loaded.resolve(spec.kernel.config))["sha256"].hex(),
+            ),
+            PinnedInput(
+                name="init-source",
+                kind=InputKind.SOURCE_FILE,
+                origin=_rel(loaded.resolve(spec.init.source), root),
+                sha256=init.source_sha256,
+            ),
+        ]
+        inputs += [
+            PinnedInput(
+                name=p.name,
+                kind=InputKind.DEBIAN_PACKAGE,
+                version=p.version,
+                origin=f"apt://{DEBIAN_ORIGIN}/{p.name}={p.version}",
+                sha256=p.sha256,
+            )
+            for p in rootfs.packages
+        ]
+        inputs += [
+            PinnedInput(
+                name=w.name,
+                kind=InputKind.WHEEL,
+                version=w.version,
+                origin=w.url or f"https://pypi.org/project/{w.name}/{w.version}/#{w.filename}",
+                sha256=w.sha256,
+            )
+            for w in spec.wheels
+        ]
+        lock_path = loaded.base / spec.debian.lock
+        manifest = BuildManifest(
+            name=spec.name,
+            version=spec.version,
+            builder=BuilderInfo(version=__version__, backend=backend.name),
+            source_date_epoch=epoch,
+            source=SourceInfo(
+                git_commit=git.commit if git else "",
+                git_dirty=git.dirty if git else False,
+                tree_sha256=tree_digest(sources),
+                packages=spec.app.packages,
+            ),
+            spec=SpecInfo(
+                path=_rel(loaded.path, root),
+                sha256=loaded.sha256,
+                text=loaded.path.read_text("utf-8"),
+                lock_path=_rel(lock_path, root),
+                lock_text=lock_path.read_text("utf-8"),
+            ),
+            kernel=KernelInfo(
+                release=kernel.release,
+                cmdline=spec.kernel.cmdline,
+                bzimage_sha256=kernel.sha256,
+                config_sha256=hash_file(kernel.config)["sha256"].hex(),
+                input_digest=kernel.input_digest,
+                source_date_epoch=boot_epoch,
+            ),
+            init_flags=init.flags,
+            inputs=tuple(inputs),
+            toolchain=toolchain_versions(),
+            ramdisks=(bootstrap, application),
+            outputs=(eif_out, meas_out),
+            pcrs=pcrs,
+            app={
+                "cmd": list(spec.app.cmd),
+                "env": spec.app.env,
+                "model_digest": spec.app.model_digest,
+            },
+        )
+        text = manifest.to_json()
+        (staging / "build-manifest.json").write_text(text)
+        statement = provenance_for(
+            manifest, manifest_sha256=hashlib.sha256(text.encode()).hexdigest()
+        )
+        (staging / "provenance.json").write_bytes(statement.to_bytes())
+        for name in ("measurements.json", "build-manifest.json", "provenance.json"):
+            os.chmod(staging / name, 0o644)
+    return BuildResult(
+        out_dir=Path(out_dir),
+        eif=Path(out_dir) / "enclave.eif",
+        manifest=manifest,
+        pcrs=pcrs,
+        kernel_reused=kernel.reused,
+        rootfs_reused=rootfs.reused,
+        timings=timer.timings,
+    )
+
+
+def rebuild_from_manifest(
+    manifest: BuildManifest,
+    source_dir: Path,
+    out_dir: Path,
+    *,
+    backend: str | None = None,
+    use_rootfs_cache: bool = True,
+    progress: ProgressSink | None = None,
+) -> BuildResult:
+    """Rebuild what ``manifest`` describes from a checkout of its source at ``source_dir``.
+
+    The spec and lock in the checkout must be the ones the manifest recorded
+    (same sha256 / text), else :class:`DigestMismatch`; the recorded
+    ``SOURCE_DATE_EPOCH`` is used.
+    """
+    source_dir = Path(source_dir).resolve()
+    spec_path = source_dir / manifest.spec.path
+    if not spec_path.is_file():
+        raise SpecInvalid(f"{spec_path}: the manifest's spec is not in the source checkout")
+    got = hashlib.sha256(spec_path.read_bytes()).hexdigest()
+    if got != manifest.spec.sha256:
+        raise DigestMismatch(
+            f"{spec_path}: sha256 {got}, the manifest records {manifest.spec.sha256}"
+        )
+    lock = source_dir / manifest.spec.lock_path
+    if not lock.is_file() or lock.read_text("utf-8") != manifest.spec.lock_text:
+        raise DigestMismatch(f"{lock}: differs from the Debian lock the manifest records")
+    options = BuildOptions(
+        backend=backend or manifest.builder.backend,
+        source_root=source_dir,
+        source_date_epoch=manifest.source_date_epoch,
+        use_rootfs_cache=use_rootfs_cache,
+    )
+    return build(spec_path, out_dir, options=options, progress=progress)

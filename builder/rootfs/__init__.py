@@ -1,0 +1,22 @@
+"""Root filesystem backends (``native``: mmdebstrap; others plug in via :class:`RootfsBackend`)."""
+
+from builder.rootfs.base import RootfsBackend, RootfsResult
+from builder.rootfs.native import NativeBackend
+
+BACKENDS: dict[str, type[NativeBackend]] = {"native": NativeBackend}
+
+
+def get_backend(name: str) -> RootfsBackend:
+    """The backend called ``name``; unknown names are an :class:`EnvironmentProblem`."""
+    from enclave_audit.errors import EnvironmentProblem
+
+    cls = BACKENDS.get(name)
+    if cls is None:
+        raise EnvironmentProblem(
+            f"build backend {name!r} is not available here"
+            f" (available: {', '.join(sorted(BACKENDS))})"
+        )
+    return cls()
+
+
+__all__ = ["BACKENDS", "NativeBackend", "RootfsBackend", "RootfsResult", "get_backend"]

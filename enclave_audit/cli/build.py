@@ -1,0 +1,184 @@
+"""``enclave-audit build`` and ``enclave-audit repro-test``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from enclave_audit.cli._common import emit_json, err_console, info, json_option
+from enclave_audit.progress import RichProgress
+
+DEFAULT_SPEC = Path("reference_enclave/enclave.toml")
+
+
+def _spec_option(func: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--spec",
+        "spec",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=DEFAULT_SPEC,
+        show_default=True,
+        help="Build spec (TOML).",
+    )(func)
+
+
+@click.command("build")
+@_spec_option
+@click.option(
+    "--backend",
+    type=click.Choice(["native", "docker"]),
+    default="native",
+    show_default=True,
+    help="How the root filesystem is made.",
+)
+@click.option(
+    "-o", "--output", "output", type=click.Path(path_type=Path, file_okay=False), required=True,
+    help="Output directory (written atomically).",
+)  # fmt: skip
+@click.option("--source-root", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Source tree (default: the directory above the spec's).")  # fmt: skip
+@click.option("--source-date-epoch", type=int, default=None,
+              help="Override SOURCE_DATE_EPOCH (default: git commit time).")  # fmt: skip
+@click.option("--source-commit", default=None, hidden=True)
+@click.option("--source-dirty", is_flag=True, hidden=True)
+@click.option("--work-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              hidden=True)  # fmt: skip
+@click.option("--no-rootfs-cache", is_flag=True, help="Rebuild the root filesystem.")
+@click.option("--rebuild-kernel", is_flag=True, help="Rebuild the kernel even if cached.")
+@click.option("--update-lock", is_flag=True,
+              help="Resolve Debian packages, rewrite the lock file, exit.")  # fmt: skip
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Kernel make jobs.")
+@json_option
+def build(
+    spec: Path,
+    backend: str,
+    output: Path,
+    source_root: Path | None,
+    source_date_epoch: int | None,
+    source_commit: str | None,
+    source_dirty: bool,
+    work_dir: Path | None,
+    no_rootfs_cache: bool,
+    rebuild_kernel: bool,
+    update_lock: bool,
+    jobs: int | None,
+    as_json: bool,
+) -> None:
+    """Build the enclave image from pinned inputs, byte-identically on every rebuild.
+
+    Writes enclave.eif, measurements.json (as nitro-cli build-enclave prints),
+    build-manifest.json and provenance.json (in-toto SLSA v1) to OUTPUT.
+
+    \b
+    Example:
+      enclave-audit build --spec reference_enclave/enclave.toml -o out/
+    """
+    from builder.pipeline import BuildOptions
+    from builder.pipeline import build as run_build
+
+    if update_lock:
+        from builder.rootfs import get_backend
+        from builder.spec import load_spec
+
+        loaded = load_spec(spec, source_root=source_root)
+        with RichProgress(bytes_mode=False) as progress:
+            path = get_backend(backend).update_lock(
+                loaded, epoch=source_date_epoch or 0, progress=progress
+            )
+        info(f"wrote {path}")
+        return
+    options = BuildOptions(
+        backend=backend,
+        source_root=source_root,
+        source_date_epoch=source_date_epoch,
+        source_commit=source_commit,
+        source_dirty=source_dirty,
+        use_rootfs_cache=not no_rootfs_cache,
+        rebuild_kernel=rebuild_kernel,
+        jobs=jobs,
+        work_dir=work_dir,
+    )
+    with RichProgress() as progress:
+        result = run_build(spec, output, options=options, progress=progress)
+    if as_json:
+        emit_json(
+            {
+                "output": str(result.out_dir),
+                "eif": str(result.eif),
+                "Measurements": result.pcrs.to_nitro(),
+                "kernel_reused": result.kernel_reused,
+                "rootfs_reused": result.rootfs_reused,
+                "timings": {k: round(v, 3) for k, v in result.timings.items()},
+            }
+        )
+        return
+    from enclave_audit.model.measurements import measurements_json
+
+    click.echo(measurements_json(result.pcrs), nl=False)
+    err_console.print(
+        f"wrote {result.out_dir}/ (enclave.eif, build-manifest.json, provenance.json)"
+    )
+
+
+@click.command("repro-test")
+@_spec_option
+@click.option("--runs", type=click.IntRange(min=2), default=2, show_default=True,
+              help="Builds: control, all varied, then one variation each.")  # fmt: skip
+@click.option("--full", is_flag=True, help="Rebuild the kernel too in every run.")
+@click.option(
+    "-o", "--output", "output", type=click.Path(path_type=Path, file_okay=False), required=True,
+    help="Directory for the runs and repro-report.json.",
+)  # fmt: skip
+@click.option("--source-root", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Source tree (default: the directory above the spec's).")  # fmt: skip
+@click.option("--source-date-epoch", type=int, default=None,
+              help="Override SOURCE_DATE_EPOCH (default: git commit time).")  # fmt: skip
+@json_option
+def repro_test(
+    spec: Path,
+    runs: int,
+    full: bool,
+    output: Path,
+    source_root: Path | None,
+    source_date_epoch: int | None,
+    as_json: bool,
+) -> None:
+    """Build repeatedly under varied environments and compare the EIFs and PCRs.
+
+    Varies build path, HOME/USER and environment, TZ, locale, umask, hostname
+    (UTS namespace), source file creation order and CPU count; exits 34 if any
+    rebuild differs from the control.
+
+    \b
+    Example:
+      enclave-audit repro-test --runs 3 -o repro/
+    """
+    from builder.repro import repro_test as run_repro
+    from builder.repro import require_reproducible
+
+    report = run_repro(
+        spec,
+        output,
+        runs=runs,
+        full=full,
+        source_root=source_root,
+        source_date_epoch_value=source_date_epoch,
+        on_run=err_console.print,
+    )
+    if as_json:
+        emit_json(report)
+    else:
+        for v in report.variations:
+            if not v.tested:
+                state = f"not tested ({v.note})" if v.note else "not tested"
+            elif v.eif_identical and v.pcrs_equal:
+                state = "[green]identical EIF, equal PCRs[/]"
+            elif v.pcrs_equal:
+                state = "[red]EIF differs[/], PCRs equal"
+            else:
+                state = "[red]EIF and PCRs differ[/]"
+            err_console.print(f"{v.name:<13} {v.varied:<48} {state}")
+        verdict = "reproducible" if report.reproducible else "NOT reproducible"
+        click.echo(f"{verdict}: {len(report.runs)} builds, report in {output}/repro-report.json")
+    require_reproducible(report)

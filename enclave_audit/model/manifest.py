@@ -1,0 +1,170 @@
+"""The build manifest: everything an independent rebuild of an enclave image needs.
+
+Written by :mod:`builder.pipeline` as ``build-manifest.json`` next to the EIF and
+read back by the verifier (:meth:`BuildManifest.load`).  It names every input
+with its version, origin and sha256 (kernel source package, every Debian package
+of the rootfs, every wheel, the in-tree sources), the toolchain, the
+``SOURCE_DATE_EPOCH`` values, the spec (its text and digest, so the rebuild
+needs nothing else than a checkout of ``source.git_commit``), and the outputs
+with their digests and PCRs.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from enclave_audit.errors import InputNotFound, InvalidInput, SpecInvalid
+from enclave_audit.fsutil import read_json
+from enclave_audit.model.measurements import PcrSet
+
+MANIFEST_SCHEMA = "https://enclave-audit.dev/schemas/build-manifest/v1"
+MANIFEST_MEDIA_TYPE = "application/vnd.enclave-audit.build-manifest+json"
+
+
+def _hex(value: str, size: int, what: str) -> str:
+    if len(value) != size * 2 or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError(f"{what} must be {size * 2} lowercase hex digits")
+    return value
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class InputKind(StrEnum):
+    KERNEL_SOURCE = "kernel-source"
+    DEBIAN_PACKAGE = "debian-package"
+    WHEEL = "wheel"
+    SOURCE_FILE = "source-file"
+    SOURCE_TREE = "source-tree"
+
+
+class PinnedInput(_Frozen):
+    """One input: what it is, which version, where it comes from, its sha256."""
+
+    name: str
+    kind: InputKind
+    version: str = ""
+    origin: str
+    sha256: str
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, v: str) -> str:
+        return _hex(v, 32, "sha256")
+
+
+class BuildOutput(_Frozen):
+    """An output file (relative to the output directory) or an intermediate artefact."""
+
+    name: str
+    path: str = ""
+    size: int
+    sha256: str
+    sha384: str
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, v: str) -> str:
+        return _hex(v, 32, "sha256")
+
+    @field_validator("sha384")
+    @classmethod
+    def _sha384(cls, v: str) -> str:
+        return _hex(v, 48, "sha384")
+
+
+class SourceInfo(_Frozen):
+    git_commit: str = ""
+    git_dirty: bool = False
+    tree_sha256: str = Field(description="digest of the application files copied into the image")
+    packages: tuple[str, ...] = ()
+
+
+class SpecInfo(_Frozen):
+    path: str = Field(description="spec path relative to the source root")
+    sha256: str
+    text: str
+    lock_path: str
+    lock_text: str
+
+
+class KernelInfo(_Frozen):
+    release: str
+    cmdline: str
+    bzimage_sha256: str
+    config_sha256: str
+    input_digest: str
+    source_date_epoch: int
+
+
+class BuilderInfo(_Frozen):
+    tool: str = "enclave-audit"
+    version: str
+    backend: str
+
+
+class BuildManifest(_Frozen):
+    schema_: str = Field(default=MANIFEST_SCHEMA, alias="schema")
+    name: str
+    version: str
+    builder: BuilderInfo
+    source_date_epoch: int
+    source: SourceInfo
+    spec: SpecInfo
+    kernel: KernelInfo
+    init_flags: tuple[str, ...] = ()
+    inputs: tuple[PinnedInput, ...]
+    toolchain: dict[str, str]
+    ramdisks: tuple[BuildOutput, ...]
+    outputs: tuple[BuildOutput, ...]
+    pcrs: PcrSet
+    app: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, v: str) -> str:
+        if v != MANIFEST_SCHEMA:
+            raise ValueError(f"unknown manifest schema {v!r} (expected {MANIFEST_SCHEMA})")
+        return v
+
+    def input(self, name: str) -> PinnedInput | None:
+        for item in self.inputs:
+            if item.name == name:
+                return item
+        return None
+
+    def output(self, name: str) -> BuildOutput | None:
+        for item in self.outputs:
+            if item.name == name:
+                return item
+        return None
+
+    def to_json(self) -> str:
+        data = self.model_dump(mode="json", by_alias=True)
+        return json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json_obj(cls, data: Any, *, where: str = "build manifest") -> BuildManifest:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise SpecInvalid(f"{where}: {loc}: {err['msg']}") from None
+
+    @classmethod
+    def load(cls, path: Path) -> BuildManifest:
+        """Read ``build-manifest.json``; a malformed one is one :class:`SpecInvalid` line."""
+        try:
+            data = read_json(Path(path))
+        except InputNotFound:
+            raise
+        except InvalidInput as exc:
+            raise SpecInvalid(exc.message) from None
+        return cls.from_json_obj(data, where=str(path))

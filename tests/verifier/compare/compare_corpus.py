@@ -1,0 +1,258 @@
+"""Builders of real artefacts for the comparison tests: gcc-built ELFs, py_compile'd .pyc files,
+newc ramdisks written by the builder's writer and EIFs written by ``builder.eif.write_eif``.
+
+Everything is built once per session into a temp directory.  An image is described by
+an :class:`ImageSpec` (files of the application ramdisk, their order and owners, the
+boot ramdisk, the cmdline, the build time), so a corpus case is a small change to the
+base spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import py_compile
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.eif import write_eif
+from builder.initramfs.newc import EntryKind, type_bits
+from builder.initramfs.writer import NewcStream
+from enclave_audit.fsutil import atomic_write, cache_dir
+
+T0 = 1_700_000_000  # 2023-11-14T22:13:20Z
+BUILD_TIME = "2026-11-23T00:00:00Z"
+
+C_SOURCE = r"""
+#include <stdio.h>
+__attribute__((noinline)) int compute(int x) { return x * 3 + 7; }
+int main(int argc, char **argv) { (void)argv; printf("hello %d\n", compute(argc)); return 0; }
+"""
+
+PY_SOURCE = "import os\n\ndef greet(name):\n    return 'hello ' + name + os.sep\n"
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    data: bytes = b""
+    perm: int = 0o644
+    mtime: int = T0
+    uid: int = 0
+    gid: int = 0
+    kind: EntryKind = EntryKind.FILE
+    target: str | None = None
+
+
+def d(perm: int = 0o755, mtime: int = T0) -> FileSpec:
+    return FileSpec(kind=EntryKind.DIRECTORY, perm=perm, mtime=mtime)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    files: dict[str, FileSpec]
+    boot: dict[str, FileSpec]
+    order: tuple[str, ...] | None = None  # None: sorted by name (the builder's order)
+    cmdline: str = "console=ttyS0 reboot=k panic=30 pci=off nomodules"
+    build_time: str = BUILD_TIME
+
+    def replace(self, **changes: object) -> ImageSpec:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def with_file(self, name: str, spec: FileSpec) -> ImageSpec:
+        return self.replace(files={**self.files, name: spec})
+
+    def with_boot(self, name: str, spec: FileSpec) -> ImageSpec:
+        return self.replace(boot={**self.boot, name: spec})
+
+
+def write_cpio(
+    path: Path, files: dict[str, FileSpec], order: tuple[str, ...] | None = None
+) -> None:
+    """A newc archive in the given order, with the given owners, through the builder's stream."""
+    names = list(order) if order is not None else sorted(files, key=lambda n: n.split("/"))
+    with atomic_write(path) as out:
+        stream = NewcStream(out)
+        for ino, name in enumerate(names, 1):
+            f = files[name]
+            mode = type_bits(f.kind) | f.perm
+            if f.kind is EntryKind.SYMLINK:
+                assert f.target is not None
+                raw = f.target.encode()
+                stream.header(
+                    name,
+                    mode=mode,
+                    ino=ino,
+                    nlink=1,
+                    mtime=f.mtime,
+                    size=len(raw),
+                    uid=f.uid,
+                    gid=f.gid,
+                )
+                stream.data_bytes(raw)
+            elif f.kind is EntryKind.FILE:
+                stream.header(
+                    name,
+                    mode=mode,
+                    ino=ino,
+                    nlink=1,
+                    mtime=f.mtime,
+                    size=len(f.data),
+                    uid=f.uid,
+                    gid=f.gid,
+                )
+                stream.data(io.BytesIO(f.data), len(f.data), name)
+            else:
+                stream.header(
+                    name, mode=mode, ino=ino, nlink=2, mtime=f.mtime, size=0, uid=f.uid, gid=f.gid
+                )
+        stream.trailer()
+
+
+@dataclass
+class Artefacts:
+    root: Path
+    elf: bytes  # gcc -g -O1, compiled in src-a
+    elf_other_dir: bytes  # same source, compiled in src-b (different DW_AT_comp_dir)
+    elf_stripped: bytes
+    elf_comment: bytes  # .comment rewritten to another compiler version
+    elf_one_byte: bytes  # one byte of compute() changed
+    pyc: bytes  # timestamp-based pyc, source mtime T0
+    pyc_later: bytes  # same source, source mtime T0 + 3600
+    kernel: Path
+    counter: list[int] = field(default_factory=lambda: [0])
+
+    def image(self, spec: ImageSpec, name: str | None = None) -> Path:
+        self.counter[0] += 1
+        n = self.counter[0]
+        out = self.root / "images" / f"{n}"
+        out.mkdir(parents=True, exist_ok=True)
+        boot = out / "boot.cpio"
+        app = out / "app.cpio"
+        write_cpio(boot, spec.boot)
+        write_cpio(app, spec.files, spec.order)
+        eif = out / (name or "enclave.eif")
+        write_eif(
+            eif,
+            kernel=self.kernel,
+            cmdline=spec.cmdline,
+            ramdisks=[boot, app],
+            name="corpus",
+            version="1.0",
+            build_time=spec.build_time,
+        )
+        return eif
+
+
+def _gcc(src_dir: Path, out: Path, *extra: str) -> bytes:
+    subprocess.run(["gcc", "-g", "-O1", *extra, "-o", str(out), "main.c"], cwd=src_dir, check=True)
+    return out.read_bytes()
+
+
+def _kernel(root: Path) -> Path:
+    """A real kernel from the cache when one is there, else a stand-in blob."""
+    cached = (
+        sorted(cache_dir("kernel").glob("**/bzImage"))
+        if os.environ.get("ENCLAVE_AUDIT_CACHE")
+        else []
+    )
+    if cached:
+        return cached[0]
+    path = root / "kernel.bin"
+    path.write_bytes(b"\x4d\x5a" + bytes(range(256)) * 64)
+    return path
+
+
+def build_artefacts(root: Path) -> Artefacts:
+    for sub in ("src-a", "src-b"):
+        (root / sub).mkdir()
+        (root / sub / "main.c").write_text(C_SOURCE)
+    elf = _gcc(root / "src-a", root / "hello-a")
+    elf_other = _gcc(root / "src-b", root / "hello-b")
+    shutil.copy(root / "hello-a", root / "hello-stripped")
+    subprocess.run(["strip", str(root / "hello-stripped")], check=True)
+    # another compiler's identification in .comment (what a toolchain bump changes)
+    subprocess.run(
+        ["objcopy", "--dump-section", f".comment={root / 'comment.bin'}", str(root / "hello-a")],
+        check=True,
+    )
+    comment = (root / "comment.bin").read_bytes()
+    bumped = comment.replace(b"GCC: (", b"GCC: (Bumped 99.1.0-1) 99.1.0 (")
+    (root / "comment2.bin").write_bytes(bumped)
+    subprocess.run(
+        [
+            "objcopy",
+            "--update-section",
+            f".comment={root / 'comment2.bin'}",
+            str(root / "hello-a"),
+            str(root / "hello-comment"),
+        ],
+        check=True,
+    )
+    one_byte = bytearray(elf)
+    offset = _symbol_file_offset(root / "hello-a", "compute") + 3
+    one_byte[offset] ^= 0x01
+    src = root / "mod.py"
+    src.write_text(PY_SOURCE)
+    os.utime(src, (T0, T0))
+    py_compile.compile(
+        str(src),
+        cfile=str(root / "mod.pyc"),
+        invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP,
+        dfile="/app/mod.py",
+    )
+    os.utime(src, (T0 + 3600, T0 + 3600))
+    py_compile.compile(
+        str(src),
+        cfile=str(root / "mod-later.pyc"),
+        invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP,
+        dfile="/app/mod.py",
+    )
+    return Artefacts(
+        root=root,
+        elf=elf,
+        elf_other_dir=elf_other,
+        elf_stripped=(root / "hello-stripped").read_bytes(),
+        elf_comment=(root / "hello-comment").read_bytes(),
+        elf_one_byte=bytes(one_byte),
+        pyc=(root / "mod.pyc").read_bytes(),
+        pyc_later=(root / "mod-later.pyc").read_bytes(),
+        kernel=_kernel(root),
+    )
+
+
+def _symbol_file_offset(path: Path, name: str) -> int:
+    from elftools.elf.elffile import ELFFile
+
+    with open(path, "rb") as fh:
+        elf = ELFFile(fh)
+        symtab = elf.get_section_by_name(".symtab")
+        sym = next(s for s in symtab.iter_symbols() if s.name == name)
+        text = elf.get_section_by_name(".text")
+        return int(sym["st_value"] - text["sh_addr"] + text["sh_offset"])
+
+
+def make_base_spec(artefacts: Artefacts) -> ImageSpec:
+    return ImageSpec(
+        files={
+            "etc": d(),
+            "etc/config.txt": FileSpec(b"mode=production\nthreads=4\n"),
+            "etc/settings.json": FileSpec(b'{"model": "m", "port": 8080, "tls": true}\n'),
+            "usr": d(),
+            "usr/bin": d(),
+            "usr/bin/hello": FileSpec(artefacts.elf, perm=0o755),
+            "usr/bin/tool": FileSpec(artefacts.elf_stripped, perm=0o755),
+            "usr/lib": d(),
+            "usr/lib/app": d(),
+            "usr/lib/app/mod.pyc": FileSpec(artefacts.pyc),
+            "usr/lib/app/seed.bin": FileSpec(bytes(range(32))),
+            "usr/share": d(),
+            "usr/share/words.txt": FileSpec(b"Apple\nbanana\nCherry\ndate\n"),
+        },
+        boot={
+            "init": FileSpec(b"#!/bin/sh\nexec /usr/bin/hello\n", perm=0o755),
+            "dev": d(),
+        },
+    )

@@ -1,0 +1,273 @@
+"""Injected nondeterminism on real images: each case is reported at the right path,
+with the right cause and the right PCRs.
+
+A case is one row: a change to the base image spec, the path (suffix) where the
+difference must be reported, the cause expected there, and the PCRs it must name.
+Add a row to add a case.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from compare_corpus import Artefacts, FileSpec, ImageSpec
+
+from enclave_audit.model.difference import Cause, DiffNode, NodeKind
+from verifier.compare import compare_paths
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    change: Callable[[ImageSpec, Artefacts], ImageSpec]
+    where: tuple[str, ...]  # path suffix of the node that must report it
+    cause: Cause
+    pcrs: tuple[int, ...]
+
+
+def _file(name: str, **changes: object) -> Callable[[ImageSpec, Artefacts], ImageSpec]:
+    def change(spec: ImageSpec, art: Artefacts) -> ImageSpec:
+        old = spec.files[name]
+        values = {k: (v(art) if callable(v) else v) for k, v in changes.items()}
+        return spec.with_file(name, FileSpec(**{**old.__dict__, **values}))
+
+    return change
+
+
+def _reordered(spec: ImageSpec, art: Artefacts) -> ImageSpec:
+    names = sorted(spec.files, key=lambda n: n.split("/"))
+    # keep parents before children, but list the etc/ subtree last
+    order = [n for n in names if not n.startswith("etc")] + [
+        n for n in names if n.startswith("etc")
+    ]
+    return spec.replace(order=tuple(order))
+
+
+def _json_reordered(spec: ImageSpec, art: Artefacts) -> ImageSpec:
+    data = json.loads(spec.files["etc/settings.json"].data)
+    text = json.dumps(dict(reversed(list(data.items())))) + "\n"
+    return spec.with_file("etc/settings.json", FileSpec(text.encode()))
+
+
+def _gz(mtime: int) -> bytes:
+    return gzip.compress(b"changelog entry\n" * 20, mtime=mtime)
+
+
+CASES = [
+    Case(
+        "mtime",
+        _file("etc/config.txt", mtime=1_700_003_600),
+        ("ramdisk[1]", "etc/config.txt", "mtime"),
+        Cause.TIMESTAMP,
+        (0, 2),
+    ),
+    Case(
+        "build-path-in-debug-info",
+        _file("usr/bin/hello", data=lambda a: a.elf_other_dir),
+        ("ramdisk[1]", "usr/bin/hello", "DW_AT_comp_dir"),
+        Cause.BUILD_PATH,
+        (0, 2),
+    ),
+    Case("reordered-cpio", _reordered, ("ramdisk[1]", "(member order)"), Cause.FILE_ORDER, (0, 2)),
+    Case(
+        "owner",
+        _file("etc/config.txt", uid=1000),
+        ("ramdisk[1]", "etc/config.txt", "uid"),
+        Cause.OWNERSHIP,
+        (0, 2),
+    ),
+    Case(
+        "mode",
+        _file("usr/bin/hello", perm=0o4755),
+        ("ramdisk[1]", "usr/bin/hello", "mode"),
+        Cause.OWNERSHIP,
+        (0, 2),
+    ),
+    Case(
+        "unstripped-binary",
+        _file("usr/bin/tool", data=lambda a: a.elf),
+        ("ramdisk[1]", "usr/bin/tool", ".symtab"),
+        Cause.DEBUG_SYMBOLS,
+        (0, 2),
+    ),
+    Case(
+        "pyc-timestamp",
+        _file("usr/lib/app/mod.pyc", data=lambda a: a.pyc_later),
+        ("ramdisk[1]", "usr/lib/app/mod.pyc", "source_mtime"),
+        Cause.TIMESTAMP,
+        (0, 2),
+    ),
+    Case(
+        "compiler-comment",
+        _file("usr/bin/hello", data=lambda a: a.elf_comment),
+        ("ramdisk[1]", "usr/bin/hello", ".comment"),
+        Cause.TOOLCHAIN,
+        (0, 2),
+    ),
+    Case(
+        "one-byte-in-function",
+        _file("usr/bin/hello", data=lambda a: a.elf_one_byte),
+        ("ramdisk[1]", "usr/bin/hello", ".text", "compute"),
+        Cause.UNKNOWN,
+        (0, 2),
+    ),
+    Case(
+        "random-bytes",
+        _file("usr/lib/app/seed.bin", data=bytes.fromhex("9f" * 4) + bytes(range(97, 125))),
+        ("ramdisk[1]", "usr/lib/app/seed.bin"),
+        Cause.RANDOM,
+        (0, 2),
+    ),
+    Case(
+        "locale-collation",
+        _file("usr/share/words.txt", data=b"Apple\nCherry\nbanana\ndate\n"),
+        ("ramdisk[1]", "usr/share/words.txt"),
+        Cause.LOCALE,
+        (0, 2),
+    ),
+    Case(
+        "json-key-order",
+        _json_reordered,
+        ("ramdisk[1]", "etc/settings.json"),
+        Cause.FILE_ORDER,
+        (0, 2),
+    ),
+    Case(
+        "text-timestamp",
+        _file("etc/config.txt", data=b"mode=production\nthreads=4\n# built 2026-11-23 02:35:56\n"),
+        ("ramdisk[1]", "etc/config.txt"),
+        Cause.UNKNOWN,
+        (0, 2),
+    ),
+    Case(
+        "boot-ramdisk",
+        lambda s, a: s.with_boot("init", FileSpec(b"#!/bin/sh\nexec /usr/bin/tool\n", perm=0o755)),
+        ("ramdisk[0]", "init"),
+        Cause.UNKNOWN,
+        (0, 1),
+    ),
+    Case(
+        "cmdline",
+        lambda s, a: s.replace(cmdline=s.cmdline + " debug"),
+        ("cmdline",),
+        Cause.UNKNOWN,
+        (0, 1),
+    ),
+    Case(
+        "build-time-metadata",
+        lambda s, a: s.replace(build_time="2026-11-24T09:30:00Z"),
+        ("metadata", "BuildMetadata.BuildTime"),
+        Cause.TIMESTAMP,
+        (),
+    ),
+]
+
+
+def _gz_case() -> Case:
+    def change(spec: ImageSpec, art: Artefacts) -> ImageSpec:
+        return spec.with_file("usr/share/changelog.gz", FileSpec(_gz(1_700_007_200)))
+
+    return Case(
+        "gzip-header-mtime", change, ("usr/share/changelog.gz", "mtime"), Cause.TIMESTAMP, (0, 2)
+    )
+
+
+CASES.append(_gz_case())
+
+
+def _base_for(case: Case, base_spec: ImageSpec) -> ImageSpec:
+    if case.id == "gzip-header-mtime":
+        return base_spec.with_file("usr/share/changelog.gz", FileSpec(_gz(1_700_000_000)))
+    return base_spec
+
+
+@pytest.fixture(scope="module")
+def reports(artefacts: Artefacts, base_spec: ImageSpec, base_image: Path) -> dict[str, DiffNode]:
+    out: dict[str, DiffNode] = {}
+    for case in CASES:
+        base = _base_for(case, base_spec)
+        left = base_image if base is base_spec else artefacts.image(base, f"{case.id}-a.eif")
+        right = artefacts.image(case.change(base, artefacts), f"{case.id}.eif")
+        report = compare_paths(left, right)
+        assert report.root is not None, case.id
+        out[case.id] = report.root
+    return out
+
+
+def _subsequence(want: tuple[str, ...], path: tuple[str, ...]) -> bool:
+    it = iter(path)
+    return all(any(seg == p for p in it) for seg in want)
+
+
+def _find(root: DiffNode, suffix: tuple[str, ...]) -> DiffNode:
+    """The first node whose path ends with suffix[-1] and contains all of suffix in order."""
+    for node in root.walk():
+        if node.path[-1] == suffix[-1] and _subsequence(suffix, node.path):
+            return node
+    paths = "\n".join("/".join(n.path) for n in root.walk())
+    raise AssertionError(f"no node at .../{'/'.join(suffix)}; tree:\n{paths}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_case_reported_at_path_with_cause_and_pcrs(
+    case: Case, reports: dict[str, DiffNode]
+) -> None:
+    root = reports[case.id]
+    node = _find(root, case.where)
+    causes = [h.cause for h in node.causes]
+    if case.cause is Cause.UNKNOWN and case.id == "text-timestamp":
+        # an added line is a content change; its date is named as a timestamp when it replaces one
+        assert node.unified_diff and "+# built 2026-11-23 02:35:56" in node.unified_diff
+    else:
+        assert case.cause in causes, (case.id, node.path, node.causes)
+        assert causes[0] is case.cause or case.cause in causes[:2], (case.id, node.causes)
+    assert node.pcrs == case.pcrs, (case.id, node.pcrs)
+    assert root.pcrs == tuple(p for p in case.pcrs if p != 8), (case.id, root.pcrs)
+    for hint in node.causes:
+        assert hint.evidence  # evidence is always shown
+
+
+def test_identical_images_short_circuit(
+    base_image: Path, artefacts: Artefacts, base_spec: ImageSpec
+) -> None:
+    again = artefacts.image(base_spec, "again.eif")
+    report = compare_paths(base_image, again)
+    assert report.identical and report.root is None
+
+
+def test_one_byte_change_names_section_and_symbol(reports: dict[str, DiffNode]) -> None:
+    root = reports["one-byte-in-function"]
+    text = _find(root, ("usr/bin/hello", ".text"))
+    assert text.kind is NodeKind.ELF_SECTION and "compute" in text.summary
+    sym = _find(root, (".text", "compute"))
+    assert sym.kind is NodeKind.SYMBOL and "compute+0x3" in sym.summary
+    # nothing else in the ELF changed: the build-id was computed before the patch
+    elf = _find(root, ("ramdisk[1]", "usr/bin/hello"))
+    assert [c.name for c in elf.children] == [".text"]
+
+
+def test_build_id_follows_other_changes(reports: dict[str, DiffNode]) -> None:
+    build_id = _find(reports["build-path-in-debug-info"], ("usr/bin/hello", "notes", "build-id"))
+    assert build_id.causes[0].cause is Cause.BUILD_ID
+
+
+def test_timestamp_evidence_decodes_the_clock(reports: dict[str, DiffNode]) -> None:
+    node = _find(reports["mtime"], ("etc/config.txt", "mtime"))
+    assert "2023-11-14T22:13:20Z" in node.causes[0].evidence
+    assert "2023-11-14T23:13:20Z" in node.causes[0].evidence
+
+
+def test_toolchain_evidence_names_versions(reports: dict[str, DiffNode]) -> None:
+    node = _find(reports["compiler-comment"], ("usr/bin/hello", ".comment"))
+    assert "99.1.0" in node.causes[0].evidence
+
+
+def test_parents_summarize_causes(reports: dict[str, DiffNode]) -> None:
+    root = reports["pyc-timestamp"]
+    assert Cause.TIMESTAMP in root.all_causes()
+    assert any(h.cause is Cause.TIMESTAMP for h in root.causes)

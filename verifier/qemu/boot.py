@@ -1,0 +1,443 @@
+"""Boot an EIF under QEMU's ``nitro-enclave`` machine and compare the guest's PCRs with ours.
+
+QEMU measures the EIF itself (``hw/core/eif.c``) and its emulated NSM reports
+those PCRs in an attestation document, so a guest document is a measurement
+made by code that is not ours.  We start our vhost-user vsock backend, boot the
+image under TCG with an unmeasured ``-append`` asking the guest to attest with
+a fresh nonce, read the NSM response off the serial console, and compare:
+
+* PCR0/1/2 (and PCR8 when signed) with :func:`builder.eif.describe_eif`;
+* PCR3/PCR4 with :func:`builder.eif.extend_string` of ``parent-role``/``parent-id``
+  (zero when not given, as QEMU leaves them);
+* the nonce, via :func:`verifier.nitro.verify_attestation` in its explicit
+  ``unsigned_emulator`` mode: QEMU's documents are unsigned, so signature and
+  chain are reported as not checked, never as passed.
+
+QEMU and the backend are stopped on every exit path (the QEMU process group is
+killed in ``finally``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Final
+
+from builder.eif import describe_eif, extend_string
+from enclave_audit.errors import InvalidInput, QemuBootFailed
+from enclave_audit.fsutil import sha256_file
+from enclave_audit.model.findings import Check, CheckOutcome, verdict_of
+from enclave_audit.model.measurements import PcrSet
+from enclave_audit.progress import NullProgress, ProgressSink
+from verifier.nitro import verify_attestation
+from verifier.qemu.build import MACHINE, QemuInstall, require_qemu
+from verifier.qemu.guest import SerialScanner, document_from_response, extra_cmdline
+from verifier.qemu.result import BootTimings, PcrComparison, QemuBootResult
+from verifier.qemu.vhost_vsock import VhostUserVsock
+
+ZERO_PCR: Final = bytes(48)
+#: vsock ports on the parent (CID 3) that the host side serves during a boot.
+HEARTBEAT_PORT: Final = 9000
+DOCUMENT_PORT: Final = 9901
+HEARTBEAT_BYTE: Final = 0xB7
+GUEST_CID: Final = 16
+DEFAULT_TIMEOUT: Final = 300.0
+#: after the document arrived on the console: how long to wait for its vsock copy.
+VSOCK_GRACE_S: Final = 10.0
+SERIAL_TAIL_LINES: Final = 40
+_NOTHING: Final = (-1.0, "")
+
+
+def expected_pcrs(
+    eif: Path,
+    *,
+    parent_role: str | None,
+    parent_id: str | None,
+    image_pcrs: PcrSet | None = None,
+) -> tuple[PcrSet, dict[int, str], str]:
+    """Our PCRs for this boot, where each came from, and the EIF's sha256.
+
+    PCR0/1/2/8 come from ``image_pcrs`` when given (e.g. the builder's recorded
+    measurements of the image that *should* be running), else from describe-eif.
+    """
+    description = describe_eif(eif)
+    if not description.crc_ok:
+        raise InvalidInput(f"{eif}: EIF CRC does not match; QEMU would refuse it")
+    values = {i: description.pcrs[i] for i in (0, 1, 2)}
+    sources = dict.fromkeys((0, 1, 2), "describe-eif")
+    if image_pcrs is not None:
+        missing = [i for i in (0, 1, 2) if image_pcrs.get(i) is None]
+        if missing:
+            raise InvalidInput(f"expected measurements lack PCR{missing[0]}")
+        values = {i: image_pcrs[i] for i in (0, 1, 2)}
+        sources = dict.fromkeys((0, 1, 2), "expected measurements")
+    values[3] = extend_string(parent_role) if parent_role else ZERO_PCR
+    sources[3] = "extend_string(parent-role)" if parent_role else "zero (no parent-role)"
+    values[4] = extend_string(parent_id) if parent_id else ZERO_PCR
+    sources[4] = "extend_string(parent-id)" if parent_id else "zero (no parent-id)"
+    pcr8 = description.pcrs.get(8) if description.is_signed else None
+    values[8] = pcr8 if pcr8 is not None else ZERO_PCR
+    sources[8] = "describe-eif (signing certificate)" if pcr8 is not None else "zero (unsigned)"
+    given8 = image_pcrs.get(8) if image_pcrs is not None else None
+    if given8 is not None:
+        values[8], sources[8] = given8, "expected measurements"
+    return PcrSet(values=values), sources, sha256_file(eif)
+
+
+def _machine_value(text: str) -> str:
+    if any(ch in text for ch in "\n\0"):
+        raise InvalidInput(f"QEMU machine option value {text!r} contains a control character")
+    return text.replace(",", ",,")
+
+
+def qemu_command(
+    qemu: QemuInstall,
+    eif: Path,
+    *,
+    chardev_socket: Path,
+    append: str,
+    parent_role: str | None,
+    parent_id: str | None,
+    memory_mib: int,
+) -> list[str]:
+    machine = f"{MACHINE},vsock=c0"
+    if parent_role:
+        machine += f",parent-role={_machine_value(parent_role)}"
+    if parent_id:
+        machine += f",parent-id={_machine_value(parent_id)}"
+    return [
+        os.fspath(qemu.binary),
+        "-M", machine,
+        "-accel", "tcg",
+        "-L", os.fspath(qemu.firmware_dir),
+        "-kernel", os.fspath(eif),
+        "-append", append,
+        "-nographic",
+        "-no-reboot",
+        "-m", f"{memory_mib}M",
+        "-smp", "1",
+        "-chardev", f"socket,id=c0,path={chardev_socket}",
+    ]  # fmt: skip
+
+
+def _memory_for(eif: Path) -> int:
+    size_mib = eif.stat().st_size // (1 << 20)
+    return max(1024, 512 + 3 * size_mib)
+
+
+class _HostPort:
+    """A host Unix socket standing for a vsock port on the parent (CID 3)."""
+
+    def __init__(self, path: Path, handler_name: str) -> None:
+        self.path = path
+        self.received: bytes | None = None
+        self.acknowledged = False
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(os.fspath(path))
+        self._sock.listen(4)
+        self._sock.settimeout(0.5)
+        self._stop = threading.Event()
+        self._handler = getattr(self, handler_name)
+        self._thread = threading.Thread(target=self._serve, daemon=True, name=path.name)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(30)
+                with contextlib.suppress(OSError):
+                    self._handler(conn)
+
+    def heartbeat(self, conn: socket.socket) -> None:
+        byte = conn.recv(1)
+        if byte:
+            conn.sendall(byte)
+            self.acknowledged = byte[0] == HEARTBEAT_BYTE
+
+    def document(self, conn: socket.socket) -> None:
+        head = _recv_exact(conn, 4)
+        length = int.from_bytes(head, "big")
+        if length > 0x3000:
+            return
+        self.received = _recv_exact(conn, length)
+        conn.sendall(b"\x01")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+        self._thread.join(timeout=5)
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("short read")
+        data += chunk
+    return data
+
+
+def _pump(stream: IO[bytes], lines: queue.Queue[tuple[float, str] | None], t0: float) -> None:
+    for raw in iter(stream.readline, b""):
+        lines.put((time.monotonic() - t0, raw.decode("utf-8", "replace").rstrip("\r\n")))
+    lines.put(None)
+
+
+def _stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def boot_and_attest(
+    eif: Path,
+    *,
+    parent_role: str | None = None,
+    parent_id: str | None = None,
+    nonce: bytes | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: ProgressSink | None = None,
+    memory_mib: int | None = None,
+    expected: PcrSet | None = None,
+) -> QemuBootResult:
+    """Boot ``eif`` under QEMU (TCG), get one attestation from the guest, compare PCRs.
+
+    ``nonce`` defaults to 32 fresh random bytes.  ``expected`` (PCR0/1/2, and 8)
+    replaces describe-eif's values as what the guest must report, e.g. the
+    builder's recorded measurements.  Raises :class:`QemuBootFailed`
+    when the guest does not attest within ``timeout`` seconds, and
+    :class:`EnvironmentProblem` when no QEMU with the machine is available.
+    A PCR difference is not an exception: it is a FAIL verdict in the result.
+    """
+    progress = progress or NullProgress()
+    eif = Path(eif)
+    if timeout <= 0:
+        raise InvalidInput(f"timeout must be positive, got {timeout}")
+    qemu = require_qemu()
+    progress.start(f"measuring {eif.name}")
+    wanted, sources, eif_sha256 = expected_pcrs(
+        eif, parent_role=parent_role, parent_id=parent_id, image_pcrs=expected
+    )
+    nonce = os.urandom(32) if nonce is None else nonce
+    append = extra_cmdline(nonce, DOCUMENT_PORT)
+    memory = memory_mib or _memory_for(eif)
+
+    scanner = SerialScanner()
+    tail: deque[str] = deque(maxlen=SERIAL_TAIL_LINES)
+    stderr_tail: deque[str] = deque(maxlen=10)
+    first_output: float | None = None
+    banner: float | None = None
+    attested: float | None = None
+    exited: float | None = None
+    vsock_sent_line = False
+    with tempfile.TemporaryDirectory(prefix="ea-qemu-") as tmp:
+        work = Path(tmp)
+        uds = work / "vsock"
+        backend = VhostUserVsock(work / "vhost-user.sock", guest_cid=GUEST_CID, uds_path=uds)
+        ports: list[_HostPort] = []
+        proc: subprocess.Popen[bytes] | None = None
+        lines: queue.Queue[tuple[float, str] | None] = queue.Queue()
+        errs: queue.Queue[tuple[float, str] | None] = queue.Queue()
+        try:
+            backend.start()
+            heartbeat = _HostPort(Path(f"{uds}_{HEARTBEAT_PORT}"), "heartbeat")
+            ports.append(heartbeat)
+            doc_port = _HostPort(Path(f"{uds}_{DOCUMENT_PORT}"), "document")
+            ports.append(doc_port)
+            argv = qemu_command(
+                qemu,
+                eif,
+                chardev_socket=backend.socket_path,
+                append=append,
+                parent_role=parent_role,
+                parent_id=parent_id,
+                memory_mib=memory,
+            )
+            progress.start(f"booting {eif.name} under QEMU (TCG)")
+            t0 = time.monotonic()
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise QemuBootFailed(f"cannot start {qemu.binary}: {exc.strerror}") from None
+            assert proc.stdout is not None and proc.stderr is not None
+            threading.Thread(target=_pump, args=(proc.stdout, lines, t0), daemon=True).start()
+            threading.Thread(target=_pump, args=(proc.stderr, errs, t0), daemon=True).start()
+            deadline = t0 + timeout
+            grace_until: float | None = None
+            stdout_open = True
+            while time.monotonic() < deadline:
+                if grace_until is not None and (
+                    time.monotonic() > grace_until
+                    or doc_port.received is not None
+                    or vsock_sent_line
+                ):
+                    break
+                try:
+                    item = lines.get(timeout=0.2)
+                except queue.Empty:
+                    item = _NOTHING
+                if item is None:
+                    stdout_open = False
+                elif item is not _NOTHING:
+                    at, line = item
+                    tail.append(line)
+                    first_output = at if first_output is None else first_output
+                    if banner is None and "Linux version" in line:
+                        banner = at
+                    if "NSM-ATTEST VSOCK" in line:
+                        vsock_sent_line = True
+                    if attested is None and scanner.feed(line):
+                        attested = at
+                        if scanner.error is not None:
+                            break
+                        grace_until = time.monotonic() + VSOCK_GRACE_S
+                if not stdout_open and proc.poll() is not None:
+                    exited = time.monotonic() - t0
+                    break
+            if proc.poll() is None and scanner.response is not None:
+                # the probe reboots right after attesting: let QEMU exit by itself briefly
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=3)
+            if proc.poll() is not None and exited is None:
+                exited = time.monotonic() - t0
+            total = time.monotonic() - t0
+        finally:
+            if proc is not None:
+                _stop_process(proc)
+            for port in ports:
+                port.close()
+            backend.stop()
+        while True:
+            try:
+                err_item = errs.get_nowait()
+            except queue.Empty:
+                break
+            if err_item:
+                stderr_tail.append(err_item[1])
+        received_on_vsock = doc_port.received
+        heartbeat_ok = heartbeat.acknowledged
+
+    progress.done()
+    if scanner.error is not None:
+        raise QemuBootFailed(f"{eif.name}: the guest's attestation helper failed: {scanner.error}")
+    if scanner.response is None:
+        raise QemuBootFailed(_no_attestation(eif, timeout, exited, proc, tail, stderr_tail))
+    assert attested is not None
+    document = document_from_response(scanner.response)
+    attestation = verify_attestation(
+        document,
+        expected_pcrs=wanted,
+        nonce=nonce,
+        unsigned_emulator=True,
+        now=datetime.now(UTC),
+    )
+    guest = attestation.pcrs
+    comparisons = [
+        PcrComparison(
+            index=i,
+            expected=wanted.hex(i),
+            guest=guest.hex(i) if guest.get(i) is not None else None,
+            source=sources[i],
+            match=guest.get(i) == wanted[i],
+        )
+        for i in wanted.indices()
+    ]
+    checks = [
+        Check(
+            name=f"qemu.pcr{c.index}",
+            outcome=CheckOutcome.PASS if c.match else CheckOutcome.FAIL,
+            detail=f"guest PCR{c.index} {'equals' if c.match else 'differs from'} {c.source}",
+        )
+        for c in comparisons
+    ]
+    checks += attestation.checks
+    vsock_match = None if received_on_vsock is None else received_on_vsock == scanner.response
+    if vsock_match is False:
+        checks.append(
+            Check(
+                name="qemu.vsock_document",
+                outcome=CheckOutcome.FAIL,
+                detail="the document sent over vsock differs from the one on the console",
+            )
+        )
+    return QemuBootResult(
+        verdict=verdict_of(checks),
+        eif=os.fspath(eif),
+        eif_sha256=eif_sha256,
+        qemu_version=qemu.version,
+        accelerator="tcg",
+        module_id=attestation.module_id,
+        nonce=nonce.hex(),
+        expected_pcrs=wanted,
+        guest_pcrs=guest,
+        comparisons=comparisons,
+        checks=checks,
+        attestation=attestation,
+        vsock_device_started=backend.stats.device_started or backend.stats.tx_packets > 0,
+        vsock_heartbeat=True if heartbeat_ok else None,
+        vsock_document_match=vsock_match,
+        timings=BootTimings(
+            first_output_s=_round(first_output),
+            kernel_banner_s=_round(banner),
+            attestation_s=round(attested, 3),
+            qemu_exit_s=_round(exited),
+            total_s=round(total, 3),
+        ),
+        document=document,
+        serial_tail=list(tail),
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _no_attestation(
+    eif: Path,
+    timeout: float,
+    exited: float | None,
+    proc: subprocess.Popen[bytes] | None,
+    tail: deque[str],
+    stderr_tail: deque[str],
+) -> str:
+    last_err = next((ln for ln in reversed(stderr_tail) if ln.strip()), "")
+    last_out = next((ln for ln in reversed(tail) if ln.strip()), "")
+    if exited is not None and proc is not None:
+        why = f"QEMU exited with code {proc.returncode} before the guest attested"
+    else:
+        why = f"no attestation from the guest within {timeout:g} s"
+    detail = last_err or (f"last console line: {last_out}" if last_out else "no console output")
+    return (
+        f"{eif.name}: {why} ({detail}); the image must run nsm-attest when its kernel"
+        " command line has enclave_audit.attest=1"
+    )
