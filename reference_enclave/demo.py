@@ -246,15 +246,15 @@ class DemoReport(BaseModel):
 def run_demo(
     out: Path,
     *,
-    build: Callable[[Path, dict[str, str]], Path],
+    build: Callable[[dict[str, str]], Path],
     say: Callable[[str], None] = print,
     model: Path | None = None,
     negative: bool = True,
 ) -> DemoReport:
     """Run the demo, writing everything under ``out``; returns the report.
 
-    ``build(out_dir, env)`` builds the reference image with the extra ``env`` pinned
-    in its ``/env`` and returns the EIF path (the builder's API, injected).
+    ``build(env)`` builds the reference image with ``env`` pinned in its ``/env``
+    and returns the EIF path (:func:`build_demo_image`, injected for tests).
     """
     from builder.eif import describe_eif
     from reference_enclave.client import Expectation, ask
@@ -281,7 +281,7 @@ def run_demo(
         "ENCLAVE_KMS_REGION": "us-east-1",
         "ENCLAVE_MAX_TOKENS": "48",
     }
-    image = build(out / "image", env)
+    image = build(env)
     pcrs = describe_eif(image).pcrs
     step("image built", True, f"{image} PCR0={pcrs.hex(0)[:16]}...")
     answer: str | None = None
@@ -354,6 +354,50 @@ def run_demo(
     )
     write_bytes_atomic(out / "demo-report.json", report.model_dump_json(indent=2, by_alias=True).encode())
     return report
+
+
+def build_demo_image(env: dict[str, str], *, progress: Any = None) -> Path:
+    """The reference image with ``env`` in its ``/env`` (the model digest pinned).
+
+    When ``reference_enclave/enclave.toml`` already pins these values this is the
+    shared reference image; otherwise the spec is derived in memory (its recorded
+    digest covers the added environment) and built into its own cache entry.
+    """
+    from builder.pipeline import BuildOptions, build_loaded
+    from builder.reference import REFERENCE_SPEC, image_input_digest, reference_image
+    from builder.source import git_info, source_date_epoch
+    from builder.spec import load_spec
+    from enclave_audit.fsutil import cache_dir, hash_file
+    from enclave_audit.model.manifest import BuildManifest
+
+    loaded = load_spec(REFERENCE_SPEC)
+    app = loaded.spec.app
+    if all(app.env.get(k) == v for k, v in env.items()):
+        return Path(reference_image(progress=progress).eif)
+    merged = {**app.env, **env}
+    derived_app = app.model_copy(
+        update={"env": merged, "model_digest": env.get("ENCLAVE_MODEL_SHA256", app.model_digest)}
+    )
+    extra = json.dumps(env, sort_keys=True).encode()
+    derived = loaded.model_copy(
+        update={
+            "spec": loaded.spec.model_copy(update={"app": derived_app}),
+            "sha256": hashlib.sha256(loaded.sha256.encode() + b"\n" + extra).hexdigest(),
+        }
+    )
+    git = git_info(loaded.source_root, list(app.packages))
+    epoch = source_date_epoch(None, git, loaded.source_root)
+    out = cache_dir("demo-image") / image_input_digest(derived, epoch, "native")
+    manifest_path = out / "build-manifest.json"
+    if manifest_path.exists():
+        manifest = BuildManifest.load(manifest_path)
+        recorded = manifest.output("enclave.eif")
+        if recorded is not None and hash_file(out / "enclave.eif")["sha256"].hex() == recorded.sha256:
+            return out / "enclave.eif"
+    result = build_loaded(
+        derived, out, options=BuildOptions(source_date_epoch=epoch), progress=progress
+    )
+    return Path(result.eif)
 
 
 def _tamper(image: Path, dest: Path) -> None:

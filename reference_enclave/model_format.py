@@ -37,6 +37,7 @@ import hashlib
 import mmap
 import multiprocessing
 import os
+import resource
 import struct
 import time
 from collections.abc import Callable, Mapping
@@ -443,6 +444,9 @@ class DecryptStats:
     decrypt_seconds: float = 0.0
     digest_seconds: float = 0.0
     plaintext_length: int = 0
+    #: CPU seconds the worker processes used (user, system), from getrusage(RUSAGE_CHILDREN)
+    worker_user_seconds: float = 0.0
+    worker_system_seconds: float = 0.0
 
 
 def _refuse(buf: bytearray | mmap.mmap | None, message: str) -> ModelTampered:
@@ -639,6 +643,7 @@ def decrypt_model_file(
         t2 = time.perf_counter()
         st.allocate_seconds = t2 - t1
         n = min(workers, header.chunk_count)
+        usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         bounds = [header.chunk_count * k // n for k in range(n + 1)]
         ctx = multiprocessing.get_context("fork")
         procs: list[tuple[Any, Connection]] = []
@@ -671,6 +676,9 @@ def decrypt_model_file(
                 failures.append(f"{what}: a decryption worker failed (exit {p.exitcode})")
     t3 = time.perf_counter()
     st.decrypt_seconds = t3 - t2
+    usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    st.worker_user_seconds = usage1.ru_utime - usage0.ru_utime
+    st.worker_system_seconds = usage1.ru_stime - usage0.ru_stime
     if failures:
         raise _refuse(out, failures[0])
     problem = _check_digest(header, hashlib.sha256(out).digest(), expected_sha256, what)

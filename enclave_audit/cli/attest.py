@@ -199,6 +199,7 @@ def vsa(
 @click.option("--ref", help="Expected GitHub ref, e.g. refs/tags/v1.0.0 (keyless).")
 @click.option("--trigger", help="Expected GitHub event, e.g. push, release (keyless).")
 @click.option("--sha", help="Expected source commit (keyless).")
+@click.option("--runner-environment", help="Expected runner, e.g. github-hosted (keyless).")
 @click.option(
     "--trusted-root",
     type=_file,
@@ -222,6 +223,7 @@ def verify(
     ref: str | None,
     trigger: str | None,
     sha: str | None,
+    runner_environment: str | None,
     trusted_root: Path | None,
     predicate_type: str | None,
     insecure_no_subject_check: bool,
@@ -260,7 +262,7 @@ def verify(
             "--insecure-no-subject-check: the statement is NOT bound to any artifact; "
             "do not rely on this result"
         )
-    github = any((repository, ref, trigger, sha))
+    github = any((repository, ref, trigger, sha, runner_environment))
     if keys and (identity or issuer or github):
         raise click.UsageError("give --key, or --identity/--issuer, not both")
     policy: VerificationPolicy
@@ -270,7 +272,13 @@ def verify(
         parts: list[VerificationPolicy] = [IdentityPolicy(identity=identity, issuer=issuer)]
         if github:
             parts.append(
-                GitHubWorkflowPolicy(repository=repository, ref=ref, trigger=trigger, sha=sha)
+                GitHubWorkflowPolicy(
+                    repository=repository,
+                    ref=ref,
+                    trigger=trigger,
+                    sha=sha,
+                    runner_environment=runner_environment,
+                )
             )
         policy = AllOf(parts)
     else:

@@ -45,7 +45,7 @@ _PRINCIPAL_ARN_RE = re.compile(
     r"^arn:aws:(?:iam::(\d{12}):(root|user/[\w+=,.@/-]+|role/[\w+=,.@/-]+)"
     r"|sts::(\d{12}):(assumed-role/[\w+=,.@-]+/[\w+=,.@-]+))$"
 )
-_ACTION_RE = re.compile(r"^(?:\*|kms:[A-Za-z*?]+)$")
+_ACTION_RE = re.compile(r"^(?:\*|kms:[A-Za-z*?]+)$", re.IGNORECASE)
 _KEY_NAME_RE = re.compile(r"^[A-Za-z0-9:_./*?-]+$")
 _STRING_OPERATORS = (
     "StringEquals",

@@ -629,7 +629,10 @@ def classify_elf(elf: DiffNode) -> DiffNode:
 def _fill_unknown(node: DiffNode) -> DiffNode:
     children = tuple(_fill_unknown(c) for c in node.children)
     causes = node.causes
-    if not children and not causes:
+    own_evidence = node.unified_diff is not None or (
+        node.left is not None and (node.left.value or "").startswith("@0x")
+    )
+    if (not children or own_evidence) and not causes:
         causes = (
             CauseHint(cause=Cause.UNKNOWN, evidence=f"no classifier matched: {node.summary}"),
         )

@@ -38,7 +38,7 @@ def headlines(root: DiffNode, limit: int = HEADLINES) -> list[DiffNode]:
     """The most important differences: for each differing thing, its first, deepest leaf."""
     out: list[DiffNode] = []
     seen_parents: set[tuple[str, ...]] = set()
-    for leaf in _leaves_in_order(root):
+    for leaf in _evidence_in_order(root):
         if leaf.kind in (NodeKind.FIELD,) and leaf.name in ("crc32",):
             continue
         # one line per file: group by the parent of the first section-level node
@@ -52,12 +52,12 @@ def headlines(root: DiffNode, limit: int = HEADLINES) -> list[DiffNode]:
     return out
 
 
-def _leaves_in_order(node: DiffNode) -> Iterator[DiffNode]:
-    if not node.children:
+def _evidence_in_order(node: DiffNode) -> Iterator[DiffNode]:
+    """Leaves, and nodes that carry their own diff, in display order."""
+    if not node.children or node.unified_diff is not None:
         yield node
-        return
     for child in node.children:
-        yield from _leaves_in_order(child)
+        yield from _evidence_in_order(child)
 
 
 def _group(root: DiffNode, leaf: DiffNode) -> tuple[str, ...]:

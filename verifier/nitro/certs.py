@@ -84,6 +84,8 @@ def profile_problems(cert: x509.Certificate, role: Role) -> Iterator[str]:
     """Everything wrong with ``cert`` for its role in a Nitro chain (nothing if fine)."""
     if cert.version is not x509.Version.v3:
         yield "not an X.509 v3 certificate"
+    if cert.serial_number <= 0:
+        yield "serial number is not positive (RFC 5280 4.1.2.2)"
     key = cert.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP384R1):
         yield "public key is not ECDSA P-384"

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 # --import-mode=importlib: make the helper module next to this file importable by the tests here
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent))
 
 from kms_testlib import CALLERS, KmsHarness, StartKms, attest, spki
 
