@@ -194,6 +194,8 @@ def wheel_entries(wheel: WheelSpec, path: Path, site: str, epoch: int) -> list[E
             if sub not in ("purelib", "platlib"):
                 continue
             name = "/".join(parts[2:])
+        if not wheel.installs(name):
+            continue
         target = f"{site_rel}/{name}"
         parent = PurePosixPath(target).parent
         while str(parent) not in dirs and str(parent) != ROOTFS:

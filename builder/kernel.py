@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,6 +167,7 @@ def build_kernel(
         return _verified_cached(final, digest)
     deb = fetch_deb(spec.package, spec.version, spec.sha256)
     jobs = jobs or max(1, len(os.sched_getaffinity(0)))
+    started = time.perf_counter()
     pinned = read_bytes(config_path).decode("utf-8", "replace")
     work_root = cache_dir("kernel-work")
     with atomic_directory(final) as out:
@@ -207,6 +209,8 @@ def build_kernel(
             "source_date_epoch": epoch,
             "release": release,
             "toolchain": toolchain,
+            "jobs": jobs,
+            "build_seconds": round(time.perf_counter() - started, 1),
         }
         (out / "kernel.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     progress.done()

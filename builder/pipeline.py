@@ -44,7 +44,7 @@ from builder.spec import LoadedSpec, load_spec
 from builder.toolchain import toolchain_versions
 from enclave_audit import __version__
 from enclave_audit.errors import DigestMismatch, SpecInvalid
-from enclave_audit.fsutil import atomic_directory, atomic_write, cache_dir, hash_file
+from enclave_audit.fsutil import atomic_directory, cache_dir, hash_file
 from enclave_audit.model.manifest import (
     BuilderInfo,
     BuildManifest,
@@ -108,7 +108,8 @@ def _write_ramdisk(
 ) -> BuildOutput:
     total = sum(e.size for e in entries)
     progress.start(f"ramdisk: {name}", total)
-    with atomic_write(path) as fh:
+    # a scratch file in the build's work directory: no fsync, removed with it
+    with open(path, "wb") as fh:
         hw = _HashingWriter(fh)
         write_newc(hw, entries, epoch=epoch, on_bytes=progress.advance)  # type: ignore[arg-type]
     progress.done()
@@ -155,6 +156,11 @@ def _rel(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
+def watched_paths(loaded: LoadedSpec) -> list[str]:
+    """The paths whose uncommitted changes make a build "dirty": app packages and spec dir."""
+    return [*loaded.spec.app.packages, _rel(loaded.base, loaded.source_root)]
+
+
 def build(
     spec_path: Path,
     out_dir: Path,
@@ -181,8 +187,7 @@ def build_loaded(
     root = loaded.source_root
     backend = get_backend(options.backend)
     timer = _Timer()
-    watched = [*spec.app.packages, _rel(loaded.base, root)]
-    git = git_info(root, watched)
+    git = git_info(root, watched_paths(loaded))
     epoch = source_date_epoch(options.source_date_epoch, git, root)
     if options.source_commit is not None:
         git = GitInfo(options.source_commit, epoch, options.source_dirty)

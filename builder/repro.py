@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from builder.pipeline import watched_paths
 from builder.source import git_info, source_date_epoch
 from builder.spec import LoadedSpec, load_spec
 from enclave_audit.errors import BuildStepFailed, NotReproducible, SpecInvalid
@@ -100,9 +101,7 @@ def available(v: Variation) -> bool:
     if which(v.needs) is None:
         return False
     if v.needs == "unshare":
-        probe = subprocess.run(
-            ["unshare", "--uts", "true"], capture_output=True, check=False
-        )
+        probe = subprocess.run(["unshare", "--uts", "true"], capture_output=True, check=False)
         return probe.returncode == 0
     return True
 
@@ -200,7 +199,7 @@ def repro_test(
     if runs < 2:
         raise SpecInvalid("repro-test needs at least 2 runs (a control and an experiment)")
     loaded = load_spec(spec_path, source_root=source_root)
-    git = git_info(loaded.source_root, [*loaded.spec.app.packages])
+    git = git_info(loaded.source_root, watched_paths(loaded))
     epoch = source_date_epoch(source_date_epoch_value, git, loaded.source_root)
     usable = [v for v in VARIATIONS if available(v)]
     plans: list[tuple[str, set[str]]] = [("control", set()), ("all", {v.name for v in usable})]

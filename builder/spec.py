@@ -9,6 +9,7 @@ application packages are relative to the source root.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import re
 import tomllib
@@ -85,6 +86,9 @@ class DebianSpec(_Frozen):
     packages: tuple[DebianPackage, ...]
     lock: str
     remove_paths: tuple[str, ...] = ()
+    #: dpkg ``path-exclude`` / ``path-include`` filters (docs, man pages, translations)
+    path_exclude: tuple[str, ...] = ()
+    path_include: tuple[str, ...] = ()
 
 
 class WheelSpec(_Frozen):
@@ -93,8 +97,16 @@ class WheelSpec(_Frozen):
     filename: str
     sha256: str
     url: str = ""
+    #: fnmatch patterns of wheel members not to install, unless they match ``keep``
+    exclude: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
 
     _sha = field_validator("sha256")(_check_sha256)
+
+    def installs(self, member: str) -> bool:
+        if not any(fnmatch.fnmatchcase(member, p) for p in self.exclude):
+            return True
+        return any(fnmatch.fnmatchcase(member, p) for p in self.keep)
 
     @field_validator("filename")
     @classmethod

@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import os
 import secrets
 import shutil
 from collections.abc import Callable
@@ -30,9 +31,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from enclave_audit.errors import EnclaveAuditError, EnclaveRefused, EnvironmentProblem
+from enclave_audit.errors import (
+    EnclaveAuditError,
+    EnclaveRefused,
+    EnvironmentProblem,
+    KmsRefused,
+)
 from enclave_audit.fsutil import write_bytes_atomic, write_json_atomic, write_text_atomic
 from enclave_audit.model.measurements import PcrSet
+from enclave_audit.tools import require
 from reference_enclave.nsm.sim_ca import SimulationCa
 
 DEMO_QUESTION = "What is the capital of France?"
@@ -261,6 +268,11 @@ def run_demo(
     from reference_enclave.runtime.launch import HostServices, launch_image
     from verifier.nitro import TrustRoot
 
+    if os.geteuid() != 0:
+        raise EnvironmentProblem(
+            "the demo launches the image with unshare and chroot: run it as root"
+        )
+    require("unshare")
     out.mkdir(parents=True, exist_ok=True)
     steps: list[DemoStep] = []
 
@@ -294,7 +306,9 @@ def run_demo(
         store = out / "model-store"
         store.mkdir(exist_ok=True)
         published = publish_model(kms.admin, gguf, store)
-        step("model encrypted", True, f"{published.encrypted_path} under KMS key {published.key_id}")
+        step(
+            "model encrypted", True, f"{published.encrypted_path} under KMS key {published.key_id}"
+        )
         policy = bind_key_policy(kms.admin, published.key_id, pcrs)
         write_text_atomic(out / "key-policy.json", policy + "\n")
         step("key policy", True, "Decrypt only for ImageSha384/PCR0/1/2 of this image")
@@ -321,24 +335,30 @@ def run_demo(
         answer = result.answer
         write_json_atomic(out / "answer.json", json.loads(result.model_dump_json(by_alias=True)))
         step("answer", True, f"{DEMO_QUESTION!r} -> {answer!r}")
-        stack.close()
+        enclave.stop()  # (idempotent; the stack stops it again on the way out)
         if negative:
             tampered = out / "tampered.eif"
-            _tamper(image, tampered)
+            tamper_image(image, tampered)
             tampered_pcrs = describe_eif(tampered).pcrs
             step("tampered image", True, f"one byte changed: PCR0={tampered_pcrs.hex(0)[:16]}...")
             try:
                 bad = launch_image(
                     tampered, ca=ca, services=services, workdir=out / "enclave-tampered"
                 )
-            except EnclaveAuditError as exc:
+            except KmsRefused as exc:
                 kms_refusal = exc.diagnostic()
                 step("KMS refused the tampered image", True, kms_refusal)
+            except EnclaveAuditError as exc:
+                step("KMS refused the tampered image", False, f"it failed otherwise: {exc}")
             else:
                 bad.stop()
                 step("KMS refused the tampered image", False, "the tampered image got a data key")
             client_refusal = client_refuses(tampered, ca, expected, published.sha256)
-            step("client refuses the tampered image", client_refusal is not None, client_refusal or "")
+            step(
+                "client refuses the tampered image",
+                client_refusal is not None,
+                client_refusal or "",
+            )
     report = DemoReport(
         question=DEMO_QUESTION,
         answer=answer,
@@ -352,7 +372,9 @@ def run_demo(
         steps=steps,
         outputs=str(out),
     )
-    write_bytes_atomic(out / "demo-report.json", report.model_dump_json(indent=2, by_alias=True).encode())
+    write_bytes_atomic(
+        out / "demo-report.json", report.model_dump_json(indent=2, by_alias=True).encode()
+    )
     return report
 
 
@@ -392,7 +414,10 @@ def build_demo_image(env: dict[str, str], *, progress: Any = None) -> Path:
     if manifest_path.exists():
         manifest = BuildManifest.load(manifest_path)
         recorded = manifest.output("enclave.eif")
-        if recorded is not None and hash_file(out / "enclave.eif")["sha256"].hex() == recorded.sha256:
+        if (
+            recorded is not None
+            and hash_file(out / "enclave.eif")["sha256"].hex() == recorded.sha256
+        ):
             return out / "enclave.eif"
     result = build_loaded(
         derived, out, options=BuildOptions(source_date_epoch=epoch), progress=progress
@@ -400,7 +425,7 @@ def build_demo_image(env: dict[str, str], *, progress: Any = None) -> Path:
     return Path(result.eif)
 
 
-def _tamper(image: Path, dest: Path) -> None:
+def tamper_image(image: Path, dest: Path) -> None:
     """Copy ``image`` and flip one byte inside its last ramdisk (the application)."""
     from builder.eif import EifReader
 
@@ -436,9 +461,9 @@ def client_refuses(
     measurements can make the client refuse. Returns the refusal, or None if accepted.
     """
     from reference_enclave.client.ask import Expectation, verify_enclave_document
-    from reference_enclave.runtime import wire
     from reference_enclave.nsm.client import NsmClient
     from reference_enclave.nsm.simulator import SimulatedNsm
+    from reference_enclave.runtime import wire
     from verifier.nitro import TrustRoot
 
     nsm = SimulatedNsm.for_eif(image, ca)
@@ -464,9 +489,8 @@ def client_refuses(
             expectation=Expectation(expected, "demo expected measurements"),
             roots=[root],
             nonce=nonce,
-            now=dt.datetime.now(dt.timezone.utc),
+            now=dt.datetime.now(dt.UTC),
         )
     except EnclaveRefused as exc:
         return exc.diagnostic()
     return None
-

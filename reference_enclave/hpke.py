@@ -149,7 +149,9 @@ class Context:
         return pt
 
     def export(self, exporter_context: bytes, length: int) -> bytes:
-        return _labeled_expand(self.suite_id, self.exporter_secret, b"sec", exporter_context, length)
+        return _labeled_expand(
+            self.suite_id, self.exporter_secret, b"sec", exporter_context, length
+        )
 
 
 def _suite_id(aead_id: int) -> bytes:
@@ -199,7 +201,9 @@ def public_key_from_bytes(raw: bytes) -> X25519PublicKey:
     return X25519PublicKey.from_public_bytes(raw)
 
 
-def response_keys(ctx: Context, enc: bytes, response_nonce: bytes, label: bytes) -> tuple[bytes, bytes]:
+def response_keys(
+    ctx: Context, enc: bytes, response_nonce: bytes, label: bytes
+) -> tuple[bytes, bytes]:
     """OHTTP-style (RFC 9458 section 4.4) response key and nonce from the request context.
 
     ``secret = Export(label, Nk)``, ``salt = enc || response_nonce``,

@@ -33,6 +33,7 @@ partial, and nothing unauthenticated, is ever served.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import mmap
 import multiprocessing
@@ -50,7 +51,6 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
-from pydantic import BaseModel, ConfigDict, Field
 
 from enclave_audit.errors import InvalidInput, KeyFileError, ModelTampered
 from enclave_audit.fsutil import atomic_write, open_input, read_bytes
@@ -126,7 +126,7 @@ class ModelHeader:
 
     def info(self) -> ModelFileInfo:
         return ModelFileInfo(
-            schema_=INFO_SCHEMA,
+            schema=INFO_SCHEMA,
             format_version=FORMAT_VERSION,
             algorithm=ALG_NAME,
             header_length=self.header_length,
@@ -144,12 +144,15 @@ class ModelHeader:
         )
 
 
-class ModelFileInfo(BaseModel):
-    """What ``enclave-audit model info`` prints (unauthenticated until decrypted)."""
+@dataclass(frozen=True)
+class ModelFileInfo:
+    """What ``enclave-audit model info`` prints (unauthenticated until decrypted).
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    A plain dataclass, not pydantic: this module runs inside the enclave image, which
+    carries only the standard library, NumPy and ``cryptography``.
+    """
 
-    schema_: str = Field(alias="schema")
+    schema: str
     format_version: int
     algorithm: str
     header_length: int
@@ -164,6 +167,10 @@ class ModelFileInfo(BaseModel):
     kms_key_id: str
     wrapped_key_length: int
     encryption_context: dict[str, str]
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready, ``schema`` first."""
+        return dataclasses.asdict(self)
 
 
 # -- keys ---------------------------------------------------------------------------------
@@ -598,6 +605,11 @@ def decrypt_model_file(
     buffer.  Only after every worker reported success does the parent hash the whole
     plaintext against the header's and the pinned digest.  Returns the buffer (an
     ``mmap`` on the parallel path).  ``stats``, when given, receives the phase timings.
+
+    Forking is safe only before the caller starts threads (or call with ``workers=1``
+    from a threaded server).  On this project's 2-core VM a *first* load is faster
+    serially (fresh shared pages cost more to map than the second core saves); the
+    parallel path wins on steady-state throughput (see bench/results/model.md).
     """
     what = str(path)
     st = stats if stats is not None else DecryptStats()
@@ -686,6 +698,37 @@ def decrypt_model_file(
     if problem is not None:
         raise _refuse(out, problem)
     return out
+
+
+def load_encrypted_model(
+    path: Path,
+    unwrap: Callable[[ModelHeader], bytes | bytearray],
+    *,
+    expected_sha256: bytes | None = None,
+    workers: int = 1,
+    max_plaintext: int = DEFAULT_MAX_PLAINTEXT,
+) -> mmap.mmap | bytearray:
+    """The enclave's entry point: header -> data key -> verified plaintext.
+
+    ``unwrap(header)`` returns the 32-byte data key, typically KMS ``Decrypt`` with a
+    Recipient over ``header.wrapped_key`` with ``header.kms_key_id`` and
+    ``dict(header.encryption_context)``.  A ``bytearray`` key is zeroed after use.
+    """
+    with open_input(path) as fh:
+        header = read_header(fh, what=str(path))
+    _check_limits(header, max_plaintext, expected_sha256, str(path))
+    key = unwrap(header)
+    try:
+        return decrypt_model_file(
+            path,
+            bytes(key),
+            workers=workers,
+            expected_sha256=expected_sha256,
+            max_plaintext=max_plaintext,
+        )
+    finally:
+        if isinstance(key, bytearray):
+            key[:] = bytes(len(key))
 
 
 def decrypt_model_to(

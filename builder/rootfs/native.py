@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from builder.debian import apt_record
@@ -71,6 +72,8 @@ class NativeBackend:
             "lock": [p.model_dump() for p in loaded.lock],
             "hooks": list(_HOOKS),
             "remove": list(deb.remove_paths),
+            "path_exclude": list(deb.path_exclude),
+            "path_include": list(deb.path_include),
             "epoch": epoch,
             "mmdebstrap": toolchain_versions().get("mmdebstrap", ""),
         }
@@ -104,6 +107,8 @@ class NativeBackend:
             "--skip=essential/unlink",
             f"--include={','.join(includes)}",
             "--aptopt=APT::Install-Recommends false",
+            *[f"--dpkgopt=path-exclude={p}" for p in deb.path_exclude],
+            *[f"--dpkgopt=path-include={p}" for p in deb.path_include],
             f"--customize-hook=sync-out /var/cache/apt/archives {debs}",
             *[f"--customize-hook={h}" for h in _HOOKS],
             *[f'--customize-hook=rm -rf "$1/{p.lstrip("/")}"' for p in deb.remove_paths],
@@ -119,7 +124,8 @@ class NativeBackend:
             "HOME": os.environ.get("HOME", "/root"),
             "TMPDIR": str(tar.parent),
         }
-        run(argv, env=env, what="mmdebstrap")
+        # the caller's umask must not leak into directories mmdebstrap creates itself
+        run(["sh", "-c", 'umask 022; exec "$@"', "sh", *argv], env=env, what="mmdebstrap")
 
     def _lock_from_debs(self, debs: Path) -> list[LockedPackage]:
         out: list[LockedPackage] = []
@@ -151,6 +157,7 @@ class NativeBackend:
         progress.start("rootfs: checking pins", None)
         self._check_available(loaded)
         progress.start("rootfs: mmdebstrap (download + install)", None)
+        started = time.perf_counter()
         with (
             atomic_directory(final) as out,
             tempfile.TemporaryDirectory(prefix="debs-", dir=out.parent) as tmp,
@@ -178,7 +185,12 @@ class NativeBackend:
                 raise PinnedInputUnavailable(
                     f"pinned packages not installed: {', '.join(n for n, _ in missing[:5])}"
                 )
-            meta = {"sha256": sha256_file(out / "rootfs.tar"), "epoch": epoch, "key": key}
+            meta = {
+                "sha256": sha256_file(out / "rootfs.tar"),
+                "epoch": epoch,
+                "key": key,
+                "build_seconds": round(time.perf_counter() - started, 1),
+            }
             (out / "rootfs.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         progress.done()
         result = self._verified(final, tool, loaded)

@@ -16,7 +16,8 @@ def client_group() -> None:
     \b
     Example:
       enclave-audit client ask --endpoint http://127.0.0.1:8080 \\
-          --expect expected-measurements.json --root sim-ca/root.pem "What is the capital of France?"
+          --expect expected-measurements.json --root sim-ca/root.pem \\
+          "What is the capital of France?"
     """
 
 
@@ -28,7 +29,7 @@ def client_group() -> None:
     "expect_path",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Expected measurements (PCR0/1/2 of the image and PCR16 of the model), as JSON.",
+    help="Expected measurements JSON (PCR0/1/2 and the model's PCR16), or a signed VSA bundle.",
 )
 @click.option(
     "--root",
@@ -37,10 +38,27 @@ def client_group() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Trust this attestation root (PEM) instead of AWS's; repeatable.",
 )
+@click.option(
+    "--vsa-key",
+    "vsa_keys",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="(--expect VSA) public key allowed to sign the VSA; repeatable.",
+)
+@click.option("--vsa-verifier-id", metavar="URI", help="(--expect VSA) required verifier.id.")
+@click.option(
+    "--model-sha256",
+    metavar="HEX",
+    help="(--expect VSA) SHA-256 of the model the enclave must serve (gives PCR16).",
+)
 @click.option("--max-tokens", type=click.IntRange(1, 512), default=48, show_default=True)
 @click.option(
-    "--max-age", type=click.FloatRange(min=1), default=300, show_default=True,
-    metavar="SECONDS", help="Refuse attestation documents older than this.",
+    "--max-age",
+    type=click.FloatRange(min=1),
+    default=300,
+    show_default=True,
+    metavar="SECONDS",
+    help="Refuse attestation documents older than this.",
 )
 @json_option
 def ask_command(
@@ -48,6 +66,9 @@ def ask_command(
     endpoint: str,
     expect_path: Path,
     root_paths: tuple[Path, ...],
+    vsa_keys: tuple[Path, ...],
+    vsa_verifier_id: str | None,
+    model_sha256: str | None,
     max_tokens: int,
     max_age: float,
     as_json: bool,
@@ -59,14 +80,21 @@ def ask_command(
     \b
     Example:
       enclave-audit client ask --endpoint http://127.0.0.1:8080 \\
-          --expect expected-measurements.json --root sim-ca/root.pem "What is the capital of France?"
+          --expect expected-measurements.json --root sim-ca/root.pem \\
+          "What is the capital of France?"
     """
     import datetime as dt
 
+    from enclave_audit.model.digests import parse_hex
     from reference_enclave.client import ask, load_expectation
     from reference_enclave.client.ask import load_roots
 
-    expectation = load_expectation(expect_path)
+    expectation = load_expectation(
+        expect_path,
+        vsa_keys=list(vsa_keys),
+        verifier_id=vsa_verifier_id,
+        model_sha256=parse_hex(model_sha256, what="--model-sha256") if model_sha256 else None,
+    )
     roots = load_roots(list(root_paths)) if root_paths else None
     result = ask(
         endpoint,

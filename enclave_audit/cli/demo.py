@@ -11,8 +11,13 @@ from enclave_audit.cli._common import emit_json, info, json_option, out_console
 
 @click.command(name="demo")
 @click.option(
-    "-o", "--output", "output", type=click.Path(file_okay=False, path_type=Path),
-    default=Path("demo-out"), show_default=True, help="Where the demo writes everything.",
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-out"),
+    show_default=True,
+    help="Where the demo writes everything.",
 )
 @click.option("--skip-negative", is_flag=True, help="Do not run the tampered-image path.")
 @json_option
@@ -33,9 +38,13 @@ def demo(output: Path, skip_negative: bool, as_json: bool) -> None:
     from reference_enclave.demo import build_demo_image, run_demo
 
     with RichProgress() as progress:
+
+        def build(env: dict[str, str]) -> Path:
+            return build_demo_image(env, progress=progress)
+
         report = run_demo(
             output,
-            build=lambda out, env: build_demo_image(env, progress=progress),
+            build=build,
             say=info,
             negative=not skip_negative,
         )

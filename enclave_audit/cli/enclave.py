@@ -79,14 +79,26 @@ def sim_ca(output: Path, as_json: bool) -> None:
     help="Simulation CA directory (enclave sim-ca); documents are signed by it.",
 )
 @click.option(
-    "--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
     help="TCP port for clients; 0 picks a free one.",
 )
-@click.option("--access-key", envvar="ENCLAVE_AUDIT_KMS_ACCESS_KEY", help="KMS access key lent to the enclave.")
-@click.option("--secret-key", envvar="ENCLAVE_AUDIT_KMS_SECRET_KEY", help="Its secret (or $ENCLAVE_AUDIT_KMS_SECRET_KEY).")
+@click.option(
+    "--access-key",
+    envvar="ENCLAVE_AUDIT_KMS_ACCESS_KEY",
+    help="KMS access key lent to the enclave.",
+)
+@click.option(
+    "--secret-key",
+    envvar="ENCLAVE_AUDIT_KMS_SECRET_KEY",
+    help="Its secret (or $ENCLAVE_AUDIT_KMS_SECRET_KEY).",
+)
 @click.option("--region", default="us-east-1", show_default=True)
 @click.option(
-    "--capture", type=click.Path(file_okay=False, path_type=Path),
+    "--capture",
+    type=click.Path(file_okay=False, path_type=Path),
     help="Record every byte the proxy relays under this directory.",
 )
 @click.option("--parent-role", metavar="ARN", help="(--qemu) IAM role ARN of the parent (PCR3).")
@@ -122,8 +134,12 @@ def run(
     """
     if qemu:
         run_qemu(
-            image, parent_role=parent_role, parent_id=parent_id, nonce_hex=None,
-            timeout=timeout, as_json=as_json,
+            image,
+            parent_role=parent_role,
+            parent_id=parent_id,
+            nonce_hex=None,
+            timeout=timeout,
+            as_json=as_json,
         )
         return
     from enclave_audit.errors import InvalidInput
@@ -133,8 +149,11 @@ def run(
     missing = [
         name
         for name, value in (
-            ("--kms", kms_url), ("--model-store", model_store), ("--sim-ca", sim_ca_dir),
-            ("--access-key", access_key), ("--secret-key", secret_key),
+            ("--kms", kms_url),
+            ("--model-store", model_store),
+            ("--sim-ca", sim_ca_dir),
+            ("--access-key", access_key),
+            ("--secret-key", secret_key),
         )
         if value is None
     ]
@@ -142,10 +161,17 @@ def run(
         raise InvalidInput(f"enclave run (simulation) needs {', '.join(missing)}")
     assert kms_url and model_store and sim_ca_dir and access_key and secret_key
     services = HostServices(
-        kms_url=kms_url, model_store=model_store, access_key_id=access_key,
-        secret_access_key=secret_key, region=region, client_port=port, capture=capture,
+        kms_url=kms_url,
+        model_store=model_store,
+        access_key_id=access_key,
+        secret_access_key=secret_key,
+        region=region,
+        client_port=port,
+        capture=capture,
     )
-    enclave = launch_image(image, ca=SimulationCa.load(sim_ca_dir), services=services, timeout=timeout)
+    enclave = launch_image(
+        image, ca=SimulationCa.load(sim_ca_dir), services=services, timeout=timeout
+    )
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -22,7 +22,7 @@ def kms_group() -> None:
 
     \b
     Example:
-      enclave-audit kms serve --db kms.db --config kms.toml --root sim-ca/root.pem --port 8443
+      enclave-audit kms serve --db kms.db --config kms.toml --root sim-ca/root.pem --port 8000
     """
 
 
@@ -87,6 +87,11 @@ def serve(
         max_document_age_seconds=max_age,
         allow_debug=True if allow_debug else None,
     )
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        warn(
+            f"listening on {host}: this KMS speaks plain HTTP, so plaintexts and data keys "
+            "cross the network unencrypted; put it behind TLS or keep it on loopback"
+        )
     if not config.credentials:
         warn("no credentials configured: every request will be refused (see --config)")
     server, store = build_server(db_path, config, host=host, port=port)
@@ -168,7 +173,7 @@ def create_key(
     \b
     Example:
       AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... \\
-        enclave-audit kms create-key --endpoint http://127.0.0.1:8443 --policy policy.json
+        enclave-audit kms create-key --endpoint http://127.0.0.1:8000 --policy policy.json
     """
     kwargs: dict[str, Any] = {"Description": description}
     if policy_path is not None:
@@ -189,7 +194,7 @@ def get_policy(endpoint: str, region: str, key_id: str) -> None:
 
     \b
     Example:
-      enclave-audit kms get-policy --endpoint http://127.0.0.1:8443 1234abcd-...
+      enclave-audit kms get-policy --endpoint http://127.0.0.1:8000 1234abcd-...
     """
     client = _client(endpoint, region)
     policy = _call("GetKeyPolicy", client.get_key_policy, KeyId=key_id, PolicyName="default")
@@ -205,7 +210,7 @@ def put_policy(endpoint: str, region: str, key_id: str, policy_path: Path) -> No
 
     \b
     Example:
-      enclave-audit kms put-policy --endpoint http://127.0.0.1:8443 1234abcd-... policy.json
+      enclave-audit kms put-policy --endpoint http://127.0.0.1:8000 1234abcd-... policy.json
     """
     client = _client(endpoint, region)
     _call(

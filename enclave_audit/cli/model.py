@@ -63,19 +63,26 @@ def model_group() -> None:
 )
 @click.option(
     "--key-file",
-    required=True,
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Data key: 32 raw bytes or 64 hex digits.",
+    help="Local data key: 32 raw bytes or 64 hex digits.",
 )
+@click.option(
+    "--kms",
+    "kms_endpoint",
+    metavar="URL",
+    help="Get a fresh data key from this KMS (GenerateDataKey; AWS credentials from the "
+    "usual variables) and store its CiphertextBlob in the header.",
+)
+@click.option("--key-id", "kms_key_id", default="", help="KMS key id, ARN or alias (with --kms).")
+@click.option("--region", default="us-east-1", show_default=True, help="KMS signing region.")
 @click.option("--model-id", default="", help="Model identifier stored in the header.")
 @click.option("--model-version", default="", help="Model version stored in the header.")
-@click.option("--kms-key-id", default="", help="KMS key id recorded in the header.")
 @click.option(
     "--context",
     "context",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Encryption-context pair recorded in the header (repeatable).",
+    help="Encryption-context pair, recorded in the header and sent to KMS (repeatable).",
 )
 @click.option(
     "--chunk-size",
@@ -88,24 +95,47 @@ def model_group() -> None:
 def encrypt(
     src: Path,
     dst: Path,
-    key_file: Path,
+    key_file: Path | None,
+    kms_endpoint: str | None,
+    kms_key_id: str,
+    region: str,
     model_id: str,
     model_version: str,
-    kms_key_id: str,
     context: tuple[str, ...],
     chunk_size: int,
     as_json: bool,
 ) -> None:
     """Encrypt SRC into the chunked AES-256-GCM model format (CIMF v1).
 
+    With --kms the data key comes from GenerateDataKey under --key-id with the
+    --context pairs as encryption context; the header records the key's ARN, the
+    wrapped key and the context, which the enclave passes to Decrypt together with
+    its attestation document.  The plaintext data key is never written anywhere.
+
     \b
     Example:
       enclave-audit model encrypt SmolLM2-135M-Instruct.Q4_1.gguf -o smollm2.cimf \\
           --key-file model.key --model-id smollm2-135m-instruct --model-version q4_1
+      enclave-audit model encrypt model.gguf -o model.cimf --kms http://127.0.0.1:8000 \\
+          --key-id alias/models --context model=smollm2
     """
     from reference_enclave.model_format import encrypt_model, load_data_key
 
-    key = load_data_key(key_file)
+    encryption_context = _parse_context(context)
+    wrapped = b""
+    if (key_file is None) == (kms_endpoint is None):
+        raise click.UsageError("give exactly one of --key-file and --kms")
+    if kms_endpoint is not None:
+        if not kms_key_id:
+            raise click.UsageError("--kms needs --key-id")
+        key, wrapped, kms_key_id = _kms_data_key(
+            kms_endpoint, region, kms_key_id, encryption_context
+        )
+    else:
+        assert key_file is not None
+        if kms_key_id:
+            raise click.UsageError("--key-id goes with --kms")
+        key = load_data_key(key_file)
     header = encrypt_model(
         src,
         dst,
@@ -114,15 +144,36 @@ def encrypt(
         model_id=model_id,
         model_version=model_version,
         kms_key_id=kms_key_id,
-        encryption_context=_parse_context(context),
+        wrapped_key=wrapped,
+        encryption_context=encryption_context,
     )
     if as_json:
-        emit_json(header.info())
+        emit_json(header.info().as_dict())
         return
     out_console.print(
         f"{dst}: {header.plaintext_length} bytes in {header.chunk_count} chunks, "
         f"plaintext sha256 {header.plaintext_sha256.hex()}"
     )
+
+
+def _kms_data_key(
+    endpoint: str, region: str, key_id: str, context: dict[str, str]
+) -> tuple[bytes, bytes, str]:
+    """GenerateDataKey (AES_256): (plaintext key, CiphertextBlob, key ARN)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from reference_enclave.kms.client import client_error
+
+    client = boto3.session.Session(region_name=region).client("kms", endpoint_url=endpoint)
+    kwargs: dict[str, Any] = {"KeyId": key_id, "KeySpec": "AES_256"}
+    if context:
+        kwargs["EncryptionContext"] = context
+    try:
+        response = client.generate_data_key(**kwargs)
+    except (ClientError, BotoCoreError) as exc:
+        raise client_error(exc, "GenerateDataKey") from None
+    return bytes(response["Plaintext"]), bytes(response["CiphertextBlob"]), str(response["KeyId"])
 
 
 @model_group.command("info")
@@ -142,9 +193,9 @@ def info(file: Path, as_json: bool) -> None:
         header = read_header(fh, what=str(file))
     data = header.info()
     if as_json:
-        emit_json(data)
+        emit_json(data.as_dict())
         return
-    for name, value in data.model_dump(by_alias=True).items():
+    for name, value in data.as_dict().items():
         out_console.print(f"{name:20} {value}")
     err_console.print("note: the header is authenticated only when the file is decrypted")
 
@@ -184,7 +235,7 @@ def decrypt(
         file, dst, load_data_key(key_file), expected_sha256=_parse_sha256(pinned), workers=workers
     )
     if as_json:
-        emit_json(header.info())
+        emit_json(header.info().as_dict())
         return
     out_console.print(f"{dst}: {header.plaintext_length} bytes verified and decrypted")
 
@@ -242,7 +293,7 @@ def run(
         if gguf_path is not None:
             raise click.UsageError("give --gguf or --encrypted, not both")
         data = decrypt_model_file(
-            encrypted, load_data_key(key_file), workers=2, expected_sha256=_parse_sha256(pinned)
+            encrypted, load_data_key(key_file), workers=1, expected_sha256=_parse_sha256(pinned)
         )
         source = str(encrypted)
     elif gguf_path is not None:

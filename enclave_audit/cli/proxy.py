@@ -18,28 +18,46 @@ def proxy_group() -> None:
 
     \b
     Example:
-      enclave-audit proxy run --port 8080 --enclave vsock:16:5000 --kms http://127.0.0.1:8443 \\
-          --kms-listen vsock:4294967295:8000 --parent-listen vsock:4294967295:8001 --model-store models/
+      enclave-audit proxy run --port 8080 --enclave vsock:16:5000 \\
+          --kms http://127.0.0.1:8443 --kms-listen vsock:4294967295:8000 \\
+          --parent-listen vsock:4294967295:8001 --model-store models/
     """
 
 
 @proxy_group.command(name="run")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address for clients.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True)
-@click.option("--enclave", "enclave", required=True, metavar="ENDPOINT",
-              help="The enclave's listener: vsock:CID:PORT or unix:PATH.")
+@click.option(
+    "--enclave",
+    "enclave",
+    required=True,
+    metavar="ENDPOINT",
+    help="The enclave's listener: vsock:CID:PORT or unix:PATH.",
+)
 @click.option("--kms", "kms_url", required=True, metavar="URL", help="The KMS (http://HOST:PORT).")
-@click.option("--kms-listen", required=True, metavar="ENDPOINT",
-              help="Where the enclave's KMS channel arrives (vsock:ANY:8000 or unix:PATH).")
-@click.option("--parent-listen", required=True, metavar="ENDPOINT",
-              help="Where the enclave asks for models and credentials (vsock:ANY:8001 or unix:PATH).")
-@click.option("--model-store", required=True,
-              type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--kms-listen",
+    required=True,
+    metavar="ENDPOINT",
+    help="Where the enclave's KMS channel arrives (vsock:ANY:8000 or unix:PATH).",
+)
+@click.option(
+    "--parent-listen",
+    required=True,
+    metavar="ENDPOINT",
+    help="Where the enclave asks for models and credentials (vsock:ANY:8001 or unix:PATH).",
+)
+@click.option(
+    "--model-store", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
 @click.option("--access-key", envvar="ENCLAVE_AUDIT_KMS_ACCESS_KEY", required=True)
 @click.option("--secret-key", envvar="ENCLAVE_AUDIT_KMS_SECRET_KEY", required=True)
 @click.option("--region", default="us-east-1", show_default=True)
-@click.option("--capture", type=click.Path(file_okay=False, path_type=Path),
-              help="Record every relayed byte under this directory.")
+@click.option(
+    "--capture",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Record every relayed byte under this directory.",
+)
 def run(
     host: str,
     port: int,

@@ -64,7 +64,7 @@ def _b64_in(value: object) -> object:
 def _pcrs_in(value: object) -> object:
     if isinstance(value, PcrSet):
         return value
-    return PcrSet(values=value)  # type: ignore[arg-type]
+    return PcrSet(values=value)
 
 
 def _pcrs_out(value: PcrSet) -> dict[str, str]:

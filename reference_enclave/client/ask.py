@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import http.client
 import json
 import secrets
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field
 
 from enclave_audit.errors import (
@@ -22,6 +24,7 @@ from enclave_audit.errors import (
     ServiceUnavailable,
 )
 from enclave_audit.fsutil import read_bytes, read_json
+from enclave_audit.model.attestation_doc import AttestationResult
 from enclave_audit.model.findings import Verdict
 from enclave_audit.model.measurements import PcrSet
 from reference_enclave import hpke
@@ -50,15 +53,51 @@ class Expectation:
             raise InvalidInput(f"{self.source}: the expectation names no image (PCR0)")
 
 
-def load_expectation(path: Path) -> Expectation:
-    """A measurements JSON (nitro-cli ``Measurements``, describe-eif or ``{"pcrs": ...}``)."""
+def _is_bundle(data: object) -> bool:
+    return isinstance(data, dict) and any(
+        k in data for k in ("payloadType", "dsseEnvelope", "mediaType", "envelope")
+    )
+
+
+def load_expectation(
+    path: Path,
+    *,
+    vsa_keys: list[Path] | None = None,
+    verifier_id: str | None = None,
+    model_sha256: bytes | None = None,
+) -> Expectation:
+    """Measurements JSON (nitro-cli ``Measurements``, describe-eif, ``{"pcrs": ...}``) or a VSA.
+
+    A signed SLSA VSA (a bundle) is verified with ``vsa_keys`` first: signature,
+    statement, verifier id, ``PASSED``; its certified PCR0-2 become the expectation
+    and PCR16 is derived from ``model_sha256`` (a VSA is about the image, not the model).
+    """
     data = read_json(path)
-    if isinstance(data, dict) and ("payloadType" in data or "dsseEnvelope" in data):
+    if not _is_bundle(data):
+        return Expectation(PcrSet.from_nitro_json(data, source=str(path)), str(path))
+    if not vsa_keys or model_sha256 is None:
         raise InvalidInput(
-            f"{path}: a signed VSA; pass the measurements file the VSA's verification yields "
-            "(enclave-audit attest verify writes it)"
+            f"{path}: a signed VSA needs --vsa-key (who may sign it) and --model-sha256"
         )
-    return Expectation(PcrSet.from_nitro_json(data, source=str(path)), str(path))
+    from enclave_audit.model.attestation import DEFAULT_VERIFIER_ID, VSA_V1
+    from verifier.attest.keys import load_public_key
+    from verifier.attest.policy import KeyPolicy
+    from verifier.attest.verify import check_vsa, verify_bundle
+
+    verified = verify_bundle(
+        read_bytes(path),
+        KeyPolicy([load_public_key(k) for k in vsa_keys]),
+        artifact_digest=None,  # the client has no EIF: the certified PCRs are the binding
+        predicate_type=VSA_V1,
+        source=str(path),
+    )
+    vsa = check_vsa(verified, verifier_id=verifier_id or DEFAULT_VERIFIER_ID)
+    certified = vsa.pcrs()
+    if certified is None or any(certified.get(i) is None for i in (0, 1, 2)):
+        raise InvalidInput(f"{path}: the VSA certifies no PCR0-2 for the image")
+    values = {i: v for i, v in certified.values.items() if i != MODEL_PCR}
+    values[MODEL_PCR] = hashlib.sha384(bytes(48) + model_sha256).digest()
+    return Expectation(PcrSet(values=values), f"{path} (verified VSA)")
 
 
 class AskResult(BaseModel):
@@ -116,7 +155,7 @@ def verify_enclave_document(
     nonce: bytes,
     now: dt.datetime,
     max_age: dt.timedelta = DEFAULT_MAX_AGE,
-) -> tuple[hpke.X25519PublicKey, object]:
+) -> tuple[X25519PublicKey, AttestationResult]:
     """Everything the client checks before it sends a byte; :class:`EnclaveRefused` if not."""
     from verifier.nitro import verify_attestation
 
@@ -138,10 +177,12 @@ def verify_enclave_document(
         raise EnclaveRefused(f"enclave refused ({result.verdict.value}): {reasons}")
     for index, value in expectation.pcrs.values.items():
         # belt and braces: every expected PCR, PCR16 included, is in the signed document
-        if result.pcrs.get(index) != value:  # type: ignore[union-attr]
+        if result.pcrs.get(index) != value:
             raise EnclaveRefused(f"enclave refused: PCR{index} is not the expected value")
     if result.user_data != wire.HPKE_KEY_PURPOSE:
-        raise EnclaveRefused("enclave refused: the attested key is not an HPKE key of this protocol")
+        raise EnclaveRefused(
+            "enclave refused: the attested key is not an HPKE key of this protocol"
+        )
     if result.public_key is None or len(result.public_key) != 32:
         raise EnclaveRefused("enclave refused: the document carries no X25519 public key")
     return hpke.public_key_from_bytes(bytes(result.public_key)), result
@@ -177,7 +218,7 @@ def ask(
         expectation=expectation,
         roots=list(roots) if roots is not None else list(default_roots()),
         nonce=nonce,
-        now=now or dt.datetime.now(dt.timezone.utc),
+        now=now or dt.datetime.now(dt.UTC),
         max_age=max_age,
     )
     t1 = time.perf_counter()
@@ -193,9 +234,9 @@ def ask(
         tokens=answer.tokens,
         prompt_tokens=answer.prompt_tokens,
         stop_reason=answer.stop_reason,
-        module_id=result.module_id,  # type: ignore[attr-defined]
-        root_name=result.root_name,  # type: ignore[attr-defined]
-        root_sha256=result.root_sha256,  # type: ignore[attr-defined]
+        module_id=result.module_id,
+        root_name=result.root_name,
+        root_sha256=result.root_sha256,
         verified_pcrs={f"PCR{i}": v.hex() for i, v in sorted(expectation.pcrs.values.items())},
         nonce=nonce.hex(),
         attestation_seconds=round(t1 - t0, 4),

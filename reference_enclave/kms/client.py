@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import functools
 import threading
 from collections.abc import Mapping
@@ -133,7 +132,3 @@ def _open(response: Mapping[str, Any], private_key: rsa.RSAPrivateKey, operation
     if not isinstance(envelope, bytes | bytearray) or not envelope:
         raise KmsRefused(f"kms {operation}: the response has no CiphertextForRecipient")
     return open_enveloped_data(bytes(envelope), private_key)
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
+import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -62,6 +65,11 @@ class KmsHttpServer(ThreadingHTTPServer):
 
 class KmsRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    #: headers and body go out in separate writes; without TCP_NODELAY, Nagle plus the
+    #: client's delayed ACK add ~40 ms to every keep-alive response
+    disable_nagle_algorithm = True
+    #: an idle or stalled connection is closed after this many seconds
+    timeout = 60
     server: KmsHttpServer
     server_version = "enclave-audit-kms"
     sys_version = ""
@@ -129,8 +137,12 @@ class KmsRequestHandler(BaseHTTPRequestHandler):
                 error_body(exc.code, exc.api_message),
                 exc.code,
             )
-        # the audit event is durable before the caller sees the answer
-        self._audit(operation, caller, note, error_code, request_id, started)
+        # the audit event is committed before the caller sees the answer; no audit, no answer
+        if not self._audit(operation, caller, note, error_code, request_id, started):
+            failure = KmsApiError(
+                "KMSInternalException", "the request could not be recorded", status=500
+            )
+            status, payload = failure.status, error_body(failure.code, failure.api_message)
         self._send(status, payload, request_id)
 
     def _handle(
@@ -175,6 +187,12 @@ class KmsRequestHandler(BaseHTTPRequestHandler):
         except EnclaveAuditError as exc:
             internal = KmsApiError("KMSInternalException", exc.message, status=500)
             raise _CallerError(internal, operation, caller) from None
+        except Exception as exc:  # a bug: answer 500, keep serving, log it server-side
+            traceback.print_exc(file=sys.stderr)
+            internal = KmsApiError(
+                "KMSInternalException", f"internal error: {type(exc).__name__}", status=500
+            )
+            raise _CallerError(internal, operation, caller) from None
 
     def _audit(
         self,
@@ -184,7 +202,7 @@ class KmsRequestHandler(BaseHTTPRequestHandler):
         error_code: str | None,
         request_id: str,
         started: float,
-    ) -> None:
+    ) -> bool:
         event: dict[str, Any] = {
             "eventTime": dt.datetime.fromtimestamp(self.server.clock(), dt.UTC).isoformat(),
             "eventName": operation,
@@ -201,8 +219,10 @@ class KmsRequestHandler(BaseHTTPRequestHandler):
             event["additionalEventData"] = {"recipient": note.recipient}
         try:
             self.server.service.store.record_event(event)
-        except Exception:
-            self.server.handle_error(self.request, self.client_address)
+        except (KmsApiError, sqlite3.Error, OSError, ValueError) as exc:
+            sys.stderr.write(f"kms: audit event for {operation or '?'} not recorded: {exc}\n")
+            return False
+        return True
 
 
 @dataclass
@@ -281,7 +301,7 @@ def start_kms(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
-    roots: Sequence[TrustRoot] = (),
+    roots: Sequence[TrustRoot | Path] = (),
     credentials: Sequence[Credential] = (),
     max_age: float | None = None,
     allow_debug: bool = False,
@@ -290,7 +310,9 @@ def start_kms(
 ) -> RunningKms:
     """Start a KMS in a background thread of this process (tests, the demo).
 
-    ``credentials`` and ``max_age``/``allow_debug`` extend or override ``config``;
+    ``roots`` are trust roots or PEM paths, trusted besides the AWS root (unless
+    ``config.trust_aws_root`` is false); ``credentials`` and ``max_age``/``allow_debug``
+    extend or override ``config``;
     ``clock`` is the server's notion of "now" (SigV4 skew, certificate validity,
     document age), ``time.time`` unless a test needs a shifted clock.
     """
@@ -301,7 +323,8 @@ def start_kms(
         max_document_age_seconds=max_age, allow_debug=allow_debug if allow_debug else None
     )
     KmsConfig.model_validate(base.model_dump())
-    server, store = build_server(db_path, base, host=host, port=port, roots=roots, clock=clock)
+    loaded = tuple(r if isinstance(r, TrustRoot) else TrustRoot.from_file(Path(r)) for r in roots)
+    server, store = build_server(db_path, base, host=host, port=port, roots=loaded, clock=clock)
     thread = threading.Thread(
         target=server.serve_forever,
         kwargs={"poll_interval": 0.05},

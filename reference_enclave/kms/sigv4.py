@@ -94,6 +94,10 @@ def verify_request(
     for required in ("host", "x-amz-date"):
         if required not in signed_names:
             raise _incomplete(f"Signed headers must include '{required}'.")
+    if cred.session_token is None and "x-amz-security-token" in headers:
+        raise KmsApiError(
+            "UnrecognizedClientException", "The security token included in the request is invalid."
+        )
     if cred.session_token is not None and "x-amz-security-token" not in signed_names:
         raise KmsApiError(
             "UnrecognizedClientException", "The security token included in the request is invalid."

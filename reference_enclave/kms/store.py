@@ -2,6 +2,10 @@
 
 Tables: ``meta`` (schema version), ``keys`` (id, ARN, metadata, 32-byte AES-256 key
 material, policy JSON text) and ``events`` (a CloudTrail-like JSON line per request).
+Key and policy writes are fsynced before the call returns (``synchronous=FULL``); audit
+events are committed atomically but fsynced lazily (``synchronous=NORMAL`` in WAL mode:
+never corrupt, at most the last few events lost on power failure, like CloudTrail's
+asynchronous delivery).
 The database file is created with mode 0600: it holds key material in the clear, as
 an HSM's backing store would inside its boundary.
 """
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from enclave_audit.errors import InvalidInput, OutputError
+from reference_enclave.kms.errors import KmsApiError
 
 SCHEMA_VERSION = 1
 KEY_MATERIAL_BYTES = 32
@@ -56,6 +61,17 @@ class KeyRecord:
     enabled: bool
     material: bytes
     policy: str
+
+
+@contextlib.contextmanager
+def _db_errors(path: Path) -> Iterator[None]:
+    """SQLite failures at run time become the KMS's internal error (HTTP 500)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise KmsApiError(
+            "KMSInternalException", f"key store {path.name}: {exc}", status=500
+        ) from None
 
 
 class KeyStore:
@@ -98,16 +114,24 @@ class KeyStore:
             raise InvalidInput(f"{self.path}: not a usable KMS database: {exc}") from None
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+    def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction; ``durable`` fsyncs the WAL before returning."""
+        with self._lock, _db_errors(self.path):
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
                 raise
             else:
                 self._db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, _db_errors(self.path):
+            yield self._db
 
     def close(self) -> None:
         with self._lock:
@@ -136,8 +160,8 @@ class KeyStore:
             )
 
     def get(self, key_id: str) -> KeyRecord | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._reading() as db:
+            row = db.execute(
                 "SELECT key_id, arn, account, region, created, description, enabled, material,"
                 " policy FROM keys WHERE key_id = ?",
                 (key_id,),
@@ -157,8 +181,8 @@ class KeyStore:
         )
 
     def list_ids(self, *, after: str | None, limit: int) -> list[tuple[str, str]]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT key_id, arn FROM keys WHERE key_id > ? ORDER BY key_id LIMIT ?",
                 (after or "", limit),
             ).fetchall()
@@ -173,20 +197,21 @@ class KeyStore:
     # --- audit events -------------------------------------------------------------------
 
     def record_event(self, event: dict[str, Any]) -> None:
-        with self._transaction() as db:
+        """Append an audit event (atomic; flushed to disk with the next key write or checkpoint)."""
+        with self._transaction(durable=False) as db:
             db.execute(
                 "INSERT INTO events (time, event) VALUES (?, ?)",
                 (time.time(), json.dumps(event, sort_keys=True)),
             )
 
     def events(self, *, limit: int = 1000) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT event FROM events ORDER BY seq DESC LIMIT ?", (limit,)
             ).fetchall()
         return [json.loads(r[0]) for r in reversed(rows)]
 
     def integrity_check(self) -> str:
-        with self._lock:
-            row = self._db.execute("PRAGMA integrity_check").fetchone()
+        with self._reading() as db:
+            row = db.execute("PRAGMA integrity_check").fetchone()
         return str(row[0])

@@ -15,6 +15,7 @@ Every length and offset is bounds-checked; a malformed file raises
 
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -24,7 +25,7 @@ import numpy.typing as npt
 
 from enclave_audit.errors import InvalidInput
 
-Buffer = bytes | bytearray | memoryview
+Buffer = bytes | bytearray | memoryview | mmap.mmap
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32

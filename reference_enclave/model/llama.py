@@ -31,7 +31,14 @@ F32 = npt.NDArray[np.float32]
 
 
 class MatmulBackend(Protocol):
-    """Where weight products run. ``matmul(name, x)`` must equal ``x @ W.T``."""
+    """Where weight products run. ``matmul(name, x)`` must equal ``x @ W.T``.
+
+    Names are the GGUF tensor names ``blk.{i}.{attn_q,attn_k,attn_v,attn_output,
+    ffn_gate,ffn_up,ffn_down}.weight`` and ``output.weight`` (the tied head: the token
+    embedding itself).  Every weight is registered once, at load, as a float32
+    C-contiguous (out, in) array; ``x`` is float32 C-contiguous (tokens, in) and the
+    result must be float32 (tokens, out).
+    """
 
     def register_weight(self, name: str, w: F32) -> None:
         """Receive weight ``name`` of shape (out, in) once, at load time."""

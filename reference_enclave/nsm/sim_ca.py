@@ -65,7 +65,7 @@ class SimulationCa:
 
     @classmethod
     def create(cls, *, now: dt.datetime | None = None) -> SimulationCa:
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         root_key = ec.generate_private_key(ec.SECP384R1())
         root_name = _name(ROOT_CN)
         root = (
@@ -147,7 +147,7 @@ class SimulationCa:
         self, module_id: str, *, now: dt.datetime | None = None
     ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         """A per-launch signing certificate, AWS-like: 3 h, no AKI/SKI."""
-        now = (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0)
+        now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
         key = ec.generate_private_key(ec.SECP384R1())
         leaf = (
             x509.CertificateBuilder()

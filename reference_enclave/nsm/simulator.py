@@ -63,7 +63,7 @@ class SimulatedNsm:
         self._pcrs[4] = extend(bytes(PCR_SIZE), self.instance_id.encode())
         self._locked = set(range(BOOT_LOCKED))
         self._ca = ca
-        self._now = now or (lambda: dt.datetime.now(dt.timezone.utc))
+        self._now = now or (lambda: dt.datetime.now(dt.UTC))
         self._leaf, self._leaf_key = ca.issue_leaf(self.module_id, now=self._now())
         self._lock = threading.Lock()
 
@@ -131,7 +131,11 @@ class SimulatedNsm:
             return protocol.encode_response(name, None)
         if name == "LockPCRs":
             range_ = fields.get("range")
-            if not isinstance(range_, int) or isinstance(range_, bool) or not 0 <= range_ <= MAX_PCRS:
+            if (
+                not isinstance(range_, int)
+                or isinstance(range_, bool)
+                or not 0 <= range_ <= MAX_PCRS
+            ):
                 raise _DeviceError("InvalidIndex")
             self._locked.update(range(range_))
             return protocol.encode_response(name, None)
@@ -197,7 +201,7 @@ class NsmSocketServer:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             self._sock.bind(os.fspath(self.path))
-            os.chmod(self.path, 0o666)
+            os.chmod(self.path, 0o600)  # the enclave side runs as root, like /init
             self._sock.listen(8)
         except OSError as exc:
             self._sock.close()

@@ -85,8 +85,16 @@ def _relay(
     except ServiceUnavailable:
         conn.close()
         return
-    out_tap = capture.tap(channel, "to-enclave" if channel == "client" else "from-enclave") if capture else None
-    in_tap = capture.tap(channel, "from-enclave" if channel == "client" else "to-enclave") if capture else None
+    out_tap = (
+        capture.tap(channel, "to-enclave" if channel == "client" else "from-enclave")
+        if capture
+        else None
+    )
+    in_tap = (
+        capture.tap(channel, "from-enclave" if channel == "client" else "to-enclave")
+        if capture
+        else None
+    )
     t = threading.Thread(target=pump, args=(up, conn, in_tap), daemon=True)
     t.start()
     pump(conn, up, out_tap)
@@ -101,7 +109,7 @@ class _ParentHandler(http.server.BaseHTTPRequestHandler):
     sys_version = ""
     proxy: HostProxy
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
     def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
@@ -111,7 +119,7 @@ class _ParentHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path == "/v1/credentials":
             self._send(200, json.dumps(self.proxy.settings.credentials).encode())
             return

@@ -233,10 +233,12 @@ class Enclave:
         listener = self.links.listen.listen()
         log("ready", listen=str(self.links.listen), model_sha256=self.model_digest.hex())
         stop = stop or threading.Event()
-        watcher = threading.Thread(
-            target=lambda: (stop.wait(), _close(listener)), daemon=True, name="stop-watch"
-        )
-        watcher.start()
+
+        def watch() -> None:
+            stop.wait()
+            _close(listener)
+
+        threading.Thread(target=watch, daemon=True, name="stop-watch").start()
         enclave = self
         while not stop.is_set():
             try:
@@ -270,7 +272,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 request.close()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         return  # no request logging: nothing about a client's request leaves the enclave
 
     def _send(self, status: int, body: bytes) -> None:
@@ -283,7 +285,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _error(self, status: int, reason: str) -> None:
         self._send(status, json.dumps({"error": reason}).encode())
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         if url.path != "/v1/attestation":
             self._error(404, "not found")
@@ -300,7 +302,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         self._send(200, json.dumps({"document": wire.b64e(document)}).encode())
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if self.path != "/v1/infer":
             self._error(404, "not found")
             return

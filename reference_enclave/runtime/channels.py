@@ -41,15 +41,21 @@ class Endpoint:
                 return cls(kind, host, int(port))
         except ValueError:
             pass
-        raise InvalidInput(f"endpoint {text!r}: expected unix:PATH, vsock:CID:PORT or tcp:HOST:PORT")
+        raise InvalidInput(
+            f"endpoint {text!r}: expected unix:PATH, vsock:CID:PORT or tcp:HOST:PORT"
+        )
 
     def __str__(self) -> str:
-        return f"unix:{self.address}" if self.kind == "unix" else f"{self.kind}:{self.address}:{self.port}"
+        return (
+            f"unix:{self.address}"
+            if self.kind == "unix"
+            else f"{self.kind}:{self.address}:{self.port}"
+        )
 
     def connect(self, timeout: float | None = 30.0) -> socket.socket:
         if self.kind == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            target: object = self.address
+            target: str | tuple[int | str, int] = self.address
         elif self.kind == "vsock":
             sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
             target = (int(self.address), self.port)
@@ -73,7 +79,7 @@ class Endpoint:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.address)
-            target: object = self.address
+            target: str | tuple[int | str, int] = self.address
         elif self.kind == "vsock":
             sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
             target = (int(self.address), self.port)
@@ -86,7 +92,7 @@ class Endpoint:
             if self.kind == "unix":
                 import os
 
-                os.chmod(self.address, 0o666)
+                os.chmod(self.address, 0o600)
             sock.listen(backlog)
         except OSError as exc:
             sock.close()

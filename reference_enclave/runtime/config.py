@@ -120,7 +120,9 @@ class RuntimeConfig:
         try:
             raw = where.read_bytes()
         except OSError as exc:
-            raise InputNotFound(f"{where}: cannot read the runtime config: {exc.strerror}") from None
+            raise InputNotFound(
+                f"{where}: cannot read the runtime config: {exc.strerror}"
+            ) from None
         try:
             return cls.from_json(json.loads(raw), source=str(where))
         except (UnicodeDecodeError, json.JSONDecodeError):

@@ -96,6 +96,8 @@ class RunningEnclave:
         self.nsm_server.stop()
         if self._owned_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        else:  # keep the log; the unpacked image is large and reproducible from the EIF
+            shutil.rmtree(self.workdir / "root", ignore_errors=True)
 
     def __enter__(self) -> RunningEnclave:
         return self
@@ -133,7 +135,7 @@ def _start(
     timeout: float,
 ) -> RunningEnclave:
     sockdir.mkdir(parents=True, exist_ok=True)
-    os.chmod(sockdir, 0o755)
+    os.chmod(sockdir, 0o700)
     nsm_server = NsmSocketServer(nsm, sockdir / "nsm.sock")
     try:
         proxy = start_proxy(_proxy_settings(services, sockdir))
@@ -142,7 +144,7 @@ def _start(
         raise
     log_path = workdir / "enclave.log"
     try:
-        log = open(log_path, "wb")  # noqa: SIM115 - handed to the child
+        log = open(log_path, "wb")
         process = subprocess.Popen(
             argv,
             env=dict(env),
@@ -155,7 +157,9 @@ def _start(
         proxy.stop()
         nsm_server.stop()
         raise EnvironmentProblem(f"cannot start the enclave process: {exc}") from None
-    running = RunningEnclave(process, proxy, nsm, nsm_server, workdir, log_path, _owned_workdir=owned)
+    running = RunningEnclave(
+        process, proxy, nsm, nsm_server, workdir, log_path, _owned_workdir=owned
+    )
     try:
         _wait_ready(running, timeout)
     except BaseException:
@@ -225,9 +229,18 @@ def launch_host_process(
         "ENCLAVE_RUNTIME_CONFIG": str(config_path),
         "ENCLAVE_TRANSPORT": "unix",
     }
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if name in os.environ:  # benchmarks pin BLAS threads on both sides alike
+            env[name] = os.environ[name]
     argv = [sys.executable, "-m", "reference_enclave.runtime.main"]
     return _start(
-        argv, env, nsm=nsm, services=services, workdir=work, sockdir=sockdir, owned=owned,
+        argv,
+        env,
+        nsm=nsm,
+        services=services,
+        workdir=work,
+        sockdir=sockdir,
+        owned=owned,
         timeout=timeout,
     )
 
@@ -258,11 +271,11 @@ def unpack_image(image: Path, dest: Path) -> UnpackedImage:
     cmd_file, env_file, rootfs = root / "cmd", root / "env", root / "rootfs"
     for needed in (cmd_file, env_file, rootfs):
         if not needed.exists():
-            raise InvalidInput(f"{image}: the ramdisks have no /{needed.name} (not a nitro-cli layout)")
+            raise InvalidInput(
+                f"{image}: the ramdisks have no /{needed.name} (not a nitro-cli layout)"
+            )
     cmd = [line for line in cmd_file.read_text().split("\n") if line]
-    env = dict(
-        line.split("=", 1) for line in env_file.read_text().split("\n") if "=" in line
-    )
+    env = dict(line.split("=", 1) for line in env_file.read_text().split("\n") if "=" in line)
     if not cmd:
         raise InvalidInput(f"{image}: /cmd is empty")
     return UnpackedImage(root, rootfs, cmd, env)
@@ -308,6 +321,12 @@ def launch_image(
     ]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(_REPO)}
     return _start(
-        argv, env, nsm=nsm, services=services, workdir=work, sockdir=sockdir, owned=owned,
+        argv,
+        env,
+        nsm=nsm,
+        services=services,
+        workdir=work,
+        sockdir=sockdir,
+        owned=owned,
         timeout=timeout,
     )

@@ -51,8 +51,8 @@ def kat_hpke() -> None:
         bytes.fromhex("436f756e742d30"),
     )
     _check(
-        ct.hex()
-        == "f938558b5d72f1a23810b4be2ab4f84331acc02fc97babc53a52ae8218a355a96d8770ac83d07bea87e13c512a",
+        ct.hex() == "f938558b5d72f1a23810b4be2ab4f84331acc02fc97babc53a"
+        "52ae8218a355a96d8770ac83d07bea87e13c512a",
         "HPKE RFC 9180 A.1.1 ciphertext",
     )
     _check(
@@ -135,7 +135,9 @@ def _gguf_kv(key: str, value: object) -> bytes:
         return out + struct.pack("<I", 8) + _gguf_string(value)
     assert isinstance(value, list)
     if value and isinstance(value[0], str):
-        return out + struct.pack("<IIQ", 9, 8, len(value)) + b"".join(_gguf_string(v) for v in value)
+        return (
+            out + struct.pack("<IIQ", 9, 8, len(value)) + b"".join(_gguf_string(v) for v in value)
+        )
     return out + struct.pack("<IIQ", 9, 5, len(value)) + struct.pack(f"<{len(value)}i", *value)
 
 

@@ -28,7 +28,10 @@ def _tools_present() -> bool:
 
 @pytest.fixture(scope="session")
 def reference_image() -> BuildResult:
-    need(_tools_present(), "image build tools (apt-get install mmdebstrap musl-tools bc flex bison libelf-dev)")
+    need(
+        _tools_present(),
+        "image build tools (apt-get install mmdebstrap musl-tools bc flex bison libelf-dev)",
+    )
     from builder.reference import reference_image as build_reference
 
     return build_reference()

@@ -39,9 +39,12 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-GOOD = Path(REFERENCE_SPEC).read_text().replace(
-    'config = "kernel/enclave.config"', 'config = "kernel/k.config"'
-).replace('packages = ["reference_enclave", "enclave_audit"]', 'packages = ["app"]')
+GOOD = (
+    Path(REFERENCE_SPEC)
+    .read_text()
+    .replace('config = "kernel/enclave.config"', 'config = "kernel/k.config"')
+    .replace('packages = ["reference_enclave", "enclave_audit"]', 'packages = ["app"]')
+)
 
 
 def test_minimal_copy_loads(tmp_path: Path) -> None:
@@ -56,7 +59,10 @@ def test_minimal_copy_loads(tmp_path: Path) -> None:
         (lambda s: s.replace("schema = 1", "schema = 9"), "schema"),
         (lambda s: s.replace('sha256 = "e849', 'sha256 = "zz49'), "sha256"),
         (lambda s: s + "\n[[[broken", "TOML"),
-        (lambda s: s.replace('config = "kernel/k.config"', 'config = "kernel/missing"'), "kernel.config"),
+        (
+            lambda s: s.replace('config = "kernel/k.config"', 'config = "kernel/missing"'),
+            "kernel.config",
+        ),
         (lambda s: s.replace('packages = ["app"]', 'packages = ["nope"]'), "app.packages"),
         (lambda s: s.replace("[app]", "[app]\nunknown_key = 1"), "unknown_key"),
     ],
@@ -76,7 +82,7 @@ def test_unreadable_spec(tmp_path: Path) -> None:
 def test_bad_lock_line(tmp_path: Path) -> None:
     lock = tmp_path / "debian.lock"
     lock.write_text("libc6 2.36 amd64\n")
-    with pytest.raises(SpecInvalid, match="debian.lock:1"):
+    with pytest.raises(SpecInvalid, match=r"debian\.lock:1"):
         load_lock(lock)
     lock.write_text("libc6 2.36 amd64 " + "Z" * 64 + "\n")
     with pytest.raises(SpecInvalid, match="sha256"):

@@ -566,3 +566,127 @@ def test_keyless_signing_needs_ambient_credential(image: Image, work: Path) -> N
     )
     assert_one_line_error(result, 5, "ambient OIDC")
     assert not (work / "keyless.json").exists()
+
+
+@pytest.mark.network_ns
+def test_real_bundles_verify_with_no_network(tmp_path: Path) -> None:
+    """Offline means offline: the CLI runs in a network namespace with no interfaces."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import need, need_tool
+
+    unshare = need_tool("unshare", "util-linux")
+    probe = subprocess.run([unshare, "-rn", "true"], capture_output=True, check=False)
+    need(probe.returncode == 0, "unshare -rn (user + network namespaces) not permitted here")
+    exe = str(Path(sys.executable).with_name("enclave-audit"))
+    env = {**os.environ, "HOME": str(tmp_path)}  # no sigstore cache either
+    cases = [
+        [str(DSSE), "--artifact", str(A_TXT)],
+        [str(HASHEDREKORD), "--artifact", str(A_TXT)],
+        [
+            str(STAGING / "bundle.sigstore.json"),
+            "--artifact",
+            str(A_TXT),
+            "--trusted-root",
+            str(STAGING / "trusted_root.staging.json"),
+        ],
+    ]
+    for case in cases:
+        proc = subprocess.run(
+            [
+                unshare,
+                "-rn",
+                exe,
+                "attest",
+                "verify",
+                *case,
+                "--identity",
+                BEACON,
+                "--issuer",
+                ISSUER,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, (case, proc.stderr)
+        assert proc.stdout.startswith("verified:")
+
+
+def test_encrypted_key_via_environment(image: Image, work: Path) -> None:
+    prefix = work / "enc"
+    env = {"MY_PASS": "s3cret passphrase"}
+    assert_one_line_error(
+        run_cli(
+            [
+                "keys",
+                "generate",
+                "--type",
+                "ed25519",
+                "-o",
+                str(prefix),
+                "--passphrase-env",
+                "UNSET_VAR_X",
+            ]
+        ),
+        44,
+        "UNSET_VAR_X",
+    )
+    info = json.loads(
+        ok(
+            run_cli(
+                [
+                    "keys",
+                    "generate",
+                    "--type",
+                    "ed25519",
+                    "-o",
+                    str(prefix),
+                    "--passphrase-env",
+                    "MY_PASS",
+                    "--json",
+                ],
+                env=env,
+            )
+        ).stdout
+    )
+    assert info["encrypted"] is True
+    policy = work / "policy.json"
+    policy.write_text("{}")
+    args = [
+        "attest",
+        "vsa",
+        "--eif",
+        str(image.eif),
+        "--measurements",
+        str(image.measurements),
+        "--verdict",
+        "FAIL",
+        "--policy",
+        str(policy),
+        "--rebuilds",
+        "0",
+        "--key",
+        f"file:{prefix}.key",
+        "-o",
+        str(work / "enc.sigstore.json"),
+    ]
+    assert_one_line_error(run_cli(args, env={"ENCLAVE_AUDIT_KEY_PASSPHRASE": ""}), 44, "encrypted")
+    ok(run_cli(args, env={"ENCLAVE_AUDIT_KEY_PASSPHRASE": "s3cret passphrase"}))
+    ok(
+        run_cli(
+            [
+                "attest",
+                "verify",
+                str(work / "enc.sigstore.json"),
+                "--artifact",
+                str(image.eif),
+                "--key",
+                f"{prefix}.pub",
+            ]
+        )
+    )

@@ -71,7 +71,15 @@ def test_digest_mismatch_in_cache(tmp_path: Path) -> None:
     planted.write_bytes(b"not the pinned kernel source package")
     out = tmp_path / "out"
     result = run_cli(
-        ["build", "--spec", str(REFERENCE_SPEC), "--source-date-epoch", "1700000000", "-o", str(out)],
+        [
+            "build",
+            "--spec",
+            str(REFERENCE_SPEC),
+            "--source-date-epoch",
+            "1700000000",
+            "-o",
+            str(out),
+        ],
         env={"ENCLAVE_AUDIT_CACHE": str(cache)},
     )
     assert_one_line_error(result, 32, "sha256", sha)
@@ -84,7 +92,15 @@ def test_missing_tool_names_debian_package(tmp_path: Path) -> None:
     (bindir / "python3").symlink_to(sys.executable)
     out = tmp_path / "out"
     result = run_cli(
-        ["build", "--spec", str(REFERENCE_SPEC), "--source-date-epoch", "1700000000", "-o", str(out)],
+        [
+            "build",
+            "--spec",
+            str(REFERENCE_SPEC),
+            "--source-date-epoch",
+            "1700000000",
+            "-o",
+            str(out),
+        ],
         env={"PATH": str(bindir), "ENCLAVE_AUDIT_CACHE": str(tmp_path / "cache")},
     )
     assert_one_line_error(result, 5, "apt-get install")

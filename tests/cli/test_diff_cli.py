@@ -11,7 +11,7 @@ from conftest import assert_one_line_error, need_tool, run_cli
 
 sys.path.append(str(Path(__file__).resolve().parent.parent / "verifier" / "compare"))
 
-from compare_corpus import Artefacts, FileSpec, ImageSpec, build_artefacts, make_base_spec  # noqa: E402
+from compare_corpus import Artefacts, FileSpec, ImageSpec, build_artefacts, make_base_spec
 
 FIRST_SCREEN = 24  # lines of a default terminal
 
@@ -28,7 +28,9 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Artefacts, ImageSp
     return art, spec, left, right
 
 
-def test_one_file_difference_is_named_first(images: tuple[Artefacts, ImageSpec, Path, Path]) -> None:
+def test_one_file_difference_is_named_first(
+    images: tuple[Artefacts, ImageSpec, Path, Path],
+) -> None:
     _, _, left, right = images
     result = run_cli(["diff", str(left), str(right)])
     assert result.exit_code == 1, result.stderr
@@ -58,10 +60,16 @@ def test_identical_exit_zero(images: tuple[Artefacts, ImageSpec, Path, Path]) ->
     assert "identical" in result.stdout
 
 
-@pytest.mark.parametrize(("fmt", "marker"), [("markdown", "## Most important differences"),
-                                             ("html", "<h2>Most important differences</h2>")])
-def test_markdown_and_html_files(images: tuple[Artefacts, ImageSpec, Path, Path], tmp_path: Path,
-                                 fmt: str, marker: str) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "marker"),
+    [
+        ("markdown", "## Most important differences"),
+        ("html", "<h2>Most important differences</h2>"),
+    ],
+)
+def test_markdown_and_html_files(
+    images: tuple[Artefacts, ImageSpec, Path, Path], tmp_path: Path, fmt: str, marker: str
+) -> None:
     _, _, left, right = images
     out = tmp_path / f"diff.{fmt}"
     result = run_cli(["diff", str(left), str(right), "--format", fmt, "-o", str(out)])
@@ -70,8 +78,10 @@ def test_markdown_and_html_files(images: tuple[Artefacts, ImageSpec, Path, Path]
     assert marker in text and "usr/bin/hello" in text and "compute" in text
 
 
-def test_ramdisks_and_directories(images: tuple[Artefacts, ImageSpec, Path, Path], tmp_path: Path) -> None:
-    art, spec, _, _ = images
+def test_ramdisks_and_directories(
+    images: tuple[Artefacts, ImageSpec, Path, Path], tmp_path: Path
+) -> None:
+    _, spec, _, _ = images
     from compare_corpus import write_cpio
 
     from builder.initramfs import extract

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -39,6 +39,9 @@ from verifier.attest.keys import (
     passphrase_from_env,
     ssh_fingerprint,
 )
+
+if TYPE_CHECKING:
+    from sigstore.oidc import IdentityToken
 
 
 class Signer(Protocol):
@@ -105,7 +108,7 @@ class SigstoreSigner:
     def describe(self) -> str:
         return f"sigstore keyless ({self.instance})"
 
-    def _identity_token(self) -> object:
+    def _identity_token(self) -> IdentityToken:
         from sigstore.oidc import IdentityError, IdentityToken, detect_credential
 
         try:
@@ -144,7 +147,7 @@ class SigstoreSigner:
                 else ClientTrustConfig.staging()
             )
             context = SigningContext.from_trust_config(config)
-            with context.signer(token, cache=False) as signer:  # type: ignore[arg-type]
+            with context.signer(token, cache=False) as signer:
                 bundle = signer.sign_dsse(statement)
         except SigstoreError as exc:
             raise ServiceUnavailable(

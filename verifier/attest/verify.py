@@ -170,7 +170,7 @@ def load_trusted_root(path: Path | None = None) -> TrustedRoot:
     read_bytes(target, limit=4 << 20)  # one-line error if missing or oversized
     try:
         return TrustedRoot.from_file(str(target))
-    except Exception as exc:
+    except Exception as exc:  # sigstore and pydantic raise many types on a bad root
         first = " ".join(str(exc).split())[:200]
         raise InvalidInput(f"{target}: not a Sigstore trusted root: {first}") from None
 
@@ -247,10 +247,10 @@ def verify_message_bundle(
 
     try:
         verifier.verify_artifact(hashed, sig_bundle, adapter)
-    except (VerificationError, ValueError) as exc:
+    except Exception as exc:  # anything sigstore raises fails closed
         if adapter.failure is not None:
             raise adapter.failure from None
-        raise SignatureInvalid(f"{source}: {_one_line(exc)}") from None
+        raise SignatureInvalid(f"{source}: {_failure_text(exc, VerificationError)}") from None
     if adapter.failure is not None or adapter.signer is None:
         raise PolicyNotMet(f"{source}: signer policy was not evaluated")
     return VerifiedSignature(digest=artifact_digest, signer=adapter.signer.describe())
@@ -394,13 +394,54 @@ class _PolicyAdapter:
         self.signer = signer
 
 
+def _check_checkpoint_names(parsed: CertificateBundle, *, source: str) -> None:
+    """A signed-note checkpoint must carry a signature line naming its own log (origin).
+
+    sigstore-python matches note signatures by key hint only and ignores the
+    name, so an edited name would pass unnoticed; the name is cheap to bind.
+    """
+    raw = strict_json(parsed.raw, what=source)
+    material = raw.get("verificationMaterial")
+    entries = material.get("tlogEntries") if isinstance(material, dict) else None
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        proof = entry.get("inclusionProof") if isinstance(entry, dict) else None
+        checkpoint = proof.get("checkpoint") if isinstance(proof, dict) else None
+        note = checkpoint.get("envelope") if isinstance(checkpoint, dict) else None
+        if note is None:
+            continue
+        where = f"{source}: tlogEntries[{index}] checkpoint"
+        if not isinstance(note, str):
+            raise BundleMalformed(f"{where}: expected a string")
+        body, sep, signatures = note.partition("\n\n")
+        origin = body.split("\n", 1)[0]
+        lines = [line for line in signatures.split("\n") if line]
+        if not sep or not origin or not lines:
+            raise BundleMalformed(f"{where}: not a signed note")
+        names = []
+        for line in lines:
+            if not line.startswith("\u2014 "):
+                raise BundleMalformed(f"{where}: malformed signature line")
+            names.append(line[2:].split(" ", 1)[0])
+        # other lines may be witness cosignatures; the log's own line must be there
+        if not any(origin == name or origin.startswith(name + " - ") for name in names):
+            raise BundleMalformed(
+                f"{where}: no signature line names the log {origin[:60]!r} "
+                f"(lines name {', '.join(n[:40] for n in names)})"
+            )
+
+
 def _sigstore_bundle(parsed: CertificateBundle, *, source: str) -> Bundle:
     from sigstore.models import Bundle, InvalidBundle
 
+    _check_checkpoint_names(parsed, source=source)
+    from sigstore.errors import Error as SigstoreError
+
     try:
         return Bundle.from_json(parsed.raw)
-    except (InvalidBundle, ValueError, TypeError, KeyError) as exc:
+    except (InvalidBundle, SigstoreError, ValueError, TypeError, KeyError) as exc:
         raise BundleMalformed(f"{source}: {_one_line(exc)}") from None
+    except Exception as exc:  # untrusted input into a foreign parser
+        raise BundleMalformed(f"{source}: {type(exc).__name__}: {_one_line(exc)}") from None
 
 
 def _sigstore_verifier(trusted_root: Path | None) -> Any:
@@ -410,7 +451,7 @@ def _sigstore_verifier(trusted_root: Path | None) -> Any:
         return Verifier(trusted_root=load_trusted_root(trusted_root))
     except EnclaveAuditError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # e.g. a root without any transparency log
         raise InvalidInput(f"trusted root unusable: {_one_line(exc)}") from None
 
 
@@ -428,10 +469,10 @@ def _verify_certificate_dsse(
     adapter = _PolicyAdapter(policy)
     try:
         payload_type, payload = verifier.verify_dsse(sig_bundle, adapter)
-    except (VerificationError, ValueError) as exc:
+    except Exception as exc:  # anything sigstore raises fails closed
         if adapter.failure is not None:
             raise adapter.failure from None
-        raise SignatureInvalid(f"{source}: {_one_line(exc)}") from None
+        raise SignatureInvalid(f"{source}: {_failure_text(exc, VerificationError)}") from None
     if adapter.signer is None:
         raise PolicyNotMet(f"{source}: signer policy was not evaluated")
     # sigstore's model decodes URL-safe base64 wrongly without an error; insist
@@ -521,6 +562,12 @@ def _subject_text(item: ResourceDescriptor) -> str:
     digest = item.digest or {}
     alg = "sha256" if "sha256" in digest else next(iter(digest), "?")
     return f"{item.name or '_'} {alg}:{digest.get(alg, '')[:16]}..."
+
+
+def _failure_text(exc: BaseException, expected: type[BaseException]) -> str:
+    if isinstance(exc, expected):
+        return _one_line(exc)
+    return f"{type(exc).__name__}: {_one_line(exc)}"
 
 
 def _one_line(exc: BaseException) -> str:

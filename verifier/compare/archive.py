@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, cast
 
 from enclave_audit.errors import InvalidInput
-from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
-from verifier.compare.base import CHUNK, Blob, Member, StreamBlob, spool
+from enclave_audit.model.difference import Change, DiffNode, NodeKind
+from verifier.compare.base import CHUNK, Blob, Member, StreamBlob, cheap_side, spool
 
 if TYPE_CHECKING:
     from verifier.compare.engine import Engine
@@ -96,8 +96,8 @@ class _Compressed(abc.ABC):
                 path=path,
                 kind=NodeKind.ARCHIVE,
                 change=Change.CONTENT,
-                left=Side.of(digest=a.digest(), size=a.known_size()),
-                right=Side.of(digest=b.digest(), size=b.known_size()),
+                left=cheap_side(a, engine.ctx.memory_bound),
+                right=cheap_side(b, engine.ctx.memory_bound),
                 summary=f"{self.name} streams differ, decompressed contents are equal",
                 notes=("compression level, block size or compressor version differs",),
             )
@@ -108,8 +108,8 @@ class _Compressed(abc.ABC):
             path=path,
             kind=NodeKind.ARCHIVE,
             change=Change.CONTENT,
-            left=Side.of(digest=a.digest(), size=a.known_size()),
-            right=Side.of(digest=b.digest(), size=b.known_size()),
+            left=cheap_side(a, engine.ctx.memory_bound),
+            right=cheap_side(b, engine.ctx.memory_bound),
             summary=summary,
             children=tuple(sorted(children, key=importance)),
         )
@@ -174,7 +174,9 @@ class ZipComparator:
                         continue
                     with zf.open(info) as member:
                         content = spool(
-                            info.filename, iter(functools.partial(member.read, CHUNK), b""), engine.ctx
+                            info.filename,
+                            iter(functools.partial(member.read, CHUNK), b""),
+                            engine.ctx,
                         )
                     yield Member(info.filename, "file", tuple(meta), content)
         except (zipfile.BadZipFile, *_DECOMPRESS_ERRORS) as exc:

@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
 
 from enclave_audit.errors import InvalidInput
 from enclave_audit.fsutil import open_input
+from enclave_audit.model.difference import Side
 from enclave_audit.progress import NullProgress, ProgressSink
 
 if TYPE_CHECKING:
@@ -133,7 +134,8 @@ class FileBlob(Blob):
 class _SliceReader(io.RawIOBase):
     """A read-only window [offset, offset+size) of a file."""
 
-    def __init__(self, fh: IO[bytes], offset: int, size: int) -> None:
+    def __init__(self, fh: io.FileIO, offset: int, size: int, owner: IO[bytes]) -> None:
+        self._owner = owner  # the buffered file that owns ``fh`` (closing it closes fh)
         self._fh = fh
         self._start = offset
         self._size = size
@@ -159,15 +161,13 @@ class _SliceReader(io.RawIOBase):
         want = min(len(buffer), self._size - self._pos)
         if want <= 0:
             return 0
-        data = self._fh.read(want)
-        n = len(data)
-        memoryview(buffer)[:n] = data
+        n = self._fh.readinto(memoryview(buffer)[:want]) or 0
         self._pos += n
         return n
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self._fh.close()
+            self._owner.close()
         super().close()
 
 
@@ -181,9 +181,10 @@ class SliceBlob(Blob):
         self.name = name
 
     def open(self) -> IO[bytes]:
-        return io.BufferedReader(
-            _SliceReader(open_input(self.path), self.offset, self._size), CHUNK
-        )
+        fh = open_input(self.path)
+        raw = fh.raw if isinstance(fh, io.BufferedReader) else fh
+        assert isinstance(raw, io.FileIO)
+        return io.BufferedReader(_SliceReader(raw, self.offset, self._size, fh), CHUNK)
 
     @property
     def size(self) -> int:
@@ -204,6 +205,20 @@ class StreamBlob(Blob):
     @property
     def size(self) -> int | None:
         return self._size
+
+
+#: sides of containers larger than this carry no digest (it would cost a whole extra read)
+CHEAP_DIGEST = 8 << 20
+
+
+def cheap_side(blob: Blob, bound: int, *, value: object = None) -> Side:
+    """A side with the digest only when it is cheap (small, or already computed)."""
+    size = blob.known_size()
+    cached = getattr(blob, "_digest", None)
+    digest = cached if isinstance(cached, str) else None
+    if digest is None and size is not None and size <= min(bound, CHEAP_DIGEST):
+        digest = blob.digest()
+    return Side.of(digest=digest, size=size, value=value)
 
 
 def spool(name: str, chunks: Iterable[bytes], ctx: CompareContext) -> Blob:

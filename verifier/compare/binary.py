@@ -12,7 +12,7 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
-from verifier.compare.base import CHUNK, Blob
+from verifier.compare.base import CHUNK, Blob, cheap_side
 
 if TYPE_CHECKING:
     from verifier.compare.engine import Engine
@@ -133,10 +133,8 @@ class BinaryComparator:
             path=path,
             kind=NodeKind.BINARY,
             change=Change.CONTENT,
-            left=Side.of(digest=a.digest(), size=a.known_size(), value=f"@0x{wstart:x} {wa.hex()}"),
-            right=Side.of(
-                digest=b.digest(), size=b.known_size(), value=f"@0x{wstart:x} {wb.hex()}"
-            ),
+            left=cheap_side(a, engine.ctx.memory_bound, value=f"@0x{wstart:x} {wa.hex()}"),
+            right=cheap_side(b, engine.ctx.memory_bound, value=f"@0x{wstart:x} {wb.hex()}"),
             summary=f"bytes differ from offset 0x{first:x}"
             f" (~{differing} differing bytes{size_note})",
         )

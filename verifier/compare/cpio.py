@@ -183,7 +183,7 @@ class CpioComparator:
             blob_b: Blob | None = None
             if ma.is_file and mb.is_file and ma.data is not None and mb.data is not None:
                 if ma.size <= bound and mb.size <= bound:
-                    da, db = ma.data.read(), mb.data.read()
+                    da, db = ma.data.read(ma.size), mb.data.read(mb.size)
                     engine.ctx.budget.bytes_compared += len(da)
                     if da != db:
                         blob_a, blob_b = BytesBlob(ma.name, da), BytesBlob(mb.name, db)

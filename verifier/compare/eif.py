@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from builder.eif import EifReader, EifSection, SectionType, section_pcrs
 from enclave_audit.errors import EifError, InvalidInput
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
-from verifier.compare.base import CHUNK, Blob, SliceBlob
+from verifier.compare.base import CHUNK, Blob, SliceBlob, cheap_side
 
 if TYPE_CHECKING:
     from verifier.compare.engine import Engine
@@ -157,8 +157,8 @@ class EifComparator:
             path=path,
             kind=NodeKind.IMAGE,
             change=Change.CONTENT,
-            left=Side.of(digest=a.digest(), size=a.known_size()),
-            right=Side.of(digest=b.digest(), size=b.known_size()),
+            left=cheap_side(a, engine.ctx.memory_bound),
+            right=cheap_side(b, engine.ctx.memory_bound),
             summary=summary,
             pcrs=tuple(sorted(moved)),
             children=tuple(sorted(children, key=importance)),

@@ -92,7 +92,9 @@ class _Decoder:
     def need_items(self, count: int, per_item: int) -> None:
         # every item takes at least one byte: refuse absurd counts before looping
         if count * per_item > len(self.data) - self.pos:
-            raise self.fail(f"declared {count} items but only {len(self.data) - self.pos} bytes left")
+            raise self.fail(
+                f"declared {count} items but only {len(self.data) - self.pos} bytes left"
+            )
 
     def item(self, depth: int) -> object:
         if depth > MAX_DEPTH:

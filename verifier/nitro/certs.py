@@ -19,6 +19,7 @@ from typing import Final, TypeVar
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.hashes import SHA384
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtensionOID, SignatureAlgorithmOID
 
@@ -60,7 +61,6 @@ def parse_der(der: bytes, *, what: str) -> x509.Certificate:
         # force the lazily parsed parts now so later code sees no parse errors
         _ = cert.extensions, cert.subject, cert.issuer, cert.public_key()
         _ = cert.not_valid_before_utc, cert.not_valid_after_utc, cert.signature_algorithm_oid
-        _ = cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
     except (
         ValueError,
         TypeError,
@@ -90,7 +90,8 @@ def profile_problems(cert: x509.Certificate, role: Role) -> Iterator[str]:
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP384R1):
         yield "public key is not ECDSA P-384"
     if cert.signature_algorithm_oid != SignatureAlgorithmOID.ECDSA_WITH_SHA384:
-        yield f"signature algorithm {cert.signature_algorithm_oid.dotted_string} is not ecdsa-with-SHA384"
+        oid = cert.signature_algorithm_oid.dotted_string
+        yield f"signature algorithm {oid} is not ecdsa-with-SHA384"
     for ext in cert.extensions:
         if ext.critical and ext.oid not in KNOWN_EXTENSIONS:
             yield f"unsupported critical extension {ext.oid.dotted_string}"
@@ -115,8 +116,16 @@ def path_length(cert: x509.Certificate) -> int | None:
     return None if constraints is None else constraints.value.path_length
 
 
-def issuance_problem(child: x509.Certificate, issuer: x509.Certificate) -> str | None:
-    """Why ``issuer`` did not issue ``child`` (name chaining, key identifiers, signature)."""
+def issuance_problem(
+    child: x509.Certificate,
+    issuer: x509.Certificate,
+    issuer_key: ec.EllipticCurvePublicKey | None = None,
+) -> str | None:
+    """Why ``issuer`` did not issue ``child`` (name chaining, key identifiers, signature).
+
+    ``issuer_key`` is the issuer's already loaded public key (the chain cache keeps
+    it, which saves re-decoding the P-384 point for every document).
+    """
     if child.issuer != issuer.subject:
         return f"issuer name {child.issuer.rfc4514_string()!r} != {name_of(issuer)!r}"
     aki = _extension(child, x509.AuthorityKeyIdentifier)
@@ -124,8 +133,13 @@ def issuance_problem(child: x509.Certificate, issuer: x509.Certificate) -> str |
     if aki is not None and ski is not None and aki.value.key_identifier is not None:
         if aki.value.key_identifier != ski.value.digest:
             return "authority key identifier does not match the issuer's subject key identifier"
+    if child.signature_algorithm_oid != SignatureAlgorithmOID.ECDSA_WITH_SHA384:
+        return f"signature algorithm {child.signature_algorithm_oid.dotted_string} not supported"
     try:
-        child.verify_directly_issued_by(issuer)
+        key = issuer.public_key() if issuer_key is None else issuer_key
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            return "issuer key is not an ECDSA key"
+        key.verify(child.signature, child.tbs_certificate_bytes, ec.ECDSA(SHA384()))
     except InvalidSignature:
         return "signature does not verify under the issuer's key"
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -143,10 +157,11 @@ def validity_problem(cert: x509.Certificate, at: datetime) -> str | None:
     return None
 
 
-def summarize(cert: x509.Certificate) -> CertificateSummary:
+def summarize(cert: x509.Certificate, *, issuer: str | None = None) -> CertificateSummary:
+    """Display fields; ``issuer`` may pass the already formatted issuer name."""
     return CertificateSummary(
         subject=name_of(cert),
-        issuer=cert.issuer.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string() if issuer is None else issuer,
         serial=format(cert.serial_number, "x"),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
@@ -163,4 +178,3 @@ def _extension(cert: x509.Certificate, kind: type[_E]) -> x509.Extension[_E] | N
         return cert.extensions.get_extension_for_class(kind)
     except x509.ExtensionNotFound:
         return None
-

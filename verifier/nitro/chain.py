@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Final
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from enclave_audit.model.attestation_doc import CertificateSummary, iso_utc
 from enclave_audit.model.findings import Check, CheckOutcome
@@ -56,6 +57,7 @@ class _CachedChain:
     """A validated intermediate chain: the leaf's issuer and every CA's validity window."""
 
     leaf_issuer: x509.Certificate
+    leaf_issuer_key: ec.EllipticCurvePublicKey
     windows: tuple[_CachedCert, ...]
     summaries: tuple[CertificateSummary, ...]
 
@@ -154,20 +156,22 @@ def validate_chain(
         f"{len(intermediates) + 2} certificates meet the Nitro profile"
         f" (P-384, ecdsa-with-SHA384, CA constraints, path lengths, key usage){source}",
     )
-    link = issuance_problem(leaf, cached.leaf_issuer)
+    link = issuance_problem(leaf, cached.leaf_issuer, cached.leaf_issuer_key)
     signatures = _check(
         CHECK_SIGNATURES,
         [] if link is None else [f"leaf <- {name_of(cached.leaf_issuer)}: {link}"],
         f"{len(intermediates) + 1} issuance signatures verify up to {root.name}{source}",
     )
-    validity = _validity([("leaf " + name_of(leaf), leaf.not_valid_before_utc,
-                           leaf.not_valid_after_utc)] +
-                         [(w.name, w.not_before, w.not_after) for w in cached.windows], at)
+    validity = _validity(
+        [("leaf ", leaf, leaf.not_valid_before_utc, leaf.not_valid_after_utc)]
+        + [("", w.name, w.not_before, w.not_after) for w in cached.windows],
+        at,
+    )
     return ChainResult(
         root=root,
         leaf=leaf,
         checks=[root_check, profile, signatures, validity],
-        summaries=[summarize(leaf), *cached.summaries],
+        summaries=[summarize(leaf, issuer=cached.summaries[0].subject), *cached.summaries],
     )
 
 
@@ -201,9 +205,12 @@ def _validate_intermediates(
         _CachedCert(name_of(c), c.not_valid_before_utc, c.not_valid_after_utc) for c in path
     )
     leaf_issuer = path[0]
+    leaf_issuer_key = leaf_issuer.public_key()
+    assert isinstance(leaf_issuer_key, ec.EllipticCurvePublicKey)  # the profile checked it
     return (
         _CachedChain(
             leaf_issuer=leaf_issuer,
+            leaf_issuer_key=leaf_issuer_key,
             windows=windows,
             summaries=tuple(summarize(c) for c in path),
         ),
@@ -232,11 +239,15 @@ def _failed_intermediates(
             outcome=CheckOutcome.PASS,
             detail=f"cabundle[0] is the trusted root {root.name} (sha256 {root.sha256})",
         ),
-        _check(CHECK_PROFILE, leaf_problems + profile_only, "all certificates meet the Nitro profile"),
+        _check(
+            CHECK_PROFILE, leaf_problems + profile_only, "all certificates meet the Nitro profile"
+        ),
         _check(CHECK_SIGNATURES, signature_problems, "all issuance signatures verify"),
         _validity(
-            [(("leaf " if i == 0 else "") + name_of(c), c.not_valid_before_utc,
-              c.not_valid_after_utc) for i, c in enumerate(path)],
+            [
+                ("leaf " if i == 0 else "", c, c.not_valid_before_utc, c.not_valid_after_utc)
+                for i, c in enumerate(path)
+            ],
             at,
         ),
     ]
@@ -270,7 +281,11 @@ def _untrusted(
     )
 
 
-def _validity(windows: list[tuple[str, datetime, datetime]], at: datetime | None) -> Check:
+#: (label prefix, certificate or its name, notBefore, notAfter); names are formatted lazily
+_Window = tuple[str, "x509.Certificate | str", datetime, datetime]
+
+
+def _validity(windows: list[_Window], at: datetime | None) -> Check:
     if at is None:
         return Check(
             name=CHECK_VALIDITY,
@@ -278,10 +293,13 @@ def _validity(windows: list[tuple[str, datetime, datetime]], at: datetime | None
             detail="no verification time given (pass now= or at=); validity not checked",
         )
     problems = []
-    for name, before, after in windows:
+    for prefix, who, before, after in windows:
+        if before <= at <= after:
+            continue
+        name = prefix + (who if isinstance(who, str) else name_of(who))
         if at < before:
             problems.append(f"{name}: not yet valid at {iso_utc(at)} (notBefore {_iso(before)})")
-        elif at > after:
+        else:
             problems.append(f"{name}: expired at {iso_utc(at)} (notAfter {_iso(after)})")
     return _check(CHECK_VALIDITY, problems, f"{len(windows)} certificates valid at {iso_utc(at)}")
 

@@ -31,9 +31,7 @@ def sig_structure(protected: bytes, payload: bytes, external_aad: bytes = b"") -
     )
 
 
-def es384_problem(
-    key: object, signature: bytes, protected: bytes, payload: bytes
-) -> str | None:
+def es384_problem(key: object, signature: bytes, protected: bytes, payload: bytes) -> str | None:
     """``None`` if ``signature`` is a valid ES384 signature by ``key``, else why not."""
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP384R1):
         return "leaf public key is not ECDSA P-384"

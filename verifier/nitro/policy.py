@@ -83,7 +83,8 @@ def _debug(document: AttestationDocument, policy: AttestationPolicy) -> Check:
     return Check(
         name=CHECK_DEBUG,
         outcome=CheckOutcome.FAIL,
-        detail=f"debug-mode document ({names} all zero) refused; allow it explicitly with --allow-debug",
+        detail=f"debug-mode document ({names} all zero) refused;"
+        " allow it explicitly with --allow-debug",
     )
 
 
@@ -98,7 +99,9 @@ def _pcrs(document: AttestationDocument, expected: PcrSet | None) -> Check:
         if actual is None:
             problems.append(f"PCR{index} absent from the document")
         elif not hmac.compare_digest(actual, expected[index]):
-            problems.append(f"PCR{index} is {actual.hex()[:16]}..., expected {expected.hex(index)[:16]}...")
+            problems.append(
+                f"PCR{index} is {actual.hex()[:16]}..., expected {expected.hex(index)[:16]}..."
+            )
     if problems:
         return Check(name=CHECK_PCRS, outcome=CheckOutcome.FAIL, detail="; ".join(problems))
     listed = ", ".join(f"PCR{i}" for i in expected.indices())
@@ -109,7 +112,9 @@ def _nonce(document: AttestationDocument, expected: bytes | None) -> Check:
     if expected is None:
         return Check(name=CHECK_NONCE, outcome=CheckOutcome.SKIPPED, detail="no nonce expected")
     if document.nonce is None:
-        return Check(name=CHECK_NONCE, outcome=CheckOutcome.FAIL, detail="document carries no nonce")
+        return Check(
+            name=CHECK_NONCE, outcome=CheckOutcome.FAIL, detail="document carries no nonce"
+        )
     if not hmac.compare_digest(document.nonce, expected):
         return Check(
             name=CHECK_NONCE,
@@ -119,9 +124,13 @@ def _nonce(document: AttestationDocument, expected: bytes | None) -> Check:
     return Check(name=CHECK_NONCE, outcome=CheckOutcome.PASS, detail="nonce matches")
 
 
-def _max_age(document: AttestationDocument, max_age: timedelta | None, now: datetime | None) -> Check:
+def _max_age(
+    document: AttestationDocument, max_age: timedelta | None, now: datetime | None
+) -> Check:
     if max_age is None:
-        return Check(name=CHECK_MAX_AGE, outcome=CheckOutcome.SKIPPED, detail="no maximum age given")
+        return Check(
+            name=CHECK_MAX_AGE, outcome=CheckOutcome.SKIPPED, detail="no maximum age given"
+        )
     if now is None:
         return Check(
             name=CHECK_MAX_AGE,
@@ -133,7 +142,8 @@ def _max_age(document: AttestationDocument, max_age: timedelta | None, now: date
         return Check(
             name=CHECK_MAX_AGE,
             outcome=CheckOutcome.FAIL,
-            detail=f"timestamp {iso_utc(document.timestamp)} is {-age} in the future of {iso_utc(now)}",
+            detail=f"timestamp {iso_utc(document.timestamp)} is {-age}"
+            f" in the future of {iso_utc(now)}",
         )
     if age > max_age:
         return Check(

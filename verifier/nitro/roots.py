@@ -54,9 +54,7 @@ class TrustRoot:
     certificate: x509.Certificate = field(compare=False, repr=False)
 
     @classmethod
-    def from_pem(
-        cls, pem: bytes, *, name: str, expected_sha256: str | None = None
-    ) -> TrustRoot:
+    def from_pem(cls, pem: bytes, *, name: str, expected_sha256: str | None = None) -> TrustRoot:
         """Load exactly one PEM certificate and check it can act as a Nitro trust root.
 
         Raises :class:`InvalidInput` for unreadable PEM and :class:`TrustError`
@@ -85,7 +83,9 @@ class TrustRoot:
             if bad_self_signature is not None:
                 problems.append(f"self-signature: {bad_self_signature}")
         if problems:
-            raise TrustError(f"trust root {name}: cannot anchor a Nitro chain: {'; '.join(problems)}")
+            raise TrustError(
+                f"trust root {name}: cannot anchor a Nitro chain: {'; '.join(problems)}"
+            )
         return cls(name=name, der=der, sha256=fingerprint, certificate=cert)
 
     @classmethod

@@ -160,7 +160,9 @@ def require_pass(result: AttestationResult) -> AttestationResult:
             raise error(f"attestation {result.module_id}: {name}: {failed[name].detail}")
     if result.failed():
         first = result.failed()[0]
-        raise AttestationPolicyFailed(f"attestation {result.module_id}: {first.name}: {first.detail}")
+        raise AttestationPolicyFailed(
+            f"attestation {result.module_id}: {first.name}: {first.detail}"
+        )
     reasons = "; ".join(f"{c.name}: {c.detail}" for c in result.not_run()) or "no checks ran"
     raise AuditFailed(f"attestation {result.module_id}: verdict INCONCLUSIVE: {reasons}")
 
@@ -183,8 +185,9 @@ def _structure(doc: AttestationDocument) -> Check:
         name=CHECK_STRUCTURE,
         outcome=CheckOutcome.PASS,
         detail=(
-            f"{'tagged' if doc.tagged else 'untagged'} COSE_Sign1, {doc.payload_map}-length payload "
-            f"map, {len(doc.pcrs.indices())} PCRs, {len(doc.cabundle)} CA certificates{extra}"
+            f"{'tagged' if doc.tagged else 'untagged'} COSE_Sign1, {doc.payload_map}-length"
+            f" payload map, {len(doc.pcrs.indices())} PCRs, {len(doc.cabundle)} CA certificates"
+            f"{extra}"
         ),
     )
 

@@ -24,6 +24,7 @@ total-store-order: descriptors and used entries are written before the index.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import mmap
 import os
@@ -585,7 +586,15 @@ class VhostUserVsock:
             if item is None:
                 break
             head, chain = item
-            data = self._rx_pending.popleft().pack()
+            packet = self._rx_pending.popleft()
+            room = sum(length for _a, length, flags in chain if flags & DESC_F_WRITE)
+            room -= VSOCK_HDR.size
+            if packet.op == OP_RW and len(packet.payload) > room > 0:
+                # Linux posts 4 KiB rx buffers: split the payload, keep the rest queued
+                rest = dataclasses.replace(packet, payload=packet.payload[room:])
+                self._rx_pending.appendleft(rest)
+                packet = dataclasses.replace(packet, payload=packet.payload[:room])
+            data = packet.pack()
             written = 0
             for addr, length, flags in chain:
                 if not flags & DESC_F_WRITE or written >= len(data):

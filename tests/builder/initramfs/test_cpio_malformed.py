@@ -102,7 +102,7 @@ def test_symlink_then_file_replaces_link_not_target(tmp_path: Path) -> None:
     victim.write_bytes(b"original")
     buf = io.BytesIO()
     write_newc(buf, [symlink("x", str(victim))], epoch=EPOCH)
-    first = buf.getvalue()[: -124]  # drop the trailer
+    first = buf.getvalue()[:-124]  # drop the trailer
     second = _raw(("x", 0o100644, b"overwritten"))
     ramdisk = tmp_path / "r.cpio"
     ramdisk.write_bytes(first + second)

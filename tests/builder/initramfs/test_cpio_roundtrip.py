@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import need_tool
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +27,6 @@ from builder.initramfs import (
 )
 from builder.initramfs.entries import Entry
 from enclave_audit.errors import CpioError
-from conftest import need_tool
 
 EPOCH = 1_700_000_000
 
@@ -141,9 +141,7 @@ def test_gnu_cpio_extracts_our_archive(tmp_path: Path) -> None:
 def test_reader_reads_gnu_cpio_archive_with_hard_links(tmp_path: Path) -> None:
     cpio = need_tool("cpio")
     _make_tree(tmp_path / "src", ["dir", "file", "link", "hard"])
-    names = b"\n".join(
-        [b".", b"dir", b"dir/inner.txt", b"file.bin", b"link", b"hard-a", b"hard-b"]
-    )
+    names = b"\n".join([b".", b"dir", b"dir/inner.txt", b"file.bin", b"link", b"hard-a", b"hard-b"])
     for fmt in ("newc", "crc"):
         made = subprocess.run(
             [cpio, "-o", "-H", fmt, "--quiet"],
@@ -164,7 +162,11 @@ def test_crc_checksum_mismatch_is_detected(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"hello world")
     made = bytearray(
         subprocess.run(
-            [cpio, "-o", "-H", "crc", "--quiet"], input=b"f", cwd=tmp_path, capture_output=True, check=True
+            [cpio, "-o", "-H", "crc", "--quiet"],
+            input=b"f",
+            cwd=tmp_path,
+            capture_output=True,
+            check=True,
         ).stdout
     )
     i = made.index(b"hello world")
@@ -193,7 +195,9 @@ def test_extract_round_trip(tmp_path: Path) -> None:
 @settings(max_examples=40, deadline=None)
 @given(
     st.dictionaries(
-        st.text(alphabet="abcXYZ019-_.é", min_size=1, max_size=12).filter(lambda s: s not in (".", "..")),
+        st.text(alphabet="abcXYZ019-_.é", min_size=1, max_size=12).filter(
+            lambda s: s not in (".", "..")
+        ),
         st.binary(max_size=300),
         max_size=12,
     )

@@ -15,10 +15,8 @@ from reference_enclave.nsm.client import NsmClient
 from reference_enclave.nsm.sim_ca import SimulationCa
 from reference_enclave.nsm.simulator import SimulatedNsm
 from reference_enclave.runtime import wire
-from tests.reference_enclave.runtime.conftest import Stack
+from tests.reference_enclave.runtime.stack import Stack
 from verifier.nitro import TrustRoot, aws_nitro_root
-
-pytest_plugins = ["tests.reference_enclave.runtime.conftest"]
 
 
 def _root(stack: Stack) -> TrustRoot:
@@ -57,7 +55,9 @@ def test_an_expectation_must_name_the_model() -> None:
         Expectation(pcrs, "no-model.json")
 
 
-def _document(nsm: SimulatedNsm, nonce: bytes, *, user_data: bytes = wire.HPKE_KEY_PURPOSE) -> bytes:
+def _document(
+    nsm: SimulatedNsm, nonce: bytes, *, user_data: bytes = wire.HPKE_KEY_PURPOSE
+) -> bytes:
     class Direct:
         def exchange(self, request: bytes) -> bytes:
             return nsm.handle(request)
@@ -81,7 +81,7 @@ def test_nonce_binding(stack: Stack) -> None:
     nsm = _sim(stack, stack.model.sha256)
     nonce = secrets.token_bytes(32)
     document = _document(nsm, nonce)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     expectation = Expectation(stack.expected, "t")
     key, _ = verify_enclave_document(
         document, expectation=expectation, roots=[_root(stack)], nonce=nonce, now=now
@@ -101,7 +101,7 @@ def test_stale_document_is_refused(stack: Stack) -> None:
     nsm = _sim(stack, stack.model.sha256)
     nonce = secrets.token_bytes(32)
     document = _document(nsm, nonce)
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=20)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=20)
     with pytest.raises(EnclaveRefused):
         verify_enclave_document(
             document,
@@ -122,7 +122,7 @@ def test_key_of_another_purpose_is_refused(stack: Stack) -> None:
             expectation=Expectation(stack.expected, "t"),
             roots=[_root(stack)],
             nonce=nonce,
-            now=dt.datetime.now(dt.timezone.utc),
+            now=dt.datetime.now(dt.UTC),
         )
 
 

@@ -304,3 +304,62 @@ def test_corrupt_database_is_refused(tmp_path) -> None:
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(InvalidInput, match="not a usable KMS database"):
         KeyStore(bad)
+
+
+def test_concurrent_clients_keep_the_database_consistent(kms: KmsHarness) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+    created: list[str] = []
+
+    def worker() -> None:
+        try:
+            client = kms.client()
+            for _ in range(5):
+                key_id = client.create_key()["KeyMetadata"]["KeyId"]
+                blob = client.encrypt(KeyId=key_id, Plaintext=b"p")["CiphertextBlob"]
+                assert client.decrypt(CiphertextBlob=blob)["Plaintext"] == b"p"
+                created.append(key_id)
+        except BaseException as exc:  # collected and re-raised in the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    listed = {k["KeyId"] for k in kms.client().list_keys(Limit=1000)["Keys"]}
+    assert listed == set(created) and len(created) == 20
+    assert kms.running.store.integrity_check() == "ok"
+    assert len(kms.running.store.events()) >= 60
+
+
+def test_start_kms_accepts_root_paths(start: StartKms, tmp_path, sim_ca, document) -> None:
+    from reference_enclave.kms import recipient_param
+
+    root = tmp_path / "root.pem"
+    root.write_bytes(sim_ca.root_pem())
+    harness = start(roots=[root], db=tmp_path / "paths.db")
+    answer = harness.client().generate_random(NumberOfBytes=16, Recipient=recipient_param(document))
+    assert "CiphertextForRecipient" in answer
+
+
+def test_no_audit_no_answer(kms: KmsHarness) -> None:
+    """If the audit event cannot be written, the caller gets KMSInternalException, not data."""
+    client = kms.client()
+    key_id = client.create_key()["KeyMetadata"]["KeyId"]
+    blob = client.encrypt(KeyId=key_id, Plaintext=b"p")["CiphertextBlob"]
+    # keys stay readable; only the audit table refuses writes
+    db = sqlite3.connect(kms.db)
+    db.execute(
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON events "
+        "BEGIN SELECT RAISE(ABORT, 'audit volume full'); END"
+    )
+    db.commit()
+    db.close()
+    with pytest.raises(ClientError) as exc:
+        client.decrypt(CiphertextBlob=blob)
+    assert _code(exc) == "KMSInternalException"
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    assert "Plaintext" not in exc.value.response

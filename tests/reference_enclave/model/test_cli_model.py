@@ -81,6 +81,21 @@ def test_encrypt_info_decrypt_run(tmp_path: Path, tiny_gguf: Path, key_file: Pat
         assert doc["schema"] == "enclave-audit/model-run/v1"
         answers.append(doc["token_ids"])
     assert answers[0] == answers[1] and len(answers[0]) > 0
+    r = run_cli(
+        [
+            "model",
+            "run",
+            "--gguf",
+            str(tiny_gguf),
+            "--prompt",
+            "Hello",
+            "--max-new-tokens",
+            "8",
+            "--system",
+            "Be brief.",
+        ]
+    )
+    assert r.exit_code == 0 and r.stdout.strip(), r.stderr
 
 
 def test_tampered_file_exit_50_and_no_output(

@@ -231,3 +231,38 @@ def test_known_answer_key_derivation() -> None:
     keys = mf.derive_keys(KEY, salt)
     expected = HKDF(hashes.SHA256(), 32, salt, b"cimf v1 chunk").derive(KEY)
     assert keys.chunk == expected
+
+
+def test_open_chunk_without_decrypt_into(tmp_path: Path) -> None:
+    """Older cryptography (Debian 12 ships 38) has no decrypt_into: the copy fallback."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    class OldAesGcm:
+        def __init__(self, key: bytes) -> None:
+            self._inner = AESGCM(key)
+
+        def decrypt(self, nonce: bytes, data: bytes, aad: bytes) -> bytes:
+            return self._inner.decrypt(nonce, data, aad)
+
+    key = bytes(32)
+    ct = AESGCM(key).encrypt((7).to_bytes(12, "big"), b"hello", b"aad")
+    dest = bytearray(5)
+    mf._open_chunk(OldAesGcm(key), 7, memoryview(ct), b"aad", memoryview(dest))  # type: ignore[arg-type]
+    assert dest == b"hello"
+
+
+def test_load_encrypted_model_unwraps_and_zeroes(tmp_path: Path, plain: bytes) -> None:
+    enc = _encrypt(tmp_path, plain)
+    seen: list[mf.ModelHeader] = []
+    key = bytearray(KEY)
+
+    def unwrap(header: mf.ModelHeader) -> bytearray:
+        seen.append(header)
+        return key
+
+    pinned = hashlib.sha256(plain).digest()
+    assert bytes(mf.load_encrypted_model(enc, unwrap, expected_sha256=pinned)) == plain
+    assert seen[0].model_id == "tiny" and dict(seen[0].encryption_context)["model"] == "tiny"
+    assert key == bytes(32)  # the caller's copy of the data key was wiped
+    with pytest.raises(ModelTampered, match="wrong data key"):
+        mf.load_encrypted_model(enc, lambda h: bytes(32))

@@ -65,7 +65,7 @@ def test_request_encodings_match_the_device_protocol() -> None:
 def test_pcr_extend_and_lock(ca: SimulationCa) -> None:
     nsm, client = _client(ca)
     assert client.describe_pcr(0).value == IMAGE[0] and client.describe_pcr(0).locked
-    assert client.describe_pcr(16) .value == bytes(48)
+    assert client.describe_pcr(16).value == bytes(48)
     digest = hashlib.sha256(b"model").digest()
     after = client.extend_pcr(16, digest)
     assert after == hashlib.sha384(bytes(48) + digest).digest()
@@ -99,7 +99,7 @@ def test_malformed_requests_get_device_errors(ca: SimulationCa) -> None:
 
 
 def test_document_is_in_the_aws_layout(ca: SimulationCa) -> None:
-    nsm, client = _client(ca)
+    _, client = _client(ca)
     document = client.attestation(nonce=b"n" * 20, public_key=b"k" * 32)
     envelope = cbor2.loads(document)
     assert document[0] == 0x84  # untagged COSE_Sign1
@@ -109,8 +109,15 @@ def test_document_is_in_the_aws_layout(ca: SimulationCa) -> None:
     assert payload[0] == 0xA9
     fields = cbor2.loads(payload)
     assert list(fields) == [
-        "module_id", "digest", "timestamp", "pcrs", "certificate", "cabundle",
-        "public_key", "user_data", "nonce",
+        "module_id",
+        "digest",
+        "timestamp",
+        "pcrs",
+        "certificate",
+        "cabundle",
+        "public_key",
+        "user_data",
+        "nonce",
     ]
     assert b"timestamp\x1b" in payload  # the 8-byte uint form
     assert sorted(fields["pcrs"]) == list(range(16))
@@ -130,11 +137,15 @@ def test_documents_verify_under_the_simulation_root_only(ca: SimulationCa) -> No
     client.lock_pcr(16)
     nonce = secrets.token_bytes(32)
     document = client.attestation(nonce=nonce, public_key=b"k" * 32)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     root = TrustRoot.from_pem(ca.root_pem(), name="enclave-audit simulation root")
     expected = PcrSet(values={**IMAGE, 16: hashlib.sha384(bytes(48) + b"\x01" * 32).digest()})
     result = verify_attestation(
-        document, roots=[root], expected_pcrs=expected, nonce=nonce, now=now,
+        document,
+        roots=[root],
+        expected_pcrs=expected,
+        nonce=nonce,
+        now=now,
         max_age=dt.timedelta(minutes=5),
     )
     assert result.verdict is Verdict.PASS
@@ -166,8 +177,13 @@ def test_pcrs_come_from_the_eif_itself(ca: SimulationCa, tmp_path: Path) -> None
     ramdisk.write_bytes(os.urandom(2048))
     eif = tmp_path / "x.eif"
     write_eif(
-        eif, kernel=kernel, cmdline="console=ttyS0", ramdisks=[ramdisk], name="x",
-        version="1", build_time="2026-01-01T00:00:00Z",
+        eif,
+        kernel=kernel,
+        cmdline="console=ttyS0",
+        ramdisks=[ramdisk],
+        name="x",
+        version="1",
+        build_time="2026-01-01T00:00:00Z",
     )
     nsm = SimulatedNsm.for_eif(eif, ca)
     pcrs = describe_eif(eif).pcrs

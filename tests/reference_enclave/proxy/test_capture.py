@@ -8,7 +8,7 @@ import pytest
 
 from reference_enclave.client import Expectation, ask
 from reference_enclave.proxy.capture import Capture
-from tests.reference_enclave.runtime.conftest import Stack, start_stack
+from tests.reference_enclave.runtime.stack import Stack, start_stack
 from verifier.nitro import TrustRoot
 
 PROMPT = "What is the capital of France? Answer with one word, please."

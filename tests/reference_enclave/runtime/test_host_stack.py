@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from reference_enclave.client import Expectation, ask
 from reference_enclave.model.chat import ChatModel
+from tests.reference_enclave.runtime.stack import Stack
 from verifier.nitro import TrustRoot
-
-from .conftest import Stack
 
 
 def test_answer_is_the_models_own_greedy_output(stack: Stack) -> None:
@@ -30,4 +29,6 @@ def test_pcr16_names_the_model(stack: Stack) -> None:
     assert 16 in stack.enclave.nsm.locked()
     assert stack.enclave.nsm.pcr(16) == stack.expected[16]
     events = [e["event"] for e in stack.enclave.events]
-    assert events.index("data-key-released") < events.index("model-measured") < events.index("ready")
+    assert (
+        events.index("data-key-released") < events.index("model-measured") < events.index("ready")
+    )

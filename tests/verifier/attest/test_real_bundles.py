@@ -229,3 +229,36 @@ def test_message_bundle_is_not_an_attestation(sig_dir: Path, a_txt: Path) -> Non
         verify_bundle(
             (sig_dir / HASHEDREKORD).read_bytes(), beacon(), artifact_digest=digest_of_file(a_txt)
         )
+
+
+@pytest.mark.parametrize("fixture", [DSSE, HASHEDREKORD])
+def test_random_bit_flips_in_keyless_bundles_fail_cleanly(
+    sig_dir: Path, a_txt: Path, fixture: str
+) -> None:
+    import random
+
+    from enclave_audit.errors import EnclaveAuditError
+
+    raw = (sig_dir / fixture).read_bytes()
+    rng = random.Random(20261123)
+    digest = digest_of_file(a_txt)
+    accepted = []
+    for _ in range(150):
+        mutated = bytearray(raw)
+        index = rng.randrange(len(raw))
+        mutated[index] ^= 1 << rng.randrange(8)
+        try:
+            verify_any(bytes(mutated), beacon(), artifact_digest=digest)
+        except EnclaveAuditError:
+            continue  # anything else (a foreign exception) fails the test
+        accepted.append(index)
+    assert accepted == []
+
+
+def test_checkpoint_must_name_its_log(sig_dir: Path, a_txt: Path) -> None:
+    """sigstore-python ignores the note signer name; we bind it to the log origin."""
+    raw = (sig_dir / HASHEDREKORD).read_bytes()
+    edited = raw.replace(b"\\u2014 rekor.sigstore.dev ", b"\\u2014 rekor.sigstore.dew ")
+    assert edited != raw
+    with pytest.raises(BundleMalformed, match="no signature line names the log"):
+        verify_any(edited, beacon(), artifact_digest=digest_of_file(a_txt))

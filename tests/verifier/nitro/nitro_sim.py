@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -154,7 +153,10 @@ def build_pki(
     specs = (
         intermediates
         if intermediates is not None
-        else [CertSpec("sim regional", ca=True, path_length=1), CertSpec("sim instance", ca=True, path_length=0)]
+        else [
+            CertSpec("sim regional", ca=True, path_length=1),
+            CertSpec("sim instance", ca=True, path_length=0),
+        ]
     )
     chain: list[Issued] = []
     issuer = root_issued

@@ -9,7 +9,15 @@ from typing import Any
 import cbor2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nitro_sim import BASE_TIME, SimPki, build_pki, default_fields, expected_documents, read_document, sign_document
+from nitro_sim import (
+    BASE_TIME,
+    SimPki,
+    build_pki,
+    default_fields,
+    expected_documents,
+    read_document,
+    sign_document,
+)
 
 from enclave_audit.errors import AttestationMalformed, EnclaveAuditError
 from enclave_audit.model.findings import Verdict
@@ -34,8 +42,10 @@ scalars = (
 )
 cbor_values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=5)
-    | st.dictionaries(st.integers(-5, 40) | st.text(max_size=12), inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(st.integers(-5, 40) | st.text(max_size=12), inner, max_size=5)
+    ),
     max_leaves=25,
 )
 
@@ -92,14 +102,26 @@ def test_mutated_real_documents(index: int, edits: list[tuple[int, int]], how: s
 @given(
     st.dictionaries(
         st.sampled_from(
-            ["module_id", "digest", "timestamp", "pcrs", "certificate", "cabundle", "public_key",
-             "user_data", "nonce", "extra"]
+            [
+                "module_id",
+                "digest",
+                "timestamp",
+                "pcrs",
+                "certificate",
+                "cabundle",
+                "public_key",
+                "user_data",
+                "nonce",
+                "extra",
+            ]
         ),
         cbor_values,
     ),
     st.booleans(),
 )
-def test_random_payload_fields_in_a_signed_envelope(overrides: dict[str, Any], indefinite: bool) -> None:
+def test_random_payload_fields_in_a_signed_envelope(
+    overrides: dict[str, Any], indefinite: bool
+) -> None:
     fields = default_fields(PKI, **overrides)
     doc = sign_document(PKI.leaf.key, fields, indefinite=indefinite)
     try:

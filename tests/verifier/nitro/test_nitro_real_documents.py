@@ -11,6 +11,7 @@ from typing import Any
 
 import cbor2
 import pytest
+from nitro_sim import FIXTURES, SimPki, expected_documents, read_document
 
 from enclave_audit.errors import (
     AttestationChainInvalid,
@@ -33,8 +34,6 @@ from verifier.nitro import (
     verify_attestation,
 )
 from verifier.nitro.roots import AWS_ROOT_PEM
-
-from nitro_sim import FIXTURES, SimPki, expected_documents, read_document
 
 Doc = tuple[dict[str, Any], bytes]
 
@@ -95,8 +94,17 @@ def test_verifies_at_document_time(real_document: Doc) -> None:
     assert result.chain[0].sha256 == entry["leaf_certificate"]["sha256"]
     assert result.chain[-1].sha256 == AWS_ROOT_SHA256
     names = [c.name for c in result.checks]
-    for required in ("cose.signature", "chain.root", "chain.signatures", "chain.validity", "chain.profile"):
-        assert result.check(required) is not None and result.check(required).outcome is CheckOutcome.PASS  # type: ignore[union-attr]
+    for required in (
+        "cose.signature",
+        "chain.root",
+        "chain.signatures",
+        "chain.validity",
+        "chain.profile",
+    ):
+        assert (
+            result.check(required) is not None
+            and result.check(required).outcome is CheckOutcome.PASS
+        )  # type: ignore[union-attr]
     assert len(names) == len(set(names))
     assert require_pass(result) is result
 
@@ -155,15 +163,15 @@ def test_expected_pcrs_from_nitro_cli_measurements(tmp_path: Path) -> None:
     assert good.check("policy.pcrs").outcome is CheckOutcome.PASS  # type: ignore[union-attr]
 
     wrong = dict(measurements["Measurements"], PCR8="00" * 48)
-    bad = verify_attestation(raw, at="document", expected_pcrs=PcrSet.from_nitro_json({"Measurements": wrong}))
+    bad = verify_attestation(
+        raw, at="document", expected_pcrs=PcrSet.from_nitro_json({"Measurements": wrong})
+    )
     assert bad.verdict is Verdict.FAIL
     assert "PCR8" in bad.check("policy.pcrs").detail  # type: ignore[union-attr]
     with pytest.raises(AttestationPolicyFailed, match="PCR8"):
         require_pass(bad)
 
-    absent = verify_attestation(
-        raw, at="document", expected_pcrs=PcrSet(values={20: bytes(48)})
-    )
+    absent = verify_attestation(raw, at="document", expected_pcrs=PcrSet(values={20: bytes(48)}))
     assert "PCR20 absent" in absent.check("policy.pcrs").detail  # type: ignore[union-attr]
 
 
@@ -185,7 +193,9 @@ def test_nonce_policy() -> None:
     assert verify_attestation(raw, at="document", nonce=nonce).verdict is Verdict.PASS
     wrong = verify_attestation(raw, at="document", nonce=nonce[:-1] + b"\x00")
     assert wrong.verdict is Verdict.FAIL and wrong.failed()[0].name == "policy.nonce"
-    no_nonce = verify_attestation(read_document(_entry("base-nitro-validator_2024")), at="document", nonce=b"x")
+    no_nonce = verify_attestation(
+        read_document(_entry("base-nitro-validator_2024")), at="document", nonce=b"x"
+    )
     assert "no nonce" in no_nonce.check("policy.nonce").detail  # type: ignore[union-attr]
 
 
@@ -193,11 +203,17 @@ def test_max_age_policy() -> None:
     entry = _entry("base-nitro-validator_2026")
     raw = read_document(entry)
     t = _doc_time(entry)
-    fresh = verify_attestation(raw, at="document", max_age=timedelta(minutes=5), now=t + timedelta(minutes=1))
+    fresh = verify_attestation(
+        raw, at="document", max_age=timedelta(minutes=5), now=t + timedelta(minutes=1)
+    )
     assert fresh.verdict is Verdict.PASS
-    stale = verify_attestation(raw, at="document", max_age=timedelta(minutes=5), now=t + timedelta(hours=1))
+    stale = verify_attestation(
+        raw, at="document", max_age=timedelta(minutes=5), now=t + timedelta(hours=1)
+    )
     assert stale.verdict is Verdict.FAIL and stale.failed()[0].name == "policy.max_age"
-    future = verify_attestation(raw, at="document", max_age=timedelta(minutes=5), now=t - timedelta(hours=1))
+    future = verify_attestation(
+        raw, at="document", max_age=timedelta(minutes=5), now=t - timedelta(hours=1)
+    )
     assert "future" in future.check("policy.max_age").detail  # type: ignore[union-attr]
     # asked for an age limit but gave no clock: cannot be judged, so never PASS
     unknown = verify_attestation(raw, at="document", max_age=timedelta(minutes=5))
@@ -274,8 +290,48 @@ def test_result_json_round_trips(real_document: Doc) -> None:
     _, raw = real_document
     result = verify_attestation(raw, at="document", allow_debug=True)
     data = json.loads(result.model_dump_json(by_alias=True))
-    assert list(data)[0] == "schema"
+    assert next(iter(data)) == "schema"
     assert set(data["pcrs"]) == {str(i) for i in range(16)}
     assert all(v == v.lower() and len(v) == 96 for v in data["pcrs"].values())
     assert data["timestamp"].endswith("Z")
     assert AttestationResult.model_validate(data) == result
+
+
+def _pyca_verdict(raw: bytes, when: datetime, *, relaxed: bool) -> str:
+    """An independent oracle: pyca's RFC 5280 client verifier over the same chain."""
+    from cryptography import x509
+    from cryptography.x509.verification import (
+        ExtensionPolicy,
+        PolicyBuilder,
+        Store,
+        VerificationError,
+    )
+
+    doc = parse_attestation(raw)
+    builder = PolicyBuilder().store(Store([aws_nitro_root().certificate])).time(when)
+    if relaxed:
+        builder = builder.extension_policies(
+            ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ExtensionPolicy.permit_all()
+        )
+    verifier = builder.build_client_verifier()
+    leaf = x509.load_der_x509_certificate(doc.certificate)
+    intermediates = [x509.load_der_x509_certificate(d) for d in doc.cabundle[1:]]
+    try:
+        verifier.verify(leaf, intermediates)
+    except VerificationError as exc:
+        return f"refused: {exc}"
+    return "ok"
+
+
+def test_chain_verdicts_agree_with_pyca_policy_verifier(real_document: Doc) -> None:
+    entry, raw = real_document
+    at_doc = _doc_time(entry)
+    late = at_doc + timedelta(days=3650)
+    assert _pyca_verdict(raw, at_doc, relaxed=True) == "ok"
+    assert _pyca_verdict(raw, late, relaxed=True).startswith("refused")
+    # the gotcha from the spec: pyca's default end-entity policy refuses every AWS leaf (no AKI)
+    assert "2.5.29.35" in _pyca_verdict(raw, at_doc, relaxed=False)
+    ours_doc = verify_attestation(raw, at=at_doc, allow_debug=True, chain_cache=ChainCache(0))
+    ours_late = verify_attestation(raw, at=late, allow_debug=True, chain_cache=ChainCache(0))
+    assert ours_doc.verdict is Verdict.PASS
+    assert [c.name for c in ours_late.failed()] == ["chain.validity"]

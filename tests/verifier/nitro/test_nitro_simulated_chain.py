@@ -1,4 +1,4 @@
-"""Chains rooted at a --root CA: same rules as AWS (profile, path length, key usage, validity, cache)."""
+"""Chains rooted at a --root CA: the AWS rules (profile, pathLen, keyUsage, validity, cache)."""
 
 from __future__ import annotations
 
@@ -31,11 +31,17 @@ from verifier.nitro import ChainCache, TrustRoot, require_pass, verify_attestati
 
 def _verify(pki: SimPki, doc: bytes, cache: ChainCache | None = None, **kw: object):  # type: ignore[no-untyped-def]
     return verify_attestation(
-        doc, roots=[pki.trust_root], at=BASE_TIME, chain_cache=ChainCache(0) if cache is None else cache, **kw  # type: ignore[arg-type]
+        doc,
+        roots=[pki.trust_root],
+        at=BASE_TIME,
+        chain_cache=ChainCache(0) if cache is None else cache,
+        **kw,  # type: ignore[arg-type]
     )
 
 
-def test_simulation_root_document_passes_and_names_its_root(sim_pki: SimPki, sim_document: bytes) -> None:
+def test_simulation_root_document_passes_and_names_its_root(
+    sim_pki: SimPki, sim_document: bytes
+) -> None:
     result = _verify(sim_pki, sim_document)
     assert result.verdict is Verdict.PASS, result.summary()
     assert result.root_name == "test simulation root"
@@ -100,7 +106,12 @@ PROFILE_VIOLATIONS = {
         "not critical",
     ),
     "pathLen 0 with a CA below it": (
-        {"intermediates": [CertSpec("i1", ca=True, path_length=0), CertSpec("i2", ca=True, path_length=0)]},
+        {
+            "intermediates": [
+                CertSpec("i1", ca=True, path_length=0),
+                CertSpec("i2", ca=True, path_length=0),
+            ]
+        },
         "pathLenConstraint 0",
     ),
     "leaf on P-256": ({"leaf": _leaf(curve=ec.SECP256R1())}, "P-384"),
@@ -131,8 +142,11 @@ def test_profile_violations_fail_the_chain(case: str) -> None:
 
 def test_pathlen_exactly_at_the_limit_passes() -> None:
     pki = build_pki(
-        intermediates=[CertSpec("i1", ca=True, path_length=2), CertSpec("i2", ca=True, path_length=1),
-                       CertSpec("i3", ca=True, path_length=0)]
+        intermediates=[
+            CertSpec("i1", ca=True, path_length=2),
+            CertSpec("i2", ca=True, path_length=1),
+            CertSpec("i3", ca=True, path_length=0),
+        ]
     )
     result = _verify(pki, sign_document(pki.leaf.key, default_fields(pki)))
     assert result.verdict is Verdict.PASS, result.summary()
@@ -154,15 +168,21 @@ def test_wrong_signing_key_fails_cose_signature(sim_pki: SimPki) -> None:
         require_pass(result)
 
 
-def test_expired_intermediate_is_reported_even_from_cache(sim_pki: SimPki, sim_document: bytes) -> None:
+def test_expired_intermediate_is_reported_even_from_cache(
+    sim_pki: SimPki, sim_document: bytes
+) -> None:
     cache = ChainCache()
     assert _verify(sim_pki, sim_document, cache).verdict is Verdict.PASS
     assert cache.misses == 1 and len(cache) == 1
     late = BASE_TIME + timedelta(days=2)  # intermediates expire after one day
-    result = verify_attestation(sim_document, roots=[sim_pki.trust_root], at=late, chain_cache=cache)
+    result = verify_attestation(
+        sim_document, roots=[sim_pki.trust_root], at=late, chain_cache=cache
+    )
     assert cache.hits == 1
     validity = result.check("chain.validity")
-    assert validity is not None and "sim regional" in validity.detail and "expired" in validity.detail
+    assert (
+        validity is not None and "sim regional" in validity.detail and "expired" in validity.detail
+    )
     with pytest.raises(AttestationExpired):
         require_pass(result)
 
@@ -187,7 +207,9 @@ def test_cache_is_keyed_by_root_too(sim_pki: SimPki, sim_document: bytes) -> Non
     cache = ChainCache()
     assert _verify(sim_pki, sim_document, cache).verdict is Verdict.PASS
     other = build_pki()
-    result = verify_attestation(sim_document, roots=[other.trust_root], at=BASE_TIME, chain_cache=cache)
+    result = verify_attestation(
+        sim_document, roots=[other.trust_root], at=BASE_TIME, chain_cache=cache
+    )
     assert result.verdict is Verdict.FAIL
     assert len(cache) == 1
 
@@ -205,7 +227,10 @@ def test_cache_is_bounded(sim_pki: SimPki) -> None:
     cache = ChainCache(maxsize=2)
     for _ in range(3):
         pki = build_pki()
-        assert _verify(pki, sign_document(pki.leaf.key, default_fields(pki)), cache).verdict is Verdict.PASS
+        assert (
+            _verify(pki, sign_document(pki.leaf.key, default_fields(pki)), cache).verdict
+            is Verdict.PASS
+        )
     assert len(cache) == 2
 
 
@@ -258,5 +283,9 @@ def test_unsigned_emulator_mode_says_what_was_not_checked() -> None:
     assert result.root_sha256 is None
     skipped = {c.name for c in result.checks if c.outcome is CheckOutcome.SKIPPED}
     assert {"cose.signature", "chain.root", "chain.signatures", "chain.validity"} <= skipped
-    assert all("unsigned emulator" in c.detail for c in result.checks if c.name.startswith(("chain.", "cose.")))
+    assert all(
+        "unsigned emulator" in c.detail
+        for c in result.checks
+        if c.name.startswith(("chain.", "cose."))
+    )
     assert result.check("policy.nonce").outcome is CheckOutcome.PASS  # type: ignore[union-attr]

@@ -7,7 +7,7 @@ from typing import Any
 
 import cbor2
 import pytest
-from nitro_sim import FIXTURES, BASE_TIME, SimPki, default_fields, sign_document
+from nitro_sim import BASE_TIME, FIXTURES, SimPki, default_fields, sign_document
 
 from enclave_audit.errors import AttestationMalformed
 from enclave_audit.model.findings import CheckOutcome, Verdict
@@ -23,7 +23,7 @@ def _negative(name: str) -> bytes:
 def test_truncated_published_document_is_malformed() -> None:
     text = _negative("base-nitro-validator_2026-01-03_truncated-as-published.b64")
     raw = unwrap_transport(text)
-    with pytest.raises(AttestationMalformed, match="COSE_Sign1|attestation payload"):
+    with pytest.raises(AttestationMalformed, match=r"COSE_Sign1|attestation payload"):
         parse_attestation(raw)
     with pytest.raises(AttestationMalformed):
         verify_attestation(raw, at="document")
@@ -87,13 +87,20 @@ def test_every_field_is_type_and_size_checked(sim_pki: SimPki, case: str) -> Non
 
 def test_limits_are_inclusive(sim_pki: SimPki) -> None:
     doc = parse_attestation(
-        _doc(sim_pki, public_key=bytes(1024), user_data=b"", nonce=bytes(1024),
-             pcrs={i: bytes(64) for i in range(32)})
+        _doc(
+            sim_pki,
+            public_key=bytes(1024),
+            user_data=b"",
+            nonce=bytes(1024),
+            pcrs={i: bytes(64) for i in range(32)},
+        )
     )
     assert doc.user_data == b"" and doc.public_key == bytes(1024) and len(doc.pcrs.indices()) == 32
 
 
-@pytest.mark.parametrize("field", ["module_id", "digest", "timestamp", "pcrs", "certificate", "cabundle"])
+@pytest.mark.parametrize(
+    "field", ["module_id", "digest", "timestamp", "pcrs", "certificate", "cabundle"]
+)
 def test_mandatory_fields(sim_pki: SimPki, field: str) -> None:
     fields = default_fields(sim_pki)
     del fields[field]
@@ -121,8 +128,12 @@ def test_non_text_payload_key(sim_pki: SimPki) -> None:
         parse_attestation(sign_document(sim_pki.leaf.key, fields))
 
 
-def _envelope(protected: Any = b"\xa1\x01\x38\x22", unprotected: Any = None, payload: Any = b"\xa0",
-              signature: Any = bytes(96)) -> bytes:
+def _envelope(
+    protected: Any = b"\xa1\x01\x38\x22",
+    unprotected: Any = None,
+    payload: Any = b"\xa0",
+    signature: Any = bytes(96),
+) -> bytes:
     return cbor2.dumps([protected, {} if unprotected is None else unprotected, payload, signature])
 
 
@@ -156,7 +167,9 @@ def test_envelope_structure(case: str) -> None:
 
 def test_unsupported_algorithm_fails_not_passes(sim_pki: SimPki) -> None:
     es256 = sign_document(sim_pki.leaf.key, default_fields(sim_pki), protected=b"\xa1\x01\x26")
-    result = verify_attestation(es256, roots=[sim_pki.trust_root], at=BASE_TIME, chain_cache=ChainCache(0))
+    result = verify_attestation(
+        es256, roots=[sim_pki.trust_root], at=BASE_TIME, chain_cache=ChainCache(0)
+    )
     assert result.verdict is Verdict.FAIL
     assert {c.name for c in result.failed()} == {"cose.algorithm", "cose.signature"}
 
@@ -171,7 +184,14 @@ def test_unwrap_rejects_text_that_is_not_a_document() -> None:
 
 
 def test_decoder_matches_cbor2_on_ordinary_items() -> None:
-    item = {"a": [1, -1, 2**64 - 1, -(2**64)], "b": b"\x00\xff", "c": None, "d": True, "e": 1.5, 3: {"x": []}}
+    item = {
+        "a": [1, -1, 2**64 - 1, -(2**64)],
+        "b": b"\x00\xff",
+        "c": None,
+        "d": True,
+        "e": 1.5,
+        3: {"x": []},
+    }
     assert loads(cbor2.dumps(item), what="t") == item
 
 
@@ -217,7 +237,9 @@ def test_decoder_rejects(hex_: str, needle: str) -> None:
 
 def test_sig_structure_matches_cbor2() -> None:
     for protected, payload in ((b"\xa1\x01\x38\x22", b"x" * 300), (b"", b""), (b"p", bytes(70000))):
-        assert sig_structure(protected, payload) == cbor2.dumps(["Signature1", protected, b"", payload])
+        assert sig_structure(protected, payload) == cbor2.dumps(
+            ["Signature1", protected, b"", payload]
+        )
     assert encode_head(0, 2**64 - 1) == cbor2.dumps(2**64 - 1)
     with pytest.raises(ValueError):
         encode_head(0, 2**64)

@@ -32,8 +32,12 @@ def _feed(lines: list[str]) -> SerialScanner:
 def test_block_between_kernel_messages_is_recovered() -> None:
     response = cbor2.dumps({"Attestation": {"document": DOC * 40}})
     lines = _block(response)
-    noisy = ["[    0.5] random: crng init done", *lines[:2], "[    1.2] virtio_vsock: ok\r",
-             *lines[2:]]
+    noisy = [
+        "[    0.5] random: crng init done",
+        *lines[:2],
+        "[    1.2] virtio_vsock: ok\r",
+        *lines[2:],
+    ]
     scanner = _feed(noisy)
     assert scanner.response == response
     assert document_from_response(scanner.response) == DOC * 40

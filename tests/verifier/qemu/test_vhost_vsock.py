@@ -64,7 +64,10 @@ def test_guest_connects_to_host_and_data_flows_both_ways(
     driver.send(driver.packet(src_port=40000, dst_port=5000, op=vv.OP_REQUEST))
     reply = driver.recv()
     assert (reply.op, reply.src_cid, reply.src_port, reply.dst_port) == (
-        vv.OP_RESPONSE, vv.PARENT_CID, 5000, 40000,
+        vv.OP_RESPONSE,
+        vv.PARENT_CID,
+        5000,
+        40000,
     )
     host, _ = listener.accept()
     host.settimeout(5)
@@ -114,8 +117,7 @@ def test_host_data_respects_guest_credit(
     first = driver.recv()
     assert first.payload == b"0123"  # only the 4 bytes the guest has room for
     driver.send(
-        driver.packet(src_port=40002, dst_port=5001, op=vv.OP_CREDIT_UPDATE, buf_alloc=4,
-                      fwd_cnt=4)
+        driver.packet(src_port=40002, dst_port=5001, op=vv.OP_CREDIT_UPDATE, buf_alloc=4, fwd_cnt=4)
     )
     assert driver.recv().payload == b"4567"
     host.close()
@@ -127,3 +129,23 @@ def test_packet_round_trip_and_truncation() -> None:
     assert vv.VsockPacket.unpack(p.pack()) == p
     with pytest.raises(vv.ProtocolError):
         vv.VsockPacket.unpack(p.pack()[:-1])
+
+
+def test_large_host_write_is_split_to_fit_guest_buffers(
+    backend: vv.VhostUserVsock, driver: Driver, tmp_path: Path
+) -> None:
+    listener = _listen(tmp_path / "v_5002")
+    driver.send(driver.packet(src_port=40003, dst_port=5002, op=vv.OP_REQUEST))
+    assert driver.recv().op == vv.OP_RESPONSE
+    host, _ = listener.accept()
+    blob = bytes(range(256)) * 40  # 10240 bytes, more than one 4 KiB rx buffer
+    host.sendall(blob)
+    got = b""
+    while len(got) < len(blob):
+        packet = driver.recv()
+        assert packet.op == vv.OP_RW
+        assert len(packet.payload) <= 4096 - vv.VSOCK_HDR.size
+        got += packet.payload
+    assert got == blob
+    host.close()
+    listener.close()

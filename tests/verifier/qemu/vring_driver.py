@@ -43,8 +43,9 @@ class Driver:
 
     # --- vhost-user front end -------------------------------------------------------
 
-    def message(self, request: int, payload: bytes = b"", fds: list[int] | None = None,
-                reply: bool = False) -> bytes:
+    def message(
+        self, request: int, payload: bytes = b"", fds: list[int] | None = None, reply: bool = False
+    ) -> bytes:
         data = vv.HEADER.pack(request, vv.FLAG_VERSION, len(payload)) + payload
         if fds:
             socket.send_fds(self.sock, [data], fds)
@@ -84,8 +85,9 @@ class Driver:
             self.message(vv.SET_VRING_NUM, struct.pack("<II", q, QUEUE_SIZE))
             self.message(
                 vv.SET_VRING_ADDR,
-                struct.pack("<IIQQQQ", q, 0, USER_BASE + desc, USER_BASE + used,
-                            USER_BASE + avail, 0),
+                struct.pack(
+                    "<IIQQQQ", q, 0, USER_BASE + desc, USER_BASE + used, USER_BASE + avail, 0
+                ),
             )
             self.message(vv.SET_VRING_BASE, struct.pack("<II", q, 0))
             self.message(vv.SET_VRING_CALL, struct.pack("<Q", q), fds=[self.calls[q]])
@@ -127,11 +129,21 @@ class Driver:
         self._add_buffer(vv.TX_QUEUE, data, len(data))
         self.kick(vv.TX_QUEUE)
 
-    def packet(self, *, src_port: int, dst_port: int, op: int, payload: bytes = b"",
-               buf_alloc: int = 65536, fwd_cnt: int = 0, flags: int = 0,
-               dst_cid: int = vv.PARENT_CID) -> vv.VsockPacket:
-        return vv.VsockPacket(self.cid, dst_cid, src_port, dst_port, op, flags, buf_alloc,
-                              fwd_cnt, payload)
+    def packet(
+        self,
+        *,
+        src_port: int,
+        dst_port: int,
+        op: int,
+        payload: bytes = b"",
+        buf_alloc: int = 65536,
+        fwd_cnt: int = 0,
+        flags: int = 0,
+        dst_cid: int = vv.PARENT_CID,
+    ) -> vv.VsockPacket:
+        return vv.VsockPacket(
+            self.cid, dst_cid, src_port, dst_port, op, flags, buf_alloc, fwd_cnt, payload
+        )
 
     def recv(self, timeout: float = 5.0) -> vv.VsockPacket:
         """The next packet the backend put in the rx queue (reposting a buffer for it)."""

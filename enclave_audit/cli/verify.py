@@ -1,0 +1,112 @@
+"""The ``verify`` verb: rebuild from a build manifest and compare PCR0/1/2 and the EIF digest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from enclave_audit.cli._common import emit_json, err_console, json_option, out_console
+from enclave_audit.errors import AuditFailed
+from enclave_audit.model.findings import Verdict
+from enclave_audit.progress import RichProgress
+
+_file = click.Path(path_type=Path, dir_okay=False)
+
+
+@click.command("verify")
+@click.option(
+    "--manifest",
+    "manifest",
+    type=_file,
+    required=True,
+    help="build-manifest.json written by the build.",
+)
+@click.option(
+    "--source",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="A checkout of the manifest's source commit.",
+)
+@click.option("--git", "git_ref", metavar="URL@COMMIT", help="Clone URL and check out COMMIT.")
+@click.option("--expected", type=_file, help="Expected measurements (nitro-cli JSON).")
+@click.option("--eif", type=_file, help="The image to compare with (and diff against).")
+@click.option("--backend", default=None, help="Rootfs backend (default: the manifest's).")
+@click.option("--no-rootfs-cache", is_flag=True, help="Rebuild the root filesystem too.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Output directory: verify.json, rebuild/, diff.json and diff.txt on mismatch.",
+)
+@json_option
+def verify(
+    manifest: Path,
+    source: Path | None,
+    git_ref: str | None,
+    expected: Path | None,
+    eif: Path | None,
+    backend: str | None,
+    no_rootfs_cache: bool,
+    output: Path,
+    as_json: bool,
+) -> None:
+    """Rebuild an image from its manifest alone and compare it with the claim.
+
+    Rebuilds in a fresh directory (pinned inputs fetched into the cache, digests
+    checked), then compares PCR0, PCR1, PCR2 and the EIF digest with --expected, --eif
+    or the manifest's record.  On a mismatch the two images are diffed down to the file,
+    ELF section and symbol, with likely causes.  Exits 0 only on PASS.
+
+    \b
+    Example:
+      enclave-audit verify --manifest out/build-manifest.json --source . -o verify/
+    """
+    from verifier.rebuild import PipelineRebuilder
+    from verifier.rebuild import verify as run_verify
+
+    rebuilder = PipelineRebuilder(backend=backend, use_rootfs_cache=not no_rootfs_cache)
+    with RichProgress() as progress:
+        result = run_verify(
+            manifest,
+            output,
+            source=source,
+            git=git_ref,
+            expected=expected,
+            eif=eif,
+            rebuilder=rebuilder,
+            progress=progress,
+        )
+    if as_json:
+        emit_json(result)
+    else:
+        colour = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "yellow"}[result.verdict.value]
+        out_console.print(
+            f"[bold {colour}]{result.verdict.value}[/] {result.name} {result.version}"
+            f" (expected from {result.expected_from})"
+        )
+        table = Table()
+        for col in ("check", "outcome", "detail"):
+            table.add_column(col)
+        for c in result.checks:
+            table.add_row(c.name, c.outcome.value, c.detail)
+        out_console.print(table)
+        for note in result.notes:
+            err_console.print(f"note: {note}")
+        if result.diff is not None:
+            from verifier.compare.render import headlines
+
+            out_console.print(f"differences (full tree in {output}/diff.txt):")
+            for leaf in headlines(result.diff, 5):
+                out_console.print(f"  {' › '.join(leaf.path[1:])}: {leaf.summary}")
+    if result.verdict is not Verdict.PASS:
+        failed = [c for c in result.checks if c.outcome.value != "pass"]
+        raise AuditFailed(
+            f"verify {result.verdict.value}: "
+            + (
+                "; ".join(f"{c.name}: {c.detail}" for c in failed[:2])
+                if failed
+                else "no checks ran"
+            )
+        )

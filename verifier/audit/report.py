@@ -1,0 +1,65 @@
+"""The audit report document (schema-versioned JSON, first key names the schema)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from enclave_audit.errors import ReportInvalid
+from enclave_audit.model.findings import Check, Finding, Severity, Verdict
+from verifier.binaries import BinaryInfo
+from verifier.sbom import Package
+
+AUDIT_SCHEMA: Literal["enclave-audit/audit"] = "enclave-audit/audit"
+AUDIT_SCHEMA_VERSION = 1
+
+
+class ImageAuditReport(BaseModel):
+    """What ``enclave-audit audit`` found in one image, and its verdict under a policy."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    schema_: Literal["enclave-audit/audit"] = Field(default=AUDIT_SCHEMA, alias="schema")
+    schema_version: int = AUDIT_SCHEMA_VERSION
+    image: str
+    image_sha256: str
+    verdict: Verdict
+    policy: str
+    fail_on: Severity
+    checks: list[Check]
+    findings: list[Finding]
+    suppressed: int
+    kernel_version: str | None
+    build_time: str | None  # from the EIF metadata (used as the SBOM creation time)
+    cmdline: str
+    files: int
+    binaries: list[BinaryInfo]
+    packages: list[Package]
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, by_alias=True)
+
+    def failing(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity.rank >= self.fail_on.rank]
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, source: str = "audit report") -> ImageAuditReport:
+        try:
+            data: Any = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ReportInvalid(f"{source}: not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or data.get("schema") != AUDIT_SCHEMA:
+            raise ReportInvalid(f"{source}: not an {AUDIT_SCHEMA} document")
+        if data.get("schema_version") != AUDIT_SCHEMA_VERSION:
+            raise ReportInvalid(
+                f"{source}: unsupported schema_version {data.get('schema_version')!r}"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ReportInvalid(
+                f"{source}: invalid at {'.'.join(map(str, first['loc']))}: {first['msg']}"
+            ) from None

@@ -1,0 +1,542 @@
+"""One streaming pass over an EIF's ramdisks: files, binaries, secrets, packages, cmdline.
+
+Every ramdisk member is read once.  ELF files are parsed with lief (hardening), every
+regular file is searched for embedded private keys and tokens (a fast literal prefilter,
+then regexes, across chunk boundaries), permission bits and names are checked, and the
+dpkg database and Python dist-info files are collected for the SBOM.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import stat
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from builder.eif import EifReader
+from builder.initramfs import CpioMember, EntryKind, iter_members
+from enclave_audit.errors import CpioError, EifError, InvalidInput
+from enclave_audit.fsutil import hash_file
+from enclave_audit.model.findings import Check, CheckOutcome, Finding, Severity, verdict_of
+from enclave_audit.progress import NullProgress, ProgressSink
+from verifier.audit.policy import AuditPolicy
+from verifier.audit.report import ImageAuditReport
+from verifier.binaries import ELF_MAGIC, BinaryInfo, analyze_elf, hardening_findings
+from verifier.compare.base import SliceBlob
+from verifier.compare.kernel import version_string
+from verifier.sbom import (
+    DPKG_STATUS,
+    PY_METADATA,
+    Package,
+    parse_dpkg_status,
+    parse_python_metadata,
+)
+
+CHUNK = 1 << 20
+OVERLAP = 8192
+#: ELF files up to this size are parsed in memory
+MAX_ELF = 512 << 20
+MAX_METADATA_FILE = 64 << 20
+
+SHELLS = frozenset(
+    {"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox", "fish", "csh", "tcsh"}
+)
+DEBUG_TOOLS = frozenset(
+    {
+        "gdb",
+        "gdbserver",
+        "strace",
+        "ltrace",
+        "perf",
+        "valgrind",
+        "lldb",
+        "tcpdump",
+        "bpftrace",
+        "ftrace",
+        "kexec",
+    }
+)
+NETWORK_TOOLS = frozenset(
+    {
+        "nc",
+        "netcat",
+        "ncat",
+        "socat",
+        "telnet",
+        "telnetd",
+        "sshd",
+        "ssh",
+        "dropbear",
+        "curl",
+        "wget",
+        "ftp",
+    }
+)
+_BIN_DIRS = frozenset({"bin", "sbin"})
+
+# --- secrets ---------------------------------------------------------------------------
+
+_PREFILTER = (
+    b"PRIVATE KEY",
+    b"AKIA",
+    b"ASIA",
+    b"ghp_",
+    b"gho_",
+    b"ghu_",
+    b"ghs_",
+    b"ghr_",
+    b"github_pat_",
+    b"xox",
+    b"aws_secret_access_key",
+    b"AIza",
+)
+_NL = rb"(?:\r?\n|\\n)"
+_SECRETS: tuple[tuple[str, Severity, re.Pattern[bytes], str], ...] = (
+    (
+        "private-key",
+        Severity.CRITICAL,
+        re.compile(
+            rb"-----BEGIN ((?:RSA |EC |DSA |OPENSSH |ENCRYPTED )?PRIVATE KEY"
+            rb"|PGP PRIVATE KEY BLOCK)-----"
+            + _NL
+            + rb"(?:[\w-]+: [^\r\n\\]*"
+            + _NL
+            + rb"){0,4}"
+            + _NL
+            + rb"?"
+            + rb"(?:[A-Za-z0-9+/=]{16,}"
+            + _NL
+            + rb"?){3,}"
+        ),
+        "PEM private key block",
+    ),
+    (
+        "credential-token",
+        Severity.CRITICAL,
+        re.compile(rb"(?<![A-Z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Z0-9])"),
+        "AWS access key id",
+    ),
+    (
+        "credential-token",
+        Severity.CRITICAL,
+        re.compile(rb"aws_secret_access_key\s*[=:]\s*[\"']?[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])"),
+        "AWS secret access key",
+    ),
+    (
+        "credential-token",
+        Severity.CRITICAL,
+        re.compile(rb"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}\b"),
+        "GitHub token",
+    ),
+    (
+        "credential-token",
+        Severity.CRITICAL,
+        re.compile(rb"\bgithub_pat_[A-Za-z0-9_]{60,}"),
+        "GitHub fine-grained token",
+    ),
+    (
+        "credential-token",
+        Severity.CRITICAL,
+        re.compile(rb"\bxox[baprs]-[0-9A-Za-z-]{10,72}"),
+        "Slack token",
+    ),
+    (
+        "credential-token",
+        Severity.HIGH,
+        re.compile(rb"\bAIza[0-9A-Za-z_-]{35}\b"),
+        "Google API key",
+    ),
+)
+
+
+def _redact(secret: bytes) -> str:
+    text = secret.decode("ascii", "replace").split("\n")[0].split("\\n")[0]
+    if text.startswith("-----BEGIN"):
+        return text
+    return text[:8] + "…" + f" ({len(secret)} chars)"
+
+
+class SecretScanner:
+    """Streams one file's chunks; remembers matches by offset (each reported once)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.tail = b""
+        self.offset = 0  # file offset of the start of ``tail``
+        self.found: dict[tuple[str, int], Finding] = {}
+
+    def feed(self, chunk: bytes) -> None:
+        data = self.tail + chunk
+        if any(p in data for p in _PREFILTER):
+            for rule, severity, pattern, what in _SECRETS:
+                for m in pattern.finditer(data):
+                    at = self.offset + m.start()
+                    if (rule, at) in self.found:
+                        continue
+                    secret = m.group(0)
+                    sev, note = severity, ""
+                    if rule == "credential-token" and secret.endswith(b"EXAMPLE"):
+                        sev, note = Severity.INFO, " (documentation example value)"
+                    self.found[(rule, at)] = Finding(
+                        rule=rule if sev is severity else "credential-example",
+                        severity=sev,
+                        path=self.path,
+                        message=f"{what} embedded{note}",
+                        evidence=f"at offset {at}: {_redact(secret)}",
+                    )
+        keep = min(len(data), OVERLAP)
+        self.offset += len(data) - keep
+        self.tail = data[len(data) - keep :]
+
+    def findings(self) -> list[Finding]:
+        return list(self.found.values())
+
+
+# --- members ------------------------------------------------------------------------------
+
+
+@dataclass
+class ScanState:
+    findings: list[Finding] = field(default_factory=list)
+    binaries: list[BinaryInfo] = field(default_factory=list)
+    packages: list[Package] = field(default_factory=list)
+    unparsed: list[str] = field(default_factory=list)
+    files: int = 0
+    elf_count: int = 0
+    not_run: list[str] = field(default_factory=list)
+
+
+def _name_findings(path: str, name: str, kind: EntryKind) -> Iterator[Finding]:
+    parts = name.strip("/").split("/")
+    if (
+        len(parts) < 2
+        or parts[-2] not in _BIN_DIRS
+        or kind not in (EntryKind.FILE, EntryKind.SYMLINK)
+    ):
+        return
+    base = parts[-1]
+    if base in SHELLS:
+        yield Finding(
+            rule="shell-present",
+            severity=Severity.MEDIUM,
+            path=path,
+            message=f"shell {base!r} present",
+        )
+    elif base in DEBUG_TOOLS:
+        yield Finding(
+            rule="debug-tool",
+            severity=Severity.HIGH,
+            path=path,
+            message=f"debugging tool {base!r} present",
+        )
+    elif base in NETWORK_TOOLS:
+        yield Finding(
+            rule="network-tool",
+            severity=Severity.MEDIUM,
+            path=path,
+            message=f"network tool {base!r} present",
+        )
+
+
+def _mode_findings(path: str, m: CpioMember) -> Iterator[Finding]:
+    perm = m.perm
+    if m.kind is EntryKind.FILE and perm & stat.S_ISUID:
+        yield Finding(
+            rule="setuid",
+            severity=Severity.HIGH,
+            path=path,
+            message=f"setuid file (mode {perm:04o}, owner {m.uid})",
+        )
+    if m.kind is EntryKind.FILE and perm & stat.S_ISGID:
+        yield Finding(
+            rule="setgid",
+            severity=Severity.MEDIUM,
+            path=path,
+            message=f"setgid file (mode {perm:04o}, group {m.gid})",
+        )
+    if m.kind in (EntryKind.FILE, EntryKind.DIRECTORY) and perm & stat.S_IWOTH:
+        if not (m.kind is EntryKind.DIRECTORY and perm & stat.S_ISVTX):
+            yield Finding(
+                rule="world-writable",
+                severity=Severity.MEDIUM,
+                path=path,
+                message=f"world-writable {m.kind.value} (mode {perm:04o})",
+            )
+
+
+def _scan_member(label: str, m: CpioMember, state: ScanState) -> None:
+    path = f"{label}/{m.name}"
+    state.findings.extend(_mode_findings(path, m))
+    state.findings.extend(_name_findings(path, m.name, m.kind))
+    if m.kind is not EntryKind.FILE or m.data is None:
+        return
+    state.files += 1
+    scanner = SecretScanner(path)
+    first = m.data.read(CHUNK)
+    is_elf = first.startswith(ELF_MAGIC)
+    keep_whole = (is_elf and m.size <= MAX_ELF) or (
+        m.size <= MAX_METADATA_FILE and (DPKG_STATUS.search(m.name) or PY_METADATA.search(m.name))
+    )
+    parts: list[bytes] = [first] if keep_whole else []
+    scanner.feed(first)
+    while chunk := m.data.read(CHUNK):
+        scanner.feed(chunk)
+        if keep_whole:
+            parts.append(chunk)
+    state.findings.extend(scanner.findings())
+    if not keep_whole:
+        if is_elf:
+            state.unparsed.append(path)
+            state.findings.append(
+                Finding(
+                    rule="elf-unparsed",
+                    severity=Severity.MEDIUM,
+                    path=path,
+                    message=f"ELF larger than {MAX_ELF} bytes: hardening not checked",
+                )
+            )
+        return
+    data = b"".join(parts)
+    if is_elf:
+        state.elf_count += 1
+        try:
+            info = analyze_elf(data, path)
+        except InvalidInput as exc:
+            state.unparsed.append(path)
+            state.findings.append(
+                Finding(
+                    rule="elf-unparsed",
+                    severity=Severity.MEDIUM,
+                    path=path,
+                    message="ELF could not be parsed: hardening not checked",
+                    evidence=exc.message,
+                )
+            )
+            return
+        state.binaries.append(info)
+        state.findings.extend(hardening_findings(info))
+    elif DPKG_STATUS.search(m.name):
+        state.packages.extend(parse_dpkg_status(data.decode("utf-8", "replace"), path))
+    else:
+        pkg = parse_python_metadata(data.decode("utf-8", "replace"), path)
+        if pkg is not None:
+            state.packages.append(pkg)
+
+
+def _open_ramdisk(blob: SliceBlob) -> IO[bytes] | None:
+    head = blob.head(6)
+    if head.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=blob.open(), mode="rb")  # type: ignore[return-value]
+    if head[:6] in (b"070701", b"070702"):
+        return blob.open()
+    return None
+
+
+# --- cmdline --------------------------------------------------------------------------------
+
+_MITIGATIONS_OFF = frozenset(
+    {
+        "mitigations=off",
+        "nopti",
+        "pti=off",
+        "nospectre_v1",
+        "nospectre_v2",
+        "spectre_v2=off",
+        "spectre_v2_user=off",
+        "nokaslr",
+        "nosmap",
+        "nosmep",
+        "l1tf=off",
+        "mds=off",
+        "tsx=on",
+        "module.sig_enforce=0",
+        "lockdown=none",
+        "retbleed=off",
+        "srbds=off",
+        "mmio_stale_data=off",
+    }
+)
+_DEBUG_FLAGS = (
+    "debug",
+    "ignore_loglevel",
+    "initcall_debug",
+    "printk.devkmsg=on",
+    "sysrq_always_enabled",
+)
+
+
+def cmdline_findings(cmdline: str) -> list[Finding]:
+    out: list[Finding] = []
+    where = "cmdline"
+    for token in cmdline.split():
+        key, _, value = token.partition("=")
+        if token in _MITIGATIONS_OFF:
+            out.append(
+                Finding(
+                    rule="cmdline-mitigations-off",
+                    severity=Severity.HIGH,
+                    path=where,
+                    message=f"kernel hardening disabled: {token}",
+                )
+            )
+        elif key in ("kgdboc", "kgdbwait", "kgdbdbgp", "kgdbcon", "kdb", "ekgdboc"):
+            out.append(
+                Finding(
+                    rule="cmdline-kernel-debugger",
+                    severity=Severity.CRITICAL,
+                    path=where,
+                    message=f"kernel debugger enabled: {token}",
+                )
+            )
+        elif (
+            token in _DEBUG_FLAGS
+            or key.startswith("earlyprintk")
+            or (key == "loglevel" and value.isdigit() and int(value) >= 7)
+        ):
+            out.append(
+                Finding(
+                    rule="cmdline-debug",
+                    severity=Severity.MEDIUM,
+                    path=where,
+                    message=f"debug option on the kernel command line: {token}",
+                )
+            )
+        elif key in ("init", "rdinit") and value.rsplit("/", 1)[-1] in SHELLS:
+            out.append(
+                Finding(
+                    rule="cmdline-init-override",
+                    severity=Severity.HIGH,
+                    path=where,
+                    message=f"init replaced by a shell: {token}",
+                )
+            )
+        elif key == "console":
+            out.append(
+                Finding(
+                    rule="cmdline-console",
+                    severity=Severity.INFO,
+                    path=where,
+                    message=f"console {value!r}: output is visible only to a debug-mode enclave",
+                )
+            )
+    return out
+
+
+# --- the audit --------------------------------------------------------------------------------
+
+
+def audit_image(
+    path: Path, policy: AuditPolicy, *, progress: ProgressSink | None = None
+) -> ImageAuditReport:
+    """Audit every file of an EIF under ``policy`` (one read of the image, plus its digest)."""
+    progress = progress or NullProgress()
+    started = time.monotonic()
+    sha = hash_file(path)["sha256"].hex()
+    state = ScanState()
+    checks: list[Check] = []
+    try:
+        reader = EifReader.open(path)
+    except EifError as exc:
+        raise InvalidInput(exc.message) from None
+    with reader:
+        cmdline = reader.cmdline_text()
+        build_meta = reader.metadata().get("BuildMetadata")
+        build_time = build_meta.get("BuildTime") if isinstance(build_meta, dict) else None
+        kernel = reader.kernel
+        kblob = SliceBlob(reader.path, kernel.data_offset, kernel.size, "kernel")
+        kernel_version = version_string(kblob.head(0x10000))
+        if kernel_version:
+            state.findings.append(
+                Finding(
+                    rule="kernel-version",
+                    severity=Severity.INFO,
+                    path="kernel",
+                    message=f"kernel {kernel_version}",
+                )
+            )
+        else:
+            state.findings.append(
+                Finding(
+                    rule="kernel-version",
+                    severity=Severity.INFO,
+                    path="kernel",
+                    message="kernel version string not found (not a bzImage?)",
+                )
+            )
+        state.findings.extend(cmdline_findings(cmdline))
+        for i, section in enumerate(reader.ramdisks):
+            label = f"ramdisk[{i}]"
+            blob = SliceBlob(reader.path, section.data_offset, section.size, label)
+            progress.start(f"auditing {label}", total=section.size)
+            stream = _open_ramdisk(blob)
+            if stream is None:
+                state.not_run.append(f"{label}: not a newc cpio archive (or gzip of one)")
+                continue
+            try:
+                with stream:
+                    for member in iter_members(stream):
+                        _scan_member(label, member, state)
+                        progress.advance(member.size)
+            except (CpioError, OSError, EOFError, zlib.error) as exc:
+                state.not_run.append(f"{label}: unreadable: {exc}")
+            progress.done()
+    findings, suppressed = policy.apply(state.findings)
+    checks = _checks(state, findings, policy)
+    del started
+    return ImageAuditReport(
+        image=str(path),
+        image_sha256=sha,
+        verdict=verdict_of(checks),
+        policy=policy.source,
+        fail_on=policy.fail_on,
+        checks=checks,
+        findings=findings,
+        suppressed=suppressed,
+        kernel_version=kernel_version,
+        build_time=str(build_time) if build_time else None,
+        cmdline=cmdline,
+        files=state.files,
+        binaries=sorted(state.binaries, key=lambda b: b.path),
+        packages=sorted(state.packages, key=lambda p: p.key),
+    )
+
+
+_CHECK_RULES = {
+    "elf-hardening": ("elf-",),
+    "file-permissions": ("setuid", "setgid", "world-writable"),
+    "tools-present": ("shell-present", "debug-tool", "network-tool"),
+    "embedded-secrets": ("private-key", "credential-"),
+    "kernel-cmdline": ("cmdline-",),
+}
+
+
+def _checks(state: ScanState, findings: list[Finding], policy: AuditPolicy) -> list[Check]:
+    checks: list[Check] = []
+    # an ELF that could not be analysed leaves the check unfinished, unless the policy
+    # explicitly switched the rule off or allowed that path
+    unparsed = [f.path for f in findings if f.rule == "elf-unparsed"]
+    for name, prefixes in _CHECK_RULES.items():
+        mine = [f for f in findings if f.rule.startswith(prefixes)]
+        failing = [f for f in mine if policy.fails(f)]
+        if state.not_run:
+            outcome, detail = CheckOutcome.NOT_RUN, "; ".join(state.not_run)
+        elif failing:
+            outcome = CheckOutcome.FAIL
+            detail = f"{len(failing)} finding(s) at or above {policy.fail_on.value}: " + ", ".join(
+                sorted({f.rule for f in failing})
+            )
+        elif name == "elf-hardening" and unparsed:
+            outcome = CheckOutcome.NOT_RUN
+            detail = f"{len(unparsed)} ELF file(s) could not be analysed, e.g. {unparsed[0]}"
+        else:
+            outcome = CheckOutcome.PASS
+            detail = f"{len(mine)} finding(s) below {policy.fail_on.value}"
+            if name == "elf-hardening":
+                detail += f"; {len(state.binaries)} ELF file(s) analysed"
+        checks.append(Check(name=name, outcome=outcome, detail=detail))
+    return checks
