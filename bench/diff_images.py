@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -149,21 +148,24 @@ def ours(a: Path, b: Path, mode: str = "time") -> dict:
 
 
 def diffoscope(a: Path, b: Path, limit: float) -> tuple[float, int, bool]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Wall time, peak RSS (KiB) of diffoscope itself (os.wait4), and whether it timed out."""
     t = time.perf_counter()
-    timed_out = False
-    try:
-        subprocess.run(
-            ["diffoscope", "--no-progress", "--text", os.devnull, str(a), str(b)],
-            capture_output=True,
-            timeout=limit,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        timed_out = True
-    elapsed = time.perf_counter() - t
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return elapsed, max(rss, before), timed_out
+    proc = subprocess.Popen(
+        ["diffoscope", "--no-progress", "--text", os.devnull, str(a), str(b)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    while True:
+        pid, _status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = 0  # reaped here; keep Popen from waiting again
+            return time.perf_counter() - t, usage.ru_maxrss, False
+        if time.perf_counter() - t > limit:
+            proc.kill()
+            _, _, usage = os.wait4(proc.pid, 0)
+            proc.returncode = -9
+            return time.perf_counter() - t, usage.ru_maxrss, True
+        time.sleep(0.05)
 
 
 def main() -> None:
@@ -218,8 +220,13 @@ def main() -> None:
     best = min(runs, key=lambda r: r["seconds"])
     best_dirs = min(ours_dirs, key=lambda r: r["seconds"])
     version = subprocess.run(
-        ["diffoscope", "--version"], capture_output=True, text=True
+        ["diffoscope", "--version"], capture_output=True, text=True, check=False
     ).stdout.strip()
+    rss = best["maxrss_kib"] / 1024
+    rss_dirs = best_dirs["maxrss_kib"] / 1024
+    timed_out = " (timed out)" if d_timeout else ""
+    heap = traced["tracemalloc_peak"] / 2**20
+    heap_dirs = traced_dirs["tracemalloc_peak"] / 2**20
     lines = [
         "# `enclave-audit diff` benchmark",
         "",
@@ -237,22 +244,28 @@ def main() -> None:
         f"| sha256 of both images once (baseline) | {best_hash:.2f} | 1.00x | - |",
         f"| `enclave-audit diff a.eif b.eif` (comparison; process"
         f" {best['process_seconds']:.2f} s) | {best['seconds']:.2f} |"
-        f" {best['seconds'] / best_hash:.2f}x of hashing | {best['maxrss_kib'] / 1024:.0f} |",
+        f" {best['seconds'] / best_hash:.2f}x of hashing | {rss:.0f} |",
         f"| `enclave-audit diff` on the unpacked directories | {best_dirs['seconds']:.2f} |"
-        f" {best_dirs['seconds'] / best_hash:.2f}x of hashing | {best_dirs['maxrss_kib'] / 1024:.0f} |",
-        f"| `diffoscope` on the unpacked directories | {d_time:.2f}{' (timed out)' if d_timeout else ''} |"
+        f" {best_dirs['seconds'] / best_hash:.2f}x of hashing | {rss_dirs:.0f} |",
+        f"| `diffoscope` on the unpacked directories | {d_time:.2f}{timed_out} |"
         f" {d_time / best_dirs['seconds']:.1f}x our comparison time,"
         f" {d_time / best_dirs['process_seconds']:.1f}x our whole process"
-        f" ({best_dirs['process_seconds']:.2f} s with interpreter start and imports) | {d_rss / 1024:.0f} |",
+        f" ({best_dirs['process_seconds']:.2f} s with interpreter start and imports)"
+        f" | {d_rss / 1024:.0f} |",
         "",
-        f"Our diff's Python heap peak (tracemalloc, separate run): {traced['tracemalloc_peak'] / 2**20:.1f}"
-        f" MiB for the images, {traced_dirs['tracemalloc_peak'] / 2**20:.1f} MiB for the directories;"
+        f"Our diff's Python heap peak (tracemalloc, separate run): {heap:.1f}"
+        f" MiB for the images, {heap_dirs:.1f} MiB for the directories;"
         f" {best['nodes']} difference nodes.",
         f"First difference named (images): `{best['first']}`.",
         "",
-        f"Goals: within 1.5x of hashing ({'met' if best['seconds'] <= 1.5 * best_hash else 'NOT met'});"
-        f" at least 10x faster than diffoscope"
-        f" ({'met' if d_time >= 10 * best_dirs['seconds'] else 'NOT met'}).",
+        "Goals: within 1.5x of hashing: "
+        + ("met" if best["seconds"] <= 1.5 * best_hash else "NOT met")
+        + f" ({best['seconds'] / best_hash:.2f}x); at least 10x faster than diffoscope: "
+        + ("met" if d_time >= 10 * best_dirs["seconds"] else "NOT met")
+        + f" on comparison time ({d_time / best_dirs['seconds']:.1f}x), "
+        + ("met" if d_time >= 10 * best_dirs["process_seconds"] else "NOT met")
+        + f" process against process ({d_time / best_dirs['process_seconds']:.1f}x; both include"
+        " their interpreter start, ours also imports lief, pyelftools, numpy and pydantic).",
         "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)

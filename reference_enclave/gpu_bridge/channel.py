@@ -74,9 +74,13 @@ class _KeyState:
     epoch: int = 0
     counter: int = 0  # counter of the next message
 
+    def __post_init__(self) -> None:
+        self.aead = AESGCM(self.key)
+
     def rotate(self) -> None:
         self.key = _expand(hashlib.sha256(self.key).digest(), b"rotate", 32)
         self.mask = _expand(hashlib.sha256(self.mask).digest(), b"rotate-mask", 12)
+        self.aead = AESGCM(self.key)
         self.epoch += 1
         self.counter = 0
 
@@ -150,7 +154,7 @@ class Channel:
         if state.counter >= self.counter_limit:
             raise BridgeRefused(f"{self.sending.label}: message counter exhausted")
         aad = self._aad(self.sending, state.epoch, state.counter, kind, descriptor)
-        ct = AESGCM(state.key).encrypt(_iv(state.mask, state.counter), bytes(plaintext), aad)
+        ct = state.aead.encrypt(_iv(state.mask, state.counter), bytes(plaintext), aad)
         sealed = Sealed(self.sending, state.epoch, state.counter, kind, descriptor, ct)
         state.counter += 1
         self.bytes_sealed += len(plaintext)
@@ -182,9 +186,7 @@ class Channel:
             sealed.direction, sealed.epoch, sealed.counter, sealed.kind, sealed.descriptor
         )
         try:
-            plain = AESGCM(state.key).decrypt(
-                _iv(state.mask, sealed.counter), sealed.ciphertext, aad
-            )
+            plain = state.aead.decrypt(_iv(state.mask, sealed.counter), sealed.ciphertext, aad)
         except InvalidTag:
             raise BridgeRefused(
                 f"{self.receiving.label} message {sealed.counter}: authentication failed"

@@ -26,7 +26,8 @@ MAX_MESSAGE = 1 << 31
 class LinkStats:
     messages: int = 0
     chunks: int = 0
-    payload_bytes: int = 0
+    payload_bytes: int = 0  # sent
+    received_bytes: int = 0
 
 
 class SecureLink:
@@ -134,4 +135,5 @@ class SecureLink:
                 if len(payload) != total:
                     raise BridgeRefused("message length does not match its descriptor")
                 body = {k: v for k, v in first.items() if k not in ("chunk", "chunks", "total")}
+                self.stats.received_bytes += total
                 return frame_kind, body, payload

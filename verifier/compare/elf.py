@@ -9,6 +9,7 @@ strings, which is what the build-path and toolchain classifiers read.
 from __future__ import annotations
 
 import bisect
+import functools
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from elftools.elf.sections import NoteSection, SymbolTableSection
 
 from enclave_audit.errors import InvalidInput
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
-from verifier.compare.base import Blob
+from verifier.compare.base import CHUNK, Blob, BytesBlob, spool
 from verifier.compare.binary import byte_node, window
 from verifier.compare.text import text_node
 
@@ -238,14 +239,18 @@ class ElfComparator:
         return head.startswith(ELF_MAGIC)
 
     def _load(self, blob: Blob, engine: Engine) -> ElfInfo:
+        """Parse from memory below the bound, else from a file (spooled if need be)."""
         size = blob.known_size()
-        path = blob.local_path()
-        if path is not None and (size is None or size > engine.ctx.memory_bound):
+        bound = engine.ctx.memory_bound
+        if size is not None and size <= bound:
+            return load_elf(io.BytesIO(blob.read_all(bound)), blob.name)
+        if blob.local_path() is None:
             with blob.open() as fh:
-                return load_elf(fh, blob.name)
-        return load_elf(
-            io.BytesIO(blob.read_all(max(engine.ctx.memory_bound, size or 0))), blob.name
-        )
+                blob = spool(blob.name, iter(functools.partial(fh.read, CHUNK), b""), engine.ctx)
+            if isinstance(blob, BytesBlob):
+                return load_elf(io.BytesIO(blob.data), blob.name)
+        with blob.open() as fh:
+            return load_elf(fh, blob.name)
 
     def compare(self, a: Blob, b: Blob, path: tuple[str, ...], engine: Engine) -> DiffNode | None:
         la, lb = self._load(a, engine), self._load(b, engine)

@@ -84,7 +84,6 @@ def test_the_image_command_runs_isolated_with_the_simulated_nsm(tmp_path: Path) 
 def test_enclave_run_cli_serves_until_terminated(tmp_path: Path) -> None:
     need(os.geteuid() == 0, "unshare and chroot need root")
     need_tool("unshare", "util-linux")
-    import json
     import signal
     import sys
 
@@ -108,7 +107,6 @@ def test_enclave_run_cli_serves_until_terminated(tmp_path: Path) -> None:
             "AKIAPROBE0000000",
             "--secret-key",
             "x" * 20,
-            "--json",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -116,10 +114,8 @@ def test_enclave_run_cli_serves_until_terminated(tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout is not None
-        first = proc.stdout.readline()
-        started = json.loads(first)
-        assert started["url"].startswith("http://127.0.0.1:")
-        assert started["module_id"].startswith("i-")
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)

@@ -21,7 +21,7 @@ from pathlib import Path
 from builder.eif import write_eif
 from builder.initramfs.newc import EntryKind, type_bits
 from builder.initramfs.writer import NewcStream
-from enclave_audit.fsutil import atomic_write, cache_dir
+from enclave_audit.fsutil import atomic_write
 
 T0 = 1_700_000_000  # 2023-11-14T22:13:20Z
 BUILD_TIME = "2026-11-23T00:00:00Z"
@@ -152,12 +152,9 @@ def _gcc(src_dir: Path, out: Path, *extra: str) -> bytes:
 
 
 def _kernel(root: Path) -> Path:
-    """A real kernel from the cache when one is there, else a stand-in blob."""
-    cached = (
-        sorted(cache_dir("kernel").glob("**/bzImage"))
-        if os.environ.get("ENCLAVE_AUDIT_CACHE")
-        else []
-    )
+    """The builder's cached bzImage when one exists, else a stand-in blob."""
+    base = Path(os.environ.get("ENCLAVE_AUDIT_CACHE") or Path.home() / ".cache" / "enclave-audit")
+    cached = sorted((base / "kernel").glob("*/bzImage"))
     if cached:
         return cached[0]
     path = root / "kernel.bin"
