@@ -12,7 +12,7 @@ import click
 from rich.table import Table
 
 from enclave_audit.cli._common import emit_json, json_option, out_console
-from enclave_audit.errors import InvalidInput
+from enclave_audit.errors import AttestationMalformed, InvalidInput
 from enclave_audit.fsutil import read_bytes
 from enclave_audit.model.attestation_doc import (
     AttestationDocument,
@@ -22,6 +22,7 @@ from enclave_audit.model.attestation_doc import (
 from enclave_audit.model.digests import parse_hex
 from enclave_audit.model.findings import CheckOutcome, Verdict
 from enclave_audit.model.measurements import PcrSet
+from verifier.nitro.certs import parse_der, summarize
 from verifier.nitro.document import MAX_TEXT_BYTES, parse_attestation, unwrap_transport
 from verifier.nitro.roots import TrustRoot
 from verifier.nitro.verify import require_pass, verify_attestation
@@ -218,6 +219,17 @@ def _render_result(result: AttestationResult) -> None:
     out_console.print(checks)
 
 
+def _describe_cert(der: bytes) -> str:
+    try:
+        summary = summarize(parse_der(der, what="certificate"))
+    except AttestationMalformed:
+        return f"{len(der)} bytes, not a parseable X.509 certificate"
+    return (
+        f"{summary.subject} (valid {iso_utc(summary.not_before)} .. {iso_utc(summary.not_after)},"
+        f" sha256 {summary.sha256[:16]}...)"
+    )
+
+
 def _render_document(document: AttestationDocument) -> None:
     out_console.print(
         _fields_table(
@@ -229,8 +241,11 @@ def _render_document(document: AttestationDocument) -> None:
                 ("public_key", _opt(document.public_key)),
                 ("user_data", _opt(document.user_data)),
                 ("nonce", _opt(document.nonce)),
-                ("certificate", f"{len(document.certificate)} bytes DER"),
-                ("cabundle", f"{len(document.cabundle)} certificates"),
+                ("certificate", _describe_cert(document.certificate)),
+                *(
+                    (f"cabundle[{i}]", _describe_cert(der))
+                    for i, der in enumerate(document.cabundle)
+                ),
                 ("cose algorithm", str(document.cose_algorithm)),
                 ("envelope", ("tagged" if document.tagged else "untagged") + " COSE_Sign1"),
                 ("payload map", f"{document.payload_map}-length"),

@@ -9,7 +9,8 @@ Supported (anything else is refused by :func:`parse_policy` with
   ARNs, STS assumed-role ARNs; ``Service`` principals are accepted and match no caller),
   ``Action``/``NotAction`` (``kms:*`` style, ``*`` and ``?`` wildcards, case-insensitive),
   ``Resource``/``NotResource`` (``*`` or key ARNs with wildcards), ``Condition``;
-* condition operators ``StringEquals``, ``StringNotEquals``, ``StringEqualsIgnoreCase``,
+* condition operators ``Date*`` (on ``aws:CurrentTime`` / ``aws:EpochTime``), ``StringEquals``,
+  ``StringNotEquals``, ``StringEqualsIgnoreCase``,
   ``StringNotEqualsIgnoreCase``, ``StringLike``, ``StringNotLike``, ``Bool``, each also
   ``...IfExists`` and with the ``ForAnyValue:``/``ForAllValues:`` set qualifiers, and ``Null``.
 
@@ -33,6 +34,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -55,6 +57,14 @@ _STRING_OPERATORS = (
     "StringLike",
     "StringNotLike",
     "Bool",
+)
+_DATE_OPERATORS = (
+    "DateEquals",
+    "DateNotEquals",
+    "DateLessThan",
+    "DateLessThanEquals",
+    "DateGreaterThan",
+    "DateGreaterThanEquals",
 )
 _STATEMENT_KEYS = {
     "Sid",
@@ -205,10 +215,11 @@ def _conditions(value: object, where: str) -> tuple[ConditionClause, ...]:
         if base == "Null":
             if if_exists or qualifier:
                 raise malformed_policy(f"{where}: {raw_operator!r} is not a valid operator")
-        elif base not in _STRING_OPERATORS:
+        elif base not in _STRING_OPERATORS and base not in _DATE_OPERATORS:
             raise malformed_policy(
                 f"{where}: unsupported condition operator {raw_operator!r} (supported: "
-                f"{', '.join(_STRING_OPERATORS)}, Null, with IfExists/ForAnyValue/ForAllValues)"
+                f"{', '.join(_STRING_OPERATORS + _DATE_OPERATORS)}, Null,"
+                " with IfExists/ForAnyValue/ForAllValues)"
             )
         if not isinstance(block, dict) or not block:
             raise malformed_policy(f"{where}: {raw_operator} must map condition keys to values")
@@ -220,6 +231,13 @@ def _conditions(value: object, where: str) -> tuple[ConditionClause, ...]:
                 raise malformed_policy(f"{where}: {raw_operator}.{key} takes true or false")
             if base in ("Null", "Bool"):
                 values = tuple(v.lower() for v in values)
+            if base in _DATE_OPERATORS:
+                for v in values:
+                    if _parse_date(v) is None:
+                        raise malformed_policy(
+                            f"{where}: {raw_operator}.{key}: {v!r} is not an ISO 8601 date"
+                            " or epoch seconds"
+                        )
             clauses.append(ConditionClause(qualifier, base, if_exists, key.lower(), values))
     return tuple(clauses)
 
@@ -358,8 +376,37 @@ def _principal_matches(entry: str, ctx: RequestContext) -> bool:
     return False
 
 
+def _parse_date(text: str) -> float | None:
+    """IAM date values: ISO 8601 (``2026-11-24T12:00:00Z``) or epoch seconds."""
+    if re.fullmatch(r"\d{1,12}", text):
+        return float(text)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def _date_match(operator: str, value: str, wanted: str) -> bool:
+    have, want = _parse_date(value), _parse_date(wanted)
+    if have is None or want is None:
+        return False
+    return {
+        "DateEquals": have == want,
+        "DateNotEquals": have == want,  # negated by the caller
+        "DateLessThan": have < want,
+        "DateLessThanEquals": have <= want,
+        "DateGreaterThan": have > want,
+        "DateGreaterThanEquals": have >= want,
+    }[operator]
+
+
 def _single_match(operator: str, value: str, wanted: str) -> bool:
     """Does one context value satisfy one policy value, for the positive operator?"""
+    if operator in _DATE_OPERATORS:
+        return _date_match(operator, value, wanted)
     if operator in ("StringEquals", "StringNotEquals"):
         return value == wanted
     if operator in ("StringEqualsIgnoreCase", "StringNotEqualsIgnoreCase"):
@@ -433,6 +480,7 @@ def condition_keys(
     account: str,
     encryption_context: Mapping[str, str] | None = None,
     attestation_pcrs: Mapping[int, bytes] | None = None,
+    now: float | None = None,
 ) -> dict[str, tuple[str, ...]]:
     """The request context's condition keys (lower-cased names).
 
@@ -444,6 +492,9 @@ def condition_keys(
         "aws:principalaccount": (account,),
         "kms:calleraccount": (account,),
     }
+    if now is not None:
+        keys["aws:currenttime"] = (datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),)
+        keys["aws:epochtime"] = (str(int(now)),)
     if encryption_context:
         for name, text in encryption_context.items():
             keys[f"kms:encryptioncontext:{name}".lower()] = (text,)

@@ -247,6 +247,7 @@ class KmsService:
                 account=caller.account,
                 encryption_context=encryption_context,
                 attestation_pcrs=recipient.pcrs if recipient is not None else None,
+                now=self.clock(),
             ),
         )
         result = evaluate(policy, ctx)

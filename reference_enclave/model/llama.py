@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from enclave_audit.errors import InvalidInput
+from enclave_audit.errors import InvalidInput, ProtocolError
 from reference_enclave.model.gguf_read import GGUFFile
 
 F32 = npt.NDArray[np.float32]
@@ -143,6 +143,7 @@ class LlamaModel:
     def __init__(self, g: GGUFFile, backend: MatmulBackend | None = None) -> None:
         self.config = cfg = LlamaConfig.from_gguf(g)
         self.backend: MatmulBackend = backend if backend is not None else NumpyBackend()
+        self._out_dims: dict[str, int] = {}
         self.embedding = self._load(g, "token_embd.weight", (cfg.vocab_size, cfg.d_model))
         self.output_norm = self._load(g, "output_norm.weight", (cfg.d_model,))
         kv_out = cfg.n_kv_heads * cfg.head_dim
@@ -161,16 +162,30 @@ class LlamaModel:
                 ("ffn_down", (cfg.d_model, cfg.ffn_dim)),
             ):
                 name = f"blk.{i}.{part}.weight"
-                self.backend.register_weight(name, self._load(g, name, shape))
+                self._register(name, self._load(g, name, shape))
         if "output.weight" in g.tensors:
             head = self._load(g, "output.weight", (cfg.vocab_size, cfg.d_model))
         else:
             head = self.embedding  # tied output head
-        self.backend.register_weight("output.weight", head)
+        self._register("output.weight", head)
         half = cfg.rope_dim // 2
         self._inv_freq = (
             1.0 / (cfg.rope_base ** (np.arange(half, dtype=np.float64) * 2.0 / cfg.rope_dim))
         ).astype(np.float64)
+
+    def _register(self, name: str, w: F32) -> None:
+        self._out_dims[name] = int(w.shape[0])
+        self.backend.register_weight(name, w)
+
+    def _matmul(self, name: str, x: F32) -> F32:
+        """The backend's ``x @ W.T``, checked: float32 of shape (tokens, out)."""
+        y: object = self.backend.matmul(name, x)  # a remote backend's answer: check it
+        want = (x.shape[0], self._out_dims[name])
+        if not isinstance(y, np.ndarray) or y.shape != want:
+            got = getattr(y, "shape", type(y).__name__)
+            raise ProtocolError(f"matmul backend: {name} returned {got}, expected {want}")
+        out: F32 = y.astype(np.float32, copy=False)
+        return out
 
     @staticmethod
     def _load(g: GGUFFile, name: str, shape: tuple[int, ...]) -> F32:
@@ -216,7 +231,10 @@ class LlamaModel:
         With ``last_only`` only the last position's logits are computed, shape (1, vocab).
         """
         cfg = self.config
-        ids = np.asarray(token_ids, dtype=np.int64)
+        try:
+            ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        except (OverflowError, ValueError, TypeError):
+            raise InvalidInput("model: token ids must be integers") from None
         t = int(ids.shape[0])
         start = cache.length
         if t == 0:
@@ -234,7 +252,7 @@ class LlamaModel:
         k_pos = np.arange(end)[None, :]
         mask = np.where(k_pos <= q_pos, np.float32(0.0), np.float32(-np.inf)).astype(np.float32)
         x: F32 = self.embedding[ids]
-        mm = self.backend.matmul
+        mm = self._matmul
         for i in range(cfg.n_layers):
             h = rms_norm(x, self.attn_norm[i], cfg.rms_eps)
             q = mm(f"blk.{i}.attn_q.weight", h).reshape(t, cfg.n_heads, hd).transpose(1, 0, 2)

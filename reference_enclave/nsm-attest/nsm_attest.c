@@ -284,9 +284,11 @@ static int attest(int argc, char **argv)
 {
 	static uint8_t nonce[NONCE_MAX], user_data[NONCE_MAX];
 	static uint8_t request[NSM_REQUEST_MAX], response[NSM_RESPONSE_MAX];
-	int nonce_len = -1, user_len = -1, from_cmdline = getpid() == 1;
+	int pid1 = getpid() == 1;
+	int nonce_len = -1, user_len = -1, from_cmdline = pid1;
 
-	for (int i = 1; i < argc; i++) {
+	/* As PID 1, argv holds whatever boot parameters the kernel did not know: ignore it. */
+	for (int i = 1; i < argc && !pid1; i++) {
 		if (!strcmp(argv[i], "--from-cmdline")) {
 			from_cmdline = 1;
 		} else if (!strcmp(argv[i], "--nonce") && i + 1 < argc) {

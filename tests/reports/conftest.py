@@ -83,24 +83,34 @@ def make_eif(directory: Path, seed: int) -> Path:
     for name, size in (("k", 50_000), ("b", 9_000), ("a", 20_000)):
         (directory / f"{name}{seed}").write_bytes(rng.randbytes(size))
     out = directory / f"enclave{seed}.eif"
-    write_eif(out, kernel=directory / f"k{seed}", cmdline="console=ttyS0",
-              ramdisks=[directory / f"b{seed}", directory / f"a{seed}"], name="t", version="1",
-              build_time="2025-01-01T00:00:00+00:00")
+    write_eif(
+        out,
+        kernel=directory / f"k{seed}",
+        cmdline="console=ttyS0",
+        ramdisks=[directory / f"b{seed}", directory / f"a{seed}"],
+        name="t",
+        version="1",
+        build_time="2025-01-01T00:00:00+00:00",
+    )
     return out
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> GateWorld:
-    from enclave_audit.fsutil import hash_file
     from builder.eif import describe_eif
+    from enclave_audit.fsutil import hash_file
 
     eif = make_eif(tmp_path, 1)
     pcrs = PcrSet(values={i: v for i, v in describe_eif(eif).pcrs.values.items() if i in (0, 1, 2)})
     measurements = tmp_path / "measurements.json"
     measurements.write_text(measurements_json(pcrs))
     keys = {}
-    for auditor, kind in (("alice", KeyType.ECDSA_P256), ("bob", KeyType.ED25519),
-                          ("carol", KeyType.ECDSA_P256), ("mallory", KeyType.ED25519)):
+    for auditor, kind in (
+        ("alice", KeyType.ECDSA_P256),
+        ("bob", KeyType.ED25519),
+        ("carol", KeyType.ECDSA_P256),
+        ("mallory", KeyType.ED25519),
+    ):
         pair = generate_key_pair(kind, tmp_path / "keys" / auditor)
         keys[auditor] = pair.private
     policy = tmp_path / "current-policy.json"

@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from conftest import assert_one_line_error, run_cli
+
 from enclave_audit.errors import DecisionLogTampered
 from enclave_audit.model.findings import Verdict
 from enclave_audit.model.measurements import PcrSet
@@ -18,9 +18,22 @@ NOW_ARG = ["--now", "2026-11-23T12:00:00Z"]
 
 
 def _gate(world, *vsas, extra=()):  # type: ignore[no-untyped-def]
-    args = ["gate", "--policy", str(world.policy), "--measurements", str(world.measurements),
-            "--trust", str(world.trust), "--eif", str(world.eif), "-o",
-            str(world.root / "new-policy.json"), "--report", str(world.root / "report"), *NOW_ARG]
+    args = [
+        "gate",
+        "--policy",
+        str(world.policy),
+        "--measurements",
+        str(world.measurements),
+        "--trust",
+        str(world.trust),
+        "--eif",
+        str(world.eif),
+        "-o",
+        str(world.root / "new-policy.json"),
+        "--report",
+        str(world.root / "report"),
+        *NOW_ARG,
+    ]
     for v in vsas:
         args += ["--vsa", str(v)]
     return run_cli([*args, *extra])
@@ -76,14 +89,18 @@ def test_refusals_exit_1_and_change_nothing(world, case, needle):
         raw = bytearray(world.vsa("bob").read_bytes())
         data = json.loads(raw)
         payload = data["dsseEnvelope"]["payload"]
-        data["dsseEnvelope"]["payload"] = payload[:-8] + ("A" if payload[-8] != "A" else "B") + payload[-7:]
+        data["dsseEnvelope"]["payload"] = (
+            payload[:-8] + ("A" if payload[-8] != "A" else "B") + payload[-7:]
+        )
         tampered = world.root / "bob-tampered.json"
         tampered.write_text(json.dumps(data))
         second = [tampered]
     elif case == "other-image":
         from enclave_audit.model.digests import Digest, HashAlgorithm
 
-        second = [world.vsa("bob", digest=Digest(algorithm=HashAlgorithm.SHA256, value=b"\x11" * 32))]
+        second = [
+            world.vsa("bob", digest=Digest(algorithm=HashAlgorithm.SHA256, value=b"\x11" * 32))
+        ]
     elif case == "expired":
         now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
         second = [world.vsa("bob", when=now - timedelta(hours=49))]
@@ -113,7 +130,9 @@ def test_refusals_exit_1_and_change_nothing(world, case, needle):
 
 
 def test_dissent_is_recorded_by_name(world):
-    result = _gate(world, world.vsa("alice"), world.vsa("bob"), world.vsa("carol", verdict=Verdict.FAIL))
+    result = _gate(
+        world, world.vsa("alice"), world.vsa("bob"), world.vsa("carol", verdict=Verdict.FAIL)
+    )
     assert result.exit_code == 1
     entry = decision_log.read_log(world.root / "decisions.jsonl")[-1]
     assert entry.dissenting == ["carol"] and entry.agreeing == ["alice", "bob"]
@@ -168,14 +187,18 @@ def test_decision_log_detects_tampering_with_any_earlier_entry(world):
             log.write_bytes(b"\n".join(bad) + b"\n")
             with pytest.raises(DecisionLogTampered):
                 decision_log.read_log(log)
-    log.write_bytes(b"\n".join(lines[:1] + [lines[1].replace(b'"refused"', b'"approved"')] + lines[2:]) + b"\n")
+    log.write_bytes(
+        b"\n".join(lines[:1] + [lines[1].replace(b'"refused"', b'"approved"')] + lines[2:]) + b"\n"
+    )
     result = _gate(world, world.vsa("alice"), world.vsa("bob"))
     assert_one_line_error(result, 60, "decision log")
     assert not (world.root / "new-policy.json").exists()
 
 
 def test_bad_trust_file_and_policy_are_one_line_errors(world):
-    world.trust.write_text("threshold = 5\n[[auditor]]\nname='x'\nkey='keys/alice.pub'\n[enclave]\nprincipal='p'\n")
+    world.trust.write_text(
+        "threshold = 5\n[[auditor]]\nname='x'\nkey='keys/alice.pub'\n[enclave]\nprincipal='p'\n"
+    )
     assert_one_line_error(_gate(world, world.vsa("alice")), 30, "threshold")
     world.trust.write_text("not toml = = =")
     assert_one_line_error(_gate(world, world.vsa("alice")), 30, "toml")

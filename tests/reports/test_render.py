@@ -15,8 +15,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, assert_one_line_error, need, run_cli
+
 from enclave_audit.model.difference import Cause, CauseHint, Change, DiffNode, NodeKind, Side
 from enclave_audit.model.findings import Check, CheckOutcome, Finding, Severity, Verdict
 from enclave_audit.model.report import AuditReport, GateSection, PcrRow, SignedStatementEntry
@@ -67,18 +67,34 @@ def sample_report(verdict: Verdict = Verdict.FAIL) -> AuditReport:
         subject_digests={"sha256": "3" * 64},
         pcr_table=[
             PcrRow(source="builder", role="builder", pcrs={"0": PCR_A, "1": PCR_A, "2": PCR_A}),
-            PcrRow(source="rebuild (alice)", role="rebuild", pcrs={"0": PCR_B, "1": PCR_A, "2": PCR_B}),
+            PcrRow(
+                source="rebuild (alice)", role="rebuild", pcrs={"0": PCR_B, "1": PCR_A, "2": PCR_B}
+            ),
         ],
         differences=root,
-        findings=[Finding(rule="elf.no-pie", severity=Severity.HIGH, path="/usr/bin/x", message=EVIL)],
+        findings=[
+            Finding(rule="elf.no-pie", severity=Severity.HIGH, path="/usr/bin/x", message=EVIL)
+        ],
         attestations=[
-            SignedStatementEntry(kind="vsa", source="alice.json", signer="alice", subject="s",
-                                 verdict="PASS", accepted=True)
+            SignedStatementEntry(
+                kind="vsa",
+                source="alice.json",
+                signer="alice",
+                subject="s",
+                verdict="PASS",
+                accepted=True,
+            )
         ],
         attestation_checks=[Check(name="chain", outcome=CheckOutcome.PASS, detail="ok")],
-        policy_diff="--- a\n+++ b\n+ \"kms:RecipientAttestation:ImageSha384\"",
-        gate=GateSection(decision="refused", reason="only 1 of 2", threshold=2, agreeing=["alice"],
-                         dissenting=[], rejected=["bob.json: bad signature"]),
+        policy_diff='--- a\n+++ b\n+ "kms:RecipientAttestation:ImageSha384"',
+        gate=GateSection(
+            decision="refused",
+            reason="only 1 of 2",
+            threshold=2,
+            agreeing=["alice"],
+            dissenting=[],
+            rejected=["bob.json: bad signature"],
+        ),
         notes=["note"],
     )
 
@@ -125,9 +141,15 @@ def test_unknown_schema_version_is_refused(tmp_path: Path):
 # --- headless Chromium ------------------------------------------------------------------
 
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-quic", "--remote-allow-origins=*",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--remote-allow-origins=*",
 ]
 
 
@@ -162,7 +184,7 @@ class Cdp:
         try:
             while True:
                 self.events.append(json.loads(self.ws.recv()))
-        except Exception:  # noqa: BLE001 - timeout ends the drain
+        except Exception:
             pass
         self.ws.settimeout(30)
 
@@ -219,9 +241,16 @@ def test_report_in_headless_chromium(tmp_path: Path, verdict: Verdict):
     port = _free_port()
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     proc = subprocess.Popen(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--remote-debugging-port={port}",
-         "--window-size=1280,1400", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--remote-debugging-port={port}",
+            "--window-size=1280,1400",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         targets = None
@@ -242,7 +271,8 @@ def test_report_in_headless_chromium(tmp_path: Path, verdict: Verdict):
         cdp.call("Page.navigate", url=page.as_uri())
         cdp.drain(2.0)
         errors = [
-            e for e in cdp.events
+            e
+            for e in cdp.events
             if e.get("method") == "Runtime.exceptionThrown"
             or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")
             or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")

@@ -1,15 +1,15 @@
 """The fallback: where two byte strings first differ, how many bytes differ, with context.
 
-Streams both sides in chunks (numpy does the byte comparison), so any size is fine.
+Streams both sides in chunks (XOR of big integers finds and counts differing bytes at C
+speed, without importing numpy), so any size is fine.
 Each side's ``value`` is ``@0x<offset> <hex>``: a window around the first difference that
 the cause classifiers decode (unix times, paths, random bytes).
 """
 
 from __future__ import annotations
 
+import re
 from typing import IO, TYPE_CHECKING
-
-import numpy as np
 
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
 from verifier.compare.base import CHUNK, Blob, cheap_side
@@ -21,14 +21,40 @@ WINDOW_BEFORE = 16
 WINDOW_AFTER = 48
 
 
+_NONZERO = re.compile(rb"[^\x00]+")
+
+
+def xor(a: bytes, b: bytes) -> bytes:
+    """Byte-wise XOR of the common prefix of ``a`` and ``b`` (zero bytes where equal)."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return b""
+    value = int.from_bytes(a[:n], "big") ^ int.from_bytes(b[:n], "big")
+    return value.to_bytes(n, "big")
+
+
+def count_differing(a: bytes, b: bytes) -> int:
+    """Differing bytes in the common prefix."""
+    x = xor(a, b)
+    return len(x) - x.count(0)
+
+
+def differing_runs(a: bytes, b: bytes, limit: int) -> list[tuple[int, int]]:
+    """(start, end inclusive) of up to ``limit`` runs of differing bytes in the common prefix."""
+    out: list[tuple[int, int]] = []
+    for m in _NONZERO.finditer(xor(a, b)):
+        out.append((m.start(), m.end() - 1))
+        if len(out) >= limit:
+            break
+    return out
+
+
 def first_difference(a: bytes, b: bytes) -> int | None:
     """Offset of the first differing byte of two byte strings (a prefix counts as different)."""
     n = min(len(a), len(b))
-    if n:
-        diff = np.frombuffer(a[:n], dtype=np.uint8) != np.frombuffer(b[:n], dtype=np.uint8)
-        idx = int(np.argmax(diff))
-        if diff[idx]:
-            return idx
+    if a[:n] != b[:n]:
+        x = xor(a, b)
+        return n - len(x.lstrip(b"\x00"))
     return None if len(a) == len(b) else n
 
 
@@ -64,9 +90,7 @@ def byte_node(
     if first is None:
         return None
     n = min(len(a), len(b))
-    differing = int(
-        np.count_nonzero(np.frombuffer(a[:n], np.uint8) != np.frombuffer(b[:n], np.uint8))
-    )
+    differing = count_differing(a[:n], b[:n])
     size_note = "" if len(a) == len(b) else f", sizes {len(a)} vs {len(b)}"
     left_side = left or Side.of(size=len(a))
     right_side = right or Side.of(size=len(b))
@@ -102,10 +126,9 @@ class BinaryComparator:
                     break
                 n = min(len(ca), len(cb))
                 if ca[:n] != cb[:n]:
-                    diff = np.frombuffer(ca[:n], np.uint8) != np.frombuffer(cb[:n], np.uint8)
-                    differing += int(np.count_nonzero(diff))
+                    differing += count_differing(ca[:n], cb[:n])
                     if first is None:
-                        idx = int(np.argmax(diff))
+                        idx = first_difference(ca[:n], cb[:n]) or 0
                         first = offset + idx
                         lo = max(0, idx - WINDOW_BEFORE)
                         wa = ca[lo : idx + WINDOW_AFTER]

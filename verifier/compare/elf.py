@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-import numpy as np
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
@@ -24,7 +23,7 @@ from elftools.elf.sections import NoteSection, SymbolTableSection
 from enclave_audit.errors import InvalidInput
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
 from verifier.compare.base import CHUNK, Blob, BytesBlob, spool
-from verifier.compare.binary import byte_node, window
+from verifier.compare.binary import byte_node, count_differing, differing_runs, window
 from verifier.compare.text import text_node
 
 if TYPE_CHECKING:
@@ -441,15 +440,14 @@ def _symbol_regions(
     """Differing regions of a section, each named by the symbol that holds it."""
     a, b = sa.data or b"", sb.data or b""
     n = min(len(a), len(b))
-    diff = np.flatnonzero(np.frombuffer(a[:n], np.uint8) != np.frombuffer(b[:n], np.uint8))
     regions: list[tuple[int, int]] = []
-    for off in diff[:4096].tolist():
-        if regions and off - regions[-1][1] <= REGION_GAP:
-            regions[-1] = (regions[-1][0], off)
+    for start, end in differing_runs(a, b, 4096):
+        if regions and start - regions[-1][1] <= REGION_GAP:
+            regions[-1] = (regions[-1][0], end)
         else:
             if len(regions) >= MAX_REGIONS:
                 break
-            regions.append((off, off))
+            regions.append((start, end))
     if not regions and len(a) != len(b):
         regions.append((n, n))
     nodes: list[DiffNode] = []
@@ -467,16 +465,7 @@ def _symbol_regions(
         if label in seen:
             continue
         seen.add(label)
-        count = (
-            int(
-                np.count_nonzero(
-                    np.frombuffer(a[start : end + 1], np.uint8)
-                    != np.frombuffer(b[start : end + 1], np.uint8)
-                )
-            )
-            if end < n
-            else 0
-        )
+        count = count_differing(a[start : end + 1], b[start : end + 1]) if end < n else 0
         nodes.append(
             DiffNode(
                 path=(*path, label),

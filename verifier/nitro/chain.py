@@ -175,31 +175,39 @@ def validate_chain(
     )
 
 
+@dataclass(frozen=True)
+class _Problems:
+    profile: list[str]
+    signatures: list[str]
+
+
 def _validate_intermediates(
     intermediates: list[bytes], root: TrustRoot
-) -> tuple[_CachedChain | None, list[str]]:
+) -> tuple[_CachedChain | None, _Problems]:
     """Profile, path length and issuance of every CA below the root (leaf excluded)."""
     certs = [
         parse_der(der, what=f"attestation payload 'cabundle[{len(intermediates) - i}]'")
         for i, der in enumerate(intermediates)
     ]
-    problems: list[str] = []
+    problems = _Problems(profile=[], signatures=[])
     path = [*certs, root.certificate]  # nearest to the leaf first, root last
     for depth, cert in enumerate(certs):
-        problems.extend(f"{name_of(cert)}: {p}" for p in profile_problems(cert, Role.INTERMEDIATE))
+        problems.profile.extend(
+            f"{name_of(cert)}: {p}" for p in profile_problems(cert, Role.INTERMEDIATE)
+        )
         issuer = path[depth + 1]
         bad = issuance_problem(cert, issuer)
         if bad is not None:
-            problems.append(f"{name_of(cert)} <- {name_of(issuer)}: {bad}")
+            problems.signatures.append(f"{name_of(cert)} <- {name_of(issuer)}: {bad}")
     # a CA's pathLenConstraint bounds the number of intermediate CAs below it
     for position, cert in enumerate(path):
         limit = path_length(cert)
         below = position  # intermediates between this CA and the leaf
         if limit is not None and below > limit:
-            problems.append(
+            problems.profile.append(
                 f"{name_of(cert)}: pathLenConstraint {limit} but {below} CA certificates below it"
             )
-    if problems:
+    if problems.profile or problems.signatures:
         return None, problems
     windows = tuple(
         _CachedCert(name_of(c), c.not_valid_before_utc, c.not_valid_after_utc) for c in path
@@ -214,7 +222,7 @@ def _validate_intermediates(
             windows=windows,
             summaries=tuple(summarize(c) for c in path),
         ),
-        [],
+        problems,
     )
 
 
@@ -222,17 +230,16 @@ def _failed_intermediates(
     leaf: x509.Certificate,
     intermediates: list[bytes],
     root: TrustRoot,
-    problems: list[str],
+    problems: _Problems,
     at: datetime | None,
 ) -> ChainResult:
     certs = [parse_der(d, what="attestation payload 'cabundle'") for d in intermediates]
     path = [leaf, *certs, root.certificate]
     leaf_problems = [f"leaf: {p}" for p in profile_problems(leaf, Role.LEAF)]
     link = issuance_problem(leaf, path[1])
-    signature_problems = [p for p in problems if " <- " in p]
+    signature_problems = list(problems.signatures)
     if link is not None:
         signature_problems.insert(0, f"leaf <- {name_of(path[1])}: {link}")
-    profile_only = [p for p in problems if " <- " not in p]
     checks = [
         Check(
             name=CHECK_ROOT,
@@ -240,7 +247,9 @@ def _failed_intermediates(
             detail=f"cabundle[0] is the trusted root {root.name} (sha256 {root.sha256})",
         ),
         _check(
-            CHECK_PROFILE, leaf_problems + profile_only, "all certificates meet the Nitro profile"
+            CHECK_PROFILE,
+            leaf_problems + problems.profile,
+            "all certificates meet the Nitro profile",
         ),
         _check(CHECK_SIGNATURES, signature_problems, "all issuance signatures verify"),
         _validity(

@@ -7,9 +7,8 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
-from enclave_audit.model.attestation_doc import AttestationResult
+from enclave_audit.model.attestation_doc import AttestationResult, FlatPcrs
 from enclave_audit.model.findings import Check, Verdict
-from enclave_audit.model.measurements import PcrSet
 
 SCHEMA: Final = "enclave-audit/qemu-boot/v1"
 
@@ -56,8 +55,8 @@ class QemuBootResult(BaseModel):
     accelerator: str
     module_id: str
     nonce: str | None
-    expected_pcrs: PcrSet
-    guest_pcrs: PcrSet
+    expected_pcrs: FlatPcrs
+    guest_pcrs: FlatPcrs
     comparisons: list[PcrComparison]
     checks: list[Check]
     attestation: AttestationResult

@@ -195,3 +195,18 @@ def test_smollm2_logits_match_naive_reference(smollm2_path: Path) -> None:
     scale = np.abs(want).max()
     assert np.abs(got - want).max() < 1e-4 * scale  # measured: ~1.4e-6 * scale
     assert (got.argmax(axis=1) == want.argmax(axis=1)).all()
+
+
+class WrongShapeBackend(NumpyBackend):
+    def matmul(self, name: str, x: np.ndarray) -> np.ndarray:
+        return super().matmul(name, x)[:, :-1]
+
+
+def test_a_backend_answer_of_the_wrong_shape_is_refused(tiny_bytes: bytes) -> None:
+    from enclave_audit.errors import ProtocolError
+
+    model = LlamaModel(GGUFFile(tiny_bytes), WrongShapeBackend())
+    with pytest.raises(ProtocolError, match="attn_q"):
+        model.forward([1, 2], model.new_cache(2))
+    with pytest.raises(InvalidInput, match="integers"):
+        model.forward([2**70], model.new_cache(2))

@@ -63,13 +63,16 @@ def test_future_values_are_not_build_clocks() -> None:
 
 
 def test_dates_in_text() -> None:
-    assert causes_of(text("built: 2026-11-23 02:00:00\n", "built: 2026-11-24 09:13:00\n")) == [Cause.TIMESTAMP]
-    assert causes_of(text("Built Nov 23 2026 02:00:00\n", "Built Nov 24 2026 10:00:00\n"))[0] is Cause.TIMESTAMP
+    iso = text("built: 2026-11-23 02:00:00\n", "built: 2026-11-24 09:13:00\n")
+    assert causes_of(iso) == [Cause.TIMESTAMP]
+    c_style = text("Built Nov 23 2026 02:00:00\n", "Built Nov 24 2026 10:00:00\n")
+    assert causes_of(c_style)[0] is Cause.TIMESTAMP
     assert causes_of(text("epoch=1763865600\n", "epoch=1763869200\n"))[0] is Cause.TIMESTAMP
 
 
 def test_build_paths() -> None:
-    assert causes_of(text("src=/tmp/build-a1/src/main.c\n", "src=/tmp/build-z9/src/main.c\n")) == [Cause.BUILD_PATH]
+    tmp = text("src=/tmp/build-a1/src/main.c\n", "src=/tmp/build-z9/src/main.c\n")
+    assert causes_of(tmp) == [Cause.BUILD_PATH]
     assert causes_of(text("/home/alice/proj/x.py\n", "/home/bob/proj/x.py\n")) == [Cause.BUILD_PATH]
     assert looks_like_build_path("/builds/runner-1/work/a.c", "/builds/runner-2/work/a.c")
     # another file named in the same place is a content change, not a build path
@@ -111,7 +114,8 @@ def test_owner_and_mode_fields() -> None:
 
 
 def test_code_bytes_are_unknown() -> None:
-    node = byte_node((".text",), b"\x8d\x44\x7f\x07\xc3", b"\x8d\x44\x7f\x09\xc3", kind=NodeKind.ELF_SECTION)
+    code_a, code_b = b"\x8d\x44\x7f\x07\xc3", b"\x8d\x44\x7f\x09\xc3"
+    node = byte_node((".text",), code_a, code_b, kind=NodeKind.ELF_SECTION)
     assert node is not None
     assert causes_of(node.model_copy(update={"path": ("hello", ".text")})) == [Cause.UNKNOWN]
 
@@ -123,7 +127,8 @@ def uuid_build_ids(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     (root / "m.c").write_text("int main(void) { return 0; }\n")
     outs = []
     for name in ("a", "b"):
-        subprocess.run(["gcc", "-O1", "-Wl,--build-id=uuid", "-o", name, "m.c"], cwd=root, check=True)
+        cmd = ["gcc", "-O1", "-Wl,--build-id=uuid", "-o", name, "m.c"]
+        subprocess.run(cmd, cwd=root, check=True)
         outs.append(root / name)
     return outs[0], outs[1]
 

@@ -118,12 +118,22 @@ def test_cpio_added_removed_symlink(tmp_path: Path) -> None:
     a, b = tmp_path / "a.cpio", tmp_path / "b.cpio"
     from builder.initramfs.newc import EntryKind
 
-    write_cpio(a, {"bin": FileSpec(kind=EntryKind.DIRECTORY, perm=0o755),
-                   "bin/sh": FileSpec(kind=EntryKind.SYMLINK, perm=0o777, target="dash"),
-                   "gone": FileSpec(b"x")})
-    write_cpio(b, {"bin": FileSpec(kind=EntryKind.DIRECTORY, perm=0o755),
-                   "bin/sh": FileSpec(kind=EntryKind.SYMLINK, perm=0o777, target="bash"),
-                   "new": FileSpec(b"y")})
+    write_cpio(
+        a,
+        {
+            "bin": FileSpec(kind=EntryKind.DIRECTORY, perm=0o755),
+            "bin/sh": FileSpec(kind=EntryKind.SYMLINK, perm=0o777, target="dash"),
+            "gone": FileSpec(b"x"),
+        },
+    )
+    write_cpio(
+        b,
+        {
+            "bin": FileSpec(kind=EntryKind.DIRECTORY, perm=0o755),
+            "bin/sh": FileSpec(kind=EntryKind.SYMLINK, perm=0o777, target="bash"),
+            "new": FileSpec(b"y"),
+        },
+    )
     root = compare_paths(a, b).root
     assert root is not None
     changes = {c.name: c.change for c in root.children}

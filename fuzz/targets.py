@@ -1,0 +1,402 @@
+"""One fuzz target per parser of untrusted bytes.
+
+A target takes arbitrary bytes and drives the project's own entry point for that
+format the way the CLI or a service would.  The contract under test: the only
+exceptions that may come out are :class:`enclave_audit.errors.EnclaveAuditError`
+subclasses (the harness treats anything else as a crash), every input finishes
+within :data:`INPUT_TIME_LIMIT` seconds and the process stays under
+:data:`RSS_LIMIT_MB`.
+
+Size limits the parsers enforce (the fuzzers check they hold):
+attestation documents 32 KiB (``verifier.nitro.document.MAX_DOCUMENT_BYTES``), CMS
+64 KiB (``reference_enclave.cms.MAX_CMS_SIZE``), model-file header 64 KiB and the
+plaintext limit the caller passes (``max_plaintext``), KMS request bodies 1 MiB,
+key policies 32 KiB, bundles 16 MiB, GPU-bridge reports and frames 1 MiB.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import functools
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: one input may take at most this long (libFuzzer ``-timeout`` and the hypothesis tests)
+INPUT_TIME_LIMIT = 10
+#: the fuzzing process may not grow past this (libFuzzer ``-rss_limit_mb``)
+RSS_LIMIT_MB = 2048
+#: the largest input the fuzzers generate
+MAX_LEN = 64 << 10
+
+#: fixed instants so that verification results do not depend on the wall clock
+FIXED_NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+MODEL_KEY = bytes(range(32))
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    what: str
+    run: Callable[[bytes], None]
+
+
+@functools.cache
+def workdir() -> Path:
+    """A private scratch directory for targets whose parser reads a path."""
+    path = Path(tempfile.mkdtemp(prefix="enclave-audit-fuzz-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def _each(call: Callable[[], object]) -> None:
+    """Run one stage of a target; a project error there still lets the next stage run."""
+    from enclave_audit.errors import EnclaveAuditError
+
+    try:
+        call()
+    except EnclaveAuditError:
+        pass
+
+
+def _as_file(name: str, data: bytes) -> Path:
+    path = workdir() / name
+    path.write_bytes(data)
+    return path
+
+
+# --- EIF ----------------------------------------------------------------------------
+
+
+def eif(data: bytes) -> None:
+    from builder.eif import EifReader, describe_eif
+
+    path = _as_file("fuzz.eif", data)
+    with EifReader.open(path) as reader:
+        reader.cmdline_text()
+        reader.metadata()
+        signature = reader.signature
+        if signature is not None:
+            reader.read(signature)
+    describe_eif(path)
+
+
+def eif_signature(data: bytes) -> None:
+    from builder.eif import parse_signature_section
+
+    info = parse_signature_section(data)
+    info.covers(b"\0" * 48)
+    info.describe_certificate()
+
+
+# --- cpio ---------------------------------------------------------------------------
+
+
+def cpio(data: bytes) -> None:
+    from builder.initramfs import iter_members
+
+    for member in iter_members(io.BytesIO(data)):
+        if member.is_file:
+            member.data.read()
+
+
+def cpio_extract(data: bytes) -> None:
+    from builder.initramfs import extract
+
+    src = _as_file("fuzz.cpio", data)
+    dest = workdir() / "extract" / "root"
+    shutil.rmtree(dest.parent, ignore_errors=True)
+    dest.mkdir(parents=True)
+    before = set(os.listdir(workdir()))
+    try:
+        extract(src, dest)
+    finally:
+        _assert_contained(dest, before)
+        shutil.rmtree(dest.parent, ignore_errors=True)
+
+
+def _assert_contained(dest: Path, before: set[str]) -> None:
+    """Nothing an archive extracts may land outside ``dest`` (checked after each input)."""
+    if set(os.listdir(workdir())) != before or os.listdir(dest.parent) != ["root"]:
+        raise AssertionError("cpio extract wrote outside its destination")
+
+
+# --- attestation documents (CBOR / COSE) -------------------------------------------------
+
+
+def cbor(data: bytes) -> None:
+    from verifier.nitro.cbor import loads
+
+    loads(data, what="fuzz input")
+
+
+def attestation(data: bytes) -> None:
+    from verifier.nitro import parse_attestation, unwrap_transport, verify_attestation
+
+    raw = unwrap_transport(data)
+    _each(lambda: parse_attestation(raw))
+    verify_attestation(raw, at="document", now=FIXED_NOW)
+
+
+# --- CMS EnvelopedData --------------------------------------------------------------------
+
+
+@functools.cache
+def _rsa_key() -> Any:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def cms(data: bytes) -> None:
+    from reference_enclave.cms import open_enveloped_data, parse_enveloped_data
+
+    _each(lambda: parse_enveloped_data(data))
+    open_enveloped_data(data, _rsa_key())
+
+
+# --- the chunked model format ---------------------------------------------------------------
+
+
+def model_file(data: bytes) -> None:
+    from reference_enclave.model_format import decrypt_model, read_header
+
+    _each(lambda: read_header(io.BytesIO(data)))
+    decrypt_model(io.BytesIO(data), MODEL_KEY, max_plaintext=1 << 20)
+
+
+# --- DSSE envelopes and Sigstore bundles ----------------------------------------------------
+
+
+@functools.cache
+def _auditor_key() -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def dsse_envelope(data: bytes) -> None:
+    from verifier.attest.dsse import Envelope
+
+    envelope = Envelope.from_bytes(data)
+    envelope.pae()
+    envelope.to_bytes()
+
+
+def bundle(data: bytes) -> None:
+    from verifier.attest.dsse import parse_bundle
+    from verifier.attest.policy import KeyPolicy
+    from verifier.attest.verify import verify_bundle
+
+    _each(lambda: parse_bundle(data))
+    policy = KeyPolicy([_auditor_key().public_key()])
+    verify_bundle(data, policy, artifact_digest=None)
+
+
+# --- KMS: JSON requests and key policies --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Kms:
+    service: Any
+    admin: Any
+    key_id: str
+
+
+@functools.cache
+def _kms() -> _Kms:
+    from reference_enclave.kms.config import KmsConfig
+    from reference_enclave.kms.recipient import RecipientVerifier
+    from reference_enclave.kms import Credential
+    from reference_enclave.kms.service import AuditNote, KmsService
+    from reference_enclave.kms.store import KeyStore
+    from reference_enclave.nsm.sim_ca import SimulationCa
+    from verifier.nitro import TrustRoot
+
+    admin = Credential(
+        access_key_id="AKIAFUZZADMIN0000001",
+        secret_access_key="fuzz-secret-" + "f" * 30,
+        principal="arn:aws:iam::111122223333:user/admin",
+    )
+    root = TrustRoot.from_pem(SimulationCa.create().root_pem(), name="fuzz simulation root")
+    store = KeyStore(workdir() / "kms.db")
+    verifier = RecipientVerifier(
+        [root], max_age_seconds=300, allow_debug=False, clock=time.time
+    )
+    service = KmsService(store, KmsConfig(credentials=(admin,)), verifier)
+    key_id = service.call("CreateKey", {}, admin, AuditNote())["KeyMetadata"]["KeyId"]
+    return _Kms(service, admin, str(key_id))
+
+
+KMS_OPERATIONS = (
+    "Encrypt",
+    "Decrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "GenerateRandom",
+    "DescribeKey",
+    "ListKeys",
+    "GetKeyPolicy",
+    "PutKeyPolicy",
+    "CreateKey",
+)
+
+
+def kms_request(data: bytes) -> None:
+    """The server's path for a request body: JSON decode, object check, dispatch."""
+    from reference_enclave.kms.errors import KmsApiError
+    from reference_enclave.kms.service import AuditNote
+
+    if not data:
+        return
+    kms = _kms()
+    operation = KMS_OPERATIONS[data[0] % len(KMS_OPERATIONS)]
+    body = data[1:]
+    try:
+        params = json.loads(body or b"{}")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return  # the server answers SerializationException before dispatching
+    if not isinstance(params, dict):
+        return
+    if isinstance(params.get("KeyId"), str) and params["KeyId"] == "$key":
+        params["KeyId"] = kms.key_id
+    try:
+        kms.service.call(operation, params, kms.admin, AuditNote())
+    except KmsApiError as exc:
+        if exc.status >= 500:
+            raise AssertionError(f"KMS answered {exc.status} {exc.code}: {exc.api_message}")
+        raise
+
+
+def kms_policy(data: bytes) -> None:
+    from reference_enclave.kms.policy import RequestContext, evaluate, parse_policy
+
+    text = data.decode("utf-8", "replace")
+    policy = parse_policy(text)
+    ctx = RequestContext(
+        principal="arn:aws:sts::111122223333:assumed-role/enclave-instance-role/i-0123",
+        account="111122223333",
+        action="kms:Decrypt",
+        resource="arn:aws:kms:us-east-1:111122223333:key/k",
+        keys={"kms:recipientattestation:imagesha384": ("a1" * 48,)},
+    )
+    evaluate(policy, ctx)
+
+
+def key_policy(data: bytes) -> None:
+    from reports.key_policy import allowed_images, parse_policy, validate_policy
+
+    policy = parse_policy(data, source="fuzz key policy")
+    validate_policy(policy, source="fuzz key policy")
+    allowed_images(policy)
+
+
+# --- build manifests, trust files, the decision log ---------------------------------------------
+
+
+def manifest(data: bytes) -> None:
+    from enclave_audit.model.manifest import BuildManifest
+
+    BuildManifest.load(_as_file("build-manifest.json", data))
+
+
+def trust_file(data: bytes) -> None:
+    from reports.trust import load_trust
+
+    load_trust(_as_file("trust.toml", data))
+
+
+def decision_log(data: bytes) -> None:
+    from reports.decision_log import read_log
+
+    read_log(_as_file("decisions.jsonl", data))
+
+
+# --- GPU bridge and the enclave endpoint ----------------------------------------------------
+
+
+@functools.cache
+def _reference_values() -> Any:
+    from reference_enclave.gpu_bridge.client import load_reference_values
+
+    return load_reference_values()
+
+
+def gpu_report(data: bytes) -> None:
+    from reference_enclave.gpu_bridge.attestation import verify_report
+
+    verify_report(
+        data,
+        _reference_values(),
+        nonce=b"n" * 32,
+        enclave_share=b"e" * 32,
+        now=FIXED_NOW,
+    )
+
+
+@functools.cache
+def _enclave_key() -> Any:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    return X25519PrivateKey.from_private_bytes(bytes(range(32)))
+
+
+def enclave_request(data: bytes) -> None:
+    from reference_enclave.runtime.wire import InferenceRequest, open_request
+
+    _each(lambda: InferenceRequest.from_bytes(data))
+    open_request(_enclave_key(), data)
+
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (
+        Target("eif", "EIF image (reader, metadata, describe: CRC, PCRs, signature)", eif),
+        Target("eif_signature", "EIF signature section (CBOR/COSE, certificate)", eif_signature),
+        Target("cpio", "newc cpio ramdisk (streaming reader)", cpio),
+        Target("cpio_extract", "newc cpio extraction (path containment)", cpio_extract),
+        Target("cbor", "strict CBOR decoder of attestation documents", cbor),
+        Target("attestation", "Nitro attestation document (COSE_Sign1, chain)", attestation),
+        Target("cms", "CMS EnvelopedData (KMS CiphertextForRecipient)", cms),
+        Target("model_file", "chunked encrypted model format (CIMF)", model_file),
+        Target("dsse_envelope", "DSSE envelope JSON", dsse_envelope),
+        Target("bundle", "Sigstore / key bundle (parse and verify)", bundle),
+        Target("kms_request", "reference KMS JSON request bodies", kms_request),
+        Target("kms_policy", "KMS key policy (parse and evaluate)", kms_policy),
+        Target("key_policy", "gate key policy (parse, validate, allowed images)", key_policy),
+        Target("manifest", "build manifest JSON", manifest),
+        Target("trust_file", "gate trust file (TOML)", trust_file),
+        Target("decision_log", "gate decision log (hash chain)", decision_log),
+        Target("gpu_report", "GPU-bridge accelerator report (CBOR, ES384)", gpu_report),
+        Target("enclave_request", "enclave endpoint sealed request (JSON, HPKE)", enclave_request),
+    )
+}
+
+
+def allowed_error() -> type[BaseException]:
+    from enclave_audit.errors import EnclaveAuditError
+
+    return EnclaveAuditError
+
+
+def run_one(target: Target, data: bytes) -> None:
+    """Run ``target`` on ``data``; project errors are the expected outcome of bad input."""
+    try:
+        target.run(data)
+    except allowed_error():
+        pass
+
+
+def environment() -> dict[str, str]:
+    """Variables the fuzzing subprocesses need (quiet, deterministic hashing off)."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONHASHSEED", "0")
+    return env
