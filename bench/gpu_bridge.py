@@ -38,7 +38,7 @@ def model_bytes(which: str, tmp: Path) -> bytes:
 
 def decode_rate(model: ChatModel, tokens: int) -> tuple[float, str, int]:
     gen = model.generate(PROMPT, max_new_tokens=tokens)
-    return gen.decode_steps / gen.decode_seconds, gen.text, gen.decode_steps
+    return gen.decode_steps / gen.decode_seconds, gen.text, gen.prompt_tokens + gen.decode_steps
 
 
 def main() -> None:
@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2")
     ap.add_argument("--tokens", type=int, default=24)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating runs; best of each kept")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -63,8 +64,8 @@ def main() -> None:
                     break
                 time.sleep(0.05)
             local_rate, local_text, _ = decode_rate(ChatModel.from_gguf(data), args.tokens)
-            results = {}
-            for label, insecure in (("unencrypted", True), ("encrypted", False)):
+            results: dict[str, dict[str, object]] = {}
+            for label, insecure in [("unencrypted", True), ("encrypted", False)] * args.rounds:
                 bridge = BridgeBackend(sock, load_reference_values(), insecure_plaintext=insecure)
                 with bridge:
                     t0 = time.perf_counter()
@@ -72,16 +73,19 @@ def main() -> None:
                     load_s = time.perf_counter() - t0
                     before_sent = bridge.link.stats.payload_bytes
                     before_recv = bridge.link.stats.received_bytes
-                    rate, text, steps = decode_rate(model, args.tokens)
+                    rate, text, processed = decode_rate(model, args.tokens)
                     moved = (bridge.link.stats.payload_bytes - before_sent
                              + bridge.link.stats.received_bytes - before_recv)
-                results[label] = {"tokens_per_s": rate, "weights_load_s": load_s,
-                                  "bytes_per_token": moved / max(1, steps + 1), "text": text}
+                best = results.get(label)
+                if best is None or rate > float(best["tokens_per_s"]):  # type: ignore[arg-type]
+                    results[label] = {"tokens_per_s": rate, "weights_load_s": load_s,
+                                      "bytes_per_token": moved / max(1, processed), "text": text}
             assert results["encrypted"]["text"] == results["unencrypted"]["text"] == local_text
         finally:
             proc.terminate()
             proc.wait(timeout=10)
     enc, plain = results["encrypted"], results["unencrypted"]
+    assert isinstance(enc["tokens_per_s"], float) and isinstance(plain["tokens_per_s"], float)
     report = {
         "machine": f"{platform.node()} {os.cpu_count()} cores, device={args.device}",
         "model": args.model,
@@ -89,7 +93,7 @@ def main() -> None:
         "bridge_unencrypted_tokens_per_s": round(plain["tokens_per_s"], 2),
         "bridge_encrypted_tokens_per_s": round(enc["tokens_per_s"], 2),
         "encrypted_over_unencrypted_time": round(plain["tokens_per_s"] / enc["tokens_per_s"], 3),
-        "bytes_encrypted_per_token": int(enc["bytes_per_token"]),
+        "bytes_encrypted_per_processed_token": int(enc["bytes_per_token"]),  # type: ignore[call-overload]
         "weights_load_s_unencrypted": round(plain["weights_load_s"], 2),
         "weights_load_s_encrypted": round(enc["weights_load_s"], 2),
         "same_answer": True,

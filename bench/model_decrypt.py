@@ -34,10 +34,22 @@ import tempfile
 import time
 from pathlib import Path
 
+import cryptography
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from model_common import machine, write_section
 
 from reference_enclave import model_format as mf
+
+
+def _openssl_cli() -> str:
+    out = subprocess.run(["openssl", "version"], capture_output=True, text=True, check=True)
+    return " ".join(out.stdout.split()[:2])
+
+
+def _openssl_lib() -> str:
+    from cryptography.hazmat.backends.openssl.backend import backend
+
+    return str(backend.openssl_version_text())
 
 
 def openssl_gcm(decrypt: bool, seconds: int = 2) -> float:
@@ -151,7 +163,9 @@ def main() -> None:
         f"Command: `.venv/bin/python bench/model_decrypt.py --size-mib {args.size_mib} "
         f"--runs {args.runs} --passes {args.passes} --write`  ",
         f"Machine: {machine()}  ",
-        f"File: {args.size_mib} MiB of random plaintext; best of {args.runs} interleaved runs.",
+        f"File: {args.size_mib} MiB of random plaintext; best of {args.runs} interleaved runs.  ",
+        f"OpenSSL: the `openssl` command is {_openssl_cli()}; pyca/cryptography "
+        f"{cryptography.__version__} uses {_openssl_lib()}.",
         "",
         "| measurement | GB/s |",
         "| --- | ---: |",

@@ -1,9 +1,15 @@
 """Root filesystem backends (``native``: mmdebstrap; others plug in via :class:`RootfsBackend`)."""
 
+from collections.abc import Callable
+
 from builder.rootfs.base import RootfsBackend, RootfsResult
+from builder.rootfs.docker import DockerBackend
 from builder.rootfs.native import NativeBackend
 
-BACKENDS: dict[str, type[NativeBackend]] = {"native": NativeBackend}
+BACKENDS: dict[str, Callable[[], RootfsBackend]] = {
+    "native": NativeBackend,
+    "docker": DockerBackend,
+}
 
 
 def get_backend(name: str) -> RootfsBackend:
@@ -19,4 +25,11 @@ def get_backend(name: str) -> RootfsBackend:
     return cls()
 
 
-__all__ = ["BACKENDS", "NativeBackend", "RootfsBackend", "RootfsResult", "get_backend"]
+__all__ = [
+    "BACKENDS",
+    "DockerBackend",
+    "NativeBackend",
+    "RootfsBackend",
+    "RootfsResult",
+    "get_backend",
+]

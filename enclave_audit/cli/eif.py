@@ -150,7 +150,12 @@ def pcr(
 
 @click.group("eif")
 def eif_group() -> None:
-    """Assemble EIF files."""
+    """Assemble EIF files (describe them with describe-eif).
+
+    \b
+    Example:
+      enclave-audit eif assemble --kernel bzImage --ramdisk boot.cpio -o enclave.eif
+    """
 
 
 @eif_group.command("assemble")

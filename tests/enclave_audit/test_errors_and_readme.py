@@ -43,10 +43,18 @@ def test_every_registered_verb_imports_and_has_an_example():
     import click
 
     ctx = click.Context(group)
+    missing = []
     for name in COMMANDS:
         command = group.get_command(ctx, name)
         assert command is not None, name
-        assert command.help and "example" in command.help.lower(), f"{name}: --help lacks an example"
+        stack = [(name, command)]
+        while stack:
+            label, cmd = stack.pop()
+            if not (cmd.help and "example" in cmd.help.lower()):
+                missing.append(label)
+            if isinstance(cmd, click.Group):
+                stack += [(f"{label} {sub}", c) for sub, c in cmd.commands.items()]
+    assert not missing, f"--help without an example: {missing}"
 
 
 def test_top_level_help_lists_verbs_and_exit_codes():

@@ -231,7 +231,10 @@ def test_bad_image_fails_and_policy_can_allow(build, tmp_path: Path) -> None:
         directory("usr/bin"),
         directory("etc"),
         directory("data", perm=0o777),
-        file_bytes("usr/bin/helper", build("helper", "-O1"), 0o4755),
+        directory("opt"),
+        directory("opt/app"),
+        file_bytes("opt/app/helper", build("helper", "-O1"), 0o4755),
+        file_bytes("usr/bin/newgrp", build("newgrp", "-O1"), 0o4755),
         file_bytes("usr/bin/gdb", b"\x7fELF-not-really", 0o755),
         file_bytes("etc/key.pem", _private_key_pem(), 0o600),
         file_bytes("etc/env", f"AWS_ACCESS_KEY_ID={token}\n".encode(), 0o644),
@@ -241,7 +244,8 @@ def test_bad_image_fails_and_policy_can_allow(build, tmp_path: Path) -> None:
     report = audit_image(image, load_policy(None))
     assert report.verdict is Verdict.FAIL
     by_rule = {(f.rule, f.path): f for f in report.findings}
-    assert by_rule[("setuid", "ramdisk[1]/usr/bin/helper")].severity is Severity.HIGH
+    assert by_rule[("setuid-risky", "ramdisk[1]/opt/app/helper")].severity is Severity.HIGH
+    assert by_rule[("setuid", "ramdisk[1]/usr/bin/newgrp")].severity is Severity.MEDIUM
     assert by_rule[("private-key", "ramdisk[1]/etc/key.pem")].severity is Severity.CRITICAL
     env = by_rule[("credential-token", "ramdisk[1]/etc/env")]
     assert token not in env.evidence and "AKIAQ3EG" in env.evidence  # redacted evidence
@@ -257,7 +261,7 @@ def test_bad_image_fails_and_policy_can_allow(build, tmp_path: Path) -> None:
         'fail_on = "high"\n'
         '[severity]\n"debug-tool" = "off"\n"cmdline-mitigations-off" = "low"\n'
         '"elf-unparsed" = "off"\n'
-        '[allow]\n"setuid" = ["ramdisk[1]/usr/bin/helper"]\n'
+        '[allow]\n"setuid-risky" = ["ramdisk[1]/opt/app/helper"]\n'
         '"private-key" = ["ramdisk[1]/etc/*.pem"]\n"credential-token" = ["ramdisk[1]/etc/env"]\n'
     )
     relaxed = audit_image(image, load_policy(policy))

@@ -8,7 +8,7 @@
     "shell-present" = "medium"
 
     [allow]                          # rule -> path globs exempt from the rule
-    "setuid" = ["ramdisk[1]/rootfs/usr/bin/su"]
+    "setuid-risky" = ["ramdisk[1]/rootfs/opt/tool/helper"]
 
 A policy file is merged over :data:`DEFAULT_POLICY`: keys it sets win, ``allow`` lists
 are added to.
@@ -35,7 +35,8 @@ fail_on = "high"
 "shell-present" = "medium"
 "debug-tool" = "high"
 "network-tool" = "medium"
-"setuid" = "high"
+"setuid" = "medium"
+"setuid-risky" = "high"
 "setgid" = "medium"
 "world-writable" = "medium"
 "private-key" = "critical"

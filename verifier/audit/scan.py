@@ -243,15 +243,48 @@ def _name_findings(path: str, name: str, kind: EntryKind) -> Iterator[Finding]:
         )
 
 
+#: where a distribution installs its (few) setuid-root programs
+_SYSTEM_DIRS = ("bin/", "sbin/", "usr/bin/", "usr/sbin/", "usr/lib/", "usr/libexec/")
+#: a setuid bit on these hands out root to anyone who can run a program
+_INTERPRETERS = re.compile(
+    r"^(python[\d.]*|perl[\d.]*|ruby[\d.]*|node|lua[\d.]*|php[\d.]*|env|find|vim?)$"
+)
+
+
+def _setuid_risk(name: str, m: CpioMember) -> str | None:
+    """Why a setuid file is worse than a distribution's setuid-root tool, if it is."""
+    parts = name.strip("/").split("/")
+    base = parts[-1]
+    if m.uid != 0:
+        return f"setuid to uid {m.uid}, not root"
+    if m.perm & (stat.S_IWGRP | stat.S_IWOTH):
+        return "setuid and writable by group or others"
+    if base in SHELLS or _INTERPRETERS.match(base):
+        return f"setuid {base}: a shell or interpreter"
+    inside = "/".join(parts[1:]) if parts[0] == "rootfs" and len(parts) > 1 else "/".join(parts)
+    if not inside.startswith(_SYSTEM_DIRS):
+        return "setuid outside the system directories"
+    return None
+
+
 def _mode_findings(path: str, m: CpioMember) -> Iterator[Finding]:
     perm = m.perm
     if m.kind is EntryKind.FILE and perm & stat.S_ISUID:
-        yield Finding(
-            rule="setuid",
-            severity=Severity.HIGH,
-            path=path,
-            message=f"setuid file (mode {perm:04o}, owner {m.uid})",
-        )
+        risk = _setuid_risk(m.name, m)
+        if risk is None:
+            yield Finding(
+                rule="setuid",
+                severity=Severity.MEDIUM,
+                path=path,
+                message=f"setuid-root program (mode {perm:04o})",
+            )
+        else:
+            yield Finding(
+                rule="setuid-risky",
+                severity=Severity.HIGH,
+                path=path,
+                message=f"{risk} (mode {perm:04o}, owner {m.uid})",
+            )
     if m.kind is EntryKind.FILE and perm & stat.S_ISGID:
         yield Finding(
             rule="setgid",

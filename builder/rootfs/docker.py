@@ -1,0 +1,596 @@
+"""Docker backend: a Dockerfile built on the pinned Debian base, exported as the rootfs.
+
+For users who already describe their enclave with a Dockerfile (nitro-cli's
+path).  No registry is reachable and none is trusted: the base image is the
+native backend's pinned mmdebstrap tarball (every .deb checked against the
+lock), imported into the engine and handed to the Dockerfile by image id as the
+build argument ``BASE``::
+
+    ARG BASE
+    FROM ${BASE}
+
+The imported image's only layer must have the tarball's sha256 as its diff id,
+so the base is pinned by digest.  The build runs with no network, no build
+cache and ``SOURCE_DATE_EPOCH`` as a build argument; the context is sent as a
+tar we write ourselves (sorted, mtimes at ``SOURCE_DATE_EPOCH``, modes 0644 or
+0755), so checkout age and umask cannot leak in through ``COPY``.
+
+The built image's filesystem comes from ``export`` of a created, never-started
+container (the engine flattens layers and resolves whiteouts).  Export also
+shows what the engine's init layer adds to every container (``/.dockerenv``,
+``/etc/hostname``, ``/etc/hosts``, ``/etc/resolv.conf``, ``/etc/mtab``,
+``/dev/console``...): each such path is kept only if the image's own layers
+have it.  The export is rewritten as a normalized tar (component-wise sorted,
+mtimes clamped to ``SOURCE_DATE_EPOCH``, numeric owners, hard links pointing to
+the first name of their group), which the shared code turns into the same
+ramdisk layout as the native backend: ``rootfs/``, ``cmd``, ``env``.
+
+``cmd`` and ``env`` of that layout are the spec's ``app.cmd`` and ``app.env``;
+the image's ENTRYPOINT + CMD and ENV must equal them (else :class:`SpecInvalid`),
+so what the image says it runs and what the auditor reads in the spec agree.
+An image USER or WORKDIR cannot be expressed by the enclave init and is refused.
+
+The Dockerfile is ``docker/Dockerfile`` next to the spec, its directory being
+the build context.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import stat
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from builder.rootfs.base import RootfsResult
+from builder.rootfs.native import NativeBackend
+from builder.spec import LoadedSpec
+from enclave_audit.errors import (
+    BuildStepFailed,
+    DigestMismatch,
+    EnvironmentProblem,
+    SpecInvalid,
+)
+from enclave_audit.fsutil import atomic_directory, cache_dir, sha256_file
+from enclave_audit.progress import ProgressSink
+
+RECIPE_VERSION = 1
+DOCKER_DIR = "docker"
+DOCKERFILE = "Dockerfile"
+#: what the engine's init layer creates in every container when the image lacks it
+INIT_LAYER_PATHS = frozenset(
+    {
+        ".dockerenv",
+        "dev",
+        "dev/console",
+        "dev/pts",
+        "dev/shm",
+        "etc",
+        "etc/hostname",
+        "etc/hosts",
+        "etc/mtab",
+        "etc/resolv.conf",
+        "proc",
+        "sys",
+    }
+)
+_ENGINE_HELP = (
+    "install Debian's docker.io (apt-get install docker.io) and start the engine"
+    " with scripts/docker-engine"
+)
+_CHUNK = 1 << 20
+
+
+def connect() -> Any:
+    """A Docker SDK client for the local engine, or :class:`EnvironmentProblem`."""
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError:
+        raise EnvironmentProblem(
+            "the docker backend needs the 'docker' Python package (pip install docker)"
+        ) from None
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except DockerException as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise EnvironmentProblem(
+            f"no Docker engine reachable ({first[:160]}): {_ENGINE_HELP}"
+        ) from None
+    return client
+
+
+def _error_line(exc: BaseException) -> str:
+    text = getattr(exc, "explanation", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())[:300]
+
+
+# --- the build context ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ContextFile:
+    rel: str
+    path: Path
+    kind: str  # "file", "dir", "symlink"
+    mode: int
+    sha256: str
+    target: str = ""
+
+
+def _context_files(context: Path) -> list[_ContextFile]:
+    out: list[_ContextFile] = []
+    for dirpath, dirnames, filenames in os.walk(context):
+        dirnames.sort()
+        for name in sorted([*dirnames, *filenames]):
+            path = Path(dirpath) / name
+            rel = path.relative_to(context).as_posix()
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                out.append(_ContextFile(rel, path, "symlink", 0o777, "", os.readlink(path)))
+            elif stat.S_ISDIR(st.st_mode):
+                out.append(_ContextFile(rel, path, "dir", 0o755, ""))
+            elif stat.S_ISREG(st.st_mode):
+                mode = 0o755 if st.st_mode & 0o111 else 0o644
+                out.append(_ContextFile(rel, path, "file", mode, sha256_file(path)))
+            else:
+                raise SpecInvalid(f"{path}: not a file, directory or symlink (docker context)")
+    out.sort(key=lambda f: f.rel.encode())
+    return out
+
+
+def context_digest(files: Iterable[_ContextFile]) -> str:
+    """sha256 over ``rel NUL kind NUL mode NUL sha256-or-target LF`` of the context."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.rel}\0{f.kind}\0{f.mode:o}\0{f.sha256 or f.target}\n".encode())
+    return h.hexdigest()
+
+
+def _context_tar(files: list[_ContextFile], epoch: int, dest: IO[bytes]) -> None:
+    with tarfile.open(fileobj=dest, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for f in files:
+            info = tarfile.TarInfo(f.rel)
+            info.mtime = epoch
+            info.mode = f.mode
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if f.kind == "dir":
+                info.type = tarfile.DIRTYPE
+                tf.addfile(info)
+            elif f.kind == "symlink":
+                info.type = tarfile.SYMTYPE
+                info.linkname = f.target
+                tf.addfile(info)
+            else:
+                info.size = f.path.stat().st_size
+                with open(f.path, "rb") as fh:
+                    tf.addfile(info, fh)
+
+
+# --- streams --------------------------------------------------------------------------
+
+
+class _ChunkReader(io.RawIOBase):
+    """A readable file over an iterator of byte chunks (the engine's HTTP streams)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._buf:
+            try:
+                self._buf = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(buffer), len(self._buf))
+        buffer[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+def _norm(name: str) -> str:
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
+
+
+def _ancestors(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+@dataclass
+class _LayerScan:
+    present: set[str]
+    whiteouts: set[str]
+    opaque: set[str]
+
+
+def _scan_layer(fh: IO[bytes], watched: frozenset[str]) -> _LayerScan:
+    scan = _LayerScan(set(), set(), set())
+    with tarfile.open(fileobj=fh, mode="r|") as tf:
+        for m in tf:
+            name = _norm(m.name)
+            base = PurePosixPath(name).name
+            parent = str(PurePosixPath(name).parent).strip(".")
+            if base == ".wh..wh..opq":
+                scan.opaque.add(parent)
+            elif base.startswith(".wh."):
+                scan.whiteouts.add(_norm(f"{parent}/{base[4:]}"))
+            elif name in watched:
+                scan.present.add(name)
+    return scan
+
+
+def image_has(client: Any, image_id: str, watched: frozenset[str]) -> set[str]:
+    """Which of ``watched`` the image's own layers hold (whiteouts and opaque dirs applied)."""
+    layers: dict[str, _LayerScan] = {}
+    manifest: Any = None
+    try:
+        raw = io.BufferedReader(_ChunkReader(iter(client.api.get_image(image_id, _CHUNK))), _CHUNK)
+        with tarfile.open(fileobj=raw, mode="r|") as outer:
+            for m in outer:
+                fh = outer.extractfile(m) if m.isfile() else None
+                if fh is None:
+                    continue
+                if m.name == "manifest.json":
+                    manifest = json.loads(fh.read())
+                elif m.name.endswith("/layer.tar") or m.name.startswith("blobs/"):
+                    try:
+                        layers[m.name] = _scan_layer(fh, watched)
+                    except tarfile.ReadError:
+                        continue  # an OCI blob that is a config or manifest, not a layer
+    except tarfile.TarError as exc:
+        raise BuildStepFailed(f"docker save of {image_id}: unreadable archive: {exc}") from None
+    try:
+        order = [str(x) for x in manifest[0]["Layers"]]
+    except (TypeError, KeyError, IndexError):
+        raise BuildStepFailed(
+            f"docker save of {image_id}: no layer list in manifest.json"
+        ) from None
+    have: set[str] = set()
+    for name in order:
+        scan = layers.get(name)
+        if scan is None:
+            raise BuildStepFailed(f"docker save of {image_id}: layer {name} missing")
+        for path in watched:
+            above = [path, *_ancestors(path)]
+            if any(a in scan.whiteouts for a in above) or any(
+                a in scan.opaque for a in _ancestors(path)
+            ):
+                have.discard(path)
+        have |= scan.present
+    return have
+
+
+# --- normalizing the export -----------------------------------------------------------
+
+
+def _sort_key(name: str) -> tuple[bytes, ...]:
+    return tuple(p.encode("utf-8", "surrogateescape") for p in name.split("/"))
+
+
+def normalize_export(export: Path, dest: Path, *, epoch: int, drop: set[str]) -> None:
+    """Rewrite a ``docker export`` tar as a deterministic tar without ``drop`` paths."""
+    try:
+        src = tarfile.open(export, "r:")
+        members = src.getmembers()
+    except (tarfile.TarError, OSError) as exc:
+        raise BuildStepFailed(f"docker export: unreadable archive: {exc}") from None
+    with src:
+        by_name: dict[str, tarfile.TarInfo] = {}
+        for m in members:
+            name = _norm(m.name)
+            if name and name not in drop:
+                by_name[name] = m
+        # hard link groups: every LNKTYPE name resolves to its data-holding root
+        root_of: dict[str, str] = {}
+        for name, m in by_name.items():
+            if m.islnk():
+                target = _norm(m.linkname)
+                seen = {name}
+                while target in by_name and by_name[target].islnk() and target not in seen:
+                    seen.add(target)
+                    target = _norm(by_name[target].linkname)
+                if target not in by_name or not by_name[target].isreg():
+                    raise BuildStepFailed(
+                        f"docker export: hard link {name!r} points to missing {target!r}"
+                    )
+                root_of[name] = target
+        roots = set(root_of.values())
+
+        def group(name: str) -> str:
+            return root_of.get(name) or (name if name in roots else "")
+
+        first: dict[str, str] = {}
+        for name in sorted(by_name, key=_sort_key):
+            root = group(name)
+            if root and root not in first:
+                first[root] = name
+        with (
+            open(dest, "wb") as out,
+            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf,
+        ):
+            for name in sorted(by_name, key=_sort_key):
+                m = by_name[name]
+                root = group(name)
+                data_from = by_name[root] if root else m
+                info = tarfile.TarInfo(name)
+                info.mode = data_from.mode & 0o7777
+                info.uid, info.gid = data_from.uid, data_from.gid
+                info.uname = info.gname = ""
+                info.mtime = min(max(int(data_from.mtime), 0), epoch)
+                if root and first[root] != name:
+                    info.type = tarfile.LNKTYPE
+                    info.linkname = first[root]
+                    tf.addfile(info)
+                elif m.isreg() or m.islnk():
+                    info.type = tarfile.REGTYPE
+                    info.size = data_from.size
+                    tf.addfile(info, src.extractfile(data_from))
+                elif m.isdir():
+                    info.type = tarfile.DIRTYPE
+                    tf.addfile(info)
+                elif m.issym():
+                    info.type = tarfile.SYMTYPE
+                    info.linkname = m.linkname
+                    tf.addfile(info)
+                elif m.ischr() or m.isblk() or m.isfifo():
+                    info.type = m.type
+                    info.devmajor, info.devminor = m.devmajor, m.devminor
+                    tf.addfile(info)
+                else:
+                    raise BuildStepFailed(
+                        f"docker export: member {name!r} has an unsupported tar type {m.type!r}"
+                    )
+
+
+# --- the backend ----------------------------------------------------------------------
+
+
+def _image_command(attrs: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, str], str, str]:
+    config = attrs.get("Config") or {}
+    cmd = tuple(config.get("Entrypoint") or ()) + tuple(config.get("Cmd") or ())
+    env: dict[str, str] = {}
+    for item in config.get("Env") or ():
+        key, _, value = str(item).partition("=")
+        env[key] = value
+    return cmd, env, str(config.get("User") or ""), str(config.get("WorkingDir") or "")
+
+
+class DockerBackend:
+    """A Dockerfile built by the local Docker engine on the pinned Debian base."""
+
+    name = "docker"
+
+    def __init__(self, dockerfile: Path | None = None) -> None:
+        self._dockerfile = dockerfile
+
+    def dockerfile(self, loaded: LoadedSpec) -> Path:
+        path = self._dockerfile or loaded.base / DOCKER_DIR / DOCKERFILE
+        if not path.is_file():
+            raise SpecInvalid(
+                f"{path}: the docker backend builds the Dockerfile next to the spec"
+                f" ({DOCKER_DIR}/{DOCKERFILE}); it does not exist"
+            )
+        return path.resolve()
+
+    def _cache_key(
+        self, base_sha256: str, context: str, dockerfile: str, epoch: int, engine: str
+    ) -> str:
+        doc = {
+            "recipe": RECIPE_VERSION,
+            "base": base_sha256,
+            "context": context,
+            "dockerfile": dockerfile,
+            "epoch": epoch,
+            "engine": engine,
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    def build_rootfs(
+        self,
+        loaded: LoadedSpec,
+        *,
+        epoch: int,
+        use_cache: bool,
+        progress: ProgressSink,
+    ) -> RootfsResult:
+        dockerfile = self.dockerfile(loaded)
+        context = dockerfile.parent
+        files = _context_files(context)
+        client = connect()
+        engine = str(client.version().get("Version", "unknown"))
+        tool = f"docker {engine}"
+        # the base is pinned by the lock whatever happens to the Dockerfile: reuse it
+        base = NativeBackend().build_rootfs(loaded, epoch=epoch, use_cache=True, progress=progress)
+        key = self._cache_key(base.sha256, context_digest(files), DOCKERFILE, epoch, engine)
+        final = cache_dir("rootfs-docker") / key
+        if use_cache and (final / "rootfs.json").exists():
+            return self._verified(final, tool, loaded)
+        started = time.perf_counter()
+        with atomic_directory(final) as out:
+            with tempfile.TemporaryDirectory(prefix="docker-", dir=out.parent) as tmp:
+                work = Path(tmp)
+                record = self._build(
+                    client, loaded, base, files, dockerfile, epoch, work, out, progress
+                )
+            record.update(
+                {
+                    "epoch": epoch,
+                    "key": key,
+                    "engine": engine,
+                    "base_sha256": base.sha256,
+                    "build_seconds": round(time.perf_counter() - started, 1),
+                }
+            )
+            record["sha256"] = sha256_file(out / "rootfs.tar")
+            (out / "rootfs.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        result = self._verified(final, tool, loaded)
+        return RootfsResult(result.tarball, result.sha256, result.packages, tool, reused=False)
+
+    def _build(
+        self,
+        client: Any,
+        loaded: LoadedSpec,
+        base: RootfsResult,
+        files: list[_ContextFile],
+        dockerfile: Path,
+        epoch: int,
+        work: Path,
+        out: Path,
+        progress: ProgressSink,
+    ) -> dict[str, Any]:
+        from docker.errors import APIError, BuildError, DockerException
+
+        created: list[str] = []  # images to remove, newest last
+        container: Any = None
+        try:
+            progress.start("rootfs: docker import of the pinned base", None)
+            try:
+                reply = client.api.import_image_from_file(str(base.tarball))
+                base_id = str(json.loads(str(reply).strip().splitlines()[-1])["status"])
+                created.append(base_id)
+                base_attrs = client.api.inspect_image(base_id)
+            except (DockerException, ValueError, KeyError, IndexError) as exc:
+                raise BuildStepFailed(
+                    f"docker import of {base.tarball}: {_error_line(exc)}"
+                ) from None
+            progress.done()
+            layers = list((base_attrs.get("RootFS") or {}).get("Layers") or [])
+            if layers != [f"sha256:{base.sha256}"]:
+                raise DigestMismatch(
+                    f"docker import of {base.tarball}: layers {layers}, expected the tarball's"
+                    f" sha256:{base.sha256}"
+                )
+            progress.start(f"rootfs: docker build {dockerfile}", None)
+            ctx = work / "context.tar"
+            with open(ctx, "wb") as fh:
+                _context_tar(files, epoch, fh)
+            try:
+                with open(ctx, "rb") as fh:
+                    image, _logs = client.images.build(
+                        fileobj=fh,
+                        custom_context=True,
+                        dockerfile=DOCKERFILE,
+                        buildargs={"BASE": base_id, "SOURCE_DATE_EPOCH": str(epoch)},
+                        network_mode="none",
+                        nocache=True,
+                        pull=False,
+                        rm=True,
+                        forcerm=True,
+                    )
+            except BuildError as exc:
+                last = _last_log_line(exc.build_log) or _error_line(exc)
+                raise BuildStepFailed(f"docker build of {dockerfile} failed: {last}") from None
+            except (APIError, DockerException) as exc:
+                raise BuildStepFailed(
+                    f"docker build of {dockerfile} failed: {_error_line(exc)}"
+                ) from None
+            image_id = str(image.id)
+            created.append(image_id)
+            progress.done()
+            attrs = client.api.inspect_image(image_id)
+            self._check_config(loaded, dockerfile, attrs)
+            progress.start("rootfs: docker export", None)
+            try:
+                have = image_has(client, image_id, INIT_LAYER_PATHS)
+                container = client.api.create_container(
+                    image_id, network_disabled=True, command=["/nonexistent"]
+                )
+                export = work / "export.tar"
+                with open(export, "wb") as fh:
+                    for chunk in client.api.export(container["Id"], _CHUNK):
+                        fh.write(chunk)
+            except DockerException as exc:
+                raise BuildStepFailed(f"docker export of {image_id}: {_error_line(exc)}") from None
+            normalize_export(
+                export, out / "rootfs.tar", epoch=epoch, drop=set(INIT_LAYER_PATHS - have)
+            )
+            progress.done()
+            cmd, env, _user, _wd = _image_command(attrs)
+            return {
+                "image_id": image_id,
+                "base_image_id": base_id,
+                "dockerfile": dockerfile.name,
+                "cmd": list(cmd),
+                "env": env,
+            }
+        finally:
+            if container is not None:
+                try:
+                    client.api.remove_container(container["Id"], force=True)
+                except DockerException:
+                    pass
+            for image_id in reversed(created):
+                try:
+                    client.api.remove_image(image_id, force=True, noprune=False)
+                except DockerException:
+                    pass
+
+    def _check_config(self, loaded: LoadedSpec, dockerfile: Path, attrs: dict[str, Any]) -> None:
+        app = loaded.spec.app
+        cmd, env, user, workdir = _image_command(attrs)
+        if cmd != tuple(app.cmd):
+            raise SpecInvalid(
+                f"{dockerfile}: the image runs ENTRYPOINT+CMD {list(cmd)}, the spec's app.cmd is"
+                f" {list(app.cmd)} (make them equal)"
+            )
+        if env != dict(app.env):
+            keys = sorted(k for k in {*env, *app.env} if env.get(k) != app.env.get(k))
+            raise SpecInvalid(
+                f"{dockerfile}: the image's ENV differs from the spec's app.env in"
+                f" {', '.join(keys[:5])} (make them equal)"
+            )
+        if user not in ("", "root", "0", "0:0"):
+            raise SpecInvalid(f"{dockerfile}: USER {user} cannot be honoured by the enclave init")
+        if workdir not in ("", "/"):
+            raise SpecInvalid(
+                f"{dockerfile}: WORKDIR {workdir} cannot be honoured by the enclave init"
+            )
+
+    def _verified(self, final: Path, tool: str, loaded: LoadedSpec) -> RootfsResult:
+        try:
+            recorded = str(json.loads((final / "rootfs.json").read_text())["sha256"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise DigestMismatch(
+                f"cached docker rootfs {final}: unreadable record ({exc}); delete it"
+            ) from None
+        got = sha256_file(final / "rootfs.tar")
+        if got != recorded:
+            raise DigestMismatch(
+                f"cached docker rootfs {final / 'rootfs.tar'} has sha256 {got}, recorded"
+                f" {recorded} when it was built (cache tampered or corrupt; delete it)"
+            )
+        return RootfsResult(final / "rootfs.tar", recorded, loaded.lock, tool, reused=True)
+
+    def update_lock(self, loaded: LoadedSpec, *, epoch: int, progress: ProgressSink) -> Path:
+        """The lock pins the base image's Debian packages: resolved as the native backend does."""
+        return NativeBackend().update_lock(loaded, epoch=epoch, progress=progress)
+
+
+def _last_log_line(log: Iterable[Any]) -> str:
+    last = ""
+    for item in log:
+        if not isinstance(item, dict):
+            continue
+        text = item.get("error") or item.get("stream") or ""
+        detail = item.get("errorDetail")
+        if isinstance(detail, dict) and detail.get("message"):
+            text = detail["message"]
+        line = " ".join(str(text).split())
+        if line:
+            last = line
+    return last[:300]

@@ -1,0 +1,3 @@
+"""A stand-in application package for the docker backend's sample image."""
+
+GREETING = "hello"
