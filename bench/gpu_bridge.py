@@ -10,9 +10,13 @@ NumPy rate.  Goal: encrypted within 1.25x of unencrypted on CPU.
 
 from __future__ import annotations
 
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys

@@ -15,6 +15,7 @@ building the kernel and QEMU first if they are not cached.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import tempfile
@@ -37,6 +38,7 @@ def main() -> None:
         eif = args.eif
         if eif is None:
             eif = write_probe_eif(Path(tmp) / "probe.eif", kernel=reference_kernel().bzimage).eif
+        size_mb = eif.stat().st_size / 1e6
         t = time.perf_counter()
         describe_eif(eif)
         static_s = time.perf_counter() - t
@@ -51,8 +53,9 @@ def main() -> None:
     first = [r.timings.first_output_s or 0.0 for r in results]
     exits = [r.timings.qemu_exit_s for r in results if r.timings.qemu_exit_s is not None]
     median = statistics.median(attest)
-    print(f"machine: {platform.node()} {platform.machine()}, QEMU {install.version} (TCG, -smp 1)")
-    print(f"image: {eif.name}, {eif.stat().st_size / 1e6:.2f} MB")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    print(f"{install.version} (TCG, -smp 1)")
+    print(f"image: {eif.name}, {size_mb:.2f} MB")
     print(f"QEMU build (cached): {install.build_seconds} s")
     print(f"describe-eif (static PCRs): {static_s * 1000:.1f} ms")
     print("boot -> attestation (s): " + ", ".join(f"{a:.2f}" for a in attest))

@@ -203,6 +203,7 @@ def build_loaded(
             force=options.rebuild_kernel,
         )
     boot_epoch = kernel.source_date_epoch
+    rootfs_epoch = min(loaded.lock_epoch, epoch) if loaded.lock_epoch is not None else epoch
     work_parent = options.work_dir or cache_dir("build-work")
     work_parent.mkdir(parents=True, exist_ok=True)
     with (
@@ -210,6 +211,7 @@ def build_loaded(
         atomic_directory(Path(out_dir)) as staging,
     ):
         work = Path(tmp)
+        os.chmod(staging, 0o755)  # mkdtemp makes it 0700; the output is for everyone to read
         with timer.step("init"):
             init = build_init(spec.init, loaded.resolve(spec.init.source), work / "init-build")
         with timer.step("cpio"):
@@ -226,7 +228,7 @@ def build_loaded(
             )
         with timer.step("rootfs"):
             rootfs = backend.build_rootfs(
-                loaded, epoch=epoch, use_cache=options.use_rootfs_cache, progress=progress
+                loaded, epoch=rootfs_epoch, use_cache=options.use_rootfs_cache, progress=progress
             )
         with timer.step("wheels"):
             wheel_paths = [(w, fetch_wheel(w)) for w in spec.wheels]
@@ -313,6 +315,7 @@ def build_loaded(
             version=spec.version,
             builder=BuilderInfo(version=__version__, backend=backend.name),
             source_date_epoch=epoch,
+            rootfs_source_date_epoch=rootfs_epoch,
             source=SourceInfo(
                 git_commit=git.commit if git else "",
                 git_dirty=git.dirty if git else False,

@@ -175,6 +175,7 @@ class LoadedSpec(_Frozen):
     sha256: str
     source_root: Path
     lock: tuple[LockedPackage, ...]
+    lock_epoch: int | None = None
 
     @property
     def base(self) -> Path:
@@ -182,6 +183,24 @@ class LoadedSpec(_Frozen):
 
     def resolve(self, rel: str) -> Path:
         return (self.base / rel).resolve()
+
+
+_LOCK_EPOCH = re.compile(r"^#\s*SOURCE_DATE_EPOCH=(\d+)\s*$")
+
+
+def lock_epoch(path: Path) -> int | None:
+    """The ``# SOURCE_DATE_EPOCH=N`` line of a lock file: the rootfs's own epoch.
+
+    The root filesystem is built with this epoch rather than the commit time of
+    the source, so committing application changes does not rebuild it.
+    """
+    if not path.exists():
+        return None
+    for line in read_bytes(path).decode("utf-8", "replace").splitlines():
+        m = _LOCK_EPOCH.match(line.strip())
+        if m:
+            return int(m.group(1))
+    return None
 
 
 def load_lock(path: Path) -> tuple[LockedPackage, ...]:
@@ -205,8 +224,11 @@ def load_lock(path: Path) -> tuple[LockedPackage, ...]:
     return tuple(out)
 
 
-def format_lock(packages: list[LockedPackage]) -> str:
-    lines = ["# Debian packages of the enclave rootfs: name version arch sha256 (generated)"]
+def format_lock(packages: list[LockedPackage], epoch: int) -> str:
+    lines = [
+        "# Debian packages of the enclave rootfs: name version arch sha256 (generated)",
+        f"# SOURCE_DATE_EPOCH={epoch}",
+    ]
     lines += [
         f"{p.name} {p.version} {p.arch} {p.sha256}" for p in sorted(packages, key=lambda p: p.name)
     ]
@@ -240,6 +262,7 @@ def load_spec(path: Path, *, source_root: Path | None = None) -> LoadedSpec:
             raise SpecInvalid(f"{path}: app.packages: {root / pkg} is not a Python package")
     lock = load_lock(base / spec.debian.lock)
     return LoadedSpec(
+        lock_epoch=lock_epoch(base / spec.debian.lock),
         spec=spec,
         path=path.resolve(),
         sha256=hashlib.sha256(raw).hexdigest(),

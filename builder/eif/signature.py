@@ -16,7 +16,7 @@ from typing import Any
 
 import cbor2
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import (
@@ -140,7 +140,8 @@ def parse_signature_section(data: bytes) -> SignatureInfo:
     cose_raw = _bytes_from_int_array(entry.get("signature"), "signature")
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
-    except ValueError as exc:
+        _ = (cert.issuer, cert.signature_algorithm_oid, cert.not_valid_after_utc, cert.public_key())
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise EifSignatureInvalid(f"signature section: certificate unreadable: {exc}") from None
     try:
         cose = cbor2.loads(cose_raw)

@@ -221,7 +221,7 @@ class NativeBackend:
             )
             packages = self._lock_from_debs(debs)
         path = loaded.base / loaded.spec.debian.lock
-        write_text_atomic(path, format_lock(packages))
+        write_text_atomic(path, format_lock(packages, epoch))
         progress.done()
         shutil.rmtree(Path(tmp), ignore_errors=True)
         return path

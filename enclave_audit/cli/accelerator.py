@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# one BLAS thread per process: threaded BLAS on a small shared machine is many times slower
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import datetime as dt
 import signal
 import sys

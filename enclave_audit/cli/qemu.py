@@ -87,8 +87,11 @@ def run_qemu(
         emit_json(result.json_dict())
     else:
         table = Table(title=f"{image.name} under QEMU ({result.qemu_version})", show_lines=False)
-        for column in ("PCR", "ours", "guest (QEMU NSM)", "from", ""):
-            table.add_column(column)
+        table.add_column("PCR")
+        table.add_column("ours", overflow="fold")
+        table.add_column("guest (QEMU NSM)", overflow="fold")
+        table.add_column("from")
+        table.add_column("")
         for c in result.comparisons:
             mark = "[green]match[/]" if c.match else "[bold red]DIFFERS[/]"
             table.add_row(str(c.index), c.expected, c.guest or "(absent)", c.source, mark)
@@ -97,9 +100,16 @@ def run_qemu(
             if check.outcome is CheckOutcome.FAIL:
                 out_console.print(f"[bold red]FAIL[/] {check.name}: {check.detail}")
         t = result.timings
+        vsock = {True: "document copy matched", False: "DOCUMENT COPY DIFFERS", None: "no copy"}
         out_console.print(
-            f"attestation after {t.attestation_s:.1f} s under TCG; nonce {result.nonce};"
-            f" vsock heartbeat {'acknowledged' if result.vsock_heartbeat else 'not seen'}"
+            f"attestation after {t.attestation_s:.1f} s under TCG; nonce {result.nonce}"
+        )
+        asked = {True: "answered", False: "ANSWER WRONG", None: "not served"}
+        out_console.print(
+            f"vsock: guest -> host {vsock[result.vsock_document_match]};"
+            f" host -> guest request {asked[result.vsock_request_ok]};"
+            f" boot heartbeat {'acknowledged' if result.vsock_heartbeat else 'not seen'}"
+            + (f" ({result.vsock_error})" if result.vsock_error else "")
         )
         out_console.print(f"verdict: {result.verdict.value}")
     err_console.print(
@@ -144,7 +154,7 @@ def qemu_run(
 
     \b
     Example:
-      enclave-audit enclave run out/enclave.eif --qemu --parent-id i-0123456789abcdef0
+      enclave-audit enclave qemu-run out/enclave.eif --parent-id i-0123456789abcdef0
     """
     run_qemu(
         image,

@@ -115,6 +115,8 @@ class BuildManifest(_Frozen):
     version: str
     builder: BuilderInfo
     source_date_epoch: int
+    #: the root filesystem's epoch (from the lock file), <= source_date_epoch
+    rootfs_source_date_epoch: int
     source: SourceInfo
     spec: SpecInfo
     kernel: KernelInfo

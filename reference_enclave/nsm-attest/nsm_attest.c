@@ -17,7 +17,9 @@
  * or one line "NSM-ATTEST ERROR <reason>".  With enclave_audit.vsock_port=N on the
  * kernel command line (and --from-cmdline or as PID 1) the same response is also
  * sent over vsock to the parent (CID 3) port N as a 4-byte big-endian length and
- * the bytes, and "NSM-ATTEST VSOCK sent" or "NSM-ATTEST VSOCK failed: ..." is printed.  The response is the CBOR the device
+ * the bytes, and "NSM-ATTEST VSOCK sent" or "NSM-ATTEST VSOCK failed: ..." is printed.
+ * With enclave_audit.serve_port=N it then answers one request from the host over
+ * vsock port N (see serve_once), printing "NSM-ATTEST LISTENING N" when ready.  The response is the CBOR the device
  * returned, e.g. {"Attestation": {"document": <COSE_Sign1 bytes>}}.
  *
  * ioctl ABI: include/uapi/linux/nsm.h (Linux >= 6.8):
@@ -45,6 +47,7 @@
 #define NONCE_MAX 512
 #define CMDLINE_KEY "enclave_audit.nonce="
 #define PORT_KEY "enclave_audit.vsock_port="
+#define SERVE_KEY "enclave_audit.serve_port="
 #define PARENT_CID 3u
 
 #ifndef AF_VSOCK
@@ -280,10 +283,98 @@ static void as_init(void)
 	}
 }
 
+/* One Attestation request; NULL on success, else what failed (errno set). */
+static const char *nsm_attest(const uint8_t *nonce, int nonce_len, const uint8_t *user_data,
+			      int user_len, uint8_t *response, size_t *response_len)
+{
+	static uint8_t request[NSM_REQUEST_MAX];
+	int fd = open_nsm(getpid() == 1 ? 30 : 0);
+	if (fd < 0)
+		return "cannot open /dev/nsm";
+	size_t req_len = encode_request(request, nonce, nonce_len, user_data, user_len);
+	struct nsm_raw raw = {
+		.request = {(uint64_t)(uintptr_t)request, req_len},
+		.response = {(uint64_t)(uintptr_t)response, NSM_RESPONSE_MAX},
+	};
+	if (ioctl(fd, NSM_IOCTL_RAW, &raw) != 0) {
+		int err = errno;
+		close(fd);
+		errno = err;
+		return "NSM_IOCTL_RAW";
+	}
+	close(fd);
+	*response_len = raw.response.len > NSM_RESPONSE_MAX ? NSM_RESPONSE_MAX : raw.response.len;
+	return NULL;
+}
+
+static int read_full(int fd, uint8_t *buf, size_t len)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t got = read(fd, buf + done, len - done);
+		if (got <= 0)
+			return -1;
+		done += (size_t)got;
+	}
+	return 0;
+}
+
+/*
+ * Answer one attestation request over vsock: listen on PORT, accept one connection,
+ * read a 4-byte big-endian length and that many nonce bytes (1..512), answer with a
+ * 4-byte length and the NSM response.  The host reaches this through the
+ * vhost-user backend's "CONNECT <port>" path.
+ */
+static void serve_once(unsigned int port)
+{
+	static uint8_t nonce[NONCE_MAX], response[NSM_RESPONSE_MAX];
+	struct vsock_addr addr;
+	uint8_t head[4];
+	size_t len = 0;
+	int conn = -1, fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	memset(&addr, 0, sizeof addr);
+	addr.svm_family = AF_VSOCK;
+	addr.svm_cid = 0xFFFFFFFFu; /* VMADDR_CID_ANY */
+	addr.svm_port = port;
+	if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 1) != 0) {
+		printf("NSM-ATTEST SERVE failed: %s\n", strerror(errno));
+		goto out;
+	}
+	printf("NSM-ATTEST LISTENING %u\n", port);
+	fflush(stdout);
+	conn = accept(fd, NULL, NULL);
+	if (conn < 0 || read_full(conn, head, 4) != 0) {
+		printf("NSM-ATTEST SERVE failed: %s\n", strerror(errno));
+		goto out;
+	}
+	uint32_t nonce_len = (uint32_t)head[0] << 24 | (uint32_t)head[1] << 16 |
+			     (uint32_t)head[2] << 8 | head[3];
+	if (nonce_len == 0 || nonce_len > NONCE_MAX || read_full(conn, nonce, nonce_len) != 0) {
+		printf("NSM-ATTEST SERVE failed: bad request\n");
+		goto out;
+	}
+	const char *what = nsm_attest(nonce, (int)nonce_len, NULL, -1, response, &len);
+	if (what) {
+		printf("NSM-ATTEST SERVE failed: %s: %s\n", what, strerror(errno));
+		goto out;
+	}
+	uint8_t out[4] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+			  (uint8_t)len};
+	if (write(conn, out, 4) != 4 || write(conn, response, len) != (ssize_t)len)
+		printf("NSM-ATTEST SERVE failed: %s\n", strerror(errno));
+	else
+		printf("NSM-ATTEST SERVED %zu\n", len);
+out:
+	fflush(stdout);
+	if (conn >= 0)
+		close(conn);
+	if (fd >= 0)
+		close(fd);
+}
+
 static int attest(int argc, char **argv)
 {
 	static uint8_t nonce[NONCE_MAX], user_data[NONCE_MAX];
-	static uint8_t request[NSM_REQUEST_MAX], response[NSM_RESPONSE_MAX];
 	int pid1 = getpid() == 1;
 	int nonce_len = -1, user_len = -1, from_cmdline = pid1;
 
@@ -311,21 +402,11 @@ static int attest(int argc, char **argv)
 		if (nonce_len == -3)
 			return fail("bad " CMDLINE_KEY " value (hex, at most 512 bytes)", 0);
 	}
-	int fd = open_nsm(getpid() == 1 ? 30 : 0);
-	if (fd < 0)
-		return fail("cannot open /dev/nsm", errno);
-	size_t req_len = encode_request(request, nonce, nonce_len, user_data, user_len);
-	struct nsm_raw raw = {
-		.request = {(uint64_t)(uintptr_t)request, req_len},
-		.response = {(uint64_t)(uintptr_t)response, sizeof response},
-	};
-	if (ioctl(fd, NSM_IOCTL_RAW, &raw) != 0) {
-		int err = errno;
-		close(fd);
-		return fail("NSM_IOCTL_RAW", err);
-	}
-	close(fd);
-	size_t len = raw.response.len > sizeof response ? sizeof response : raw.response.len;
+	static uint8_t response[NSM_RESPONSE_MAX];
+	size_t len = 0;
+	const char *what = nsm_attest(nonce, nonce_len, user_data, user_len, response, &len);
+	if (what)
+		return fail(what, errno);
 	printf("NSM-ATTEST BEGIN len=%zu crc32=%08x\n", len, crc32(response, len));
 	print_base64(response, len);
 	puts("NSM-ATTEST END");
@@ -335,6 +416,9 @@ static int attest(int argc, char **argv)
 		send_vsock((unsigned int)strtoul(port, NULL, 10), response, len);
 		fflush(stdout);
 	}
+	const char *serve = from_cmdline ? cmdline_value(SERVE_KEY) : NULL;
+	if (serve)
+		serve_once((unsigned int)strtoul(serve, NULL, 10));
 	return 0;
 }
 

@@ -190,6 +190,8 @@ def _debian_like(build) -> list:
     need(python.exists(), "Debian python3 at /usr/bin/python3")
     entries.append(file_path("usr/bin/python3", python))
     entries.append(file_path("var/lib/dpkg/status", Path("/var/lib/dpkg/status")))
+    need(Path("/usr/bin/su").exists(), "Debian's setuid-root /usr/bin/su")
+    entries.append(file_path("usr/bin/su", Path("/usr/bin/su"), perm=0o4755))
     entries.append(
         file_bytes(
             "usr/lib/python3/dist-packages/demo-1.2.dist-info/METADATA",
@@ -214,6 +216,7 @@ def test_debian_like_image_passes_default_policy(build, tmp_path: Path) -> None:
     assert report.verdict is Verdict.PASS, report.failing()
     rules = {f.rule for f in report.findings}
     assert "shell-present" in rules  # reported, but MEDIUM does not fail by default
+    assert "setuid" in rules and "setuid-risky" not in rules
     assert {b.path for b in report.binaries} >= {
         "ramdisk[1]/bin/dash",
         "ramdisk[1]/usr/bin/python3",

@@ -126,7 +126,11 @@ def detect_strings(a: str, b: str) -> list[CauseHint]:
     for pattern in _DATE_PATTERNS:
         da, db = _overlapping(pattern, a, p, ea), _overlapping(pattern, b, p, eb)
         if da and db and da != db:
-            hints.append(CauseHint(cause=Cause.TIMESTAMP, evidence=f"date/time {da!r} vs {db!r}"))
+            hints.append(
+                CauseHint(
+                    cause=Cause.TIMESTAMP, evidence=f"date/time {da.strip()!r} vs {db.strip()!r}"
+                )
+            )
             break
     else:
         ua, ub = _overlapping(_UNIX, a, p, ea), _overlapping(_UNIX, b, p, eb)
@@ -157,7 +161,9 @@ def detect_strings(a: str, b: str) -> list[CauseHint]:
                     f" {_clip(a)!r} vs {_clip(b)!r}",
                 )
             )
-        elif not any(h.cause is Cause.BUILD_PATH for h in hints):
+        elif not any(h.cause is Cause.BUILD_PATH for h in hints) and (
+            ta.start() <= 2 and tb.start() <= 2
+        ):  # an identification string (.comment, DW_AT_producer): vendor suffix or flags
             hints.append(
                 CauseHint(
                     cause=Cause.TOOLCHAIN,
@@ -453,6 +459,8 @@ def classify_field(node: DiffNode) -> list[CauseHint]:
         return []  # decided with the rest of its ELF (see classify_elf)
     if a is None or b is None:
         return []
+    if key in ("xfl", "os", "compress_type", "create_system"):
+        return [CauseHint(cause=Cause.TOOLCHAIN, evidence=f"compressor setting {name}: {a} vs {b}")]
     if key in ("dw_at_producer",):
         return [CauseHint(cause=Cause.TOOLCHAIN, evidence=f"compiler {_clip(a)!r} vs {_clip(b)!r}")]
     if key == "magic" and "Python" in a:
@@ -511,6 +519,10 @@ def classify_node(node: DiffNode, ceiling: float = TS_MAX) -> list[CauseHint]:
                 cause=Cause.DERIVED,
                 evidence="the signature covers PCR0, which changes with the image",
             )
+        )
+    if any(n.startswith("compression level") for n in node.notes):
+        hints.append(
+            CauseHint(cause=Cause.TOOLCHAIN, evidence="same content, compressed differently")
         )
     if "JSON equal after canonical formatting" in node.summary:
         hints.append(
@@ -657,6 +669,7 @@ def _roll_up(node: DiffNode) -> DiffNode:
         for c, (n, ev) in found.items()
         if c not in own
     ]
+    rolled.sort(key=lambda h: h.cause in _DERIVED_ONLY)  # what explains it first, echoes last
     return node.model_copy(update={"children": children, "causes": (*node.causes, *rolled)})
 
 

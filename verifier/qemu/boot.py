@@ -34,14 +34,19 @@ from pathlib import Path
 from typing import IO, Final
 
 from builder.eif import describe_eif, extend_string
-from enclave_audit.errors import InvalidInput, QemuBootFailed
+from enclave_audit.errors import EnclaveAuditError, InvalidInput, QemuBootFailed
 from enclave_audit.fsutil import sha256_file
 from enclave_audit.model.findings import Check, CheckOutcome, verdict_of
 from enclave_audit.model.measurements import PcrSet
 from enclave_audit.progress import NullProgress, ProgressSink
-from verifier.nitro import verify_attestation
+from verifier.nitro import parse_attestation, verify_attestation
 from verifier.qemu.build import MACHINE, QemuInstall, require_qemu
-from verifier.qemu.guest import SerialScanner, document_from_response, extra_cmdline
+from verifier.qemu.guest import (
+    LISTENING,
+    SerialScanner,
+    document_from_response,
+    extra_cmdline,
+)
 from verifier.qemu.result import BootTimings, PcrComparison, QemuBootResult
 from verifier.qemu.vhost_vsock import VhostUserVsock
 
@@ -49,6 +54,8 @@ ZERO_PCR: Final = bytes(48)
 #: vsock ports on the parent (CID 3) that the host side serves during a boot.
 HEARTBEAT_PORT: Final = 9000
 DOCUMENT_PORT: Final = 9901
+#: guest vsock port on which the guest answers one attestation request from the host.
+SERVE_PORT: Final = 9902
 HEARTBEAT_BYTE: Final = 0xB7
 GUEST_CID: Final = 16
 DEFAULT_TIMEOUT: Final = 300.0
@@ -194,6 +201,31 @@ def _recv_exact(conn: socket.socket, n: int) -> bytes:
     return data
 
 
+def request_over_vsock(uds: Path, port: int, nonce: bytes, *, timeout: float = 30.0) -> bytes:
+    """Host -> guest: ask the guest's ``nsm-attest`` on vsock ``port`` for a document.
+
+    Goes through the backend's host listener (``CONNECT <port>``), so it exercises
+    the host-initiated half of the vsock data path.  Returns the NSM response.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(os.fspath(uds))
+        sock.sendall(f"CONNECT {port}\n".encode())
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = sock.recv(1)
+            if not chunk:
+                raise ConnectionError(f"vsock port {port}: connection refused by the guest")
+            line += chunk
+        if not line.startswith(b"OK "):
+            raise ConnectionError(f"vsock port {port}: unexpected answer {line[:40]!r}")
+        sock.sendall(len(nonce).to_bytes(4, "big") + nonce)
+        length = int.from_bytes(_recv_exact(sock, 4), "big")
+        if length > 0x3000:
+            raise ConnectionError(f"vsock port {port}: response of {length} bytes")
+        return _recv_exact(sock, length)
+
+
 def _pump(stream: IO[bytes], lines: queue.Queue[tuple[float, str] | None], t0: float) -> None:
     for raw in iter(stream.readline, b""):
         lines.put((time.monotonic() - t0, raw.decode("utf-8", "replace").rstrip("\r\n")))
@@ -243,7 +275,10 @@ def boot_and_attest(
         eif, parent_role=parent_role, parent_id=parent_id, image_pcrs=expected
     )
     nonce = os.urandom(32) if nonce is None else nonce
-    append = extra_cmdline(nonce, DOCUMENT_PORT)
+    append = extra_cmdline(nonce, DOCUMENT_PORT, SERVE_PORT)
+    host_nonce = os.urandom(32)
+    served: bytes | None = None
+    serve_error: str | None = None
     memory = memory_mib or _memory_for(eif)
 
     scanner = SerialScanner()
@@ -296,10 +331,10 @@ def boot_and_attest(
             grace_until: float | None = None
             stdout_open = True
             while time.monotonic() < deadline:
+                copied = doc_port.received is not None or vsock_sent_line
                 if grace_until is not None and (
                     time.monotonic() > grace_until
-                    or doc_port.received is not None
-                    or vsock_sent_line
+                    or (copied and (served is not None or serve_error is not None))
                 ):
                     break
                 try:
@@ -316,6 +351,13 @@ def boot_and_attest(
                         banner = at
                     if "NSM-ATTEST VSOCK" in line:
                         vsock_sent_line = True
+                    if "NSM-ATTEST SERVE failed" in line:
+                        serve_error = line.split("NSM-ATTEST ", 1)[1]
+                    if LISTENING in line and served is None and serve_error is None:
+                        try:
+                            served = request_over_vsock(uds, SERVE_PORT, host_nonce)
+                        except OSError as exc:
+                            serve_error = f"host request over vsock: {exc}"
                     if attested is None and scanner.feed(line):
                         attested = at
                         if scanner.error is not None:
@@ -382,6 +424,7 @@ def boot_and_attest(
     ]
     checks += attestation.checks
     vsock_match = None if received_on_vsock is None else received_on_vsock == scanner.response
+    served_ok = _check_served(served, host_nonce, guest, checks) if served is not None else None
     if vsock_match is False:
         checks.append(
             Check(
@@ -406,6 +449,8 @@ def boot_and_attest(
         vsock_device_started=backend.stats.device_started or backend.stats.tx_packets > 0,
         vsock_heartbeat=True if heartbeat_ok else None,
         vsock_document_match=vsock_match,
+        vsock_request_ok=served_ok,
+        vsock_error=serve_error,
         timings=BootTimings(
             first_output_s=_round(first_output),
             kernel_banner_s=_round(banner),
@@ -416,6 +461,32 @@ def boot_and_attest(
         document=document,
         serial_tail=list(tail),
     )
+
+
+def _check_served(response: bytes, nonce: bytes, guest: PcrSet, checks: list[Check]) -> bool:
+    """The document the host asked for over vsock: our fresh nonce, the same PCRs."""
+    try:
+        served = parse_attestation(document_from_response(response))
+    except EnclaveAuditError as exc:
+        problem: str | None = f"not a document: {exc.message}"
+    else:
+        problem = None
+        if served.nonce != nonce:
+            problem = "it does not carry the nonce the host sent"
+        elif served.pcrs.values != guest.values:
+            problem = "its PCRs differ from the console document's"
+    checks.append(
+        Check(
+            name="qemu.vsock_request",
+            outcome=CheckOutcome.FAIL if problem else CheckOutcome.PASS,
+            detail=(
+                f"document requested by the host over vsock: {problem}"
+                if problem
+                else "document requested by the host over vsock carries its nonce and the same PCRs"
+            ),
+        )
+    )
+    return problem is None
 
 
 def _round(value: float | None) -> float | None:

@@ -34,6 +34,8 @@ ERROR: Final = "NSM-ATTEST ERROR"
 #: kernel command-line keys the helper reads from ``/proc/cmdline``.
 NONCE_KEY: Final = "enclave_audit.nonce"
 VSOCK_PORT_KEY: Final = "enclave_audit.vsock_port"
+SERVE_PORT_KEY: Final = "enclave_audit.serve_port"
+LISTENING: Final = "NSM-ATTEST LISTENING"
 ATTEST_KEY: Final = "enclave_audit.attest"
 MAX_NONCE: Final = 512
 MAX_RESPONSE: Final = 0x3000
@@ -43,8 +45,14 @@ _B64_LINE = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def extra_cmdline(nonce: bytes | None, vsock_port: int | None) -> str:
-    """The unmeasured command line to append: ask for an attestation (with nonce)."""
+def extra_cmdline(
+    nonce: bytes | None, vsock_port: int | None, serve_port: int | None = None
+) -> str:
+    """The unmeasured command line to append: ask for an attestation (with nonce).
+
+    ``vsock_port``: also send the response to the parent's vsock port;
+    ``serve_port``: then answer one attestation request from the host on this port.
+    """
     if nonce is not None and not 0 < len(nonce) <= MAX_NONCE:
         raise AttestationMalformed(f"nonce: {len(nonce)} bytes, the NSM accepts 1..{MAX_NONCE}")
     parts = [f"{ATTEST_KEY}=1"]
@@ -52,6 +60,8 @@ def extra_cmdline(nonce: bytes | None, vsock_port: int | None) -> str:
         parts.append(f"{NONCE_KEY}={nonce.hex()}")
     if vsock_port is not None:
         parts.append(f"{VSOCK_PORT_KEY}={vsock_port}")
+    if serve_port is not None:
+        parts.append(f"{SERVE_PORT_KEY}={serve_port}")
     return " ".join(parts)
 
 

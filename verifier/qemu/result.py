@@ -65,6 +65,8 @@ class QemuBootResult(BaseModel):
     vsock_device_started: bool
     vsock_heartbeat: bool | None
     vsock_document_match: bool | None
+    vsock_request_ok: bool | None = None
+    vsock_error: str | None = None
     timings: BootTimings
     document: bytes = Field(repr=False)
     serial_tail: list[str] = Field(default_factory=list)

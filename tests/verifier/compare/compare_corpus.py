@@ -32,6 +32,13 @@ __attribute__((noinline)) int compute(int x) { return x * 3 + 7; }
 int main(int argc, char **argv) { (void)argv; printf("hello %d\n", compute(argc)); return 0; }
 """
 
+#: a build stamp: __DATE__/__TIME__ follow SOURCE_DATE_EPOCH (gcc >= 7)
+STAMP_SOURCE = r"""
+#include <stdio.h>
+const char build_stamp[] = "built " __DATE__ " " __TIME__;
+int main(void) { puts(build_stamp); return 0; }
+"""
+
 PY_SOURCE = "import os\n\ndef greet(name):\n    return 'hello ' + name + os.sep\n"
 
 
@@ -119,6 +126,8 @@ class Artefacts:
     elf_stripped: bytes
     elf_comment: bytes  # .comment rewritten to another compiler version
     elf_one_byte: bytes  # one byte of compute() changed
+    stamped: bytes  # __DATE__ __TIME__ with SOURCE_DATE_EPOCH=T0
+    stamped_later: bytes  # the same with SOURCE_DATE_EPOCH=T0 + 2 days
     pyc: bytes  # timestamp-based pyc, source mtime T0
     pyc_later: bytes  # same source, source mtime T0 + 3600
     kernel: Path
@@ -146,8 +155,15 @@ class Artefacts:
         return eif
 
 
-def _gcc(src_dir: Path, out: Path, *extra: str) -> bytes:
-    subprocess.run(["gcc", "-g", "-O1", *extra, "-o", str(out), "main.c"], cwd=src_dir, check=True)
+def _gcc(
+    src_dir: Path, out: Path, *extra: str, source: str = "main.c", env: dict[str, str] | None = None
+) -> bytes:
+    subprocess.run(
+        ["gcc", "-g", "-O1", *extra, "-o", str(out), source],
+        cwd=src_dir,
+        check=True,
+        env={**os.environ, **(env or {})},
+    )
     return out.read_bytes()
 
 
@@ -188,6 +204,17 @@ def build_artefacts(root: Path) -> Artefacts:
         ],
         check=True,
     )
+    (root / "src-a" / "stamp.c").write_text(STAMP_SOURCE)
+    stamped = _gcc(
+        root / "src-a", root / "stamp-1", "-s", source="stamp.c", env={"SOURCE_DATE_EPOCH": str(T0)}
+    )
+    stamped_later = _gcc(
+        root / "src-a",
+        root / "stamp-2",
+        "-s",
+        source="stamp.c",
+        env={"SOURCE_DATE_EPOCH": str(T0 + 2 * 86400 + 3723)},
+    )
     one_byte = bytearray(elf)
     offset = _symbol_file_offset(root / "hello-a", "compute") + 3
     one_byte[offset] ^= 0x01
@@ -214,6 +241,8 @@ def build_artefacts(root: Path) -> Artefacts:
         elf_stripped=(root / "hello-stripped").read_bytes(),
         elf_comment=(root / "hello-comment").read_bytes(),
         elf_one_byte=bytes(one_byte),
+        stamped=stamped,
+        stamped_later=stamped_later,
         pyc=(root / "mod.pyc").read_bytes(),
         pyc_later=(root / "mod-later.pyc").read_bytes(),
         kernel=_kernel(root),
@@ -241,6 +270,7 @@ def make_base_spec(artefacts: Artefacts) -> ImageSpec:
             "usr/bin": d(),
             "usr/bin/hello": FileSpec(artefacts.elf, perm=0o755),
             "usr/bin/tool": FileSpec(artefacts.elf_stripped, perm=0o755),
+            "usr/bin/stamp": FileSpec(artefacts.stamped, perm=0o755),
             "usr/lib": d(),
             "usr/lib/app": d(),
             "usr/lib/app/mod.pyc": FileSpec(artefacts.pyc),

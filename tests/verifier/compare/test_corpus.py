@@ -117,6 +117,13 @@ CASES = [
         (0, 2),
     ),
     Case(
+        "build-stamp-in-rodata",
+        _file("usr/bin/stamp", data=lambda a: a.stamped_later),
+        ("ramdisk[1]", "usr/bin/stamp", ".rodata"),
+        Cause.TIMESTAMP,
+        (0, 2),
+    ),
+    Case(
         "random-bytes",
         _file("usr/lib/app/seed.bin", data=bytes.fromhex("9f" * 4) + bytes(range(97, 125))),
         ("ramdisk[1]", "usr/lib/app/seed.bin"),
@@ -271,3 +278,71 @@ def test_parents_summarize_causes(reports: dict[str, DiffNode]) -> None:
     root = reports["pyc-timestamp"]
     assert Cause.TIMESTAMP in root.all_causes()
     assert any(h.cause is Cause.TIMESTAMP for h in root.causes)
+
+
+def _signing_pair(root: Path, name: str) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .sign(key, hashes.SHA384())
+    )
+    cert_path, key_path = root / f"{name}.crt", root / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_signature_and_extra_ramdisk_sections(artefacts: Artefacts, base_image: Path) -> None:
+    from builder.eif import EifReader, write_eif
+
+    root = artefacts.root / "signed"
+    root.mkdir(exist_ok=True)
+    with EifReader.open(base_image) as r:
+        parts = []
+        for i, section in enumerate(r.ramdisks):
+            parts.append(root / f"r{i}")
+            r.copy_section(section, parts[-1])
+        cmdline = r.cmdline_text()
+    common = {
+        "kernel": artefacts.kernel,
+        "cmdline": cmdline,
+        "name": "corpus",
+        "version": "1.0",
+        "build_time": "2026-11-23T00:00:00Z",
+    }
+    signed_a = root / "a.eif"
+    signed_b = root / "b.eif"
+    write_eif(signed_a, ramdisks=parts, signing=_signing_pair(root, "one"), **common)
+    write_eif(signed_b, ramdisks=parts, signing=_signing_pair(root, "two"), **common)
+    root_node = compare_paths(signed_a, signed_b).root
+    assert root_node is not None
+    signature = _find(root_node, ("signature",))
+    assert signature.pcrs == (8,) and root_node.pcrs == ()
+    assert "PCR0/1/2 equal" in root_node.summary
+    unsigned_extra = root / "c.eif"
+    write_eif(unsigned_extra, ramdisks=[*parts, parts[0]], **common)
+    node = compare_paths(base_image, unsigned_extra).root
+    assert node is not None
+    extra = _find(node, ("ramdisk[2]",))
+    assert extra.change.value == "added" and extra.pcrs == (0, 2)

@@ -67,7 +67,8 @@ def test_probe_pcrs_equal_ours_via_cli(
     assert "INSECURE" in result.stderr
     # the stretch goal: the same response also crossed our vsock data path
     assert report["vsock_device_started"] is True
-    assert report["vsock_document_match"] is True
+    assert report["vsock_document_match"] is True  # guest -> host
+    assert report["vsock_request_ok"] is True  # host -> guest, with a second nonce
     # the emulated document is refused by the relying-party verifier by default
     doc = tmp_path / "qemu-doc.cbor"
     doc.write_bytes(base64.b64decode(report["document"]))
