@@ -33,8 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from builder.eif import write_eif  # noqa: E402
-from builder.initramfs import directory, extract, file_path, write_ramdisk  # noqa: E402
+from builder.eif import write_eif
+from builder.initramfs import directory, extract, file_path, write_ramdisk
 
 HELLO = r"""
 #include <stdio.h>
@@ -200,8 +200,10 @@ def main() -> None:
         shutil.rmtree(tree_b)
         size = a.stat().st_size
         hash_both(a, b)  # warm the page cache
-        hashes = [hash_both(a, b) for _ in range(args.runs)]
-        runs = [ours(a, b) for _ in range(args.runs)]
+        hashes, runs = [], []
+        for _ in range(args.runs):  # interleaved, so both see the same machine load
+            hashes.append(hash_both(a, b))
+            runs.append(ours(a, b))
         traced = ours(a, b, "trace")
         # the same pair unpacked, for diffoscope (and for our directory mode)
         from builder.eif import EifReader

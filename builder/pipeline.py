@@ -211,7 +211,7 @@ def build_loaded(
         atomic_directory(Path(out_dir)) as staging,
     ):
         work = Path(tmp)
-        os.chmod(staging, 0o755)  # mkdtemp makes it 0700; the output is for everyone to read
+        os.chmod(staging, 0o755)  # noqa: S103 - mkdtemp gives 0700; outputs are public
         with timer.step("init"):
             init = build_init(spec.init, loaded.resolve(spec.init.source), work / "init-build")
         with timer.step("cpio"):

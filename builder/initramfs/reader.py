@@ -316,9 +316,8 @@ def extract(
                     elif not member.is_symlink:
                         os.chmod(target, member.perm)
                         os.utime(target, (member.mtime, member.mtime))
-                    else:
-                        with contextlib.suppress(NotImplementedError, OSError):
-                            os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)
+                    elif os.utime in os.supports_follow_symlinks:
+                        os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)
     except OSError as exc:
         raise CpioError(f"cannot extract {ramdisk_path} into {dest_dir}: {exc}") from None
     for path, perm, mtime in reversed(dir_times):

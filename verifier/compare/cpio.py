@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from verifier.compare.engine import Engine
 
 CPIO_MAGICS = (b"070701", b"070702")
+#: members up to this size are read whole and compared; larger ones chunk by chunk
+SMALL = 1 << 20
 
 _FTYPE = {
     EntryKind.FILE: "file",
@@ -152,7 +154,7 @@ class CpioComparator:
     def _compare(self, a: Blob, b: Blob, path: tuple[str, ...], engine: Engine) -> DiffNode | None:
         from verifier.compare.engine import describe_children, order_node
 
-        bound = engine.ctx.memory_bound
+        small = min(SMALL, engine.ctx.memory_bound)
         nodes: list[DiffNode] = []
         order_a: list[str] = []
         order_b: list[str] = []
@@ -182,7 +184,7 @@ class CpioComparator:
             blob_a: Blob | None = None
             blob_b: Blob | None = None
             if ma.is_file and mb.is_file and ma.data is not None and mb.data is not None:
-                if ma.size <= bound and mb.size <= bound:
+                if ma.size <= small and mb.size <= small:
                     da, db = ma.data.read(ma.size), mb.data.read(mb.size)
                     engine.ctx.budget.bytes_compared += len(da)
                     if da != db:
