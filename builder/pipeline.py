@@ -379,9 +379,9 @@ def rebuild_from_manifest(
 ) -> BuildResult:
     """Rebuild what ``manifest`` describes from a checkout of its source at ``source_dir``.
 
-    The spec and lock in the checkout must be the ones the manifest recorded
-    (same sha256 / text), else :class:`DigestMismatch`; the recorded
-    ``SOURCE_DATE_EPOCH`` is used.
+    The spec, lock and application sources in the checkout must be the ones the
+    manifest recorded (same sha256 / text / tree digest), else
+    :class:`DigestMismatch`; the recorded ``SOURCE_DATE_EPOCH`` and commit are used.
     """
     source_dir = Path(source_dir).resolve()
     spec_path = source_dir / manifest.spec.path
@@ -395,10 +395,20 @@ def rebuild_from_manifest(
     lock = source_dir / manifest.spec.lock_path
     if not lock.is_file() or lock.read_text("utf-8") != manifest.spec.lock_text:
         raise DigestMismatch(f"{lock}: differs from the Debian lock the manifest records")
+    loaded = load_spec(spec_path, source_root=source_dir)
+    tree = tree_digest(collect_sources(source_dir, loaded.spec.app.packages))
+    if tree != manifest.source.tree_sha256:
+        raise DigestMismatch(
+            f"{source_dir}: application sources have tree digest {tree},"
+            f" the manifest records {manifest.source.tree_sha256} (wrong checkout?)"
+        )
     options = BuildOptions(
         backend=backend or manifest.builder.backend,
         source_root=source_dir,
         source_date_epoch=manifest.source_date_epoch,
+        # the checkout may be a tarball without .git: the commit comes from the manifest
+        source_commit=manifest.source.git_commit,
+        source_dirty=manifest.source.git_dirty,
         use_rootfs_cache=use_rootfs_cache,
     )
-    return build(spec_path, out_dir, options=options, progress=progress)
+    return build_loaded(loaded, out_dir, options=options, progress=progress)

@@ -107,7 +107,7 @@ def read_json(path: Path, *, limit: int = 64 << 20) -> Any:
     data = read_bytes(path, limit=limit)
     try:
         return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise InvalidInput(f"{path}: not valid JSON: {exc}") from None
 
 

@@ -71,7 +71,7 @@ def _iso(when: datetime) -> str:
 def parse_policy(text: str | bytes, *, source: str = "key policy") -> dict[str, Any]:
     try:
         policy = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise InvalidInput(f"{source}: not valid JSON: {exc}") from None
     validate_policy(policy, source=source)
     assert isinstance(policy, dict)

@@ -141,7 +141,7 @@ def parse_signature_section(data: bytes) -> SignatureInfo:
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
         _ = (cert.issuer, cert.signature_algorithm_oid, cert.not_valid_after_utc, cert.public_key())
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
         raise EifSignatureInvalid(f"signature section: certificate unreadable: {exc}") from None
     try:
         cose = cbor2.loads(cose_raw)

@@ -7,7 +7,6 @@ skipped.  Malformed archives raise :class:`~enclave_audit.errors.CpioError`.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import stat

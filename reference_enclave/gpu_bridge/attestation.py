@@ -268,7 +268,8 @@ def verify_report(
         body, device_share, signature = outer["body"], outer["device_share"], outer["signature"]
         fields = cbor2.loads(body)
         cert = x509.load_der_x509_certificate(fields["certificate"])
-    except (cbor2.CBORDecodeError, KeyError, TypeError, ValueError, RecursionError):
+    except (cbor2.CBORDecodeError, KeyError, TypeError, ValueError, RecursionError,
+            x509.InvalidVersion):
         raise BridgeRefused("accelerator report is malformed") from None
     if not all(isinstance(x, bytes) for x in (body, device_share, signature)):
         raise BridgeRefused("accelerator report is malformed")

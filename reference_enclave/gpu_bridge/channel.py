@@ -76,17 +76,19 @@ class _KeyState:
 
     def __post_init__(self) -> None:
         self.aead = AESGCM(self.key)
+        self.mask_int = int.from_bytes(self.mask, "big")
+
+    def iv(self, counter: int) -> bytes:
+        """BE96(counter) XOR mask."""
+        return (counter ^ self.mask_int).to_bytes(12, "big")
 
     def rotate(self) -> None:
         self.key = _expand(hashlib.sha256(self.key).digest(), b"rotate", 32)
         self.mask = _expand(hashlib.sha256(self.mask).digest(), b"rotate-mask", 12)
         self.aead = AESGCM(self.key)
+        self.mask_int = int.from_bytes(self.mask, "big")
         self.epoch += 1
         self.counter = 0
-
-
-def _iv(mask: bytes, counter: int) -> bytes:
-    return bytes(a ^ b for a, b in zip(counter.to_bytes(12, "big"), mask, strict=True))
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ class Channel:
         if state.counter >= self.counter_limit:
             raise BridgeRefused(f"{self.sending.label}: message counter exhausted")
         aad = self._aad(self.sending, state.epoch, state.counter, kind, descriptor)
-        ct = state.aead.encrypt(_iv(state.mask, state.counter), bytes(plaintext), aad)
+        ct = state.aead.encrypt(state.iv(state.counter), plaintext, aad)
         sealed = Sealed(self.sending, state.epoch, state.counter, kind, descriptor, ct)
         state.counter += 1
         self.bytes_sealed += len(plaintext)
@@ -186,7 +188,7 @@ class Channel:
             sealed.direction, sealed.epoch, sealed.counter, sealed.kind, sealed.descriptor
         )
         try:
-            plain = state.aead.decrypt(_iv(state.mask, sealed.counter), sealed.ciphertext, aad)
+            plain = state.aead.decrypt(state.iv(sealed.counter), sealed.ciphertext, aad)
         except InvalidTag:
             raise BridgeRefused(
                 f"{self.receiving.label} message {sealed.counter}: authentication failed"

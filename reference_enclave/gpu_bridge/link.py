@@ -67,9 +67,12 @@ class SecureLink:
                 data = bytes(chunk)
             frame["length"] = self.buffer.write(self.enclave_side, data)
             send_frame(self.sock, frame)
-            ack = recv_frame(self.sock)
-            if ack.get("op") != "ack":
-                raise ProtocolError(f"expected an ack, got {ack.get('op')!r}")
+            if index + 1 < count:
+                # the region is reused by the next chunk: wait until the peer has read it;
+                # after the last chunk the peer's reply (or next request) says the same
+                ack = recv_frame(self.sock)
+                if ack.get("op") != "ack":
+                    raise ProtocolError(f"expected an ack, got {ack.get('op')!r}")
             self.stats.chunks += 1
         self.stats.messages += 1
         self.stats.payload_bytes += total
@@ -129,7 +132,8 @@ class SecureLink:
             if index != len(parts):
                 raise BridgeRefused(f"chunk {index} out of order (expected {len(parts)})")
             parts.append(plain)
-            send_frame(self.sock, {"op": "ack"})
+            if len(parts) < count:
+                send_frame(self.sock, {"op": "ack"})
             if len(parts) == count:
                 payload = b"".join(parts)
                 if len(payload) != total:

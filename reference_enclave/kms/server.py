@@ -175,7 +175,7 @@ class KmsRequestHandler(BaseHTTPRequestHandler):
                 raise KmsApiError("SerializationException", f"Content-Type must be {CONTENT_TYPE}")
             try:
                 params = json.loads(body or b"{}")
-            except (UnicodeDecodeError, json.JSONDecodeError):
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
                 raise KmsApiError(
                     "SerializationException", "The request body is not JSON"
                 ) from None

@@ -61,7 +61,7 @@ def json_object(body: bytes, what: str) -> dict[str, Any]:
         raise ProtocolError(f"{what}: body larger than {MAX_BODY} bytes")
     try:
         value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ProtocolError(f"{what}: not JSON") from None
     if not isinstance(value, dict):
         raise ProtocolError(f"{what}: not a JSON object")

@@ -92,3 +92,17 @@ def test_rootfs_runs_self_test_with_its_own_python(
     )  # fmt: skip
     assert selftest.returncode == 0, selftest.stdout + selftest.stderr
     assert "self-test: passed" in selftest.stdout
+
+
+def test_rebuild_from_manifest_is_byte_identical(
+    reference_image: BuildResult, tmp_path: Path
+) -> None:
+    from builder.pipeline import rebuild_from_manifest
+    from builder.reference import PROJECT_ROOT
+
+    manifest = BuildManifest.load(reference_image.out_dir / "build-manifest.json")
+    again = rebuild_from_manifest(manifest, PROJECT_ROOT, tmp_path / "again")
+    assert again.eif.read_bytes() == reference_image.eif.read_bytes()
+    assert (tmp_path / "again" / "build-manifest.json").read_bytes() == (
+        reference_image.out_dir / "build-manifest.json"
+    ).read_bytes()

@@ -65,6 +65,7 @@ def parse_der(der: bytes, *, what: str) -> x509.Certificate:
         ValueError,
         TypeError,
         UnsupportedAlgorithm,
+        x509.InvalidVersion,
         x509.DuplicateExtension,
         x509.UnsupportedGeneralNameType,
     ) as exc:

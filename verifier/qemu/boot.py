@@ -360,8 +360,9 @@ def boot_and_attest(
                             serve_error = f"host request over vsock: {exc}"
                     if attested is None and scanner.feed(line):
                         attested = at
-                        if scanner.error is not None:
+                        if scanner.error is not None and not scanner.garbled:
                             break
+                        # garbled on the console: the vsock copy may still be intact
                         grace_until = time.monotonic() + VSOCK_GRACE_S
                 if not stdout_open and proc.poll() is not None:
                     exited = time.monotonic() - t0
@@ -390,12 +391,15 @@ def boot_and_attest(
         heartbeat_ok = heartbeat.acknowledged
 
     progress.done()
-    if scanner.error is not None:
+    response = scanner.response
+    if response is None and scanner.garbled and received_on_vsock is not None:
+        response = received_on_vsock  # same bytes, carried by vsock instead of the console
+    elif scanner.error is not None:
         raise QemuBootFailed(f"{eif.name}: the guest's attestation helper failed: {scanner.error}")
-    if scanner.response is None:
+    if response is None:
         raise QemuBootFailed(_no_attestation(eif, timeout, exited, proc, tail, stderr_tail))
     assert attested is not None
-    document = document_from_response(scanner.response)
+    document = document_from_response(response)
     attestation = verify_attestation(
         document,
         expected_pcrs=wanted,
@@ -423,7 +427,11 @@ def boot_and_attest(
         for c in comparisons
     ]
     checks += attestation.checks
-    vsock_match = None if received_on_vsock is None else received_on_vsock == scanner.response
+    vsock_match = (
+        None
+        if received_on_vsock is None or scanner.response is None
+        else received_on_vsock == scanner.response
+    )
     served_ok = _check_served(served, host_nonce, guest, checks) if served is not None else None
     if vsock_match is False:
         checks.append(

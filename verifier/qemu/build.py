@@ -15,6 +15,7 @@ Steps and their pitfalls are described in ``shared/specs/qemu-nitro-enclave.md``
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -232,6 +233,7 @@ def fetch_source(progress: ProgressSink | None = None) -> Path:
     apt_get = require("apt-get")
     apt_dir = cache_dir("qemu", "apt")
     (apt_dir / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    (apt_dir / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
     sources = apt_dir / "sources.list"
     keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
     signed_by = f"[signed-by={keyring}] " if Path(keyring).is_file() else ""
@@ -240,6 +242,7 @@ def fetch_source(progress: ProgressSink | None = None) -> Path:
         "-o", f"Dir::Etc::SourceList={sources}",
         "-o", "Dir::Etc::SourceParts=/dev/null",
         "-o", f"Dir::State::Lists={apt_dir / 'lists'}",
+        "-o", f"Dir::Cache={apt_dir / 'cache'}",
         "-o", "APT::Sandbox::User=root",
     ]  # fmt: skip
     progress.start(f"apt-get update ({DEBIAN_SUITE} deb-src)")
@@ -312,6 +315,18 @@ def build_qemu(
         existing = _load_cached(cached_build_dir())
         if existing is not None:
             return existing
+    # one build at a time per cache (parallel test workers, two terminals)
+    with open(_cache_root() / ".build.lock", "a+b") as lock:
+        progress.start("QEMU build lock (one build at a time)")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force:
+            existing = _load_cached(cached_build_dir())
+            if existing is not None:
+                return existing
+        return _build_locked(jobs=jobs, niceness=niceness, progress=progress)
+
+
+def _build_locked(*, jobs: int, niceness: int, progress: ProgressSink) -> QemuInstall:
     check_firmware()
     _check_build_tools()
     tarball = fetch_source(progress)

@@ -71,6 +71,8 @@ class SerialScanner:
 
     response: bytes | None = None
     error: str | None = None
+    #: the block arrived but its length or CRC-32 is wrong (``error`` says how)
+    garbled: bool = False
     _chunks: list[str] | None = None
     _length: int = 0
     _crc: int = 0
@@ -111,6 +113,7 @@ class SerialScanner:
         self._chunks = None
         if len(data) != self._length or zlib.crc32(data) != self._crc:
             # a kernel message cut through the block, or the console dropped bytes
+            self.garbled = True
             self.error = (
                 f"attestation block garbled on the serial console ({len(data)} bytes decoded,"
                 f" {self._length} announced)"

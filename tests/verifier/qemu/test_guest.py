@@ -49,7 +49,7 @@ def test_corrupted_block_is_an_error_not_a_document() -> None:
     lines[1] = "ZZZZ" + lines[1][4:]  # changed characters that keep the base64 valid
     scanner = _feed(lines)
     assert scanner.response is None
-    assert scanner.error is not None and "garbled" in scanner.error
+    assert scanner.garbled and scanner.error is not None and "garbled" in scanner.error
 
 
 def test_helper_error_line_is_reported() -> None:

@@ -1,0 +1,366 @@
+"""Fault scenarios: SIGKILL the real services and writers at random points, restart, audit.
+
+Every scenario runs the real program in a subprocess (``enclave-audit kms serve``,
+``enclave-audit accelerator serve``, ``enclave-audit eif assemble``, the gate's
+decision-log append), kills it with SIGKILL at a random moment while clients are
+mid-request or the writer is mid-write, restarts it and checks:
+
+* nothing acknowledged was lost (keys, ciphertexts, log entries) and stores are
+  intact (``PRAGMA integrity_check``, the decision-log hash chain);
+* every output is complete or absent (never half-written);
+* clients saw one clear project error while it was down, and succeed after restart.
+
+``FaultResult.lost`` counts acknowledged data that was gone or corrupt afterwards;
+it must be 0.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT = "111122223333"
+ADMIN = {
+    "access_key_id": "AKIAFAULTADMIN000001",
+    "secret_access_key": "fault-secret-" + "k" * 30,
+    "principal": f"arn:aws:iam::{ACCOUNT}:user/admin",
+}
+
+
+@dataclass
+class FaultResult:
+    scenario: str
+    runs: int = 0
+    acknowledged: int = 0
+    lost: int = 0
+    client_errors: int = 0
+    unclear_errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def cli() -> list[str]:
+    exe = Path(sys.executable).with_name("enclave-audit")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "enclave_audit"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+# --- the reference KMS ------------------------------------------------------------------------
+
+
+def _start_kms(db: Path, config: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
+    proc = subprocess.Popen(
+        [*cli(), "kms", "serve", "--db", str(db), "--config", str(config), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=_env(),
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode().strip()
+    if not line.startswith("http://"):
+        _kill(proc)
+        raise RuntimeError(f"kms serve did not print its URL (got {line!r})")
+    return proc, line
+
+
+def _client(url: str) -> Any:
+    from reference_enclave.kms import kms_client
+
+    return kms_client(url, ADMIN["access_key_id"], ADMIN["secret_access_key"], max_attempts=1)
+
+
+def _one_line_error(exc: BaseException, operation: str) -> str | None:
+    """None when the failure reaches the user as one clear project error line."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from enclave_audit.errors import EnclaveAuditError
+    from reference_enclave.kms.client import client_error
+
+    if isinstance(exc, (ClientError, BotoCoreError)):
+        converted: BaseException = client_error(exc, operation)
+    else:
+        converted = exc
+    if not isinstance(converted, EnclaveAuditError):
+        return f"{type(exc).__name__}: {exc}"
+    text = converted.diagnostic()
+    return None if text and "\n" not in text else f"multi-line: {text!r}"
+
+
+def kms_kill(folder: Path, *, runs: int, seed: int = 1) -> FaultResult:
+    """Clients create keys, put policies and encrypt while the KMS is SIGKILLed."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    db, config = folder / "kms.db", folder / "kms.json"
+    config.write_text(json.dumps({"account_id": ACCOUNT, "credentials": [ADMIN]}))
+    result = FaultResult("kms: SIGKILL during CreateKey/PutKeyPolicy/Encrypt")
+    started = time.monotonic()
+    acked_keys: set[str] = set()
+    acked_blobs: list[tuple[str, bytes, bytes]] = []
+    acked_policies: dict[str, str] = {}
+    lock = threading.Lock()
+    port = 0
+    for run in range(runs):
+        proc, url = _start_kms(db, config, port)
+        port = int(url.rsplit(":", 1)[1])
+        stop = threading.Event()
+
+        def worker(wid: int, url: str = url, stop: threading.Event = stop, run: int = run) -> None:
+            client = _client(url)
+            n = 0
+            while not stop.is_set():
+                n += 1
+                op = "CreateKey"
+                try:
+                    key_id = client.create_key(Description=f"run{run}-w{wid}-{n}")["KeyMetadata"]["KeyId"]
+                    with lock:
+                        acked_keys.add(key_id)
+                    op = "PutKeyPolicy"
+                    policy = json.dumps({"Version": "2012-10-17", "Statement": [{
+                        "Sid": f"Admin{n}", "Effect": "Allow",
+                        "Principal": {"AWS": ADMIN["principal"]}, "Action": "kms:*",
+                        "Resource": "*"}]})
+                    client.put_key_policy(KeyId=key_id, PolicyName="default", Policy=policy)
+                    with lock:
+                        acked_policies[key_id] = policy
+                    op = "Encrypt"
+                    plaintext = os.urandom(32)
+                    blob = client.encrypt(KeyId=key_id, Plaintext=plaintext,
+                                          EncryptionContext={"run": str(run)})["CiphertextBlob"]
+                    with lock:
+                        acked_blobs.append((str(run), plaintext, blob))
+                except Exception as exc:  # noqa: BLE001 - classified below
+                    with lock:
+                        result.client_errors += 1
+                        problem = _one_line_error(exc, op)
+                        if problem:
+                            result.unclear_errors.append(problem)
+                    return
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(rng.uniform(0.3, 1.5))
+        _kill(proc)
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        result.runs += 1
+    # restart once more and audit everything that was acknowledged
+    proc, url = _start_kms(db, config, port)
+    try:
+        with sqlite3.connect(db) as conn:
+            check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        if check != "ok":
+            result.lost += 1
+            result.notes.append(f"integrity_check: {check}")
+        client = _client(url)
+        for key_id in acked_keys:
+            try:
+                client.describe_key(KeyId=key_id)
+            except Exception:  # noqa: BLE001
+                result.lost += 1
+        for key_id, policy in acked_policies.items():
+            got = client.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"]
+            if json.loads(got) != json.loads(policy):
+                result.lost += 1
+        for run_label, plaintext, blob in acked_blobs:
+            try:
+                back = client.decrypt(CiphertextBlob=blob, EncryptionContext={"run": run_label})
+                if back["Plaintext"] != plaintext:
+                    result.lost += 1
+            except Exception:  # noqa: BLE001
+                result.lost += 1
+        client.create_key(Description="after restart")  # succeeds after restart
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    result.acknowledged = len(acked_keys) + len(acked_policies) + len(acked_blobs)
+    result.seconds = round(time.monotonic() - started, 1)
+    return result
+
+
+# --- the gate's decision log -------------------------------------------------------------------------
+
+_APPENDER = """
+import sys
+from pathlib import Path
+from fuzz.seeds import decision_entry
+from reports.decision_log import append
+path = Path(sys.argv[1])
+i = 0
+while True:
+    entry = append(path, decision_entry(i % 60))
+    print(entry.seq, entry.hash, flush=True)
+    i += 1
+"""
+
+
+def decision_log_kill(folder: Path, *, runs: int, seed: int = 2) -> FaultResult:
+    from reports.decision_log import read_log
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "decisions.jsonl"
+    result = FaultResult("gate decision log: SIGKILL during append")
+    started = time.monotonic()
+    acked: dict[int, str] = {}
+    for _ in range(runs):
+        proc = subprocess.Popen([sys.executable, "-c", _APPENDER, str(log)],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env())
+        time.sleep(rng.uniform(0.5, 2.0))
+        _kill(proc)
+        assert proc.stdout is not None
+        for line in proc.stdout.read().decode().splitlines():
+            seq, digest = line.split()
+            acked[int(seq)] = digest
+        result.runs += 1
+        entries = read_log(log)  # raises DecisionLogTampered if the chain broke
+        have = {e.seq: e.hash for e in entries}
+        result.lost += sum(1 for seq, digest in acked.items() if have.get(seq) != digest)
+    result.acknowledged = len(acked)
+    result.seconds = round(time.monotonic() - started, 1)
+    return result
+
+
+# --- the builder (EIF assembly) ---------------------------------------------------------------------
+
+
+def builder_kill(folder: Path, *, runs: int, seed: int = 3, ramdisk_mb: int = 24) -> FaultResult:
+    from builder.eif import describe_eif
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    kernel, ramdisk = folder / "bzImage", folder / "big.cpio"
+    kernel.write_bytes(random.Random(seed).randbytes(1 << 20))
+    ramdisk.write_bytes(random.Random(seed + 1).randbytes(ramdisk_mb << 20))
+    out = folder / "enclave.eif"
+    args = [*cli(), "eif", "assemble", "--kernel", str(kernel), "--ramdisk", str(ramdisk),
+            "--build-time", "2026-01-01T00:00:00+00:00", "-o", str(out)]
+    reference = folder / "reference.eif"
+    subprocess.run([*args[:-1], str(reference)], check=True, env=_env(), capture_output=True)
+    want = hashlib.sha256(reference.read_bytes()).hexdigest()
+    result = FaultResult("builder: SIGKILL during eif assemble")
+    started = time.monotonic()
+    for _ in range(runs):
+        out.unlink(missing_ok=True)
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=_env())
+        time.sleep(rng.uniform(0.2, 2.5))
+        _kill(proc)
+        result.runs += 1
+        if out.exists():
+            result.acknowledged += 1
+            complete = hashlib.sha256(out.read_bytes()).hexdigest() == want
+            if not complete or not describe_eif(out).crc_ok:
+                result.lost += 1
+                result.notes.append("half-written enclave.eif left at the output path")
+        leftovers = [p.name for p in folder.iterdir() if p.name.startswith(".enclave.eif.")]
+        for name in leftovers:
+            (folder / name).unlink()
+        if leftovers:
+            result.notes.append(f"temp file left beside the output: {leftovers[0]}")
+    # and it succeeds after the kills
+    subprocess.run(args, check=True, env=_env(), capture_output=True)
+    if hashlib.sha256(out.read_bytes()).hexdigest() != want:
+        result.lost += 1
+    result.seconds = round(time.monotonic() - started, 1)
+    return result
+
+
+# --- the accelerator (GPU bridge) ---------------------------------------------------------------
+
+
+def _start_accelerator(sock: Path) -> subprocess.Popen[bytes]:
+    sock.unlink(missing_ok=True)
+    proc = subprocess.Popen([*cli(), "accelerator", "serve", "--socket", str(sock)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env())
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    return proc
+
+
+def accelerator_kill(folder: Path, *, runs: int, seed: int = 4) -> FaultResult:
+    import numpy as np
+
+    from enclave_audit.errors import EnclaveAuditError
+    from reference_enclave.gpu_bridge.client import BridgeBackend, load_reference_values
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    sock = folder / "acc.sock"
+    result = FaultResult("accelerator: SIGKILL during matmul sessions")
+    started = time.monotonic()
+    weight = np.random.default_rng(seed).standard_normal((256, 256)).astype(np.float32)
+    x = np.ones((1, 256), dtype=np.float32)
+    expected = x @ weight.T
+    for _ in range(runs):
+        proc = _start_accelerator(sock)
+        killer = threading.Timer(rng.uniform(0.2, 1.0), _kill, args=(proc,))
+        killer.start()
+        try:
+            with BridgeBackend(sock, load_reference_values()) as bridge:
+                bridge.register_weight("w", weight)
+                while True:
+                    out = bridge.matmul("w", x)
+                    result.acknowledged += 1
+                    if not np.allclose(out.reshape(expected.shape), expected, atol=1e-3):
+                        result.lost += 1
+        except EnclaveAuditError as exc:
+            result.client_errors += 1
+            if "\n" in exc.diagnostic():
+                result.unclear_errors.append(exc.diagnostic())
+        except Exception as exc:  # noqa: BLE001 - a foreign exception is an unclear error
+            result.client_errors += 1
+            result.unclear_errors.append(f"{type(exc).__name__}: {exc}")
+        killer.join()
+        _kill(proc)
+        result.runs += 1
+    proc = _start_accelerator(sock)  # restart: a new session succeeds
+    try:
+        with BridgeBackend(sock, load_reference_values()) as bridge:
+            bridge.register_weight("w", weight)
+            out = bridge.matmul("w", x)
+            if not np.allclose(out.reshape(expected.shape), expected, atol=1e-3):
+                result.lost += 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    result.seconds = round(time.monotonic() - started, 1)
+    return result
+
+
+SCENARIOS: dict[str, Callable[..., FaultResult]] = {
+    "kms": kms_kill,
+    "decision_log": decision_log_kill,
+    "builder": builder_kill,
+    "accelerator": accelerator_kill,
+}
+
+
+def digest(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
