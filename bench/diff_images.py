@@ -6,7 +6,8 @@ Baselines, measured in the same run on the same machine:
   that must look at every byte; goal: the diff within 1.5x of it;
 * diffoscope on the same pair unpacked to directories; goal: at least 10x faster.
 
-Peak memory: ru_maxrss of each child process (our diff runs in a fresh interpreter),
+Peak memory: VmHWM of each process (/proc/<pid>/status; ru_maxrss would include the
+memory of this parent at fork time), our diff in a fresh interpreter,
 and tracemalloc's peak for the Python heap of our diff.
 
 Usage::
@@ -43,7 +44,7 @@ int main(int argc, char **argv) { (void)argv; printf("%d\n", compute(argc)); ret
 """
 
 CHILD = r"""
-import json, resource, sys, time, tracemalloc
+import json, sys, time, tracemalloc
 from pathlib import Path
 from verifier.compare import compare_paths
 if sys.argv[3] == "trace":
@@ -55,7 +56,8 @@ peak = tracemalloc.get_traced_memory()[1] if sys.argv[3] == "trace" else 0
 from verifier.compare.render import headlines
 first = headlines(report.root, 1)[0] if report.root else None
 print(json.dumps({"seconds": elapsed, "tracemalloc_peak": peak,
-                  "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "maxrss_kib": int(next(l.split()[1] for l in open("/proc/self/status")
+                                         if l.startswith("VmHWM:"))),
                   "first": " > ".join(first.path[1:]) if first else None,
                   "nodes": report.stats.nodes}))
 """
@@ -148,24 +150,39 @@ def ours(a: Path, b: Path, mode: str = "time") -> dict:
 
 
 def diffoscope(a: Path, b: Path, limit: float) -> tuple[float, int, bool]:
-    """Wall time, peak RSS (KiB) of diffoscope itself (os.wait4), and whether it timed out."""
+    """Wall time, peak RSS (KiB, VmHWM polled every 20 ms) of diffoscope, and whether it
+    timed out."""
     t = time.perf_counter()
     proc = subprocess.Popen(
         ["diffoscope", "--no-progress", "--text", os.devnull, str(a), str(b)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    hwm = 0
     while True:
-        pid, _status, usage = os.wait4(proc.pid, os.WNOHANG)
+        hwm = max(hwm, _vm_hwm(proc.pid))
+        pid, _status, _usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             proc.returncode = 0  # reaped here; keep Popen from waiting again
-            return time.perf_counter() - t, usage.ru_maxrss, False
+            return time.perf_counter() - t, hwm, False
         if time.perf_counter() - t > limit:
             proc.kill()
-            _, _, usage = os.wait4(proc.pid, 0)
+            os.wait4(proc.pid, 0)
             proc.returncode = -9
-            return time.perf_counter() - t, usage.ru_maxrss, True
-        time.sleep(0.05)
+            return time.perf_counter() - t, hwm, True
+        time.sleep(0.02)
+
+
+def _vm_hwm(pid: int) -> int:
+    """Peak resident set (KiB) of a running process, 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
 
 
 def main() -> None:

@@ -62,7 +62,9 @@ def main() -> None:
     print("QEMU start -> first console output (s): " + ", ".join(f"{f:.2f}" for f in first))
     print("QEMU start -> QEMU exit (s): " + ", ".join(f"{e:.2f}" for e in exits))
     print(f"median boot -> attestation: {median:.2f} s = {median / static_s:.0f}x describe-eif")
-    print(f"vsock copy of the document matched: {[r.vsock_document_match for r in results]}")
+    print(f"vsock guest -> host copy matched: {[r.vsock_document_match for r in results]}")
+    print(f"vsock host -> guest request answered: {[r.vsock_request_ok for r in results]}")
+    print(f"boot heartbeat acknowledged: {[r.vsock_heartbeat for r in results]}")
 
 
 if __name__ == "__main__":

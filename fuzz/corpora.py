@@ -41,10 +41,14 @@ class Corpus:
     name: str
     verifier: str
     #: (original, accepts, mutations(original, stride))
-    build: Callable[[], tuple[bytes, Callable[[bytes], bool], Callable[[bytes, int], Iterator[Mutation]]]]
+    build: Callable[
+        [], tuple[bytes, Callable[[bytes], bool], Callable[[bytes, int], Iterator[Mutation]]]
+    ]
 
 
-def flips(data: bytes, stride: int = 1, *, start: int = 0, end: int | None = None) -> Iterator[Mutation]:
+def flips(
+    data: bytes, stride: int = 1, *, start: int = 0, end: int | None = None
+) -> Iterator[Mutation]:
     """Every byte position in [start, end) changed (one bit, rotating through all eight)."""
     stop = len(data) if end is None else end
     for i in range(start, stop, stride):
@@ -69,14 +73,18 @@ def _rejects(call: Callable[[], object]) -> bool:
     return True
 
 
-# --- attestation documents ------------------------------------------------------------------------
+# --- attestation documents ---
 
 
-def _attestation() -> tuple[bytes, Callable[[bytes], bool], Callable[[bytes, int], Iterator[Mutation]]]:
+def _attestation() -> tuple[
+    bytes, Callable[[bytes], bool], Callable[[bytes, int], Iterator[Mutation]]
+]:
     from enclave_audit.model.findings import Verdict
     from verifier.nitro import verify_attestation
 
-    original = (FIXTURES / "nitro" / "attestation" / "base-nitro-validator_2024-11-30_prod.cbor").read_bytes()
+    original = (
+        FIXTURES / "nitro" / "attestation" / "base-nitro-validator_2024-11-30_prod.cbor"
+    ).read_bytes()
 
     def accepts(doc: bytes) -> bool:
         try:
@@ -92,7 +100,7 @@ def _attestation() -> tuple[bytes, Callable[[bytes], bool], Callable[[bytes, int
     return original, accepts, mutations
 
 
-# --- VSA / key bundle ---------------------------------------------------------------------------
+# --- VSA / key bundle ---
 
 
 def _bundle_parts(raw: bytes) -> dict[str, Any]:
@@ -121,16 +129,20 @@ def bundle_mutations(raw: bytes, stride: int) -> Iterator[Mutation]:
     reencoded = json.dumps(statement, indent=1).encode()
     yield "payload-reserialized", _rebuild(bundle, payload=base64.b64encode(reencoded).decode())
     statement["subject"][0]["digest"]["sha256"] = "22" * 32
-    yield "payload-other-subject", _rebuild(
-        bundle, payload=base64.b64encode(json.dumps(statement).encode()).decode()
+    yield (
+        "payload-other-subject",
+        _rebuild(bundle, payload=base64.b64encode(json.dumps(statement).encode()).decode()),
     )
     for payload_type in ("application/json", "application/vnd.in-toto+jsonx", ""):
         yield f"payloadType={payload_type!r}", _rebuild(bundle, payloadType=payload_type)
     yield "no-signatures", _rebuild(bundle, signatures=[])
     yield "empty-signature", _rebuild(bundle, signatures=[{"sig": ""}])
-    yield "signature-of-other-payload", _rebuild(
-        bundle,
-        signatures=_bundle_parts(signed_vsa({0: b"\x00" * 48}))["dsseEnvelope"]["signatures"],
+    yield (
+        "signature-of-other-payload",
+        _rebuild(
+            bundle,
+            signatures=_bundle_parts(signed_vsa({0: b"\x00" * 48}))["dsseEnvelope"]["signatures"],
+        ),
     )
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -142,7 +154,9 @@ def bundle_mutations(raw: bytes, stride: int) -> Iterator[Mutation]:
     yield from truncations(raw, 32)
 
 
-def _vsa_bundle() -> tuple[bytes, Callable[[bytes], bool], Callable[[bytes, int], Iterator[Mutation]]]:
+def _vsa_bundle() -> tuple[
+    bytes, Callable[[bytes], bool], Callable[[bytes, int], Iterator[Mutation]]
+]:
     from enclave_audit.model.digests import Digest, HashAlgorithm
     from fuzz.targets import _auditor_key
     from verifier.attest.policy import KeyPolicy
@@ -157,7 +171,7 @@ def _vsa_bundle() -> tuple[bytes, Callable[[bytes], bool], Callable[[bytes, int]
     return signed_vsa(), accepts, bundle_mutations
 
 
-# --- EIF signature ----------------------------------------------------------------------------------
+# --- EIF signature ---
 
 
 def fix_crc(data: bytes) -> bytes:
@@ -176,16 +190,18 @@ def signed_ranges(data: bytes) -> list[tuple[int, int]]:
     path.write_bytes(data)
     with EifReader.open(path) as reader:
         return [
-            (s.data_offset, s.end)
-            for s in reader.sections
-            if s.type is not SectionType.METADATA
+            (s.data_offset, s.end) for s in reader.sections if s.type is not SectionType.METADATA
         ]
 
 
-def _eif_signature() -> tuple[bytes, Callable[[bytes], bool], Callable[[bytes, int], Iterator[Mutation]]]:
+def _eif_signature() -> tuple[
+    bytes, Callable[[bytes], bool], Callable[[bytes, int], Iterator[Mutation]]
+]:
     from builder.eif import describe_eif
 
-    original = make_eif(workdir() / "corpus-eif", signed=True, seed=7, sizes=(300, 120, 80)).read_bytes()
+    original = make_eif(
+        workdir() / "corpus-eif", signed=True, seed=7, sizes=(300, 120, 80)
+    ).read_bytes()
     path = workdir() / "corpus-eif" / "candidate.eif"
     path.write_bytes(original)
     genuine = describe_eif(path).pcrs
@@ -212,10 +228,12 @@ def _eif_signature() -> tuple[bytes, Callable[[bytes], bool], Callable[[bytes, i
     return original, accepts, mutations
 
 
-# --- model file ---------------------------------------------------------------------------------
+# --- model file ---
 
 
-def _model_file() -> tuple[bytes, Callable[[bytes], bool], Callable[[bytes, int], Iterator[Mutation]]]:
+def _model_file() -> tuple[
+    bytes, Callable[[bytes], bool], Callable[[bytes, int], Iterator[Mutation]]
+]:
     from reference_enclave.model_format import decrypt_model, read_header
 
     original = model_bytes(9000, 4096)
@@ -228,14 +246,21 @@ def _model_file() -> tuple[bytes, Callable[[bytes], bool], Callable[[bytes, int]
         yield from flips(data, stride)
         header = read_header(io.BytesIO(data))
         hl = header.header_length
-        chunks = [data[hl + sum(_ct(header, j) for j in range(i)) :][: _ct(header, i)]
-                  for i in range(header.chunk_count)]
+        chunks = [
+            data[hl + sum(_ct(header, j) for j in range(i)) :][: _ct(header, i)]
+            for i in range(header.chunk_count)
+        ]
         yield "chunks-reordered", data[:hl] + chunks[1] + chunks[0] + b"".join(chunks[2:])
         yield "chunk-dropped", data[:hl] + b"".join(chunks[:-1])
         yield "chunk-duplicated", data[:hl] + chunks[0] + b"".join(chunks)
         other_header = read_header(io.BytesIO(other))
         yield "header-from-other-file", other[: other_header.header_length] + data[hl:]
-        yield "chunk-from-other-file", data[:hl] + other[other_header.header_length :][: len(chunks[0])] + b"".join(chunks[1:])
+        yield (
+            "chunk-from-other-file",
+            data[:hl]
+            + other[other_header.header_length :][: len(chunks[0])]
+            + b"".join(chunks[1:]),
+        )
         yield from truncations(data, 64)
 
     return original, accepts, mutations
@@ -245,10 +270,12 @@ def _ct(header: Any, index: int) -> int:
     return int(header.chunk_plain_len(index)) + 16
 
 
-# --- GPU-bridge session -----------------------------------------------------------------------------
+# --- GPU-bridge session ---
 
 
-def _gpu_report() -> tuple[bytes, Callable[[bytes], bool], Callable[[bytes, int], Iterator[Mutation]]]:
+def _gpu_report() -> tuple[
+    bytes, Callable[[bytes], bool], Callable[[bytes, int], Iterator[Mutation]]
+]:
     from fuzz.seeds import gpu_report_seeds
     from fuzz.targets import _reference_values
     from reference_enclave.gpu_bridge.attestation import verify_report
@@ -267,7 +294,9 @@ def _gpu_report() -> tuple[bytes, Callable[[bytes], bool], Callable[[bytes, int]
     return gpu_report_seeds()[0], accepts, mutations
 
 
-def _gpu_channel() -> tuple[bytes, Callable[[bytes], bool], Callable[[bytes, int], Iterator[Mutation]]]:
+def _gpu_channel() -> tuple[
+    bytes, Callable[[bytes], bool], Callable[[bytes, int], Iterator[Mutation]]
+]:
     """A sealed bridge message, serialised as JSON so that every field can be tampered with."""
     from reference_enclave.gpu_bridge.channel import Channel, Direction, Kind, Sealed, derive_export
 
@@ -276,16 +305,28 @@ def _gpu_channel() -> tuple[bytes, Callable[[bytes], bool], Callable[[bytes, int
     sealed = sender.seal(Kind(1), b"descriptor-bytes", b"activation payload " * 8)
 
     def encode(s: Sealed) -> bytes:
-        return json.dumps({
-            "direction": int(s.direction), "epoch": s.epoch, "counter": s.counter,
-            "kind": int(s.kind), "descriptor": s.descriptor.hex(), "ciphertext": s.ciphertext.hex(),
-        }).encode()
+        return json.dumps(
+            {
+                "direction": int(s.direction),
+                "epoch": s.epoch,
+                "counter": s.counter,
+                "kind": int(s.kind),
+                "descriptor": s.descriptor.hex(),
+                "ciphertext": s.ciphertext.hex(),
+            }
+        ).encode()
 
     def accepts(raw: bytes) -> bool:
         f = json.loads(raw)
         try:
-            message = Sealed(Direction(f["direction"]), f["epoch"], f["counter"], Kind(f["kind"]),
-                             bytes.fromhex(f["descriptor"]), bytes.fromhex(f["ciphertext"]))
+            message = Sealed(
+                Direction(f["direction"]),
+                f["epoch"],
+                f["counter"],
+                Kind(f["kind"]),
+                bytes.fromhex(f["descriptor"]),
+                bytes.fromhex(f["ciphertext"]),
+            )
         except ValueError:
             return False  # not representable on the wire (unknown direction or kind)
         receiver = Channel(export, sending=Direction.DEVICE_TO_ENCLAVE)
@@ -296,10 +337,17 @@ def _gpu_channel() -> tuple[bytes, Callable[[bytes], bool], Callable[[bytes, int
         for field_name in ("descriptor", "ciphertext"):
             data = bytes.fromhex(f[field_name])
             for label, tampered in flips(data, 1):
-                yield f"{field_name}-{label}", json.dumps({**f, field_name: tampered.hex()}).encode()
+                yield (
+                    f"{field_name}-{label}",
+                    json.dumps({**f, field_name: tampered.hex()}).encode(),
+                )
             yield f"{field_name}-truncated", json.dumps({**f, field_name: data[:-1].hex()}).encode()
-        for name, values in (("direction", (0, 1, 2, 3)), ("epoch", (1, 2, -1)),
-                             ("counter", (1, 2, 2**32)), ("kind", (0, 2, 3, 4))):
+        for name, values in (
+            ("direction", (0, 1, 2, 3)),
+            ("epoch", (1, 2, -1)),
+            ("counter", (1, 2, 2**32)),
+            ("kind", (0, 2, 3, 4)),
+        ):
             for value in values:
                 if value != f[name]:
                     yield f"{name}={value}", json.dumps({**f, name: value}).encode()
@@ -309,7 +357,7 @@ def _gpu_channel() -> tuple[bytes, Callable[[bytes], bool], Callable[[bytes, int
     return encode(sealed), accepts, mutations
 
 
-# --- gate ---------------------------------------------------------------------------------------------
+# --- gate ---
 
 
 @dataclass
@@ -333,8 +381,11 @@ def gate_world() -> GateWorld:
     folder.mkdir(exist_ok=True)
     keys = {name: ec.generate_private_key(ec.SECP256R1()) for name in ("alice", "bob", "mallory")}
     for name, key in keys.items():
-        (folder / f"{name}.pub").write_bytes(key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        (folder / f"{name}.pub").write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
     trust_path = folder / "trust.toml"
     trust_path.write_text(trust_text({"alice": "alice.pub", "bob": "bob.pub"}))
     return GateWorld(
@@ -351,16 +402,29 @@ def _gate() -> tuple[bytes, Callable[[bytes], bool], Callable[[bytes, int], Iter
     world = gate_world()
 
     def accepts(raw: bytes) -> bool:
-        outcome = evaluate_vsa(raw, world.trust, candidate=world.candidate, artifact=world.artifact,
-                               now=FIXED_NOW, source="tampered.vsa.json")
+        outcome = evaluate_vsa(
+            raw,
+            world.trust,
+            candidate=world.candidate,
+            artifact=world.artifact,
+            now=FIXED_NOW,
+            source="tampered.vsa.json",
+        )
         return bool(outcome.status == "agrees")
 
     def mutations(raw: bytes, stride: int) -> Iterator[Mutation]:
         yield from bundle_mutations(raw, stride)
         yield "untrusted-auditor", signed_vsa(key=world.keys["mallory"])
-        yield "other-pcrs", signed_vsa({0: b"\x00" * 48, 1: b"\xb2" * 48, 2: b"\xc3" * 48},
-                                       key=world.keys["alice"])
-        yield "missing-pcr2", signed_vsa({0: b"\xa1" * 48, 1: b"\xb2" * 48}, key=world.keys["alice"])
+        yield (
+            "other-pcrs",
+            signed_vsa(
+                {0: b"\x00" * 48, 1: b"\xb2" * 48, 2: b"\xc3" * 48}, key=world.keys["alice"]
+            ),
+        )
+        yield (
+            "missing-pcr2",
+            signed_vsa({0: b"\xa1" * 48, 1: b"\xb2" * 48}, key=world.keys["alice"]),
+        )
 
     return signed_vsa(key=world.keys["alice"]), accepts, mutations
 
@@ -368,7 +432,9 @@ def _gate() -> tuple[bytes, Callable[[bytes], bool], Callable[[bytes, int], Iter
 CORPORA: dict[str, Corpus] = {
     c.name: c
     for c in (
-        Corpus("attestation", "verifier.nitro.verify_attestation (real AWS document)", _attestation),
+        Corpus(
+            "attestation", "verifier.nitro.verify_attestation (real AWS document)", _attestation
+        ),
         Corpus("vsa_bundle", "verifier.attest.verify_bundle (key-signed SLSA VSA)", _vsa_bundle),
         Corpus("eif_signature", "builder.eif.describe_eif: CRC, signature, PCRs", _eif_signature),
         Corpus("model_file", "reference_enclave.model_format.decrypt_model", _model_file),
@@ -401,8 +467,12 @@ def run_corpus(name: str, *, stride: int = 1) -> CorpusResult:
 
 
 def corpus_markdown(results: list[CorpusResult], command: str) -> str:
-    lines = [f"Command: `{command}`", "", "| corpus | verifier | inputs tried | accepted | seconds |",
-             "|---|---|---:|---:|---:|"]
+    lines = [
+        f"Command: `{command}`",
+        "",
+        "| corpus | verifier | inputs tried | accepted | seconds |",
+        "|---|---|---:|---:|---:|",
+    ]
     for r in results:
         lines.append(f"| `{r.name}` | {r.verifier} | {r.tried} | {r.accepted} | {r.seconds:g} |")
     for r in results:
@@ -416,11 +486,14 @@ def write_corpus_report(results: list[CorpusResult], out: Path, command: str) ->
 
     from enclave_audit.fsutil import write_json_atomic, write_text_atomic
 
-    write_json_atomic(out / "corpora.json", {
-        "schema": "enclave-audit/adversarial-corpora/v1", "command": command,
-        "corpora": [asdict(r) for r in results],
-        "total_tried": sum(r.tried for r in results),
-        "total_accepted": sum(r.accepted for r in results),
-    })
+    write_json_atomic(
+        out / "corpora.json",
+        {
+            "schema": "enclave-audit/adversarial-corpora/v1",
+            "command": command,
+            "corpora": [asdict(r) for r in results],
+            "total_tried": sum(r.tried for r in results),
+            "total_accepted": sum(r.accepted for r in results),
+        },
+    )
     write_text_atomic(out / "corpora.md", corpus_markdown(results, command))
-

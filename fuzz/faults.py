@@ -50,6 +50,7 @@ class FaultResult:
     client_errors: int = 0
     unclear_errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    killed_mid_write: int = 0
     seconds: float = 0.0
 
 
@@ -70,7 +71,7 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=30)
 
 
-# --- the reference KMS ------------------------------------------------------------------------
+# --- the reference KMS ---
 
 
 def _start_kms(db: Path, config: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -136,24 +137,37 @@ def kms_kill(folder: Path, *, runs: int, seed: int = 1) -> FaultResult:
                 n += 1
                 op = "CreateKey"
                 try:
-                    key_id = client.create_key(Description=f"run{run}-w{wid}-{n}")["KeyMetadata"]["KeyId"]
+                    key_id = client.create_key(Description=f"run{run}-w{wid}-{n}")["KeyMetadata"][
+                        "KeyId"
+                    ]
                     with lock:
                         acked_keys.add(key_id)
                     op = "PutKeyPolicy"
-                    policy = json.dumps({"Version": "2012-10-17", "Statement": [{
-                        "Sid": f"Admin{n}", "Effect": "Allow",
-                        "Principal": {"AWS": ADMIN["principal"]}, "Action": "kms:*",
-                        "Resource": "*"}]})
+                    policy = json.dumps(
+                        {
+                            "Version": "2012-10-17",
+                            "Statement": [
+                                {
+                                    "Sid": f"Admin{n}",
+                                    "Effect": "Allow",
+                                    "Principal": {"AWS": ADMIN["principal"]},
+                                    "Action": "kms:*",
+                                    "Resource": "*",
+                                }
+                            ],
+                        }
+                    )
                     client.put_key_policy(KeyId=key_id, PolicyName="default", Policy=policy)
                     with lock:
                         acked_policies[key_id] = policy
                     op = "Encrypt"
                     plaintext = os.urandom(32)
-                    blob = client.encrypt(KeyId=key_id, Plaintext=plaintext,
-                                          EncryptionContext={"run": str(run)})["CiphertextBlob"]
+                    blob = client.encrypt(
+                        KeyId=key_id, Plaintext=plaintext, EncryptionContext={"run": str(run)}
+                    )["CiphertextBlob"]
                     with lock:
                         acked_blobs.append((str(run), plaintext, blob))
-                except Exception as exc:  # noqa: BLE001 - classified below
+                except Exception as exc:
                     with lock:
                         result.client_errors += 1
                         problem = _one_line_error(exc, op)
@@ -182,7 +196,7 @@ def kms_kill(folder: Path, *, runs: int, seed: int = 1) -> FaultResult:
         for key_id in acked_keys:
             try:
                 client.describe_key(KeyId=key_id)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 result.lost += 1
         for key_id, policy in acked_policies.items():
             got = client.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"]
@@ -193,7 +207,7 @@ def kms_kill(folder: Path, *, runs: int, seed: int = 1) -> FaultResult:
                 back = client.decrypt(CiphertextBlob=blob, EncryptionContext={"run": run_label})
                 if back["Plaintext"] != plaintext:
                     result.lost += 1
-            except Exception:  # noqa: BLE001
+            except Exception:
                 result.lost += 1
         client.create_key(Description="after restart")  # succeeds after restart
     finally:
@@ -204,7 +218,7 @@ def kms_kill(folder: Path, *, runs: int, seed: int = 1) -> FaultResult:
     return result
 
 
-# --- the gate's decision log -------------------------------------------------------------------------
+# --- the gate's decision log ---
 
 _APPENDER = """
 import sys
@@ -230,8 +244,12 @@ def decision_log_kill(folder: Path, *, runs: int, seed: int = 2) -> FaultResult:
     started = time.monotonic()
     acked: dict[int, str] = {}
     for _ in range(runs):
-        proc = subprocess.Popen([sys.executable, "-c", _APPENDER, str(log)],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env())
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _APPENDER, str(log)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=_env(),
+        )
         time.sleep(rng.uniform(0.5, 2.0))
         _kill(proc)
         assert proc.stdout is not None
@@ -247,7 +265,7 @@ def decision_log_kill(folder: Path, *, runs: int, seed: int = 2) -> FaultResult:
     return result
 
 
-# --- the builder (EIF assembly) ---------------------------------------------------------------------
+# --- the builder (EIF assembly) ---
 
 
 def builder_kill(folder: Path, *, runs: int, seed: int = 3, ramdisk_mb: int = 24) -> FaultResult:
@@ -259,8 +277,19 @@ def builder_kill(folder: Path, *, runs: int, seed: int = 3, ramdisk_mb: int = 24
     kernel.write_bytes(random.Random(seed).randbytes(1 << 20))
     ramdisk.write_bytes(random.Random(seed + 1).randbytes(ramdisk_mb << 20))
     out = folder / "enclave.eif"
-    args = [*cli(), "eif", "assemble", "--kernel", str(kernel), "--ramdisk", str(ramdisk),
-            "--build-time", "2026-01-01T00:00:00+00:00", "-o", str(out)]
+    args = [
+        *cli(),
+        "eif",
+        "assemble",
+        "--kernel",
+        str(kernel),
+        "--ramdisk",
+        str(ramdisk),
+        "--build-time",
+        "2026-01-01T00:00:00+00:00",
+        "-o",
+        str(out),
+    ]
     reference = folder / "reference.eif"
     subprocess.run([*args[:-1], str(reference)], check=True, env=_env(), capture_output=True)
     want = hashlib.sha256(reference.read_bytes()).hexdigest()
@@ -268,9 +297,17 @@ def builder_kill(folder: Path, *, runs: int, seed: int = 3, ramdisk_mb: int = 24
     started = time.monotonic()
     for _ in range(runs):
         out.unlink(missing_ok=True)
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env=_env())
-        time.sleep(rng.uniform(0.2, 2.5))
+        proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env()
+        )
+        deadline = time.monotonic() + 30
+        while (
+            time.monotonic() < deadline
+            and proc.poll() is None
+            and not any(p.name.startswith(".enclave.eif.") for p in folder.iterdir())
+        ):
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.15))  # mid-write: the temp file is being filled
         _kill(proc)
         result.runs += 1
         if out.exists():
@@ -283,22 +320,31 @@ def builder_kill(folder: Path, *, runs: int, seed: int = 3, ramdisk_mb: int = 24
         for name in leftovers:
             (folder / name).unlink()
         if leftovers:
-            result.notes.append(f"temp file left beside the output: {leftovers[0]}")
+            result.killed_mid_write += 1
     # and it succeeds after the kills
     subprocess.run(args, check=True, env=_env(), capture_output=True)
     if hashlib.sha256(out.read_bytes()).hexdigest() != want:
         result.lost += 1
+    if result.killed_mid_write:
+        result.notes.append(
+            f"{result.killed_mid_write} kill(s) mid-write left a hidden temp file"
+            " (.enclave.eif.*.tmp) beside an absent output; the output path was never partial"
+        )
     result.seconds = round(time.monotonic() - started, 1)
     return result
 
 
-# --- the accelerator (GPU bridge) ---------------------------------------------------------------
+# --- the accelerator (GPU bridge) ---
 
 
 def _start_accelerator(sock: Path) -> subprocess.Popen[bytes]:
     sock.unlink(missing_ok=True)
-    proc = subprocess.Popen([*cli(), "accelerator", "serve", "--socket", str(sock)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env())
+    proc = subprocess.Popen(
+        [*cli(), "accelerator", "serve", "--socket", str(sock)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=_env(),
+    )
     assert proc.stdout is not None
     proc.stdout.readline()
     return proc
@@ -334,7 +380,7 @@ def accelerator_kill(folder: Path, *, runs: int, seed: int = 4) -> FaultResult:
             result.client_errors += 1
             if "\n" in exc.diagnostic():
                 result.unclear_errors.append(exc.diagnostic())
-        except Exception as exc:  # noqa: BLE001 - a foreign exception is an unclear error
+        except Exception as exc:
             result.client_errors += 1
             result.unclear_errors.append(f"{type(exc).__name__}: {exc}")
         killer.join()

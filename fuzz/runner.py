@@ -163,7 +163,9 @@ def run_target(
 
 def machine() -> str:
     cpus = os.cpu_count() or 0
-    return f"{platform.node()} {platform.machine()} {cpus} CPU(s), Python {platform.python_version()}"
+    return (
+        f"{platform.node()} {platform.machine()} {cpus} CPU(s), Python {platform.python_version()}"
+    )
 
 
 def markdown(results: list[TargetResult], command: str) -> str:
@@ -184,7 +186,13 @@ def markdown(results: list[TargetResult], command: str) -> str:
     lines.append(f"| **total** | | | **{total_exec}** | | | | **{total_crash}** |")
     for r in results:
         for c in r.crashes:
-            lines += ["", f"Crash in `{r.name}` ({c.kind}), reproducer `{c.artifact}`:", "```", c.summary, "```"]
+            lines += [
+                "",
+                f"Crash in `{r.name}` ({c.kind}), reproducer `{c.artifact}`:",
+                "```",
+                c.summary,
+                "```",
+            ]
     return "\n".join(lines) + "\n"
 
 

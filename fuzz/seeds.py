@@ -73,7 +73,9 @@ def signing_material() -> SigningMaterial:
     return SigningMaterial(cert_path, key_path)
 
 
-def make_eif(folder: Path, *, signed: bool, seed: int = 1, sizes: tuple[int, ...] = (600, 300, 200)) -> Path:
+def make_eif(
+    folder: Path, *, signed: bool, seed: int = 1, sizes: tuple[int, ...] = (600, 300, 200)
+) -> Path:
     """A small, structurally real EIF (random kernel and ramdisk bytes)."""
     from builder.eif import write_eif
 
@@ -238,14 +240,18 @@ def signed_vsa(pcrs: dict[int, bytes] | None = None, *, key: Any = None) -> byte
 
 
 def dsse_seeds() -> list[bytes]:
-    seeds = [p.read_bytes() for p in _files("sigstore", "generated-key-dsse", pattern="*.dsse.json")]
+    seeds = [
+        p.read_bytes() for p in _files("sigstore", "generated-key-dsse", pattern="*.dsse.json")
+    ]
     seeds.append(json.dumps(json.loads(signed_vsa())["dsseEnvelope"]).encode())
     return seeds
 
 
 def bundle_seeds() -> list[bytes]:
     seeds = [signed_vsa()]
-    seeds += [p.read_bytes() for p in _files("sigstore", "generated-key-dsse", pattern="*.sigstore.json")]
+    seeds += [
+        p.read_bytes() for p in _files("sigstore", "generated-key-dsse", pattern="*.sigstore.json")
+    ]
     seeds += [p.read_bytes() for p in _files("sigstore", "conformance-dsse-slsa-provenance-v1")]
     return seeds
 
@@ -262,8 +268,14 @@ def _op(name: str) -> bytes:
 def kms_request_seeds() -> list[bytes]:
     blob = base64.b64encode(b"x" * 40).decode()
     bodies = [
-        ("Encrypt", {"KeyId": "$key", "Plaintext": base64.b64encode(b"hello").decode(),
-                     "EncryptionContext": {"model": "m"}}),
+        (
+            "Encrypt",
+            {
+                "KeyId": "$key",
+                "Plaintext": base64.b64encode(b"hello").decode(),
+                "EncryptionContext": {"model": "m"},
+            },
+        ),
         ("Decrypt", {"CiphertextBlob": blob, "EncryptionContext": {"model": "m"}}),
         ("GenerateDataKey", {"KeyId": "$key", "KeySpec": "AES_256"}),
         ("GenerateDataKeyWithoutPlaintext", {"KeyId": "$key", "NumberOfBytes": 32}),
@@ -271,11 +283,20 @@ def kms_request_seeds() -> list[bytes]:
         ("DescribeKey", {"KeyId": "$key"}),
         ("ListKeys", {"Limit": 2}),
         ("GetKeyPolicy", {"KeyId": "$key", "PolicyName": "default"}),
-        ("PutKeyPolicy", {"KeyId": "$key", "PolicyName": "default",
-                          "Policy": kms_policy_seeds()[0].decode()}),
-        ("Decrypt", {"CiphertextBlob": blob, "Recipient": {
-            "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256",
-            "AttestationDocument": base64.b64encode(b"\x84\x44").decode()}}),
+        (
+            "PutKeyPolicy",
+            {"KeyId": "$key", "PolicyName": "default", "Policy": kms_policy_seeds()[0].decode()},
+        ),
+        (
+            "Decrypt",
+            {
+                "CiphertextBlob": blob,
+                "Recipient": {
+                    "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256",
+                    "AttestationDocument": base64.b64encode(b"\x84\x44").decode(),
+                },
+            },
+        ),
     ]
     return [_op(op) + json.dumps(params).encode() for op, params in bodies]
 
@@ -285,18 +306,36 @@ def kms_policy_seeds() -> list[bytes]:
     policy = {
         "Version": "2012-10-17",
         "Statement": [
-            {"Sid": "Admin", "Effect": "Allow",
-             "Principal": {"AWS": f"arn:aws:iam::{account}:user/admin"},
-             "Action": "kms:*", "Resource": "*"},
-            {"Sid": "EnclaveDecrypt", "Effect": "Allow",
-             "Principal": {"AWS": f"arn:aws:iam::{account}:role/enclave-instance-role"},
-             "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": "*",
-             "Condition": {"StringEqualsIgnoreCase": {
-                 "kms:RecipientAttestation:ImageSha384": "a1" * 48,
-                 "kms:RecipientAttestation:PCR1": "b2" * 48}}},
-            {"Sid": "Deny", "Effect": "Deny", "Principal": "*", "Action": "kms:Decrypt",
-             "Resource": "*", "Condition": {"StringNotEqualsIgnoreCase": {
-                 "kms:RecipientAttestation:ImageSha384": "a1" * 48}}},
+            {
+                "Sid": "Admin",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account}:user/admin"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Sid": "EnclaveDecrypt",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account}:role/enclave-instance-role"},
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": "*",
+                "Condition": {
+                    "StringEqualsIgnoreCase": {
+                        "kms:RecipientAttestation:ImageSha384": "a1" * 48,
+                        "kms:RecipientAttestation:PCR1": "b2" * 48,
+                    }
+                },
+            },
+            {
+                "Sid": "Deny",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "kms:Decrypt",
+                "Resource": "*",
+                "Condition": {
+                    "StringNotEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": "a1" * 48}
+                },
+            },
         ],
     }
     return [json.dumps(policy).encode()]
@@ -309,9 +348,13 @@ def key_policy_seeds() -> list[bytes]:
     base = {
         "Version": "2012-10-17",
         "Statement": [
-            {"Sid": "KeyAdministrators", "Effect": "Allow",
-             "Principal": {"AWS": "arn:aws:iam::111122223333:root"},
-             "Action": ["kms:PutKeyPolicy", "kms:GetKeyPolicy"], "Resource": "*"}
+            {
+                "Sid": "KeyAdministrators",
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::111122223333:root"},
+                "Action": ["kms:PutKeyPolicy", "kms:GetKeyPolicy"],
+                "Resource": "*",
+            }
         ],
     }
     proposed = propose_policy(
@@ -341,27 +384,45 @@ def manifest_seeds() -> list[bytes]:
     )
     from enclave_audit.model.measurements import PcrSet
 
-    out = BuildOutput(name="enclave.eif", path="enclave.eif", size=123,
-                      sha256="11" * 32, sha384="22" * 48)
-    fields: dict[str, Any] = dict(
-        name="fuzz",
-        version="1",
-        builder=BuilderInfo(version="0.1", backend="native"),
-        source_date_epoch=1700000000,
-        rootfs_source_date_epoch=1700000000,
-        source=SourceInfo(tree_sha256="33" * 32),
-        spec=SpecInfo(path="enclave.toml", sha256="44" * 32, text="name='x'",
-                      lock_path="enclave.lock", lock_text=""),
-        kernel=KernelInfo(release="6.1", cmdline="console=ttyS0", bzimage_sha256="55" * 32,
-                          config_sha256="66" * 32, input_digest="77" * 32,
-                          source_date_epoch=1700000000),
-        inputs=(PinnedInput(name="busybox", kind=InputKind.DEBIAN_PACKAGE, version="1.35",
-                            origin="https://deb.debian.org", sha256="88" * 32),),
-        toolchain={"gcc": "12.2"},
-        ramdisks=(out,),
-        outputs=(out,),
-        pcrs=PcrSet(values={0: b"\xa1" * 48, 1: b"\xb2" * 48, 2: b"\xc3" * 48}),
+    out = BuildOutput(
+        name="enclave.eif", path="enclave.eif", size=123, sha256="11" * 32, sha384="22" * 48
     )
+    fields: dict[str, Any] = {
+        "name": "fuzz",
+        "version": "1",
+        "builder": BuilderInfo(version="0.1", backend="native"),
+        "source_date_epoch": 1700000000,
+        "rootfs_source_date_epoch": 1700000000,
+        "source": SourceInfo(tree_sha256="33" * 32),
+        "spec": SpecInfo(
+            path="enclave.toml",
+            sha256="44" * 32,
+            text="name='x'",
+            lock_path="enclave.lock",
+            lock_text="",
+        ),
+        "kernel": KernelInfo(
+            release="6.1",
+            cmdline="console=ttyS0",
+            bzimage_sha256="55" * 32,
+            config_sha256="66" * 32,
+            input_digest="77" * 32,
+            source_date_epoch=1700000000,
+        ),
+        "inputs": (
+            PinnedInput(
+                name="busybox",
+                kind=InputKind.DEBIAN_PACKAGE,
+                version="1.35",
+                origin="https://deb.debian.org",
+                sha256="88" * 32,
+            ),
+        ),
+        "toolchain": {"gcc": "12.2"},
+        "ramdisks": (out,),
+        "outputs": (out,),
+        "pcrs": PcrSet(values={0: b"\xa1" * 48, 1: b"\xb2" * 48, 2: b"\xc3" * 48}),
+    }
     known = set(BuildManifest.model_fields)
     manifest = BuildManifest(**{k: v for k, v in fields.items() if k in known})
     return [manifest.to_json().encode()]
@@ -382,8 +443,10 @@ def trust_text(key_paths: dict[str, str], log: str = "decisions.jsonl") -> str:
 def trust_seeds() -> list[bytes]:
     from cryptography.hazmat.primitives import serialization
 
-    pem = _auditor_key().public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    pem = (
+        _auditor_key()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     (workdir() / "alice.pub").write_bytes(pem)
     (workdir() / "bob.pub").write_bytes(pem)
@@ -391,7 +454,7 @@ def trust_seeds() -> list[bytes]:
 
 
 def decision_log_seeds() -> list[bytes]:
-    from reports.decision_log import DecisionEntry, append
+    from reports.decision_log import append
 
     path = workdir() / "seed-decisions.jsonl"
     path.unlink(missing_ok=True)

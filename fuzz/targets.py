@@ -73,7 +73,7 @@ def _as_file(name: str, data: bytes) -> Path:
     return path
 
 
-# --- EIF ----------------------------------------------------------------------------
+# --- EIF ---
 
 
 def eif(data: bytes) -> None:
@@ -97,14 +97,14 @@ def eif_signature(data: bytes) -> None:
     info.describe_certificate()
 
 
-# --- cpio ---------------------------------------------------------------------------
+# --- cpio ---
 
 
 def cpio(data: bytes) -> None:
     from builder.initramfs import iter_members
 
     for member in iter_members(io.BytesIO(data)):
-        if member.is_file:
+        if member.is_file and member.data is not None:
             member.data.read()
 
 
@@ -129,7 +129,7 @@ def _assert_contained(dest: Path, before: set[str]) -> None:
         raise AssertionError("cpio extract wrote outside its destination")
 
 
-# --- attestation documents (CBOR / COSE) -------------------------------------------------
+# --- attestation documents (CBOR / COSE) ---
 
 
 def cbor(data: bytes) -> None:
@@ -146,7 +146,7 @@ def attestation(data: bytes) -> None:
     verify_attestation(raw, at="document", now=FIXED_NOW)
 
 
-# --- CMS EnvelopedData --------------------------------------------------------------------
+# --- CMS EnvelopedData ---
 
 
 @functools.cache
@@ -163,7 +163,7 @@ def cms(data: bytes) -> None:
     open_enveloped_data(data, _rsa_key())
 
 
-# --- the chunked model format ---------------------------------------------------------------
+# --- the chunked model format ---
 
 
 def model_file(data: bytes) -> None:
@@ -173,7 +173,7 @@ def model_file(data: bytes) -> None:
     decrypt_model(io.BytesIO(data), MODEL_KEY, max_plaintext=1 << 20)
 
 
-# --- DSSE envelopes and Sigstore bundles ----------------------------------------------------
+# --- DSSE envelopes and Sigstore bundles ---
 
 
 @functools.cache
@@ -201,7 +201,7 @@ def bundle(data: bytes) -> None:
     verify_bundle(data, policy, artifact_digest=None)
 
 
-# --- KMS: JSON requests and key policies --------------------------------------------------------
+# --- KMS: JSON requests and key policies ---
 
 
 @dataclass(frozen=True)
@@ -213,9 +213,9 @@ class _Kms:
 
 @functools.cache
 def _kms() -> _Kms:
+    from reference_enclave.kms import Credential
     from reference_enclave.kms.config import KmsConfig
     from reference_enclave.kms.recipient import RecipientVerifier
-    from reference_enclave.kms import Credential
     from reference_enclave.kms.service import AuditNote, KmsService
     from reference_enclave.kms.store import KeyStore
     from reference_enclave.nsm.sim_ca import SimulationCa
@@ -228,9 +228,7 @@ def _kms() -> _Kms:
     )
     root = TrustRoot.from_pem(SimulationCa.create().root_pem(), name="fuzz simulation root")
     store = KeyStore(workdir() / "kms.db")
-    verifier = RecipientVerifier(
-        [root], max_age_seconds=300, allow_debug=False, clock=time.time
-    )
+    verifier = RecipientVerifier([root], max_age_seconds=300, allow_debug=False, clock=time.time)
     service = KmsService(store, KmsConfig(credentials=(admin,)), verifier)
     key_id = service.call("CreateKey", {}, admin, AuditNote())["KeyMetadata"]["KeyId"]
     return _Kms(service, admin, str(key_id))
@@ -272,7 +270,9 @@ def kms_request(data: bytes) -> None:
         kms.service.call(operation, params, kms.admin, AuditNote())
     except KmsApiError as exc:
         if exc.status >= 500:
-            raise AssertionError(f"KMS answered {exc.status} {exc.code}: {exc.api_message}")
+            raise AssertionError(
+                f"KMS answered {exc.status} {exc.code}: {exc.api_message}"
+            ) from exc
         raise
 
 
@@ -299,7 +299,7 @@ def key_policy(data: bytes) -> None:
     allowed_images(policy)
 
 
-# --- build manifests, trust files, the decision log ---------------------------------------------
+# --- build manifests, trust files, the decision log ---
 
 
 def manifest(data: bytes) -> None:
@@ -320,7 +320,7 @@ def decision_log(data: bytes) -> None:
     read_log(_as_file("decisions.jsonl", data))
 
 
-# --- GPU bridge and the enclave endpoint ----------------------------------------------------
+# --- GPU bridge and the enclave endpoint ---
 
 
 @functools.cache

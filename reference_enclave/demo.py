@@ -295,7 +295,7 @@ def run_demo(
     }
     image = build(env)
     pcrs = describe_eif(image).pcrs
-    step("image built", True, f"{image} PCR0={pcrs.hex(0)[:16]}...")
+    step("image", True, f"{image} PCR0={pcrs.hex(0)[:16]}...")
     answer: str | None = None
     kms_refusal = client_refusal = None
     tampered: Path | None = None

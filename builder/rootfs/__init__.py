@@ -8,7 +8,7 @@ from builder.rootfs.native import NativeBackend
 
 BACKENDS: dict[str, Callable[[], RootfsBackend]] = {
     "native": NativeBackend,
-    "docker": DockerBackend,
+    "docker": DockerBackend.connected,
 }
 
 

@@ -61,7 +61,7 @@ from enclave_audit.errors import (
 from enclave_audit.fsutil import atomic_directory, cache_dir, sha256_file
 from enclave_audit.progress import ProgressSink
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 DOCKER_DIR = "docker"
 DOCKERFILE = "Dockerfile"
 #: what the engine's init layer creates in every container when the image lacks it
@@ -100,11 +100,9 @@ def connect() -> Any:
     try:
         client = docker.from_env(timeout=600)
         client.ping()
-    except DockerException as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise EnvironmentProblem(
-            f"no Docker engine reachable ({first[:160]}): {_ENGINE_HELP}"
-        ) from None
+    except DockerException:
+        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        raise EnvironmentProblem(f"no Docker engine reachable at {where}: {_ENGINE_HELP}") from None
     return client
 
 
@@ -213,13 +211,13 @@ def _ancestors(path: str) -> list[str]:
 
 @dataclass
 class _LayerScan:
-    present: set[str]
+    present: dict[str, tuple[int, int]]  # path -> (mode, mtime)
     whiteouts: set[str]
     opaque: set[str]
 
 
 def _scan_layer(fh: IO[bytes], watched: frozenset[str]) -> _LayerScan:
-    scan = _LayerScan(set(), set(), set())
+    scan = _LayerScan({}, set(), set())
     with tarfile.open(fileobj=fh, mode="r|") as tf:
         for m in tf:
             name = _norm(m.name)
@@ -230,12 +228,16 @@ def _scan_layer(fh: IO[bytes], watched: frozenset[str]) -> _LayerScan:
             elif base.startswith(".wh."):
                 scan.whiteouts.add(_norm(f"{parent}/{base[4:]}"))
             elif name in watched:
-                scan.present.add(name)
+                scan.present[name] = (m.mode & 0o7777, int(m.mtime))
     return scan
 
 
-def image_has(client: Any, image_id: str, watched: frozenset[str]) -> set[str]:
-    """Which of ``watched`` the image's own layers hold (whiteouts and opaque dirs applied)."""
+def image_has(client: Any, image_id: str, watched: frozenset[str]) -> dict[str, tuple[int, int]]:
+    """Which of ``watched`` the image's own layers hold, with their (mode, mtime).
+
+    Layers are applied in order: whiteouts and opaque directories remove what lower
+    layers had; an entry in an upper layer replaces the lower one's metadata.
+    """
     layers: dict[str, _LayerScan] = {}
     manifest: Any = None
     try:
@@ -260,7 +262,7 @@ def image_has(client: Any, image_id: str, watched: frozenset[str]) -> set[str]:
         raise BuildStepFailed(
             f"docker save of {image_id}: no layer list in manifest.json"
         ) from None
-    have: set[str] = set()
+    have: dict[str, tuple[int, int]] = {}
     for name in order:
         scan = layers.get(name)
         if scan is None:
@@ -270,8 +272,8 @@ def image_has(client: Any, image_id: str, watched: frozenset[str]) -> set[str]:
             if any(a in scan.whiteouts for a in above) or any(
                 a in scan.opaque for a in _ancestors(path)
             ):
-                have.discard(path)
-        have |= scan.present
+                have.pop(path, None)
+        have.update(scan.present)
     return have
 
 
@@ -282,8 +284,19 @@ def _sort_key(name: str) -> tuple[bytes, ...]:
     return tuple(p.encode("utf-8", "surrogateescape") for p in name.split("/"))
 
 
-def normalize_export(export: Path, dest: Path, *, epoch: int, drop: set[str]) -> None:
-    """Rewrite a ``docker export`` tar as a deterministic tar without ``drop`` paths."""
+def normalize_export(
+    export: Path,
+    dest: Path,
+    *,
+    epoch: int,
+    drop: set[str],
+    dirs: dict[str, tuple[int, int]],
+) -> None:
+    """Rewrite a ``docker export`` tar as a deterministic tar without ``drop`` paths.
+
+    ``dirs`` gives the image's own (mode, mtime) of directories the init layer may
+    have touched (``""`` is the root, which export leaves out).
+    """
     try:
         src = tarfile.open(export, "r:")
         members = src.getmembers()
@@ -323,6 +336,12 @@ def normalize_export(export: Path, dest: Path, *, epoch: int, drop: set[str]) ->
             open(dest, "wb") as out,
             tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf,
         ):
+            if "" in dirs:
+                top = tarfile.TarInfo(".")
+                top.type = tarfile.DIRTYPE
+                top.mode, top.mtime = dirs[""][0], min(dirs[""][1], epoch)
+                top.uname = top.gname = ""
+                tf.addfile(top)
             for name in sorted(by_name, key=_sort_key):
                 m = by_name[name]
                 root = group(name)
@@ -342,6 +361,8 @@ def normalize_export(export: Path, dest: Path, *, epoch: int, drop: set[str]) ->
                     tf.addfile(info, src.extractfile(data_from))
                 elif m.isdir():
                     info.type = tarfile.DIRTYPE
+                    if name in dirs:
+                        info.mode, info.mtime = dirs[name][0], min(dirs[name][1], epoch)
                     tf.addfile(info)
                 elif m.issym():
                     info.type = tarfile.SYMTYPE
@@ -375,8 +396,14 @@ class DockerBackend:
 
     name = "docker"
 
-    def __init__(self, dockerfile: Path | None = None) -> None:
+    def __init__(self, dockerfile: Path | None = None, client: Any = None) -> None:
         self._dockerfile = dockerfile
+        self._client = client
+
+    @classmethod
+    def connected(cls) -> DockerBackend:
+        """A backend with its engine connection checked now (before any long build step)."""
+        return cls(client=connect())
 
     def dockerfile(self, loaded: LoadedSpec) -> Path:
         path = self._dockerfile or loaded.base / DOCKER_DIR / DOCKERFILE
@@ -411,7 +438,7 @@ class DockerBackend:
         dockerfile = self.dockerfile(loaded)
         context = dockerfile.parent
         files = _context_files(context)
-        client = connect()
+        client = self._client or connect()
         engine = str(client.version().get("Version", "unknown"))
         tool = f"docker {engine}"
         # the base is pinned by the lock whatever happens to the Dockerfile: reuse it
@@ -506,7 +533,7 @@ class DockerBackend:
             self._check_config(loaded, dockerfile, attrs)
             progress.start("rootfs: docker export", None)
             try:
-                have = image_has(client, image_id, INIT_LAYER_PATHS)
+                have = image_has(client, image_id, INIT_LAYER_PATHS | {""})
                 container = client.api.create_container(
                     image_id, network_disabled=True, command=["/nonexistent"]
                 )
@@ -517,7 +544,11 @@ class DockerBackend:
             except DockerException as exc:
                 raise BuildStepFailed(f"docker export of {image_id}: {_error_line(exc)}") from None
             normalize_export(
-                export, out / "rootfs.tar", epoch=epoch, drop=set(INIT_LAYER_PATHS - have)
+                export,
+                out / "rootfs.tar",
+                epoch=epoch,
+                drop=set(INIT_LAYER_PATHS - set(have)),
+                dirs=have,
             )
             progress.done()
             cmd, env, _user, _wd = _image_command(attrs)

@@ -6,7 +6,11 @@ from pathlib import Path
 
 import click
 
-from enclave_audit.cli._common import emit_json, info, json_option, out_console
+from enclave_audit.cli._common import emit_json, err_console, info, json_option, out_console
+
+
+def _say(message: str) -> None:
+    err_console.print(message, markup=False, highlight=False)
 
 
 @click.command(name="demo")
@@ -19,9 +23,14 @@ from enclave_audit.cli._common import emit_json, info, json_option, out_console
     show_default=True,
     help="Where the demo writes everything.",
 )
+@click.option(
+    "--image",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Use this already built reference image instead of building (enclave-audit build).",
+)
 @click.option("--skip-negative", is_flag=True, help="Do not run the tampered-image path.")
 @json_option
-def demo(output: Path, skip_negative: bool, as_json: bool) -> None:
+def demo(output: Path, image: Path | None, skip_negative: bool, as_json: bool) -> None:
     """Build the reference image, release its model key through KMS, ask it a question.
 
     Builds the image, starts the reference KMS and the host proxy, encrypts the
@@ -33,6 +42,7 @@ def demo(output: Path, skip_negative: bool, as_json: bool) -> None:
     \b
     Example:
       sudo enclave-audit demo -o demo-out/
+      sudo enclave-audit demo -o demo-out/ --image out/enclave.eif
     """
     from enclave_audit.progress import RichProgress
     from reference_enclave.demo import build_demo_image, run_demo
@@ -40,12 +50,14 @@ def demo(output: Path, skip_negative: bool, as_json: bool) -> None:
     with RichProgress() as progress:
 
         def build(env: dict[str, str]) -> Path:
+            if image is not None:
+                return image  # its /env must pin the model; the enclave refuses any other
             return build_demo_image(env, progress=progress)
 
         report = run_demo(
             output,
             build=build,
-            say=info,
+            say=_say,
             negative=not skip_negative,
         )
     if as_json:

@@ -64,10 +64,14 @@ def diff(
     Example:
       enclave-audit diff a/enclave.eif b/enclave.eif --format markdown -o diff.md
     """
+    from enclave_audit.progress import RichProgress
     from verifier.compare import compare_paths
     from verifier.compare.render import DiffFormat, render_template, render_text
 
-    report = compare_paths(left, right, max_depth=max_depth, max_nodes=max_nodes)
+    with RichProgress() as progress:
+        report = compare_paths(
+            left, right, max_depth=max_depth, max_nodes=max_nodes, progress=progress
+        )
     chosen = DiffFormat.JSON if as_json else DiffFormat(fmt)
     match chosen:
         case DiffFormat.JSON:

@@ -98,6 +98,7 @@ class RunningEnclave:
             shutil.rmtree(self.workdir, ignore_errors=True)
         else:  # keep the log; the unpacked image is large and reproducible from the EIF
             shutil.rmtree(self.workdir / "root", ignore_errors=True)
+            shutil.rmtree(self.workdir / "run", ignore_errors=True)  # sockets
 
     def __enter__(self) -> RunningEnclave:
         return self

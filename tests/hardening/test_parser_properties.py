@@ -113,16 +113,29 @@ def test_deep_nesting_is_refused_not_recursed() -> None:
     deep_json = b"[" * 100_000 + b"]" * 100_000
     for name in ("cbor", "attestation", "gpu_report", "eif_signature"):
         _timed(lambda n=name: TARGETS[n].run(deep_cbor))
-    for name in ("dsse_envelope", "bundle", "kms_policy", "key_policy", "manifest",
-                 "decision_log", "enclave_request"):
+    for name in (
+        "dsse_envelope",
+        "bundle",
+        "kms_policy",
+        "key_policy",
+        "manifest",
+        "decision_log",
+        "enclave_request",
+    ):
         _timed(lambda n=name: TARGETS[n].run(deep_json))
 
 
 @pytest.mark.parametrize(
     "name,size",
-    [("attestation", 1 << 20), ("cms", 1 << 20), ("kms_policy", 1 << 20),
-     ("gpu_report", 4 << 20), ("eif_signature", 1 << 20), ("enclave_request", 4 << 20),
-     ("model_file", 1 << 20)],
+    [
+        ("attestation", 1 << 20),
+        ("cms", 1 << 20),
+        ("kms_policy", 1 << 20),
+        ("gpu_report", 4 << 20),
+        ("eif_signature", 1 << 20),
+        ("enclave_request", 4 << 20),
+        ("model_file", 1 << 20),
+    ],
 )
 def test_oversized_input_is_refused_quickly(name: str, size: int) -> None:
     _timed(lambda: TARGETS[name].run(b"\xa1" + b"\x00" * size))
@@ -132,8 +145,11 @@ def test_huge_declared_lengths_do_not_allocate() -> None:
     """Length fields claiming gigabytes must be checked against the bytes present."""
     from verifier.nitro.cbor import loads
 
-    for head in (b"\x5b" + (2**62).to_bytes(8, "big"), b"\x9b" + (2**62).to_bytes(8, "big"),
-                 b"\xbb" + (2**62).to_bytes(8, "big")):
+    for head in (
+        b"\x5b" + (2**62).to_bytes(8, "big"),
+        b"\x9b" + (2**62).to_bytes(8, "big"),
+        b"\xbb" + (2**62).to_bytes(8, "big"),
+    ):
         _timed(lambda h=head: loads(h + b"\x00" * 16, what="huge"))
     header = bytearray(seeds("model_file")[0])
     _timed(lambda: TARGETS["model_file"].run(bytes(header[:64]) + b"\xff" * 64))

@@ -36,7 +36,7 @@ def test_eif_signature_with_corrupt_certificate_field_is_refused() -> None:
             info.describe_certificate()
         except EnclaveAuditError:
             pass
-        except Exception as exc:  # noqa: BLE001 - any foreign exception is the bug
+        except Exception as exc:
             crashes.append(f"byte {i}: {type(exc).__name__}: {exc}")
     assert not crashes, "\n".join(crashes[:5])
 
@@ -77,16 +77,27 @@ def test_kms_answers_deeply_nested_json_with_400(tmp_path: Path) -> None:
 
     from reference_enclave.kms import Credential, start_kms
 
-    cred = Credential(access_key_id="AKIAREGRESSION000001", secret_access_key="s" * 40,
-                      principal="arn:aws:iam::111122223333:user/admin")
+    cred = Credential(
+        access_key_id="AKIAREGRESSION000001",
+        secret_access_key="s" * 40,
+        principal="arn:aws:iam::111122223333:user/admin",
+    )
     with start_kms(tmp_path / "kms.db", credentials=[cred]) as kms:
-        request = AWSRequest(method="POST", url=kms.url + "/", data=DEEP_JSON, headers={
-            "Content-Type": "application/x-amz-json-1.1",
-            "X-Amz-Target": "TrentService.ListKeys"})
-        SigV4Auth(Credentials(cred.access_key_id, cred.secret_access_key), "kms",
-                  "us-east-1").add_auth(request)
-        prepared = urllib.request.Request(kms.url + "/", data=DEEP_JSON,
-                                          headers=dict(request.headers.items()), method="POST")
+        request = AWSRequest(
+            method="POST",
+            url=kms.url + "/",
+            data=DEEP_JSON,
+            headers={
+                "Content-Type": "application/x-amz-json-1.1",
+                "X-Amz-Target": "TrentService.ListKeys",
+            },
+        )
+        SigV4Auth(
+            Credentials(cred.access_key_id, cred.secret_access_key), "kms", "us-east-1"
+        ).add_auth(request)
+        prepared = urllib.request.Request(
+            kms.url + "/", data=DEEP_JSON, headers=dict(request.headers.items()), method="POST"
+        )
         try:
             with urllib.request.urlopen(prepared, timeout=30) as response:
                 status, body = response.status, response.read()
@@ -103,16 +114,21 @@ def test_gpu_report_with_trailing_bytes_is_refused() -> None:
     report (the signed report plus anything) passed verify_report.
     """
     from fuzz.seeds import gpu_report_seeds
-    from fuzz.targets import _reference_values
-    from fuzz.targets import FIXED_NOW
+    from fuzz.targets import FIXED_NOW, _reference_values
     from reference_enclave.gpu_bridge.attestation import verify_report
 
     report = gpu_report_seeds()[0]
-    verify_report(report, _reference_values(), nonce=b"n" * 32, enclave_share=b"e" * 32,
-                  now=FIXED_NOW)
+    verify_report(
+        report, _reference_values(), nonce=b"n" * 32, enclave_share=b"e" * 32, now=FIXED_NOW
+    )
     with pytest.raises(EnclaveAuditError):
-        verify_report(report + b"\x00", _reference_values(), nonce=b"n" * 32,
-                      enclave_share=b"e" * 32, now=FIXED_NOW)
+        verify_report(
+            report + b"\x00",
+            _reference_values(),
+            nonce=b"n" * 32,
+            enclave_share=b"e" * 32,
+            now=FIXED_NOW,
+        )
 
 
 CRASHES = Path(__file__).with_name("crashes")
@@ -160,5 +176,10 @@ def test_certificate_with_invalid_x509_version_is_malformed_everywhere() -> None
         parse_der(bad, what="certificate")
     outer["body"] = cbor2.dumps({**body, "certificate": bad})
     with pytest.raises(EnclaveAuditError):
-        verify_report(cbor2.dumps(outer), _reference_values(), nonce=b"n" * 32,
-                      enclave_share=b"e" * 32, now=FIXED_NOW)
+        verify_report(
+            cbor2.dumps(outer),
+            _reference_values(),
+            nonce=b"n" * 32,
+            enclave_share=b"e" * 32,
+            now=FIXED_NOW,
+        )

@@ -83,8 +83,10 @@ class Blob:
 
     def read_all(self, limit: int) -> bytes:
         """The whole content, refusing more than ``limit`` bytes."""
+        known = self.known_size()
+        want = limit + 1 if known is None else min(known, limit) + 1  # read() preallocates
         with self.open() as fh:
-            data = fh.read(limit + 1)
+            data = fh.read(want)
         if len(data) > limit:
             raise InvalidInput(f"{self.name}: larger than the {limit}-byte in-memory bound")
         return data

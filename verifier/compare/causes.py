@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from enclave_audit.model.difference import Cause, CauseHint, Change, DiffNode, NodeKind
@@ -480,8 +480,6 @@ def classify_field(node: DiffNode) -> list[CauseHint]:
 
 
 # --- whole-tree passes ------------------------------------------------------------------------
-
-LeafClassifier = Callable[[DiffNode], list[CauseHint]]
 
 
 def classify_node(node: DiffNode, ceiling: float = TS_MAX) -> list[CauseHint]:

@@ -209,6 +209,7 @@ class CpioComparator:
                     order_a.append(ma.name)
                     order_b.append(mb.name)
                     pair_live(ma, mb)
+                    engine.ctx.progress.advance(max(ma.size, mb.size))
                     ma, mb = next(ita, None), next(itb, None)
                     continue
                 # out of step: move the side that is behind (or the one whose partner was seen)

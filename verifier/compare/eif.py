@@ -126,7 +126,9 @@ class EifComparator:
                 else:
                     ba = SliceBlob(pa, sa.data_offset, sa.size, label)
                     bb = SliceBlob(pb, sb.data_offset, sb.size, label)
+                    engine.ctx.progress.start(f"comparing {label}", total=max(sa.size, sb.size))
                     node = engine.compare_nested(ba, bb, spath)
+                    engine.ctx.progress.done()
                     if node is not None and node.kind not in (NodeKind.KERNEL, NodeKind.ARCHIVE):
                         node = node.model_copy(
                             update={"notes": (*node.notes, f"EIF section {label}")}

@@ -30,6 +30,7 @@ from verifier.compare.base import (
     Container,
     FileBlob,
     Member,
+    cheap_side,
 )
 from verifier.compare.binary import read_full
 
@@ -46,12 +47,6 @@ _RANK = {
 def importance(node: DiffNode) -> tuple[int, int]:
     field_last = 1 if node.kind is NodeKind.FIELD else 0
     return (_RANK[node.change] + field_last, 0)
-
-
-def side_of(blob: Blob | None, *, digest: bool = True) -> Side | None:
-    if blob is None:
-        return None
-    return Side.of(digest=blob.digest() if digest else None, size=blob.known_size())
 
 
 class Engine:
@@ -106,8 +101,8 @@ class Engine:
                 path=path,
                 kind=NodeKind.BINARY,
                 change=Change.CONTENT,
-                left=side_of(a),
-                right=side_of(b),
+                left=cheap_side(a, self.ctx.memory_bound),
+                right=cheap_side(b, self.ctx.memory_bound),
                 summary="content differs (not expanded: --max-depth reached)",
             )
         ca, cb = self.identify(a), self.identify(b)
@@ -326,12 +321,6 @@ def describe_children(children: Sequence[DiffNode], what: str) -> str:
     if fields:
         parts.append("fields: " + ", ".join(fields[:5]))
     return f"{what} differs: " + ", ".join(parts)
-
-
-def blob_for_path(path: Path) -> Blob:
-    if not path.exists():
-        raise InputNotFound(f"{path}: no such file or directory")
-    return FileBlob(path)
 
 
 def compare_paths(

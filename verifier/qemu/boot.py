@@ -21,17 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
-import signal
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Final
+from typing import Final
 
 from builder.eif import describe_eif, extend_string
 from enclave_audit.errors import EnclaveAuditError, InvalidInput, QemuBootFailed
@@ -40,7 +36,7 @@ from enclave_audit.model.findings import Check, CheckOutcome, verdict_of
 from enclave_audit.model.measurements import PcrSet
 from enclave_audit.progress import NullProgress, ProgressSink
 from verifier.nitro import parse_attestation, verify_attestation
-from verifier.qemu.build import MACHINE, QemuInstall, require_qemu
+from verifier.qemu.build import require_qemu
 from verifier.qemu.guest import (
     LISTENING,
     SerialScanner,
@@ -48,7 +44,7 @@ from verifier.qemu.guest import (
     extra_cmdline,
 )
 from verifier.qemu.result import BootTimings, PcrComparison, QemuBootResult
-from verifier.qemu.vhost_vsock import VhostUserVsock
+from verifier.qemu.session import QemuEnclave
 
 ZERO_PCR: Final = bytes(48)
 #: vsock ports on the parent (CID 3) that the host side serves during a boot.
@@ -57,12 +53,10 @@ DOCUMENT_PORT: Final = 9901
 #: guest vsock port on which the guest answers one attestation request from the host.
 SERVE_PORT: Final = 9902
 HEARTBEAT_BYTE: Final = 0xB7
-GUEST_CID: Final = 16
 DEFAULT_TIMEOUT: Final = 300.0
 #: after the document arrived on the console: how long to wait for its vsock copy.
 VSOCK_GRACE_S: Final = 10.0
 SERIAL_TAIL_LINES: Final = 40
-_NOTHING: Final = (-1.0, "")
 
 
 def expected_pcrs(
@@ -99,47 +93,6 @@ def expected_pcrs(
     if given8 is not None:
         values[8], sources[8] = given8, "expected measurements"
     return PcrSet(values=values), sources, sha256_file(eif)
-
-
-def _machine_value(text: str) -> str:
-    if any(ch in text for ch in "\n\0"):
-        raise InvalidInput(f"QEMU machine option value {text!r} contains a control character")
-    return text.replace(",", ",,")
-
-
-def qemu_command(
-    qemu: QemuInstall,
-    eif: Path,
-    *,
-    chardev_socket: Path,
-    append: str,
-    parent_role: str | None,
-    parent_id: str | None,
-    memory_mib: int,
-) -> list[str]:
-    machine = f"{MACHINE},vsock=c0"
-    if parent_role:
-        machine += f",parent-role={_machine_value(parent_role)}"
-    if parent_id:
-        machine += f",parent-id={_machine_value(parent_id)}"
-    return [
-        os.fspath(qemu.binary),
-        "-M", machine,
-        "-accel", "tcg",
-        "-L", os.fspath(qemu.firmware_dir),
-        "-kernel", os.fspath(eif),
-        "-append", append,
-        "-nographic",
-        "-no-reboot",
-        "-m", f"{memory_mib}M",
-        "-smp", "1",
-        "-chardev", f"socket,id=c0,path={chardev_socket}",
-    ]  # fmt: skip
-
-
-def _memory_for(eif: Path) -> int:
-    size_mib = eif.stat().st_size // (1 << 20)
-    return max(1024, 512 + 3 * size_mib)
 
 
 class _HostPort:
@@ -226,25 +179,6 @@ def request_over_vsock(uds: Path, port: int, nonce: bytes, *, timeout: float = 3
         return _recv_exact(sock, length)
 
 
-def _pump(stream: IO[bytes], lines: queue.Queue[tuple[float, str] | None], t0: float) -> None:
-    for raw in iter(stream.readline, b""):
-        lines.put((time.monotonic() - t0, raw.decode("utf-8", "replace").rstrip("\r\n")))
-    lines.put(None)
-
-
-def _stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def boot_and_attest(
     eif: Path,
     *,
@@ -269,126 +203,79 @@ def boot_and_attest(
     eif = Path(eif)
     if timeout <= 0:
         raise InvalidInput(f"timeout must be positive, got {timeout}")
-    qemu = require_qemu()
     progress.start(f"measuring {eif.name}")
     wanted, sources, eif_sha256 = expected_pcrs(
         eif, parent_role=parent_role, parent_id=parent_id, image_pcrs=expected
     )
+    qemu = require_qemu()
     nonce = os.urandom(32) if nonce is None else nonce
     append = extra_cmdline(nonce, DOCUMENT_PORT, SERVE_PORT)
     host_nonce = os.urandom(32)
     served: bytes | None = None
     serve_error: str | None = None
-    memory = memory_mib or _memory_for(eif)
 
     scanner = SerialScanner()
     tail: deque[str] = deque(maxlen=SERIAL_TAIL_LINES)
-    stderr_tail: deque[str] = deque(maxlen=10)
     first_output: float | None = None
     banner: float | None = None
     attested: float | None = None
-    exited: float | None = None
     vsock_sent_line = False
-    with tempfile.TemporaryDirectory(prefix="ea-qemu-") as tmp:
-        work = Path(tmp)
-        uds = work / "vsock"
-        backend = VhostUserVsock(work / "vhost-user.sock", guest_cid=GUEST_CID, uds_path=uds)
-        ports: list[_HostPort] = []
-        proc: subprocess.Popen[bytes] | None = None
-        lines: queue.Queue[tuple[float, str] | None] = queue.Queue()
-        errs: queue.Queue[tuple[float, str] | None] = queue.Queue()
+    vm = QemuEnclave(
+        eif,
+        append=append,
+        parent_role=parent_role,
+        parent_id=parent_id,
+        memory_mib=memory_mib,
+        qemu=qemu,
+    )
+    ports: list[_HostPort] = []
+    with vm:
         try:
-            backend.start()
-            heartbeat = _HostPort(Path(f"{uds}_{HEARTBEAT_PORT}"), "heartbeat")
+            heartbeat = _HostPort(vm.parent_port_path(HEARTBEAT_PORT), "heartbeat")
             ports.append(heartbeat)
-            doc_port = _HostPort(Path(f"{uds}_{DOCUMENT_PORT}"), "document")
+            doc_port = _HostPort(vm.parent_port_path(DOCUMENT_PORT), "document")
             ports.append(doc_port)
-            argv = qemu_command(
-                qemu,
-                eif,
-                chardev_socket=backend.socket_path,
-                append=append,
-                parent_role=parent_role,
-                parent_id=parent_id,
-                memory_mib=memory,
-            )
             progress.start(f"booting {eif.name} under QEMU (TCG)")
-            t0 = time.monotonic()
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise QemuBootFailed(f"cannot start {qemu.binary}: {exc.strerror}") from None
-            assert proc.stdout is not None and proc.stderr is not None
-            threading.Thread(target=_pump, args=(proc.stdout, lines, t0), daemon=True).start()
-            threading.Thread(target=_pump, args=(proc.stderr, errs, t0), daemon=True).start()
-            deadline = t0 + timeout
+            vm.boot()
             grace_until: float | None = None
-            stdout_open = True
-            while time.monotonic() < deadline:
+            for at, line in vm.console(timeout):
+                tail.append(line)
+                first_output = at if first_output is None else first_output
+                if banner is None and "Linux version" in line:
+                    banner = at
+                if "NSM-ATTEST VSOCK" in line:
+                    vsock_sent_line = True
+                if "NSM-ATTEST SERVE failed" in line:
+                    serve_error = line.split("NSM-ATTEST ", 1)[1]
+                if LISTENING in line and served is None and serve_error is None:
+                    try:
+                        served = request_over_vsock(vm.uds_path, SERVE_PORT, host_nonce)
+                    except OSError as exc:
+                        serve_error = f"host request over vsock: {exc}"
+                if attested is None and scanner.feed(line):
+                    attested = at
+                    if scanner.error is not None and not scanner.garbled:
+                        break
+                    # garbled on the console: the vsock copy may still be intact
+                    grace_until = time.monotonic() + VSOCK_GRACE_S
                 copied = doc_port.received is not None or vsock_sent_line
                 if grace_until is not None and (
                     time.monotonic() > grace_until
                     or (copied and (served is not None or serve_error is not None))
                 ):
                     break
-                try:
-                    item = lines.get(timeout=0.2)
-                except queue.Empty:
-                    item = _NOTHING
-                if item is None:
-                    stdout_open = False
-                elif item is not _NOTHING:
-                    at, line = item
-                    tail.append(line)
-                    first_output = at if first_output is None else first_output
-                    if banner is None and "Linux version" in line:
-                        banner = at
-                    if "NSM-ATTEST VSOCK" in line:
-                        vsock_sent_line = True
-                    if "NSM-ATTEST SERVE failed" in line:
-                        serve_error = line.split("NSM-ATTEST ", 1)[1]
-                    if LISTENING in line and served is None and serve_error is None:
-                        try:
-                            served = request_over_vsock(uds, SERVE_PORT, host_nonce)
-                        except OSError as exc:
-                            serve_error = f"host request over vsock: {exc}"
-                    if attested is None and scanner.feed(line):
-                        attested = at
-                        if scanner.error is not None and not scanner.garbled:
-                            break
-                        # garbled on the console: the vsock copy may still be intact
-                        grace_until = time.monotonic() + VSOCK_GRACE_S
-                if not stdout_open and proc.poll() is not None:
-                    exited = time.monotonic() - t0
-                    break
-            if proc.poll() is None and scanner.response is not None:
-                # the probe reboots right after attesting: let QEMU exit by itself briefly
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=3)
-            if proc.poll() is not None and exited is None:
-                exited = time.monotonic() - t0
-            total = time.monotonic() - t0
+            if scanner.response is not None:
+                vm.wait_exit(3.0)  # the probe reboots right after attesting
+            total = vm.elapsed()
         finally:
-            if proc is not None:
-                _stop_process(proc)
             for port in ports:
                 port.close()
-            backend.stop()
-        while True:
-            try:
-                err_item = errs.get_nowait()
-            except queue.Empty:
-                break
-            if err_item:
-                stderr_tail.append(err_item[1])
-        received_on_vsock = doc_port.received
-        heartbeat_ok = heartbeat.acknowledged
+    exited = vm.exited_at
+    received_on_vsock = doc_port.received
+    heartbeat_ok = heartbeat.acknowledged
+    backend_started = vm.backend is not None and (
+        vm.backend.stats.device_started or vm.backend.stats.tx_packets > 0
+    )
 
     progress.done()
     response = scanner.response
@@ -397,7 +284,7 @@ def boot_and_attest(
     elif scanner.error is not None:
         raise QemuBootFailed(f"{eif.name}: the guest's attestation helper failed: {scanner.error}")
     if response is None:
-        raise QemuBootFailed(_no_attestation(eif, timeout, exited, proc, tail, stderr_tail))
+        raise QemuBootFailed(_no_attestation(eif, timeout, vm, tail))
     assert attested is not None
     document = document_from_response(response)
     attestation = verify_attestation(
@@ -454,7 +341,7 @@ def boot_and_attest(
         comparisons=comparisons,
         checks=checks,
         attestation=attestation,
-        vsock_device_started=backend.stats.device_started or backend.stats.tx_packets > 0,
+        vsock_device_started=backend_started,
         vsock_heartbeat=True if heartbeat_ok else None,
         vsock_document_match=vsock_match,
         vsock_request_ok=served_ok,
@@ -501,18 +388,11 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def _no_attestation(
-    eif: Path,
-    timeout: float,
-    exited: float | None,
-    proc: subprocess.Popen[bytes] | None,
-    tail: deque[str],
-    stderr_tail: deque[str],
-) -> str:
-    last_err = next((ln for ln in reversed(stderr_tail) if ln.strip()), "")
+def _no_attestation(eif: Path, timeout: float, vm: QemuEnclave, tail: deque[str]) -> str:
+    last_err = next((ln for ln in reversed(vm.stderr_tail) if ln.strip()), "")
     last_out = next((ln for ln in reversed(tail) if ln.strip()), "")
-    if exited is not None and proc is not None:
-        why = f"QEMU exited with code {proc.returncode} before the guest attested"
+    if vm.exited_at is not None:
+        why = f"QEMU exited with code {vm.returncode()} before the guest attested"
     else:
         why = f"no attestation from the guest within {timeout:g} s"
     detail = last_err or (f"last console line: {last_out}" if last_out else "no console output")

@@ -34,7 +34,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,6 +220,10 @@ class VhostUserVsock:
 
     ``uds_path`` enables the data path (see the module docstring); without it the
     backend still completes the device start but refuses every guest connection.
+    ``forward`` maps guest ports to host Unix socket paths on which the backend
+    listens: every connection accepted there becomes a vsock stream to that guest
+    port with no ``CONNECT`` line (for programs that only know Unix sockets, such
+    as a proxy relaying clients to the enclave's listener).
     """
 
     def __init__(
@@ -228,11 +232,14 @@ class VhostUserVsock:
         *,
         guest_cid: int = 16,
         uds_path: Path | None = None,
+        forward: Mapping[int, Path] | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.socket_path = Path(socket_path)
         self.guest_cid = guest_cid
         self.uds_path = Path(uds_path) if uds_path is not None else None
+        self.forward = {int(port): Path(path) for port, path in (forward or {}).items()}
+        self._forward_listeners: dict[socket.socket, int] = {}
         self.stats = BackendStats()
         self.error: str | None = None
         self._log = log or (lambda _msg: None)
@@ -260,15 +267,20 @@ class VhostUserVsock:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _paths(self) -> list[Path]:
+        extra = [self.uds_path] if self.uds_path is not None else []
+        return [self.socket_path, *extra, *self.forward.values()]
+
     def start(self) -> None:
-        for path in (self.socket_path, self.uds_path):
-            if path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+        for path in self._paths():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         try:
             self._listener = _listen(self.socket_path)
             if self.uds_path is not None:
                 self._host_listener = _listen(self.uds_path)
+            for port, path in self.forward.items():
+                self._forward_listeners[_listen(path)] = port
         except OSError as exc:
             self._close_all()
             raise EnvironmentProblem(
@@ -277,6 +289,8 @@ class VhostUserVsock:
         self._sel.register(self._listener, selectors.EVENT_READ, self._accept_front)
         if self._host_listener is not None:
             self._sel.register(self._host_listener, selectors.EVENT_READ, self._accept_host)
+        for listener in self._forward_listeners:
+            self._sel.register(listener, selectors.EVENT_READ, self._accept_forward)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._thread = threading.Thread(target=self._serve, name="vhost-user-vsock", daemon=True)
         self._thread.start()
@@ -303,16 +317,19 @@ class VhostUserVsock:
                 self._unregister(s)
                 s.close()
         self._front = self._listener = self._host_listener = None
+        for listener in self._forward_listeners:
+            self._unregister(listener)
+            listener.close()
+        self._forward_listeners.clear()
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._wake_r = self._wake_w = -1
         with contextlib.suppress(Exception):
             self._sel.close()
-        for path in (self.socket_path, self.uds_path):
-            if path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+        for path in self._paths():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def _unregister(self, fileobj: socket.socket | int) -> None:
         with contextlib.suppress(KeyError, ValueError, OSError):
@@ -789,9 +806,19 @@ class VhostUserVsock:
         if len(line) != 2 or line[0] != "CONNECT" or not line[1].isdigit():
             sock.close()
             return
+        self._connect_guest(int(line[1]), sock, reply=True)
+
+    def _accept_forward(self, fileobj: object) -> None:
+        assert isinstance(fileobj, socket.socket)
+        sock, _ = fileobj.accept()
+        sock.setblocking(False)
+        self._connect_guest(self._forward_listeners[fileobj], sock, reply=False)
+
+    def _connect_guest(self, guest_port: int, sock: socket.socket, *, reply: bool) -> None:
+        """Open a vsock stream to ``guest_port`` for ``sock`` (REQUEST; data after RESPONSE)."""
         self._next_local_port += 1
-        conn = _Conn(int(line[1]), PARENT_CID, self._next_local_port, sock)
-        conn.connect_reply = True
+        conn = _Conn(guest_port, PARENT_CID, self._next_local_port, sock)
+        conn.connect_reply = reply
         self._conns[(conn.guest_port, conn.local_port)] = conn
         self.stats.connections += 1
         self._send(conn, OP_REQUEST)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import need
 
+from builder.eif import write_eif
 from verifier.qemu.build import BUILD_PACKAGES, QemuInstall, build_qemu, find_qemu
 from verifier.qemu.testimage import ProbeImage, reference_kernel, write_probe_eif
 
@@ -75,3 +76,21 @@ def reference_eif() -> Path:
         " when the kernel command line has enclave_audit.attest=1)",
     )
     return eif
+
+
+@pytest.fixture(scope="session")
+def unbootable_eif(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A well-formed EIF (its 'kernel' is not one): enough for every check before booting."""
+    work = tmp_path_factory.mktemp("eif")
+    (work / "kernel").write_bytes(b"not a kernel")
+    (work / "ramdisk").write_bytes(b"070701" + bytes(506))
+    write_eif(
+        work / "x.eif",
+        kernel=work / "kernel",
+        cmdline="console=ttyS0",
+        ramdisks=[work / "ramdisk"],
+        name="x",
+        version="1",
+        build_time="2025-01-01T00:00:00+00:00",
+    )
+    return work / "x.eif"

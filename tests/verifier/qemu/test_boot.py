@@ -155,3 +155,10 @@ def test_reference_image_pcrs_equal_ours(qemu_install: QemuInstall, reference_ei
     assert result.guest_pcrs[4] == extend_string(INSTANCE)
     # the image's init sends the Nitro boot heartbeat over vsock: our backend carried it
     assert result.vsock_heartbeat is True
+
+
+def test_guest_that_never_attests_is_one_error(
+    qemu_install: QemuInstall, unbootable_eif: Path
+) -> None:
+    result = run_cli(["enclave", "qemu-run", str(unbootable_eif), "--timeout", "60"], timeout=300)
+    assert_one_line_error(result, 63, "before the guest attested")

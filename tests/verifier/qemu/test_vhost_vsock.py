@@ -149,3 +149,27 @@ def test_large_host_write_is_split_to_fit_guest_buffers(
     assert got == blob
     host.close()
     listener.close()
+
+
+def test_forwarded_unix_socket_reaches_guest_port(tmp_path: Path) -> None:
+    forward = tmp_path / "client.sock"
+    with vv.VhostUserVsock(
+        tmp_path / "vhost.sock", uds_path=tmp_path / "v", forward={5000: forward}
+    ) as backend:
+        d = Driver(backend.socket_path)
+        try:
+            d.handshake()
+            d.post_rx(4)
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.settimeout(5)
+            client.connect(str(forward))  # a plain Unix client: no CONNECT line
+            request = d.recv()
+            assert (request.op, request.dst_port) == (vv.OP_REQUEST, 5000)
+            d.send(d.packet(src_port=5000, dst_port=request.src_port, op=vv.OP_RESPONSE))
+            client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            data = d.recv()
+            assert (data.op, data.payload) == (vv.OP_RW, b"GET / HTTP/1.0\r\n\r\n")
+            client.close()
+        finally:
+            d.close()
+    assert not forward.exists()  # cleaned up on stop

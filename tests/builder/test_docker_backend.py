@@ -1,0 +1,284 @@
+"""The docker rootfs backend against the real engine (scripts/docker-engine starts it).
+
+The sample image (tests/builder/data/docker/) is Debian's essential set plus GNU
+hello, pinned by its lock, with a Dockerfile that adds files by COPY and RUN,
+makes a hard link and deletes a base file (a whiteout).  Tests that need the
+engine skip locally and fail in CI when it cannot be reached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import assert_one_line_error, need, run_cli
+
+from builder.eif import EifReader
+from builder.initramfs import EntryKind, iter_members, plan_tar
+from builder.pipeline import BuildOptions, BuildResult, build
+from builder.rootfs.docker import (
+    INIT_LAYER_PATHS,
+    DockerBackend,
+    connect,
+    normalize_export,
+)
+from builder.rootfs.native import NativeBackend
+from builder.spec import LoadedSpec, load_spec
+from enclave_audit.errors import BuildStepFailed, EnvironmentProblem, SpecInvalid
+from enclave_audit.fsutil import cache_dir
+from enclave_audit.progress import NullProgress
+
+DATA = Path(__file__).resolve().parent / "data" / "docker"
+SPEC = DATA / "spec" / "enclave.toml"
+EPOCH = 1700000000
+_BUILD_TOOLS = ("mmdebstrap", "musl-gcc", "make", "gcc", "bc", "flex", "bison", "dpkg-deb")
+
+
+def _engine_ok() -> bool:
+    try:
+        connect()
+    except EnvironmentProblem:
+        return False
+    return True
+
+
+def _need_engine() -> None:
+    need(
+        _engine_ok(),
+        "no Docker engine reachable (apt-get install docker.io; then scripts/docker-engine)",
+    )
+
+
+def _need_build_tools() -> None:
+    need(
+        all(shutil.which(t) for t in _BUILD_TOOLS),
+        "image build tools (apt-get install mmdebstrap musl-tools bc flex bison libelf-dev)",
+    )
+
+
+def _engine_state() -> tuple[set[str], set[str]]:
+    client = connect()
+    images = {str(i.id) for i in client.images.list(all=True)}
+    containers = {str(c.id) for c in client.containers.list(all=True)}
+    return images, containers
+
+
+@pytest.fixture(scope="module")
+def sample_spec() -> LoadedSpec:
+    _need_engine()
+    _need_build_tools()
+    loaded = load_spec(SPEC)
+    # the pinned base (mmdebstrap), built once and cached like the native backend's
+    NativeBackend().build_rootfs(loaded, epoch=EPOCH, use_cache=True, progress=NullProgress())
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def sample_builds(
+    sample_spec: LoadedSpec, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[BuildResult, BuildResult]:
+    out = tmp_path_factory.mktemp("docker-builds")
+    results = []
+    for n in (1, 2):
+        options = BuildOptions(
+            backend="docker",
+            source_date_epoch=EPOCH,
+            use_rootfs_cache=False,  # a fresh docker build each time, no engine cache
+            work_dir=out / f"work{n}",
+        )
+        results.append(build(SPEC, out / f"run{n}", options=options))
+    return results[0], results[1]
+
+
+def _application_members(eif: Path) -> dict[str, tuple[EntryKind, int, int, bytes | str]]:
+    """name -> (kind, perm, mtime, data sha256 or link target) of the application ramdisk."""
+    out: dict[str, tuple[EntryKind, int, int, bytes | str]] = {}
+    with EifReader.open(eif) as reader:
+        app = reader.ramdisks[-1]
+        for m in iter_members(reader.section_stream(app)):
+            if m.kind is EntryKind.FILE:
+                assert m.data is not None
+                payload: bytes | str = hashlib.sha256(m.data.read()).digest()
+            else:
+                payload = m.link_target or ""
+            out[m.name] = (m.kind, m.mode & 0o7777, m.mtime, payload)
+    return out
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_sample_dockerfile_builds_reproducibly(
+    sample_builds: tuple[BuildResult, BuildResult],
+) -> None:
+    first, second = sample_builds
+    assert first.manifest.builder.backend == "docker"
+    assert first.eif.read_bytes() == second.eif.read_bytes()
+    assert first.pcrs == second.pcrs
+    assert first.manifest.ramdisks == second.manifest.ramdisks
+    assert not first.rootfs_reused and not second.rootfs_reused
+
+    members = _application_members(first.eif)
+    # the nitro-cli ramdisk layout: rootfs/, cmd, env
+    assert members["cmd"][0] is EntryKind.FILE
+    assert members["env"][0] is EntryKind.FILE
+    assert members["rootfs"][0] is EntryKind.DIRECTORY
+    # COPY and RUN results are there, with mtimes clamped to SOURCE_DATE_EPOCH
+    run_sh = members["rootfs/opt/hello/run.sh"]
+    assert run_sh[1] == 0o755 and run_sh[2] <= EPOCH
+    info = members["rootfs/opt/hello/build-info"]
+    assert info[3] == hashlib.sha256(f"built at {EPOCH}\n".encode()).digest()
+    assert info[2] == EPOCH  # written by RUN at build time, clamped
+    assert members["rootfs/opt/hello/run-linked.sh"][3] == run_sh[3]
+    # the whiteout of RUN rm is resolved; the pinned package is in
+    assert "rootfs/usr/share/common-licenses/GPL-2" not in members
+    assert "rootfs/usr/share/common-licenses/GPL-3" in members
+    assert "rootfs/usr/bin/hello" in members
+    # the application package from the spec
+    assert "rootfs/app/hello_app/__init__.py" in members
+    # nothing of the engine's init layer
+    for path in (".dockerenv", "etc/hostname", "etc/hosts", "etc/resolv.conf", "etc/mtab"):
+        assert f"rootfs/{path}" not in members, path
+    assert all(m[2] <= EPOCH for m in members.values())
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_sample_cmd_and_env_come_from_the_image(
+    sample_builds: tuple[BuildResult, BuildResult],
+) -> None:
+    first, _ = sample_builds
+    files = {}
+    with EifReader.open(first.eif) as reader:
+        for m in iter_members(reader.section_stream(reader.ramdisks[-1])):
+            if m.name in ("cmd", "env"):
+                assert m.data is not None
+                files[m.name] = m.data.read().decode()
+    # the Dockerfile's CMD and ENV (the engine adds the default PATH), as nitro-cli writes them
+    assert files["cmd"] == "/bin/sh\n/opt/hello/run.sh\n"
+    assert files["env"] == (
+        "GREETING=hello from a Dockerfile\n"
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    )
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_failing_dockerfile_is_a_build_step_failure(
+    sample_spec: LoadedSpec, tmp_path: Path
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "ARG BASE\nFROM ${BASE}\nRUN echo preparing && echo 'no such step' >&2 && exit 3\n"
+    )
+    before = _engine_state()
+    cached_before = set(cache_dir("rootfs-docker").iterdir())
+    with pytest.raises(BuildStepFailed) as err:
+        DockerBackend(dockerfile=ctx / "Dockerfile").build_rootfs(
+            sample_spec, epoch=EPOCH, use_cache=False, progress=NullProgress()
+        )
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(ctx / "Dockerfile") in message
+    assert "returned a non-zero code: 3" in message  # the engine's last log line
+    # no partial output, nothing left behind in the engine
+    assert set(cache_dir("rootfs-docker").iterdir()) == cached_before
+    after = _engine_state()
+    assert after[0] <= before[0] and after[1] <= before[1]
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_image_cmd_must_match_the_spec(sample_spec: LoadedSpec, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(
+        'ARG BASE\nFROM ${BASE}\nCMD ["/bin/sh", "-c", "echo other"]\n'
+    )
+    with pytest.raises(SpecInvalid, match=r"ENTRYPOINT\+CMD .* app\.cmd"):
+        DockerBackend(dockerfile=tmp_path / "Dockerfile").build_rootfs(
+            sample_spec, epoch=EPOCH, use_cache=False, progress=NullProgress()
+        )
+
+
+def test_missing_engine_is_an_environment_problem(tmp_path: Path) -> None:
+    result = run_cli(
+        ["build", "--backend", "docker", "--spec", str(SPEC), "-o", str(tmp_path / "out")],
+        env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"},
+    )
+    assert_one_line_error(result, 5, "docker engine", "docker.io", "scripts/docker-engine")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_dockerfile_is_spec_invalid(tmp_path: Path) -> None:
+    loaded = load_spec(SPEC)
+    with pytest.raises(SpecInvalid, match="Dockerfile"):
+        DockerBackend(dockerfile=tmp_path / "Dockerfile", client=object()).build_rootfs(
+            loaded, epoch=EPOCH, use_cache=True, progress=NullProgress()
+        )
+
+
+# --- the export normalizer (no engine needed) -----------------------------------------
+
+
+def _add(tf: tarfile.TarFile, name: str, kind: bytes, **kw: object) -> None:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    data = kw.pop("data", None)
+    for key, value in kw.items():
+        setattr(info, key, value)
+    if isinstance(data, bytes):
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    else:
+        tf.addfile(info)
+
+
+def _export_fixture(path: Path, order: list[str]) -> None:
+    items: dict[str, tuple[bytes, dict[str, object]]] = {
+        ".dockerenv": (tarfile.REGTYPE, {"data": b"", "mtime": 2_000_000_000, "mode": 0o755}),
+        "etc": (tarfile.DIRTYPE, {"mtime": 2_000_000_000, "mode": 0o755}),
+        "etc/hostname": (tarfile.REGTYPE, {"data": b"", "mtime": 2_000_000_000}),
+        "etc/passwd": (tarfile.REGTYPE, {"data": b"root:x:0:0\n", "mtime": 1_000}),
+        "usr": (tarfile.DIRTYPE, {"mtime": 1_000, "mode": 0o755}),
+        "usr/b": (tarfile.REGTYPE, {"data": b"shared\n", "mtime": 2_000_000_000, "mode": 0o755}),
+        "usr/a": (tarfile.LNKTYPE, {"linkname": "usr/b"}),
+        "usr/s": (tarfile.SYMTYPE, {"linkname": "b", "mtime": 5}),
+    }
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+        for name in order:
+            kind, kw = items[name]
+            _add(tf, name, kind, uname="someone", gname="group", **kw)
+
+
+def test_normalize_export_is_deterministic_and_drops_init_layer(tmp_path: Path) -> None:
+    names = [".dockerenv", "etc", "etc/hostname", "etc/passwd", "usr", "usr/b", "usr/a", "usr/s"]
+    _export_fixture(tmp_path / "e1.tar", names)
+    _export_fixture(tmp_path / "e2.tar", [*reversed(names[4:7]), *names[:4], names[7]])
+    dirs = {"": (0o755, 900), "etc": (0o755, 950)}
+    drop = {".dockerenv", "etc/hostname"}
+    for n in (1, 2):
+        normalize_export(
+            tmp_path / f"e{n}.tar", tmp_path / f"n{n}.tar", epoch=EPOCH, drop=drop, dirs=dirs
+        )
+    assert (tmp_path / "n1.tar").read_bytes() == (tmp_path / "n2.tar").read_bytes()
+    with tarfile.open(tmp_path / "n1.tar") as tf:
+        got = {m.name: m for m in tf.getmembers()}
+        assert list(got) == [".", "etc", "etc/passwd", "usr", "usr/a", "usr/b", "usr/s"]
+        assert got["."].mtime == 900 and got["etc"].mtime == 950  # the image's, not the export's
+        assert got["usr/a"].isreg() and got["usr/b"].islnk() and got["usr/b"].linkname == "usr/a"
+        assert got["usr/a"].mtime == EPOCH and got["usr/a"].mode == 0o755
+        assert all(m.uname == "" and m.gname == "" for m in got.values())
+    entries = {e.name: e for e in plan_tar(tmp_path / "n1.tar", "rootfs")}
+    assert entries["rootfs/usr/a"].link_group == entries["rootfs/usr/b"].link_group is not None
+    assert not drop & {e.name.removeprefix("rootfs/") for e in entries.values()}
+    assert drop <= INIT_LAYER_PATHS
+
+
+def test_normalize_export_rejects_dangling_hard_link(tmp_path: Path) -> None:
+    with tarfile.open(tmp_path / "bad.tar", "w") as tf:
+        _add(tf, "x", tarfile.LNKTYPE, linkname="missing")
+    with pytest.raises(BuildStepFailed, match="hard link"):
+        normalize_export(tmp_path / "bad.tar", tmp_path / "n.tar", epoch=EPOCH, drop=set(), dirs={})
