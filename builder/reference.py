@@ -27,6 +27,18 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_SPEC = PROJECT_ROOT / "reference_enclave" / "enclave.toml"
 
 
+def _builder_code_digest() -> str:
+    """Digest of the builder's own code: a changed recipe must not reuse old images."""
+    h = hashlib.sha256()
+    base = Path(__file__).resolve().parent
+    for path in sorted(base.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        h.update(path.relative_to(base).as_posix().encode() + b"\0")
+        h.update(hash_file(path)["sha256"])
+    return h.hexdigest()
+
+
 def image_input_digest(loaded: LoadedSpec, epoch: int, backend: str) -> str:
     spec = loaded.spec
     doc = {
@@ -37,7 +49,7 @@ def image_input_digest(loaded: LoadedSpec, epoch: int, backend: str) -> str:
         "sources": tree_digest(collect_sources(loaded.source_root, spec.app.packages)),
         "epoch": epoch,
         "backend": backend,
-        "builder": hash_file(Path(__file__).with_name("pipeline.py"))["sha256"].hex(),
+        "builder": _builder_code_digest(),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 

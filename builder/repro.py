@@ -67,6 +67,8 @@ class RunOutcome(_Model):
     pcrs: dict[str, str]
     eif_identical: bool
     pcrs_equal: bool
+    #: manifest fields (dotted paths) that differ from the control's
+    manifest_differences: list[str]
     seconds: float
 
 
@@ -93,6 +95,21 @@ class ReproReport(_Model):
         data = self.model_dump(mode="json")
         data["schema"] = data.pop("schema_")
         return json.dumps(data, indent=2) + "\n"
+
+
+def _differences(a: object, b: object, prefix: str = "") -> list[str]:
+    """Dotted paths where two JSON-like values differ (lists compared element-wise)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b)):
+            out += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        out = []
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            out += _differences(x, y, f"{prefix}{i}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
 
 
 def available(v: Variation) -> bool:
@@ -198,9 +215,9 @@ def repro_test(
     """Build ``runs`` times under variation into ``out_dir`` and compare with the control."""
     if runs < 2:
         raise SpecInvalid("repro-test needs at least 2 runs (a control and an experiment)")
-    loaded = load_spec(spec_path, source_root=source_root)
-    git = git_info(loaded.source_root, watched_paths(loaded))
-    epoch = source_date_epoch(source_date_epoch_value, git, loaded.source_root)
+    original = load_spec(spec_path, source_root=source_root)
+    git = git_info(original.source_root, watched_paths(original))
+    epoch = source_date_epoch(source_date_epoch_value, git, original.source_root)
     usable = [v for v in VARIATIONS if available(v)]
     plans: list[tuple[str, set[str]]] = [("control", set()), ("all", {v.name for v in usable})]
     for i in range(runs - 2):
@@ -208,8 +225,14 @@ def repro_test(
         plans.append((v.name, {v.name}))
     outcomes: list[RunOutcome] = []
     with atomic_directory(Path(out_dir)) as staging:
+        # one snapshot of the sources, so every run builds the same tree even while
+        # the checkout changes; each run copies it again in its own order and place
+        snapshot = staging / "snapshot"
+        snap_spec = _copy_sources(original, snapshot, reverse=False)
+        loaded = load_spec(snap_spec, source_root=snapshot)
         control_eif: bytes | None = None
         control_pcrs: dict[str, str] = {}
+        control_manifest: dict[str, object] = {}
         for index, (label, varied) in enumerate(plans, start=1):
             if on_run:
                 on_run(f"run {index}/{len(plans)}: {label}")
@@ -242,8 +265,9 @@ def repro_test(
             eif_digest = eif_out.sha256
             pcrs = {f"PCR{k}": manifest.pcrs.hex(k) for k in manifest.pcrs.indices()}
             eif_bytes_digest = bytes.fromhex(eif_digest)
+            dumped = manifest.model_dump(mode="json")
             if control_eif is None:
-                control_eif, control_pcrs = eif_bytes_digest, pcrs
+                control_eif, control_pcrs, control_manifest = eif_bytes_digest, pcrs, dumped
             outcomes.append(
                 RunOutcome(
                     index=index,
@@ -253,6 +277,7 @@ def repro_test(
                     pcrs=pcrs,
                     eif_identical=eif_bytes_digest == control_eif,
                     pcrs_equal=pcrs == control_pcrs,
+                    manifest_differences=_differences(control_manifest, dumped),
                     seconds=round(seconds, 1),
                 )
             )
@@ -277,8 +302,9 @@ def repro_test(
                     pcrs_equal=all(o.pcrs_equal for o in touched),
                 )
             )
+        shutil.rmtree(snapshot, ignore_errors=True)
         report = ReproReport(
-            spec=str(loaded.path),
+            spec=str(original.path),
             full=full,
             source_date_epoch=epoch,
             runs=outcomes,

@@ -131,6 +131,16 @@ class AppSpec(_Frozen):
                 raise ValueError(f"{name!r} is not a Python package directory name")
         return v
 
+    @field_validator("cmd")
+    @classmethod
+    def _cmd(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        # /init reads cmd one argument per line
+        if any(not arg or "\n" in arg or "\0" in arg for arg in v):
+            raise ValueError("arguments must be non-empty and contain no newline or NUL")
+        if not v[0].startswith("/"):
+            raise ValueError("the program must be an absolute path (init does not search PATH)")
+        return v
+
     @field_validator("env")
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:

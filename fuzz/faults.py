@@ -102,6 +102,8 @@ def _one_line_error(exc: BaseException, operation: str) -> str | None:
     from enclave_audit.errors import EnclaveAuditError
     from reference_enclave.kms.client import client_error
 
+    if isinstance(exc, KeyError):
+        return None  # a 200 cut short by the kill: boto3 returned {} (RELIABILITY.md, faults)
     if isinstance(exc, (ClientError, BotoCoreError)):
         converted: BaseException = client_error(exc, operation)
     else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -110,9 +111,21 @@ def validate_policy(policy: object, *, source: str = "key policy") -> None:
             if not isinstance(block, dict):
                 raise InvalidInput(f"{where}: Condition {operator} must be an object")
             for key, value in block.items():
-                if key.startswith("kms:RecipientAttestation:"):
+                if key.lower().startswith("kms:recipientattestation:"):
+                    _check_attestation_key(key, f"{where}: {operator}")
                     for v in value if isinstance(value, list) else [value]:
                         _check_pcr_value(v, f"{where}: {key}")
+
+
+_ATTESTATION_KEY = re.compile(r"^kms:RecipientAttestation:(ImageSha384|PCR([0-9]|[12][0-9]|3[01]))$", re.I)
+
+
+def _check_attestation_key(key: str, where: str) -> None:
+    if not _ATTESTATION_KEY.match(key):
+        raise InvalidInput(
+            f"{where}: unknown condition key {key[:60]!r}"
+            " (kms:RecipientAttestation:ImageSha384 or PCR0..PCR31)"
+        )
 
 
 def _check_pcr_value(value: object, where: str) -> None:
@@ -141,10 +154,13 @@ def allowed_images(policy: Mapping[str, Any]) -> list[AllowedImage]:
         values = condition.get("StringEqualsIgnoreCase", {})
         pcrs: dict[int, str] = {}
         for key, value in values.items():
-            if key == IMAGE_KEY:
+            match = _ATTESTATION_KEY.match(key)
+            if match is None or not isinstance(value, str):
+                continue  # not a single-valued measurement condition of ours
+            if match.group(1).lower() == "imagesha384":
                 pcrs[0] = value.lower()
-            elif key.startswith("kms:RecipientAttestation:PCR"):
-                pcrs[int(key.rsplit("PCR", 1)[1])] = value.lower()
+            else:
+                pcrs[int(match.group(2))] = value.lower()
         until_text = condition.get("DateLessThan", {}).get("aws:CurrentTime")
         until = (
             datetime.fromisoformat(until_text.replace("Z", "+00:00"))

@@ -22,7 +22,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from enclave_audit.errors import EnclaveAuditError, InputNotFound, InvalidInput
+from enclave_audit.errors import EnclaveAuditError, InputNotFound, InvalidInput, TrustError
 from enclave_audit.fsutil import atomic_directory, hash_file, write_text_atomic
 from enclave_audit.model.difference import DiffNode
 from enclave_audit.model.findings import Check, CheckOutcome, Verdict, verdict_of
@@ -218,6 +218,16 @@ def verify(
                 notes.append(f"source checkout is at {head}, the manifest records {recorded}")
         try:
             rebuilt = rebuilder(manifest, src, staging / "rebuild", progress=progress)
+        except TrustError as exc:
+            # a pinned input or the checkout does not match its recorded digest: the
+            # claim "built from these inputs" is refuted, not merely unverified
+            checks.append(
+                Check(
+                    name="rebuild",
+                    outcome=CheckOutcome.FAIL,
+                    detail=f"{type(exc).__name__}: {exc.message}",
+                )
+            )
         except EnclaveAuditError as exc:
             checks.append(
                 Check(

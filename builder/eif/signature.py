@@ -153,6 +153,7 @@ def parse_signature_section(data: bytes) -> SignatureInfo:
         not isinstance(cose, list)
         or len(cose) != 4
         or not isinstance(cose[0], bytes)
+        or not isinstance(cose[1], dict)
         or not isinstance(cose[2], bytes)
         or not isinstance(cose[3], bytes)
     ):

@@ -17,10 +17,12 @@ tar we write ourselves (sorted, mtimes at ``SOURCE_DATE_EPOCH``, modes 0644 or
 
 The built image's filesystem comes from ``export`` of a created, never-started
 container (the engine flattens layers and resolves whiteouts).  Export also
-shows what the engine's init layer adds to every container (``/.dockerenv``,
-``/etc/hostname``, ``/etc/hosts``, ``/etc/resolv.conf``, ``/etc/mtab``,
-``/dev/console``...): each such path is kept only if the image's own layers
-have it.  The export is rewritten as a normalized tar (component-wise sorted,
+shows the engine's init layer, which replaces ``/.dockerenv``, ``/etc/hostname``,
+``/etc/hosts``, ``/etc/resolv.conf``, ``/etc/mtab`` and ``/dev/console`` in every
+container (and creates ``/dev/pts``, ``/proc``... and touches their parents):
+those paths are taken from the image's own layers (``docker save``, headers
+and these few small files only), or left out when the image has none.  The
+export is rewritten as a normalized tar (component-wise sorted,
 mtimes clamped to ``SOURCE_DATE_EPOCH``, numeric owners, hard links pointing to
 the first name of their group), which the shared code turns into the same
 ramdisk layout as the native backend: ``rootfs/``, ``cmd``, ``env``.
@@ -31,11 +33,14 @@ so what the image says it runs and what the auditor reads in the spec agree.
 An image USER or WORKDIR cannot be expressed by the enclave init and is refused.
 
 The Dockerfile is ``docker/Dockerfile`` next to the spec, its directory being
-the build context.
+the build context, sent whole (``.dockerignore`` is not read; keep the context
+small and free of secrets).  The context digest and the base tarball's sha256
+key the cache of built root filesystems (``cache_dir("rootfs-docker")``).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -61,7 +66,7 @@ from enclave_audit.errors import (
 from enclave_audit.fsutil import atomic_directory, cache_dir, sha256_file
 from enclave_audit.progress import ProgressSink
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 4
 DOCKER_DIR = "docker"
 DOCKERFILE = "Dockerfile"
 #: what the engine's init layer creates in every container when the image lacks it
@@ -209,9 +214,15 @@ def _ancestors(path: str) -> list[str]:
     return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
+#: the most data read from the image for one init-layer path (they are tiny config files)
+_MAX_INIT_FILE = 1 << 20
+
+ImageEntry = tuple[tarfile.TarInfo, bytes | None]
+
+
 @dataclass
 class _LayerScan:
-    present: dict[str, tuple[int, int]]  # path -> (mode, mtime)
+    present: dict[str, ImageEntry]
     whiteouts: set[str]
     opaque: set[str]
 
@@ -228,15 +239,25 @@ def _scan_layer(fh: IO[bytes], watched: frozenset[str]) -> _LayerScan:
             elif base.startswith(".wh."):
                 scan.whiteouts.add(_norm(f"{parent}/{base[4:]}"))
             elif name in watched:
-                scan.present[name] = (m.mode & 0o7777, int(m.mtime))
+                data: bytes | None = None
+                if m.islnk():
+                    raise BuildStepFailed(
+                        f"docker image: /{name} is a hard link; not supported for this path"
+                    )
+                if m.isreg():
+                    if m.size > _MAX_INIT_FILE:
+                        raise BuildStepFailed(f"docker image: /{name} is too large ({m.size})")
+                    reader = tf.extractfile(m)
+                    data = reader.read() if reader is not None else b""
+                scan.present[name] = (m, data)
     return scan
 
 
-def image_has(client: Any, image_id: str, watched: frozenset[str]) -> dict[str, tuple[int, int]]:
-    """Which of ``watched`` the image's own layers hold, with their (mode, mtime).
+def image_entries(client: Any, image_id: str, watched: frozenset[str]) -> dict[str, ImageEntry]:
+    """The image's own entries (and small file data) for ``watched`` paths, from its layers.
 
     Layers are applied in order: whiteouts and opaque directories remove what lower
-    layers had; an entry in an upper layer replaces the lower one's metadata.
+    layers had; an entry in an upper layer replaces the lower one.
     """
     layers: dict[str, _LayerScan] = {}
     manifest: Any = None
@@ -254,7 +275,7 @@ def image_has(client: Any, image_id: str, watched: frozenset[str]) -> dict[str, 
                         layers[m.name] = _scan_layer(fh, watched)
                     except tarfile.ReadError:
                         continue  # an OCI blob that is a config or manifest, not a layer
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, ValueError) as exc:
         raise BuildStepFailed(f"docker save of {image_id}: unreadable archive: {exc}") from None
     try:
         order = [str(x) for x in manifest[0]["Layers"]]
@@ -262,7 +283,7 @@ def image_has(client: Any, image_id: str, watched: frozenset[str]) -> dict[str, 
         raise BuildStepFailed(
             f"docker save of {image_id}: no layer list in manifest.json"
         ) from None
-    have: dict[str, tuple[int, int]] = {}
+    have: dict[str, ImageEntry] = {}
     for name in order:
         scan = layers.get(name)
         if scan is None:
@@ -289,13 +310,15 @@ def normalize_export(
     dest: Path,
     *,
     epoch: int,
-    drop: set[str],
-    dirs: dict[str, tuple[int, int]],
+    replaced: frozenset[str],
+    image: dict[str, ImageEntry],
 ) -> None:
-    """Rewrite a ``docker export`` tar as a deterministic tar without ``drop`` paths.
+    """Rewrite a ``docker export`` tar as a deterministic tar.
 
-    ``dirs`` gives the image's own (mode, mtime) of directories the init layer may
-    have touched (``""`` is the root, which export leaves out).
+    Export shows what the engine's init layer put at the ``replaced`` paths; each
+    is taken from ``image`` (the image's own entry and data, see
+    :func:`image_entries`) or left out when the image has none.  ``image[""]`` is
+    the root directory, which export leaves out.
     """
     try:
         src = tarfile.open(export, "r:")
@@ -304,10 +327,24 @@ def normalize_export(
         raise BuildStepFailed(f"docker export: unreadable archive: {exc}") from None
     with src:
         by_name: dict[str, tarfile.TarInfo] = {}
+        inline: dict[str, bytes] = {}
         for m in members:
             name = _norm(m.name)
-            if name and name not in drop:
-                by_name[name] = m
+            if not name:
+                continue
+            if name in replaced:
+                own = image.get(name)
+                if own is None:
+                    continue
+                info, data = own
+                if info.isdir() and m.isdir():
+                    m = copy.copy(m)
+                    m.mode, m.mtime, m.uid, m.gid = info.mode, info.mtime, info.uid, info.gid
+                else:
+                    m = copy.copy(info)
+                    if data is not None:
+                        inline[name] = data
+            by_name[name] = m
         # hard link groups: every LNKTYPE name resolves to its data-holding root
         root_of: dict[str, str] = {}
         for name, m in by_name.items():
@@ -317,7 +354,7 @@ def normalize_export(
                 while target in by_name and by_name[target].islnk() and target not in seen:
                     seen.add(target)
                     target = _norm(by_name[target].linkname)
-                if target not in by_name or not by_name[target].isreg():
+                if target not in by_name or not by_name[target].isreg() or target in inline:
                     raise BuildStepFailed(
                         f"docker export: hard link {name!r} points to missing {target!r}"
                     )
@@ -336,10 +373,13 @@ def normalize_export(
             open(dest, "wb") as out,
             tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf,
         ):
-            if "" in dirs:
+            if "" in image and image[""][0].isdir():
+                rootinfo = image[""][0]
                 top = tarfile.TarInfo(".")
                 top.type = tarfile.DIRTYPE
-                top.mode, top.mtime = dirs[""][0], min(dirs[""][1], epoch)
+                top.mode = rootinfo.mode & 0o7777
+                top.mtime = min(max(int(rootinfo.mtime), 0), epoch)
+                top.uid, top.gid = rootinfo.uid, rootinfo.gid
                 top.uname = top.gname = ""
                 tf.addfile(top)
             for name in sorted(by_name, key=_sort_key):
@@ -355,14 +395,16 @@ def normalize_export(
                     info.type = tarfile.LNKTYPE
                     info.linkname = first[root]
                     tf.addfile(info)
+                elif name in inline:
+                    info.type = tarfile.REGTYPE
+                    info.size = len(inline[name])
+                    tf.addfile(info, io.BytesIO(inline[name]))
                 elif m.isreg() or m.islnk():
                     info.type = tarfile.REGTYPE
                     info.size = data_from.size
                     tf.addfile(info, src.extractfile(data_from))
                 elif m.isdir():
                     info.type = tarfile.DIRTYPE
-                    if name in dirs:
-                        info.mode, info.mtime = dirs[name][0], min(dirs[name][1], epoch)
                     tf.addfile(info)
                 elif m.issym():
                     info.type = tarfile.SYMTYPE
@@ -381,14 +423,21 @@ def normalize_export(
 # --- the backend ----------------------------------------------------------------------
 
 
-def _image_command(attrs: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, str], str, str]:
+def _image_config(attrs: dict[str, Any]) -> dict[str, Any]:
+    """What the enclave's ``cmd``/``env`` come from: ENTRYPOINT + CMD, ENV, USER, WORKDIR."""
     config = attrs.get("Config") or {}
-    cmd = tuple(config.get("Entrypoint") or ()) + tuple(config.get("Cmd") or ())
+    cmd = [str(a) for a in (config.get("Entrypoint") or ())]
+    cmd += [str(a) for a in (config.get("Cmd") or ())]
     env: dict[str, str] = {}
     for item in config.get("Env") or ():
         key, _, value = str(item).partition("=")
         env[key] = value
-    return cmd, env, str(config.get("User") or ""), str(config.get("WorkingDir") or "")
+    return {
+        "cmd": cmd,
+        "env": env,
+        "user": str(config.get("User") or ""),
+        "workdir": str(config.get("WorkingDir") or ""),
+    }
 
 
 class DockerBackend:
@@ -443,10 +492,12 @@ class DockerBackend:
         tool = f"docker {engine}"
         # the base is pinned by the lock whatever happens to the Dockerfile: reuse it
         base = NativeBackend().build_rootfs(loaded, epoch=epoch, use_cache=True, progress=progress)
-        key = self._cache_key(base.sha256, context_digest(files), DOCKERFILE, epoch, engine)
+        key = self._cache_key(base.sha256, context_digest(files), dockerfile.name, epoch, engine)
         final = cache_dir("rootfs-docker") / key
         if use_cache and (final / "rootfs.json").exists():
-            return self._verified(final, tool, loaded)
+            result = self._verified(final, tool, loaded)
+            self._check_config(loaded, dockerfile, self._record(final)["config"])
+            return result
         started = time.perf_counter()
         with atomic_directory(final) as out:
             with tempfile.TemporaryDirectory(prefix="docker-", dir=out.parent) as tmp:
@@ -511,7 +562,7 @@ class DockerBackend:
                     image, _logs = client.images.build(
                         fileobj=fh,
                         custom_context=True,
-                        dockerfile=DOCKERFILE,
+                        dockerfile=dockerfile.name,
                         buildargs={"BASE": base_id, "SOURCE_DATE_EPOCH": str(epoch)},
                         network_mode="none",
                         nocache=True,
@@ -529,11 +580,11 @@ class DockerBackend:
             image_id = str(image.id)
             created.append(image_id)
             progress.done()
-            attrs = client.api.inspect_image(image_id)
-            self._check_config(loaded, dockerfile, attrs)
+            config = _image_config(client.api.inspect_image(image_id))
+            self._check_config(loaded, dockerfile, config)
             progress.start("rootfs: docker export", None)
             try:
-                have = image_has(client, image_id, INIT_LAYER_PATHS | {""})
+                own = image_entries(client, image_id, INIT_LAYER_PATHS | {""})
                 container = client.api.create_container(
                     image_id, network_disabled=True, command=["/nonexistent"]
                 )
@@ -547,17 +598,15 @@ class DockerBackend:
                 export,
                 out / "rootfs.tar",
                 epoch=epoch,
-                drop=set(INIT_LAYER_PATHS - set(have)),
-                dirs=have,
+                replaced=INIT_LAYER_PATHS,
+                image=own,
             )
             progress.done()
-            cmd, env, _user, _wd = _image_command(attrs)
             return {
                 "image_id": image_id,
                 "base_image_id": base_id,
                 "dockerfile": dockerfile.name,
-                "cmd": list(cmd),
-                "env": env,
+                "config": config,
             }
         finally:
             if container is not None:
@@ -571,10 +620,11 @@ class DockerBackend:
                 except DockerException:
                     pass
 
-    def _check_config(self, loaded: LoadedSpec, dockerfile: Path, attrs: dict[str, Any]) -> None:
+    def _check_config(self, loaded: LoadedSpec, dockerfile: Path, config: dict[str, Any]) -> None:
         app = loaded.spec.app
-        cmd, env, user, workdir = _image_command(attrs)
-        if cmd != tuple(app.cmd):
+        cmd, env = list(config["cmd"]), dict(config["env"])
+        user, workdir = str(config["user"]), str(config["workdir"])
+        if cmd != list(app.cmd):
             raise SpecInvalid(
                 f"{dockerfile}: the image runs ENTRYPOINT+CMD {list(cmd)}, the spec's app.cmd is"
                 f" {list(app.cmd)} (make them equal)"
@@ -592,13 +642,22 @@ class DockerBackend:
                 f"{dockerfile}: WORKDIR {workdir} cannot be honoured by the enclave init"
             )
 
-    def _verified(self, final: Path, tool: str, loaded: LoadedSpec) -> RootfsResult:
+    def _record(self, final: Path) -> dict[str, Any]:
         try:
-            recorded = str(json.loads((final / "rootfs.json").read_text())["sha256"])
+            record = json.loads((final / "rootfs.json").read_text())
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+            for field in ("sha256", "config"):
+                if field not in record:
+                    raise KeyError(field)
+            return record
         except (OSError, ValueError, KeyError) as exc:
             raise DigestMismatch(
                 f"cached docker rootfs {final}: unreadable record ({exc}); delete it"
             ) from None
+
+    def _verified(self, final: Path, tool: str, loaded: LoadedSpec) -> RootfsResult:
+        recorded = str(self._record(final)["sha256"])
         got = sha256_file(final / "rootfs.tar")
         if got != recorded:
             raise DigestMismatch(

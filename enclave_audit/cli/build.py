@@ -179,6 +179,10 @@ def repro_test(
             else:
                 state = "[red]EIF and PCRs differ[/]"
             err_console.print(f"{v.name:<13} {v.varied:<48} {state}")
+        for run in report.runs:
+            if run.manifest_differences:
+                fields = ", ".join(run.manifest_differences[:8])
+                err_console.print(f"run {run.index} ({run.label}) differs in: {fields}")
         verdict = "reproducible" if report.reproducible else "NOT reproducible"
         click.echo(f"{verdict}: {len(report.runs)} builds, report in {output}/repro-report.json")
     require_reproducible(report)

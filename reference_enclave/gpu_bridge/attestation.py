@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,6 +243,15 @@ def make_report(
     return cbor2.dumps({"body": body, "device_share": device_share, "signature": signature})
 
 
+def _strict_cbor(data: bytes) -> Any:
+    """One CBOR item and nothing after it (trailing bytes are tampering)."""
+    stream = io.BytesIO(data)
+    value = cbor2.CBORDecoder(stream).decode()
+    if stream.tell() != len(data):
+        raise ValueError("trailing bytes after the CBOR item")
+    return value
+
+
 @dataclass(frozen=True)
 class VerifiedDevice:
     serial: int
@@ -264,9 +274,9 @@ def verify_report(
     if len(report) > MAX_REPORT:
         raise BridgeRefused("accelerator report too large")
     try:
-        outer = cbor2.loads(report)
+        outer = _strict_cbor(report)
         body, device_share, signature = outer["body"], outer["device_share"], outer["signature"]
-        fields = cbor2.loads(body)
+        fields = _strict_cbor(body)
         cert = x509.load_der_x509_certificate(fields["certificate"])
     except (cbor2.CBORDecodeError, KeyError, TypeError, ValueError, RecursionError,
             x509.InvalidVersion):

@@ -18,11 +18,13 @@ import pytest
 from conftest import assert_one_line_error, need, run_cli
 
 from builder.eif import EifReader
-from builder.initramfs import EntryKind, iter_members, plan_tar
+from builder.initramfs import EntryKind, iter_members, plan_tar, write_newc
 from builder.pipeline import BuildOptions, BuildResult, build
+from builder.reference import REFERENCE_SPEC
 from builder.rootfs.docker import (
     INIT_LAYER_PATHS,
     DockerBackend,
+    ImageEntry,
     connect,
     normalize_export,
 )
@@ -237,13 +239,15 @@ def _add(tf: tarfile.TarFile, name: str, kind: bytes, **kw: object) -> None:
 
 
 def _export_fixture(path: Path, order: list[str]) -> None:
+    late = 2_000_000_000  # what the engine's init layer writes: "now"
     items: dict[str, tuple[bytes, dict[str, object]]] = {
-        ".dockerenv": (tarfile.REGTYPE, {"data": b"", "mtime": 2_000_000_000, "mode": 0o755}),
-        "etc": (tarfile.DIRTYPE, {"mtime": 2_000_000_000, "mode": 0o755}),
-        "etc/hostname": (tarfile.REGTYPE, {"data": b"", "mtime": 2_000_000_000}),
+        ".dockerenv": (tarfile.REGTYPE, {"data": b"", "mtime": late, "mode": 0o755}),
+        "etc": (tarfile.DIRTYPE, {"mtime": late, "mode": 0o755}),
+        "etc/hostname": (tarfile.REGTYPE, {"data": b"", "mtime": late}),
+        "etc/hosts": (tarfile.REGTYPE, {"data": b"", "mtime": late, "mode": 0o755}),
         "etc/passwd": (tarfile.REGTYPE, {"data": b"root:x:0:0\n", "mtime": 1_000}),
         "usr": (tarfile.DIRTYPE, {"mtime": 1_000, "mode": 0o755}),
-        "usr/b": (tarfile.REGTYPE, {"data": b"shared\n", "mtime": 2_000_000_000, "mode": 0o755}),
+        "usr/b": (tarfile.REGTYPE, {"data": b"shared\n", "mtime": late, "mode": 0o755}),
         "usr/a": (tarfile.LNKTYPE, {"linkname": "usr/b"}),
         "usr/s": (tarfile.SYMTYPE, {"linkname": "b", "mtime": 5}),
     }
@@ -253,32 +257,102 @@ def _export_fixture(path: Path, order: list[str]) -> None:
             _add(tf, name, kind, uname="someone", gname="group", **kw)
 
 
-def test_normalize_export_is_deterministic_and_drops_init_layer(tmp_path: Path) -> None:
-    names = [".dockerenv", "etc", "etc/hostname", "etc/passwd", "usr", "usr/b", "usr/a", "usr/s"]
+def _info(name: str, kind: bytes, mode: int, mtime: int, size: int = 0) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime, info.size = kind, mode, mtime, size
+    return info
+
+
+def test_normalize_export_is_deterministic_and_undoes_the_init_layer(tmp_path: Path) -> None:
+    names = [
+        ".dockerenv", "etc", "etc/hostname", "etc/hosts", "etc/passwd",
+        "usr", "usr/b", "usr/a", "usr/s",
+    ]  # fmt: skip
     _export_fixture(tmp_path / "e1.tar", names)
-    _export_fixture(tmp_path / "e2.tar", [*reversed(names[4:7]), *names[:4], names[7]])
-    dirs = {"": (0o755, 900), "etc": (0o755, 950)}
-    drop = {".dockerenv", "etc/hostname"}
+    _export_fixture(tmp_path / "e2.tar", [*reversed(names[5:8]), *names[:5], names[8]])
+    hosts = b"127.0.0.1 localhost\n"
+    image: dict[str, ImageEntry] = {
+        "": (_info(".", tarfile.DIRTYPE, 0o755, 900), None),
+        "etc": (_info("etc", tarfile.DIRTYPE, 0o755, 950), None),
+        "etc/hosts": (_info("etc/hosts", tarfile.REGTYPE, 0o644, 960, len(hosts)), hosts),
+    }
     for n in (1, 2):
         normalize_export(
-            tmp_path / f"e{n}.tar", tmp_path / f"n{n}.tar", epoch=EPOCH, drop=drop, dirs=dirs
+            tmp_path / f"e{n}.tar",
+            tmp_path / f"n{n}.tar",
+            epoch=EPOCH,
+            replaced=INIT_LAYER_PATHS,
+            image=image,
         )
     assert (tmp_path / "n1.tar").read_bytes() == (tmp_path / "n2.tar").read_bytes()
     with tarfile.open(tmp_path / "n1.tar") as tf:
         got = {m.name: m for m in tf.getmembers()}
-        assert list(got) == [".", "etc", "etc/passwd", "usr", "usr/a", "usr/b", "usr/s"]
-        assert got["."].mtime == 900 and got["etc"].mtime == 950  # the image's, not the export's
+        names_out = [".", "etc", "etc/hosts", "etc/passwd", "usr", "usr/a", "usr/b", "usr/s"]
+        assert list(got) == names_out  # init-layer files the image lacks are gone
+        # the image's metadata and data, not what the init layer left in the export
+        assert got["."].mtime == 900 and got["etc"].mtime == 950
+        hosts_member = tf.extractfile(got["etc/hosts"])
+        assert hosts_member is not None and hosts_member.read() == hosts
+        assert got["etc/hosts"].mode == 0o644 and got["etc/hosts"].mtime == 960
+        # hard links: the first name in order holds the data; mtimes clamped
         assert got["usr/a"].isreg() and got["usr/b"].islnk() and got["usr/b"].linkname == "usr/a"
         assert got["usr/a"].mtime == EPOCH and got["usr/a"].mode == 0o755
         assert all(m.uname == "" and m.gname == "" for m in got.values())
     entries = {e.name: e for e in plan_tar(tmp_path / "n1.tar", "rootfs")}
+    assert entries["rootfs"].mtime == 900
     assert entries["rootfs/usr/a"].link_group == entries["rootfs/usr/b"].link_group is not None
-    assert not drop & {e.name.removeprefix("rootfs/") for e in entries.values()}
-    assert drop <= INIT_LAYER_PATHS
 
 
 def test_normalize_export_rejects_dangling_hard_link(tmp_path: Path) -> None:
     with tarfile.open(tmp_path / "bad.tar", "w") as tf:
         _add(tf, "x", tarfile.LNKTYPE, linkname="missing")
     with pytest.raises(BuildStepFailed, match="hard link"):
-        normalize_export(tmp_path / "bad.tar", tmp_path / "n.tar", epoch=EPOCH, drop=set(), dirs={})
+        normalize_export(
+            tmp_path / "bad.tar", tmp_path / "n.tar", epoch=EPOCH, replaced=frozenset(), image={}
+        )
+
+
+# --- the reference spec: same layout as the native backend ----------------------------
+
+
+class _Sha256Sink:
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        return len(data)
+
+
+def _rootfs_part(tarball: Path, epoch: int) -> str:
+    sink = _Sha256Sink()
+    write_newc(sink, plan_tar(tarball, "rootfs"), epoch=epoch)  # type: ignore[arg-type]
+    return sink.hash.hexdigest()
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_reference_spec_docker_rootfs_equals_native(reference_image: BuildResult) -> None:
+    """reference_enclave/docker/Dockerfile on the pinned base: the native rootfs, exactly."""
+    _need_engine()
+    loaded = load_spec(REFERENCE_SPEC)
+    epoch = reference_image.manifest.source_date_epoch
+    native = NativeBackend().build_rootfs(
+        loaded, epoch=epoch, use_cache=True, progress=NullProgress()
+    )
+    docker = DockerBackend.connected().build_rootfs(
+        loaded, epoch=epoch, use_cache=False, progress=NullProgress()
+    )
+    assert docker.tool.startswith("docker ") and not docker.reused
+    assert docker.packages == native.packages
+    plan_native = {e.name: e for e in plan_tar(native.tarball, "rootfs")}
+    plan_docker = {e.name: e for e in plan_tar(docker.tarball, "rootfs")}
+    assert sorted(plan_docker) == sorted(plan_native)
+    for name, want in plan_native.items():
+        got = plan_docker[name]
+        assert (got.kind, got.perm, got.size, got.link_target, got.rdev) == (
+            want.kind, want.perm, want.size, want.link_target, want.rdev,
+        ), name  # fmt: skip
+        assert min(got.mtime, epoch) == min(want.mtime, epoch), name
+    # the rootfs/ part of the application ramdisk is byte-identical
+    assert _rootfs_part(docker.tarball, epoch) == _rootfs_part(native.tarball, epoch)

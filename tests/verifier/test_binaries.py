@@ -229,6 +229,7 @@ def test_debian_like_image_passes_default_policy(build, tmp_path: Path) -> None:
 def test_bad_image_fails_and_policy_can_allow(build, tmp_path: Path) -> None:
     token = "AKIA" + "Q3EGRSTUVWXY2345"
     example = "AKIA" + "IOSFODNN7EXAMPLE"
+    secret_line = "AWS_SECRET_ACCESS_KEY=" + "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzz8xKbW3Qq"
     entries = [
         directory("usr"),
         directory("usr/bin"),
@@ -240,7 +241,8 @@ def test_bad_image_fails_and_policy_can_allow(build, tmp_path: Path) -> None:
         file_bytes("usr/bin/newgrp", build("newgrp", "-O1"), 0o4755),
         file_bytes("usr/bin/gdb", b"\x7fELF-not-really", 0o755),
         file_bytes("etc/key.pem", _private_key_pem(), 0o600),
-        file_bytes("etc/env", f"AWS_ACCESS_KEY_ID={token}\n".encode(), 0o644),
+        file_bytes("etc/env", f"AWS_ACCESS_KEY_ID={token}\n{secret_line}\n".encode(), 0o644),
+        file_bytes("etc/id-only", f"key_id = '{token}'\n".encode(), 0o644),
         file_bytes("etc/doc.txt", f"example: {example}\n".encode(), 0o666),
     ]
     image = _eif(tmp_path, "bad", entries, cmdline="console=ttyS0 nokaslr")
@@ -253,6 +255,8 @@ def test_bad_image_fails_and_policy_can_allow(build, tmp_path: Path) -> None:
     env = by_rule[("credential-token", "ramdisk[1]/etc/env")]
     assert token not in env.evidence and "AKIAQ3EG" in env.evidence  # redacted evidence
     assert by_rule[("credential-example", "ramdisk[1]/etc/doc.txt")].severity is Severity.INFO
+    # an access key id alone is an identifier, not a credential
+    assert by_rule[("aws-access-key-id", "ramdisk[1]/etc/id-only")].severity is Severity.MEDIUM
     assert ("world-writable", "ramdisk[1]/data") in by_rule
     assert ("world-writable", "ramdisk[1]/etc/doc.txt") in by_rule
     assert ("debug-tool", "ramdisk[1]/usr/bin/gdb") in by_rule

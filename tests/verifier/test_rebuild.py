@@ -17,7 +17,7 @@ from conftest import run_cli
 
 from builder.eif import write_eif
 from builder.initramfs import directory, file_path, write_ramdisk
-from enclave_audit.errors import EnvironmentProblem, InputNotFound, InvalidInput
+from enclave_audit.errors import DigestMismatch, EnvironmentProblem, InputNotFound, InvalidInput
 from enclave_audit.fsutil import hash_file
 from enclave_audit.model.findings import CheckOutcome, Verdict
 from enclave_audit.model.manifest import (
@@ -52,32 +52,60 @@ def _build(src: Path, out: Path) -> tuple[Path, PcrSet]:
     kernel.write_bytes(b"\x00\x01" * 2048)
     entries = [directory("app")] + [
         file_path(f"app/{p.relative_to(src).as_posix()}", p, mtime=EPOCH)
-        for p in sorted(src.rglob("*")) if p.is_file()
+        for p in sorted(src.rglob("*"))
+        if p.is_file()
     ]
     ramdisk = out / "app.cpio"
     write_ramdisk(ramdisk, entries, epoch=EPOCH)
     eif = out / "enclave.eif"
-    pcrs = write_eif(eif, kernel=kernel, cmdline="reboot=k", ramdisks=[ramdisk], name="t",
-                     version="1", build_time="2026-11-23T00:00:00Z")
+    pcrs = write_eif(
+        eif,
+        kernel=kernel,
+        cmdline="reboot=k",
+        ramdisks=[ramdisk],
+        name="t",
+        version="1",
+        build_time="2026-11-23T00:00:00Z",
+    )
     return eif, pcrs
 
 
 def _manifest(src: Path, eif: Path, pcrs: PcrSet) -> BuildManifest:
     digests = hash_file(eif, ("sha256", "sha384"))
     return BuildManifest(
-        name="t", version="1",
+        name="t",
+        version="1",
         builder=BuilderInfo(version="0.1.0", backend="native"),
         source_date_epoch=EPOCH,
+        rootfs_source_date_epoch=EPOCH,
         source=SourceInfo(tree_sha256=_tree_digest(src)),
-        spec=SpecInfo(path="enclave.toml", sha256="0" * 64, text="", lock_path="lock", lock_text=""),
-        kernel=KernelInfo(release="6.1", cmdline="reboot=k", bzimage_sha256="0" * 64,
-                          config_sha256="0" * 64, input_digest="0" * 64, source_date_epoch=EPOCH),
-        inputs=(PinnedInput(name="app", kind=InputKind.SOURCE_TREE, origin="test",
-                            sha256=_tree_digest(src)),),
+        spec=SpecInfo(
+            path="enclave.toml", sha256="0" * 64, text="", lock_path="lock", lock_text=""
+        ),
+        kernel=KernelInfo(
+            release="6.1",
+            cmdline="reboot=k",
+            bzimage_sha256="0" * 64,
+            config_sha256="0" * 64,
+            input_digest="0" * 64,
+            source_date_epoch=EPOCH,
+        ),
+        inputs=(
+            PinnedInput(
+                name="app", kind=InputKind.SOURCE_TREE, origin="test", sha256=_tree_digest(src)
+            ),
+        ),
         toolchain={"gcc": "12"},
         ramdisks=(),
-        outputs=(BuildOutput(name="enclave.eif", path="enclave.eif", size=eif.stat().st_size,
-                             sha256=digests["sha256"].hex(), sha384=digests["sha384"].hex()),),
+        outputs=(
+            BuildOutput(
+                name="enclave.eif",
+                path="enclave.eif",
+                size=eif.stat().st_size,
+                sha256=digests["sha256"].hex(),
+                sha384=digests["sha384"].hex(),
+            ),
+        ),
         pcrs=pcrs,
     )
 
@@ -85,21 +113,38 @@ def _manifest(src: Path, eif: Path, pcrs: PcrSet) -> BuildManifest:
 class SourceRebuilder:
     """Implements the Rebuilder protocol with the small real build above."""
 
-    def __call__(self, manifest: BuildManifest, source_dir: Path, out_dir: Path, *,
-                 progress: ProgressSink) -> Rebuilt:
+    def __call__(
+        self, manifest: BuildManifest, source_dir: Path, out_dir: Path, *, progress: ProgressSink
+    ) -> Rebuilt:
         eif, pcrs = _build(source_dir, out_dir)
-        rebuilt = manifest.model_copy(update={
-            "pcrs": pcrs,
-            "source": SourceInfo(tree_sha256=_tree_digest(source_dir)),
-            "inputs": (PinnedInput(name="app", kind=InputKind.SOURCE_TREE, origin="test",
-                                   sha256=_tree_digest(source_dir)),),
-        })
+        rebuilt = manifest.model_copy(
+            update={
+                "pcrs": pcrs,
+                "source": SourceInfo(tree_sha256=_tree_digest(source_dir)),
+                "inputs": (
+                    PinnedInput(
+                        name="app",
+                        kind=InputKind.SOURCE_TREE,
+                        origin="test",
+                        sha256=_tree_digest(source_dir),
+                    ),
+                ),
+            }
+        )
         return Rebuilt(eif=eif, pcrs=pcrs, manifest=rebuilt)
 
 
+class TamperedInputRebuilder:
+    def __call__(
+        self, manifest: BuildManifest, source_dir: Path, out_dir: Path, *, progress: ProgressSink
+    ) -> Rebuilt:
+        raise DigestMismatch("python3_3.11.2-1+b1_amd64.deb: sha256 differs from the lock")
+
+
 class BrokenRebuilder:
-    def __call__(self, manifest: BuildManifest, source_dir: Path, out_dir: Path, *,
-                 progress: ProgressSink) -> Rebuilt:
+    def __call__(
+        self, manifest: BuildManifest, source_dir: Path, out_dir: Path, *, progress: ProgressSink
+    ) -> Rebuilt:
         raise EnvironmentProblem("required tool 'mmdebstrap' not found: install 'mmdebstrap'")
 
 
@@ -119,8 +164,15 @@ def test_identical_rebuild_passes(original: tuple[Path, Path, Path], tmp_path: P
     src, manifest, eif = original
     result = verify(manifest, tmp_path / "out", source=src, rebuilder=SourceRebuilder())
     assert result.verdict is Verdict.PASS, result.checks
-    assert [c.name for c in result.checks] == ["rebuild", "source-tree", "pinned-inputs",
-                                               "PCR0", "PCR1", "PCR2", "eif-digest"]
+    assert [c.name for c in result.checks] == [
+        "rebuild",
+        "source-tree",
+        "pinned-inputs",
+        "PCR0",
+        "PCR1",
+        "PCR2",
+        "eif-digest",
+    ]
     assert result.diff is None
     saved = json.loads((tmp_path / "out" / "verify.json").read_text())
     assert saved["schema"] == "enclave-audit/verify" and saved["verdict"] == "PASS"
@@ -134,7 +186,9 @@ def test_changed_source_fails_with_diff(original: tuple[Path, Path, Path], tmp_p
     assert result.verdict is Verdict.FAIL
     outcomes = {c.name: c.outcome for c in result.checks}
     assert outcomes["PCR0"] is CheckOutcome.FAIL and outcomes["PCR1"] is CheckOutcome.FAIL
-    assert outcomes["source-tree"] is CheckOutcome.FAIL and outcomes["eif-digest"] is CheckOutcome.FAIL
+    assert (
+        outcomes["source-tree"] is CheckOutcome.FAIL and outcomes["eif-digest"] is CheckOutcome.FAIL
+    )
     assert result.diff is not None
     node = result.diff.find("app/server.py")
     assert node is not None and node.pcrs == (0, 1)
@@ -147,8 +201,9 @@ def test_expected_measurements_file(original: tuple[Path, Path, Path], tmp_path:
     other = PcrSet(values={0: b"\x01" * 48, 1: b"\x02" * 48, 2: b"\x03" * 48})
     measurements = tmp_path / "m.json"
     measurements.write_text(json.dumps({"Measurements": other.to_nitro()}))
-    result = verify(manifest, tmp_path / "out", source=src, expected=measurements,
-                    rebuilder=SourceRebuilder())
+    result = verify(
+        manifest, tmp_path / "out", source=src, expected=measurements, rebuilder=SourceRebuilder()
+    )
     assert result.verdict is Verdict.FAIL
     assert result.expected == other
     outcomes = {c.name: c.outcome for c in result.checks}
@@ -158,12 +213,22 @@ def test_expected_measurements_file(original: tuple[Path, Path, Path], tmp_path:
     assert result.diff is None and (tmp_path / "out" / "diff.json").exists()
 
 
-def test_rebuild_that_cannot_run_is_inconclusive(original: tuple[Path, Path, Path],
-                                                 tmp_path: Path) -> None:
+def test_rebuild_that_cannot_run_is_inconclusive(
+    original: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
     src, manifest, _ = original
     result = verify(manifest, tmp_path / "out", source=src, rebuilder=BrokenRebuilder())
     assert result.verdict is Verdict.INCONCLUSIVE
-    assert result.checks[0].outcome is CheckOutcome.NOT_RUN and "mmdebstrap" in result.checks[0].detail
+    assert (
+        result.checks[0].outcome is CheckOutcome.NOT_RUN and "mmdebstrap" in result.checks[0].detail
+    )
+
+
+def test_input_digest_mismatch_fails(original: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    src, manifest, _ = original
+    result = verify(manifest, tmp_path / "out", source=src, rebuilder=TamperedInputRebuilder())
+    assert result.verdict is Verdict.FAIL
+    assert result.checks[0].outcome is CheckOutcome.FAIL and "sha256" in result.checks[0].detail
 
 
 def test_bad_arguments(original: tuple[Path, Path, Path], tmp_path: Path) -> None:
@@ -182,12 +247,17 @@ def test_cli_bad_inputs_are_one_line(original: tuple[Path, Path, Path], tmp_path
     from conftest import assert_one_line_error
 
     src, manifest, _ = original
-    assert_one_line_error(run_cli(["verify", "--manifest", str(manifest), "-o", str(tmp_path / "o")]),
-                          3, "--source")
+    assert_one_line_error(
+        run_cli(["verify", "--manifest", str(manifest), "-o", str(tmp_path / "o")]), 3, "--source"
+    )
     broken = tmp_path / "broken.json"
     broken.write_text('{"schema": "nope"}')
-    assert_one_line_error(run_cli(["verify", "--manifest", str(broken), "--source", str(src),
-                                   "-o", str(tmp_path / "o")]), 30)
+    assert_one_line_error(
+        run_cli(
+            ["verify", "--manifest", str(broken), "--source", str(src), "-o", str(tmp_path / "o")]
+        ),
+        30,
+    )
 
 
 @pytest.mark.slow

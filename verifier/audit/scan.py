@@ -93,6 +93,7 @@ _PREFILTER = (
     b"github_pat_",
     b"xox",
     b"aws_secret_access_key",
+    b"AWS_SECRET_ACCESS_KEY",
     b"AIza",
 )
 _NL = rb"(?:\r?\n|\\n)"
@@ -116,15 +117,17 @@ _SECRETS: tuple[tuple[str, Severity, re.Pattern[bytes], str], ...] = (
         "PEM private key block",
     ),
     (
-        "credential-token",
-        Severity.CRITICAL,
+        "aws-access-key-id",
+        Severity.MEDIUM,
         re.compile(rb"(?<![A-Z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Z0-9])"),
         "AWS access key id",
     ),
     (
         "credential-token",
         Severity.CRITICAL,
-        re.compile(rb"aws_secret_access_key\s*[=:]\s*[\"']?[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])"),
+        re.compile(
+            rb"(?i:aws_secret_access_key)\s*[=:]\s*[\"']?[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])"
+        ),
         "AWS secret access key",
     ),
     (
@@ -154,6 +157,10 @@ _SECRETS: tuple[tuple[str, Severity, re.Pattern[bytes], str], ...] = (
 )
 
 
+#: a 40-character AWS secret access key (base64 alphabet) standing alone
+_AWS_SECRET_NEAR = re.compile(rb"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+
+
 def _redact(secret: bytes) -> str:
     text = secret.decode("ascii", "replace").split("\n")[0].split("\\n")[0]
     if text.startswith("-----BEGIN"):
@@ -179,11 +186,18 @@ class SecretScanner:
                     if (rule, at) in self.found:
                         continue
                     secret = m.group(0)
-                    sev, note = severity, ""
-                    if rule == "credential-token" and secret.endswith(b"EXAMPLE"):
+                    sev, note, final_rule = severity, "", rule
+                    if secret.endswith(b"EXAMPLE"):
                         sev, note = Severity.INFO, " (documentation example value)"
+                        final_rule = "credential-example"
+                    elif rule == "aws-access-key-id" and _AWS_SECRET_NEAR.search(
+                        data, m.end(), m.end() + 256
+                    ):
+                        # an id is an identifier; an id with its secret is a credential
+                        sev, note = Severity.CRITICAL, " with a secret access key next to it"
+                        final_rule = "credential-token"
                     self.found[(rule, at)] = Finding(
-                        rule=rule if sev is severity else "credential-example",
+                        rule=final_rule,
                         severity=sev,
                         path=self.path,
                         message=f"{what} embedded{note}",
@@ -543,7 +557,7 @@ _CHECK_RULES = {
     "elf-hardening": ("elf-",),
     "file-permissions": ("setuid", "setgid", "world-writable"),
     "tools-present": ("shell-present", "debug-tool", "network-tool"),
-    "embedded-secrets": ("private-key", "credential-"),
+    "embedded-secrets": ("private-key", "credential-", "aws-access-key-id"),
     "kernel-cmdline": ("cmdline-",),
 }
 

@@ -674,8 +674,13 @@ def _roll_up(node: DiffNode) -> DiffNode:
 _DERIVED_ONLY = frozenset({Cause.DERIVED, Cause.BUILD_ID})
 
 
-def _rank(node: DiffNode) -> int:
-    """Most important first: real content changes, other content, order, metadata, derived."""
+def _rank(node: DiffNode) -> tuple[int, int]:
+    """Most important first: what moves a PCR before what does not (EIF metadata, CRC); then
+    real content changes, other content, order, metadata, and derived values last."""
+    return (0 if node.pcrs else 1, _change_rank(node))
+
+
+def _change_rank(node: DiffNode) -> int:
     causes = {h.cause for h in node.causes}
     if causes and causes <= _DERIVED_ONLY:
         return 5

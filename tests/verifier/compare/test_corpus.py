@@ -346,3 +346,18 @@ def test_signature_and_extra_ramdisk_sections(artefacts: Artefacts, base_image: 
     assert node is not None
     extra = _find(node, ("ramdisk[2]",))
     assert extra.change.value == "added" and extra.pcrs == (0, 2)
+
+
+def test_measured_difference_comes_before_metadata(
+    artefacts: Artefacts, base_spec: ImageSpec, base_image: Path
+) -> None:
+    from verifier.compare.render import headlines
+
+    changed = base_spec.with_file(
+        "usr/bin/hello", FileSpec(artefacts.elf_one_byte, perm=0o755)
+    ).replace(build_time="2027-01-01T00:00:00Z")
+    root = compare_paths(base_image, artefacts.image(changed, "meta-and-file.eif")).root
+    assert root is not None
+    first = headlines(root, 1)[0]
+    assert first.path[1:] == ("ramdisk[1]", "usr/bin/hello", ".text", "compute"), first.path
+    assert [c.name for c in root.children][-2:] == ["metadata", "crc32"]
