@@ -68,11 +68,13 @@ def read_log(path: Path) -> list[DecisionEntry]:
             entry = DecisionEntry.model_validate_json(line)
         except ValidationError as exc:
             raise DecisionLogTampered(
-                f"decision log {path}: line {number} is not a decision entry ({exc.errors()[0]['msg']})"
+                f"decision log {path}: line {number} is not a decision entry"
+                f" ({exc.errors()[0]['msg']})"
             ) from None
         if entry.seq != len(entries):
             raise DecisionLogTampered(
-                f"decision log {path}: line {number} has sequence {entry.seq}, expected {len(entries)}"
+                f"decision log {path}: line {number} has sequence {entry.seq},"
+                f" expected {len(entries)}"
             )
         if entry.prev_hash != prev:
             raise DecisionLogTampered(

@@ -117,7 +117,9 @@ def validate_policy(policy: object, *, source: str = "key policy") -> None:
                         _check_pcr_value(v, f"{where}: {key}")
 
 
-_ATTESTATION_KEY = re.compile(r"^kms:RecipientAttestation:(ImageSha384|PCR([0-9]|[12][0-9]|3[01]))$", re.I)
+_ATTESTATION_KEY = re.compile(
+    r"^kms:RecipientAttestation:(ImageSha384|PCR([0-9]|[12][0-9]|3[01]))$", re.IGNORECASE
+)
 
 
 def _check_attestation_key(key: str, where: str) -> None:
