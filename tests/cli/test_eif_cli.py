@@ -9,7 +9,6 @@ import zlib
 from pathlib import Path
 
 import pytest
-
 from conftest import assert_one_line_error, run_cli
 
 BUILD_TIME = "2025-01-01T00:00:00+00:00"
@@ -25,8 +24,18 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = d / "a.eif"
     result = run_cli(
         [
-            "eif", "assemble", "--kernel", str(d / "k"), "--ramdisk", str(d / "r1"),
-            "--ramdisk", str(d / "r2"), "--build-time", BUILD_TIME, "-o", str(out),
+            "eif",
+            "assemble",
+            "--kernel",
+            str(d / "k"),
+            "--ramdisk",
+            str(d / "r1"),
+            "--ramdisk",
+            str(d / "r2"),
+            "--build-time",
+            BUILD_TIME,
+            "-o",
+            str(out),
         ]
     )
     assert result.exit_code == 0, result.stderr
@@ -42,15 +51,28 @@ def _fix_crc(data: bytearray) -> bytearray:
 def test_assemble_prints_measurements_and_describe_agrees(image: Path, tmp_path: Path):
     d = image.parent
     predicted = run_cli(
-        ["pcr", "--kernel", str(d / "k"), "--ramdisk", str(d / "r1"), "--ramdisk", str(d / "r2"),
-         "--json"]
+        [
+            "pcr",
+            "--kernel",
+            str(d / "k"),
+            "--ramdisk",
+            str(d / "r1"),
+            "--ramdisk",
+            str(d / "r2"),
+            "--json",
+        ]
     )
     assert predicted.exit_code == 0, predicted.stderr
     described = run_cli(["describe-eif", str(image), "--json"])
     assert described.exit_code == 0, described.stderr
     nitro = json.loads(described.stdout)
     assert list(nitro) == [
-        "EifVersion", "Measurements", "IsSigned", "CheckCRC", "ImageName", "ImageVersion",
+        "EifVersion",
+        "Measurements",
+        "IsSigned",
+        "CheckCRC",
+        "ImageName",
+        "ImageVersion",
         "Metadata",
     ]
     assert nitro["CheckCRC"] is True and nitro["EifVersion"] == 4
@@ -60,8 +82,20 @@ def test_assemble_prints_measurements_and_describe_agrees(image: Path, tmp_path:
         assert value == value.lower() and len(value) == 96
     again = tmp_path / "again.eif"
     result = run_cli(
-        ["eif", "assemble", "--kernel", str(d / "k"), "--ramdisk", str(d / "r1"), "--ramdisk",
-         str(d / "r2"), "--build-time", BUILD_TIME, "-o", str(again)]
+        [
+            "eif",
+            "assemble",
+            "--kernel",
+            str(d / "k"),
+            "--ramdisk",
+            str(d / "r1"),
+            "--ramdisk",
+            str(d / "r2"),
+            "--build-time",
+            BUILD_TIME,
+            "-o",
+            str(again),
+        ]
     )
     assert result.exit_code == 0
     assert again.read_bytes() == image.read_bytes()
@@ -70,8 +104,16 @@ def test_assemble_prints_measurements_and_describe_agrees(image: Path, tmp_path:
 
 
 def test_pcr_helpers(tmp_path: Path):
-    r = run_cli(["pcr", "--role-arn", "arn:aws:iam::123456789012:role/Webserver",
-                 "--instance-id", "i-0a22e5c5f24d22174", "--json"])
+    r = run_cli(
+        [
+            "pcr",
+            "--role-arn",
+            "arn:aws:iam::123456789012:role/Webserver",
+            "--instance-id",
+            "i-0a22e5c5f24d22174",
+            "--json",
+        ]
+    )
     assert r.exit_code == 0, r.stderr
     values = json.loads(r.stdout)
     assert values["PCR3"].startswith("78fce75db17cd4e0")
@@ -95,12 +137,24 @@ CASES = [
     ("tiny", lambda d: d[:100], 11, "shorter than"),
     ("magic", lambda d: bytearray(b"MZ\x90\x00") + d[4:], 12, "wrong magic"),
     ("version", lambda d: d[:4] + struct.pack(">H", 9) + d[6:], 13, "version 9"),
-    ("unknown-section", lambda d: _fix_crc(d[:548] + struct.pack(">H", 9) + d[550:]), 14,
-     "unknown type 9"),
-    ("overrun", lambda d: d[:_size_slot(0)] + struct.pack(">Q", 1 << 40) + d[_size_slot(0) + 8:],
-     15, "runs into section 1"),
-    ("overrun-last", lambda d: d[:_size_slot(4)] + struct.pack(">Q", 1 << 40) + d[_size_slot(4) + 8:],
-     15, "more than the whole file"),
+    (
+        "unknown-section",
+        lambda d: _fix_crc(d[:548] + struct.pack(">H", 9) + d[550:]),
+        14,
+        "unknown type 9",
+    ),
+    (
+        "overrun",
+        lambda d: d[: _size_slot(0)] + struct.pack(">Q", 1 << 40) + d[_size_slot(0) + 8 :],
+        15,
+        "runs into section 1",
+    ),
+    (
+        "overrun-last",
+        lambda d: d[: _size_slot(4)] + struct.pack(">Q", 1 << 40) + d[_size_slot(4) + 8 :],
+        15,
+        "more than the whole file",
+    ),
     ("trailing", lambda d: d + b"extra", 15, "after the last section"),
     ("size-mismatch", lambda d: d[:552] + struct.pack(">Q", 5) + d[560:], 16, "header says 5"),
     ("crc", lambda d: d[:1000] + bytes([d[1000] ^ 0xFF]) + d[1001:], 17, "CheckCRC: false"),
@@ -133,8 +187,16 @@ def test_missing_file_and_directory(tmp_path):
 
 def test_assemble_refuses_half_signing_and_bad_time(image, tmp_path):
     d = image.parent
-    base = ["eif", "assemble", "--kernel", str(d / "k"), "--ramdisk", str(d / "r1"), "-o",
-            str(tmp_path / "x.eif")]
+    base = [
+        "eif",
+        "assemble",
+        "--kernel",
+        str(d / "k"),
+        "--ramdisk",
+        str(d / "r1"),
+        "-o",
+        str(tmp_path / "x.eif"),
+    ]
     assert_one_line_error(run_cli([*base, "--sign-cert", str(d / "k")]), 2, "go together")
     assert_one_line_error(run_cli([*base, "--build-time", "yesterday"]), 3, "rfc 3339")
     assert not (tmp_path / "x.eif").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from conftest import ROOT, run_cli
+
 from enclave_audit.cli import COMMANDS, LazyGroup, cli
 from enclave_audit.errors import EnclaveAuditError, exit_code_table
 

@@ -188,7 +188,7 @@ def test_decision_log_detects_tampering_with_any_earlier_entry(world):
             with pytest.raises(DecisionLogTampered):
                 decision_log.read_log(log)
     log.write_bytes(
-        b"\n".join(lines[:1] + [lines[1].replace(b'"refused"', b'"approved"')] + lines[2:]) + b"\n"
+        b"\n".join([lines[0], lines[1].replace(b'"refused"', b'"approved"'), *lines[2:]]) + b"\n"
     )
     result = _gate(world, world.vsa("alice"), world.vsa("bob"))
     assert_one_line_error(result, 60, "decision log")

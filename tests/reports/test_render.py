@@ -285,7 +285,8 @@ def test_report_in_headless_chromium(tmp_path: Path, verdict: Verdict):
               const v = document.getElementById('verdict');
               const t = document.getElementById('pcr-table');
               const r = v.getBoundingClientRect();
-              return {text: v.innerText, visible: r.width > 0 && r.height > 0 && r.top < innerHeight,
+              const shown = r.width > 0 && r.height > 0 && r.top < innerHeight;
+              return {text: v.innerText, visible: shown,
                       x: r.left + 12, y: r.top + r.height / 2,
                       bg: getComputedStyle(v).backgroundColor,
                       rows: t.rows.length, table: t.innerText, scripts: document.scripts.length};

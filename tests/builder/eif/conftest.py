@@ -41,10 +41,16 @@ class SigningPair:
     cert_pem: bytes
 
 
-def make_signing_pair(directory: Path, name: str = "signer", curve: ec.EllipticCurve | None = None) -> SigningPair:
+def make_signing_pair(
+    directory: Path, name: str = "signer", curve: ec.EllipticCurve | None = None
+) -> SigningPair:
     key = ec.generate_private_key(curve or ec.SECP384R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "enclave-audit tests")])
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "enclave-audit tests"),
+        ]
+    )
     now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -60,9 +66,13 @@ def make_signing_pair(directory: Path, name: str = "signer", curve: ec.EllipticC
     cert_path = directory / f"{name}.crt.pem"
     key_path = directory / f"{name}.key.pem"
     cert_path.write_bytes(cert_pem)
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return SigningPair(cert_path, key_path, cert_pem)
 
 

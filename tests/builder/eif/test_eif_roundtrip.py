@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cbor2
 import pytest
+from conftest import run_cli, shared_fixture
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,6 @@ from builder.eif import (
 )
 from builder.eif.format import HEADER_SIZE
 from builder.eif.measure import crc32_combine
-from conftest import run_cli, shared_fixture
 
 BUILD_TIME = "2025-01-01T00:00:00+00:00"
 SINGLE_RAMDISK_PCR2 = (
@@ -82,13 +82,24 @@ def test_layout_matches_nitro_cli_order_and_crc(tmp_path, parts):
         assert reader.sections[0].header_offset == HEADER_SIZE
         assert reader.read(reader.cmdline) == parts.cmdline.encode()  # no trailing NUL
         meta = reader.metadata()
-    assert list(meta) == ["ImageName", "ImageVersion", "BuildMetadata", "DockerInfo", "CustomMetadata"]
+    assert list(meta) == [
+        "ImageName",
+        "ImageVersion",
+        "BuildMetadata",
+        "DockerInfo",
+        "CustomMetadata",
+    ]
     assert meta["BuildMetadata"]["BuildTime"] == BUILD_TIME
     stored = int.from_bytes(data[544:548], "big")
     assert stored == zlib.crc32(data[:544] + data[548:])
-    assert len(data) == HEADER_SIZE + 12 * 5 + sum(
-        p.stat().st_size for p in (parts.kernel, parts.boot, parts.app)
-    ) + len(parts.cmdline) + reader.sections[2].size
+    assert (
+        len(data)
+        == HEADER_SIZE
+        + 12 * 5
+        + sum(p.stat().st_size for p in (parts.kernel, parts.boot, parts.app))
+        + len(parts.cmdline)
+        + reader.sections[2].size
+    )
 
 
 def test_assembling_twice_is_byte_identical(tmp_path, parts, signing_pair):
