@@ -243,6 +243,13 @@ def main() -> int:
             "The reference image in the chroot simulation; baseline: the same model run"
             " plainly with the image's own python3.11 + NumPy 1.24 (chroot, no enclave path)",
         )
+    if args.image:
+        rows += [
+            "The image's NumPy 1.24 runs on Debian's reference BLAS (libblas3): the image is",
+            "several times slower than the host's OpenBLAS build for the same model, with or",
+            "without the enclave path. Adding libopenblas0-pthread to the image would fix that.",
+            "",
+        ]
     rows += [
         "Run-to-run noise of the tokens/s rows on this shared machine is larger than the",
         "overhead itself (negative overheads are noise); the in-request figure is the robust",

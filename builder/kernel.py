@@ -228,6 +228,12 @@ def _verified_cached(final: Path, digest: str) -> KernelArtifact:
         raise DigestMismatch(
             f"cached kernel {final}: unreadable record ({exc}); delete it"
         ) from None
+    config_recorded = str(meta.get("config_sha256", ""))
+    if sha256_file(final / "config") != config_recorded:
+        raise DigestMismatch(
+            f"cached kernel config {final / 'config'} does not match the digest recorded"
+            " when it was built (cache tampered or corrupt; delete it)"
+        )
     got = sha256_file(final / "bzImage")
     if got != recorded:
         raise DigestMismatch(

@@ -248,6 +248,26 @@ class DemoReport(BaseModel):
     tampered_refused_by_client: str | None
     steps: list[DemoStep]
     outputs: str
+    accelerator: str | None = None  # the GPU bridge's verified device, when one was used
+
+
+def _start_accelerator(out: Path, stack: contextlib.ExitStack) -> tuple[Path, str]:
+    """The attested accelerator service of the GPU bridge, stopped with the stack."""
+    import datetime as dt
+
+    from reference_enclave.gpu_bridge.service import (
+        AcceleratorService,
+        ServiceConfig,
+        device_identity,
+    )
+
+    directory = out / "accelerator"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    socket_path = directory / "accelerator.sock"
+    device = device_identity(dt.datetime.now(dt.UTC))
+    service = AcceleratorService(ServiceConfig(socket_path=socket_path, device=device)).start()
+    stack.callback(service.stop)
+    return socket_path, device.cert.subject.rfc4514_string()
 
 
 def run_demo(
@@ -257,6 +277,7 @@ def run_demo(
     say: Callable[[str], None] = print,
     model: Path | None = None,
     negative: bool = True,
+    accelerator: bool = False,
 ) -> DemoReport:
     """Run the demo, writing everything under ``out``; returns the report.
 
@@ -314,12 +335,18 @@ def run_demo(
         step("key policy", True, "Decrypt only for ImageSha384/PCR0/1/2 of this image")
         expected = expected_measurements(pcrs, published.sha256)
         write_json_atomic(out / "expected-measurements.json", {"Measurements": expected.to_nitro()})
+        accelerator_socket: Path | None = None
+        device: str | None = None
+        if accelerator:
+            accelerator_socket, device = _start_accelerator(out, stack)
+            step("accelerator", True, f"{device} at {accelerator_socket} (GPU bridge)")
         services = HostServices(
             kms_url=kms.url,
             model_store=store,
             access_key_id=kms.credentials.enclave_key,
             secret_access_key=kms.credentials.enclave_secret,
             capture=out / "proxy-capture",
+            accelerator=accelerator_socket,
         )
         enclave = launch_image(image, ca=ca, services=services, workdir=out / "enclave")
         stack.callback(enclave.stop)
@@ -371,6 +398,7 @@ def run_demo(
         tampered_refused_by_client=client_refusal,
         steps=steps,
         outputs=str(out),
+        accelerator=device,
     )
     write_bytes_atomic(
         out / "demo-report.json", report.model_dump_json(indent=2, by_alias=True).encode()

@@ -10,7 +10,9 @@ build argument ``BASE``::
     FROM ${BASE}
 
 The imported image's only layer must have the tarball's sha256 as its diff id,
-so the base is pinned by digest.  The build runs with no network, no build
+so the base is pinned by digest, and the built image's first layer must be that
+one (a Dockerfile that starts elsewhere, e.g. from an image already in the
+engine, is a :class:`DigestMismatch`).  The build runs with no network, no build
 cache and ``SOURCE_DATE_EPOCH`` as a build argument; the context is sent as a
 tar we write ourselves (sorted, mtimes at ``SOURCE_DATE_EPOCH``, modes 0644 or
 0755), so checkout age and umask cannot leak in through ``COPY``.
@@ -580,7 +582,15 @@ class DockerBackend:
             image_id = str(image.id)
             created.append(image_id)
             progress.done()
-            config = _image_config(client.api.inspect_image(image_id))
+            attrs = client.api.inspect_image(image_id)
+            built_layers = list((attrs.get("RootFS") or {}).get("Layers") or [])
+            if built_layers[:1] != layers:
+                raise DigestMismatch(
+                    f"{dockerfile}: the image is not built on the pinned base (its first layer"
+                    f" is {built_layers[:1] or 'missing'}, the base is sha256:{base.sha256});"
+                    " the final stage must start with: ARG BASE / FROM ${BASE}"
+                )
+            config = _image_config(attrs)
             self._check_config(loaded, dockerfile, config)
             progress.start("rootfs: docker export", None)
             try:

@@ -29,8 +29,15 @@ def _say(message: str) -> None:
     help="Use this already built reference image instead of building (enclave-audit build).",
 )
 @click.option("--skip-negative", is_flag=True, help="Do not run the tampered-image path.")
+@click.option(
+    "--accelerator",
+    is_flag=True,
+    help="Run the model's matrix products on the attested accelerator (GPU bridge).",
+)
 @json_option
-def demo(output: Path, image: Path | None, skip_negative: bool, as_json: bool) -> None:
+def demo(
+    output: Path, image: Path | None, skip_negative: bool, accelerator: bool, as_json: bool
+) -> None:
     """Build the reference image, release its model key through KMS, ask it a question.
 
     Builds the image, starts the reference KMS and the host proxy, encrypts the
@@ -43,6 +50,7 @@ def demo(output: Path, image: Path | None, skip_negative: bool, as_json: bool) -
     Example:
       sudo enclave-audit demo -o demo-out/
       sudo enclave-audit demo -o demo-out/ --image out/enclave.eif
+      sudo enclave-audit demo -o demo-out/ --accelerator
     """
     from enclave_audit.progress import RichProgress
     from reference_enclave.demo import build_demo_image, run_demo
@@ -59,6 +67,7 @@ def demo(output: Path, image: Path | None, skip_negative: bool, as_json: bool) -
             build=build,
             say=_say,
             negative=not skip_negative,
+            accelerator=accelerator,
         )
     if as_json:
         emit_json(report)

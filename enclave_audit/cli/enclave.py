@@ -101,6 +101,11 @@ def sim_ca(output: Path, as_json: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Record every byte the proxy relays under this directory.",
 )
+@click.option(
+    "--accelerator",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="GPU bridge: the accelerator service's socket (named accelerator.sock).",
+)
 @click.option("--parent-role", metavar="ARN", help="(--qemu) IAM role ARN of the parent (PCR3).")
 @click.option("--parent-id", metavar="ID", help="(--qemu) parent instance id (PCR4).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True)
@@ -116,6 +121,7 @@ def run(
     secret_key: str | None,
     region: str,
     capture: Path | None,
+    accelerator: Path | None,
     parent_role: str | None,
     parent_id: str | None,
     timeout: float,
@@ -126,6 +132,9 @@ def run(
     The simulated NSM measures IMAGE itself (PCR0/1/2/8 as describe-eif) and signs
     with --sim-ca. The command runs until interrupted; clients use the printed URL.
     With --qemu the image boots under QEMU instead (kernel and /init included).
+    With --accelerator the enclave runs its matrix products on that accelerator over
+    the attested, encrypted GPU bridge (it verifies the device against the reference
+    values pinned in the image first, and refuses to boot otherwise).
 
     \b
     Example:
@@ -168,6 +177,7 @@ def run(
         region=region,
         client_port=port,
         capture=capture,
+        accelerator=accelerator,
     )
     enclave = launch_image(
         image, ca=SimulationCa.load(sim_ca_dir), services=services, timeout=timeout

@@ -45,8 +45,10 @@ class BridgeBackend:
         now: dt.datetime | None = None,
         rotate_after: int = DEFAULT_ROTATE_AFTER,
         insecure_plaintext: bool = False,
+        buffer_dir: Path | None = None,
     ) -> None:
         self.socket_path = Path(socket_path)
+        self.buffer_dir = buffer_dir
         self.reference = reference
         self.now = now
         self.rotate_after = rotate_after
@@ -68,7 +70,7 @@ class BridgeBackend:
                 f"accelerator at {self.socket_path}: {exc.strerror or exc}"
             ) from None
         self._sock = sock
-        self._buffer = BounceBuffer.create()
+        self._buffer = BounceBuffer.create(self.buffer_dir)
         ephemeral = X25519PrivateKey.generate()
         share = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         nonce = os.urandom(32)

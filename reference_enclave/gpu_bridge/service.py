@@ -162,7 +162,7 @@ def serve_connection(conn: socket.socket, config: ServiceConfig) -> None:
             raise ProtocolError("malformed hello parameters") from None
         if insecure and not config.allow_insecure_plaintext:
             raise BridgeRefused("insecure plaintext mode is not enabled on this accelerator")
-        buffer = BounceBuffer.attach(shm_name)
+        buffer = BounceBuffer.attach(shm_name, config.socket_path.parent)
         ephemeral = X25519PrivateKey.generate()
         device_share = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         report = make_report(

@@ -9,10 +9,15 @@ threat the channel's authentication answers.
 
 from __future__ import annotations
 
+import mmap
+import os
+import re
+import secrets
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import shared_memory
+from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -68,22 +73,72 @@ def recv_frame(sock: socket.socket) -> dict[str, Any]:
     return frame
 
 
+_FILE_NAME = re.compile(r"^file:(bridge-[0-9a-f]{32}\.buf)$")
+
+
+class _FileSegment:
+    """A file-backed mapping in a directory both sides see (the enclave's sandbox binds it)."""
+
+    def __init__(self, path: Path, *, create: bool) -> None:
+        flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            if create:
+                os.ftruncate(fd, 2 * REGION)
+            elif os.fstat(fd).st_size < 2 * REGION:
+                raise ProtocolError("bounce buffer file is too small")
+            self._map = mmap.mmap(fd, 2 * REGION)
+        finally:
+            os.close(fd)
+        self.path = path
+        self.name = f"file:{path.name}"
+        self.size = 2 * REGION
+        self.buf: memoryview | None = memoryview(self._map)
+
+    def close(self) -> None:
+        if self.buf is not None:
+            self.buf.release()
+            self.buf = None
+            self._map.close()
+
+    def unlink(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 @dataclass
 class BounceBuffer:
-    """Two regions of one shared-memory segment: enclave->device and device->enclave."""
+    """Two regions of one shared segment: enclave->device and device->enclave.
 
-    shm: shared_memory.SharedMemory
+    The segment is POSIX shared memory, or a file mapping in a directory both sides
+    see (``directory``): the enclave simulation runs in its own mount namespace, where
+    the host's ``/dev/shm`` is not visible, so the launcher binds the accelerator's
+    directory into it.
+    """
+
+    shm: shared_memory.SharedMemory | _FileSegment
     owner: bool
-    high_water: tuple[int, int] = (0, 0)  # bytes ever written or read per region
+    high_water: tuple[int, int] = field(default=(0, 0))  # bytes ever written or read
 
     @classmethod
-    def create(cls) -> BounceBuffer:
+    def create(cls, directory: Path | None = None) -> BounceBuffer:
+        if directory is not None:
+            path = Path(directory) / f"bridge-{secrets.token_hex(16)}.buf"
+            return cls(_FileSegment(path, create=True), owner=True)
         shm = shared_memory.SharedMemory(create=True, size=2 * REGION)
         _CREATED_HERE.add(shm.name)
         return cls(shm, owner=True)
 
     @classmethod
-    def attach(cls, name: str) -> BounceBuffer:
+    def attach(cls, name: str, directory: Path | None = None) -> BounceBuffer:
+        if name.startswith("file:"):
+            match = _FILE_NAME.match(name)
+            if match is None or directory is None:
+                raise ProtocolError(f"bounce buffer {name[:60]!r} is not a buffer file name")
+            try:
+                return cls(_FileSegment(Path(directory) / match.group(1), create=False),
+                           owner=False)
+            except OSError as exc:
+                raise ProtocolError(f"bounce buffer {name!r}: {exc.strerror or exc}") from None
         try:
             shm = shared_memory.SharedMemory(name=name)
         except (FileNotFoundError, ValueError) as exc:

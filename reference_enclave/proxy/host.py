@@ -20,6 +20,8 @@ from reference_enclave.runtime.channels import Endpoint, pump
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _CHUNK = 1 << 20
+#: concurrent connections per channel (vsock-proxy's -w is 4; clients need more)
+MAX_CONNECTIONS = 64
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class _Listener:
         name = self.sock.getsockname()
         self.port = name[1] if isinstance(name, tuple) else 0
         self._handle = handle
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         threading.Thread(target=self._accept, daemon=True, name=f"proxy {endpoint}").start()
 
     def _accept(self) -> None:
@@ -63,7 +66,16 @@ class _Listener:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+            if not self._slots.acquire(blocking=False):
+                conn.close()  # over the limit: refuse rather than queue without bound
+                continue
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn: socket.socket) -> None:
+        try:
+            self._handle(conn)
+        finally:
+            self._slots.release()
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -20,11 +20,13 @@ import contextlib
 import hashlib
 import http.server
 import json
+import os
 import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -152,6 +154,33 @@ def fetch_data_key(
     return open_enveloped_data(bytes(envelope), keys.kms_key)
 
 
+#: where the launcher binds the GPU bridge's directory when the host offers an accelerator
+ACCELERATOR_SOCKET = "/run/accelerator/accelerator.sock"
+
+
+def accelerator_backend() -> Any:
+    """The GPU bridge when the host offers an accelerator, else None (local NumPy).
+
+    The accelerator is verified against the reference values pinned in this image
+    (device root, signed RIM) before any session key exists; a device that does not
+    verify stops the boot (fail closed) rather than falling back silently.
+    """
+    path = os.environ.get("ENCLAVE_ACCELERATOR") or ACCELERATOR_SOCKET
+    if not os.path.exists(path):
+        return None
+    from reference_enclave.gpu_bridge.client import BridgeBackend, load_reference_values
+
+    bridge = BridgeBackend(Path(path), load_reference_values(), buffer_dir=Path(path).parent)
+    device = bridge.connect()
+    log(
+        "accelerator-verified",
+        subject=device.subject,
+        serial=f"{device.serial:x}",
+        firmware=device.measurements.get("firmware", "")[:16],
+    )
+    return bridge
+
+
 class Enclave:
     """A booted enclave: keys, the loaded model, the NSM; ``serve`` answers clients."""
 
@@ -197,8 +226,13 @@ class Enclave:
         log("model-measured", pcr=MODEL_PCR, sha256=digest.hex())
         from reference_enclave.model.chat import ChatModel
 
-        self.chat = ChatModel.from_gguf(plaintext, what=self.config.model_name)
-        log("model-loaded", seconds=round(time.perf_counter() - t0, 2))
+        bridge = accelerator_backend()
+        self.chat = ChatModel.from_gguf(plaintext, backend=bridge, what=self.config.model_name)
+        log(
+            "model-loaded",
+            seconds=round(time.perf_counter() - t0, 2),
+            accelerator=bridge is not None,
+        )
 
     # -- request handlers --------------------------------------------------------
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from enclave_audit.errors import (
+    BridgeRefused,
     EnclaveAuditError,
     EnvironmentProblem,
     InvalidInput,
@@ -44,9 +45,11 @@ from reference_enclave.proxy import HostProxy, ProxySettings, start_proxy
 from reference_enclave.runtime.channels import Endpoint
 
 READY_TIMEOUT = 900.0
+ACCELERATOR_SOCKET_NAME = "accelerator.sock"
 _REPO = Path(__file__).resolve().parents[2]
 #: exit codes the runtime reports, mapped back to the errors it raised
 _EXIT_ERRORS: dict[int, type[EnclaveAuditError]] = {
+    BridgeRefused.exit_code: BridgeRefused,
     KmsRefused.exit_code: KmsRefused,
     ModelTampered.exit_code: ModelTampered,
 }
@@ -63,6 +66,9 @@ class HostServices:
     region: str = "us-east-1"
     client_port: int = 0
     capture: Path | None = None
+    #: the GPU bridge's accelerator socket on the host; it must be named accelerator.sock,
+    #: and its directory (which holds the bounce buffers) is bound into the enclave
+    accelerator: Path | None = None
 
 
 @dataclass
@@ -233,6 +239,8 @@ def launch_host_process(
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         if name in os.environ:  # benchmarks pin BLAS threads on both sides alike
             env[name] = os.environ[name]
+    if services.accelerator is not None:
+        env["ENCLAVE_ACCELERATOR"] = str(_accelerator_socket(services.accelerator))
     argv = [sys.executable, "-m", "reference_enclave.runtime.main"]
     return _start(
         argv,
@@ -244,6 +252,18 @@ def launch_host_process(
         owned=owned,
         timeout=timeout,
     )
+
+
+def _accelerator_socket(path: Path) -> Path:
+    socket_path = Path(path).resolve()
+    if socket_path.name != ACCELERATOR_SOCKET_NAME:
+        raise InvalidInput(
+            f"--accelerator {path}: the socket must be named {ACCELERATOR_SOCKET_NAME}"
+            " (its directory is bound into the enclave at /run/accelerator)"
+        )
+    if not socket_path.exists():
+        raise ServiceUnavailable(f"no accelerator listening at {socket_path}")
+    return socket_path
 
 
 @dataclass(frozen=True)
@@ -320,6 +340,8 @@ def launch_image(
         str(unpacked.root / "cmd"),
         str(unpacked.root / "env"),
     ]
+    if services.accelerator is not None:
+        argv.append(str(_accelerator_socket(services.accelerator).parent))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(_REPO)}
     return _start(
         argv,

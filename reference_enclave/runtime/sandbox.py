@@ -36,7 +36,7 @@ def _mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True)
 
 
-def prepare(rootfs: str, sockdir: str) -> None:
+def prepare(rootfs: str, sockdir: str, accelerator_dir: str | None = None) -> None:
     _mount("--make-rprivate", "/")
     for sub in ("proc", "sys", "dev", "tmp", "run"):
         os.makedirs(os.path.join(rootfs, sub), exist_ok=True)
@@ -55,6 +55,10 @@ def prepare(rootfs: str, sockdir: str) -> None:
     _mount("-t", "tmpfs", "-o", "nosuid,nodev,mode=0755", "tmpfs", run)
     os.makedirs(os.path.join(run, "enclave"), exist_ok=True)
     _mount("--bind", sockdir, os.path.join(run, "enclave"))
+    if accelerator_dir is not None:
+        # the GPU bridge: the accelerator's socket and the ciphertext-only bounce buffers
+        os.makedirs(os.path.join(run, "accelerator"), exist_ok=True)
+        _mount("--bind", accelerator_dir, os.path.join(run, "accelerator"))
 
 
 def read_lines(path: str) -> list[str]:
@@ -63,17 +67,18 @@ def read_lines(path: str) -> list[str]:
 
 
 def main(argv: list[str]) -> int:  # returns only on usage errors; else it execs
-    if len(argv) != 4:
-        print("usage: sandbox ROOTFS SOCKDIR CMDFILE ENVFILE", file=sys.stderr)
+    if len(argv) not in (4, 5):
+        print("usage: sandbox ROOTFS SOCKDIR CMDFILE ENVFILE [ACCELERATOR_DIR]", file=sys.stderr)
         return 2
-    rootfs, sockdir, cmd_file, env_file = argv
+    rootfs, sockdir, cmd_file, env_file = argv[:4]
+    accelerator_dir = argv[4] if len(argv) == 5 else None
     cmd = read_lines(cmd_file)
     env = dict(line.split("=", 1) for line in read_lines(env_file) if "=" in line)
     if not cmd:
         print("sandbox: /cmd is empty", file=sys.stderr)
         return 2
     loopback_up()
-    prepare(rootfs, sockdir)
+    prepare(rootfs, sockdir, accelerator_dir)
     os.chroot(rootfs)
     os.chdir("/")
     os.execve(cmd[0], cmd, env)  # noqa: S606 - exactly /init's execve(argv[0], argv, envp)

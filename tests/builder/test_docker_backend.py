@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import shutil
 import tarfile
 from pathlib import Path
@@ -30,7 +31,12 @@ from builder.rootfs.docker import (
 )
 from builder.rootfs.native import NativeBackend
 from builder.spec import LoadedSpec, load_spec
-from enclave_audit.errors import BuildStepFailed, EnvironmentProblem, SpecInvalid
+from enclave_audit.errors import (
+    BuildStepFailed,
+    DigestMismatch,
+    EnvironmentProblem,
+    SpecInvalid,
+)
 from enclave_audit.fsutil import cache_dir
 from enclave_audit.progress import NullProgress
 
@@ -205,6 +211,62 @@ def test_image_cmd_must_match_the_spec(sample_spec: LoadedSpec, tmp_path: Path) 
         )
 
 
+@pytest.mark.docker
+@pytest.mark.slow
+def test_cli_docker_build_gives_the_same_pcrs(
+    sample_builds: tuple[BuildResult, BuildResult], tmp_path: Path
+) -> None:
+    first, _ = sample_builds
+    result = run_cli(
+        ["build", "--backend", "docker", "--spec", str(SPEC), "-o", str(tmp_path / "out"),
+         "--source-date-epoch", str(EPOCH), "--json"]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["rootfs_reused"] is True  # the docker rootfs of the fixture's builds
+    assert doc["Measurements"] == first.pcrs.to_nitro()
+    assert (tmp_path / "out" / "enclave.eif").read_bytes() == first.eif.read_bytes()
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_cli_failing_dockerfile_exits_33_without_output(
+    sample_spec: LoadedSpec, tmp_path: Path
+) -> None:
+    spec_dir = tmp_path / "spec"
+    (spec_dir / "docker").mkdir(parents=True)
+    text = SPEC.read_text()
+    for rel in ("../../../../../reference_enclave/kernel/enclave.config",
+                "../../../../../reference_enclave/init/init.c"):  # fmt: skip
+        text = text.replace(f'"{rel}"', f'"{(SPEC.parent / rel).resolve()}"')
+    (spec_dir / "enclave.toml").write_text(text)
+    shutil.copy(SPEC.parent / "debian.lock", spec_dir / "debian.lock")
+    (spec_dir / "docker" / "Dockerfile").write_text(
+        "ARG BASE\nFROM ${BASE}\nRUN echo 'the step that breaks' >&2; false\n"
+    )
+    out = tmp_path / "out"
+    result = run_cli(
+        ["build", "--backend", "docker", "--spec", str(spec_dir / "enclave.toml"),
+         "--source-root", str(DATA), "--source-date-epoch", str(EPOCH), "-o", str(out)]
+    )  # fmt: skip
+    assert_one_line_error(result, 33, "docker build", "returned a non-zero code: 1")
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.*"))  # no staging directory left behind
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_image_not_built_on_the_pinned_base_is_refused(
+    sample_spec: LoadedSpec, tmp_path: Path
+) -> None:
+    (tmp_path / "x").write_text("x\n")
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY x /x\n")
+    with pytest.raises(DigestMismatch, match="not built on the pinned base"):
+        DockerBackend(dockerfile=tmp_path / "Dockerfile").build_rootfs(
+            sample_spec, epoch=EPOCH, use_cache=False, progress=NullProgress()
+        )
+
+
 def test_missing_engine_is_an_environment_problem(tmp_path: Path) -> None:
     result = run_cli(
         ["build", "--backend", "docker", "--spec", str(SPEC), "-o", str(tmp_path / "out")],
@@ -332,8 +394,10 @@ def _rootfs_part(tarball: Path, epoch: int) -> str:
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_reference_spec_docker_rootfs_equals_native(reference_image: BuildResult) -> None:
-    """reference_enclave/docker/Dockerfile on the pinned base: the native rootfs, exactly."""
+def test_reference_spec_docker_build_equals_native(
+    reference_image: BuildResult, tmp_path: Path
+) -> None:
+    """reference_enclave/docker/Dockerfile on the pinned base: the native image, exactly."""
     _need_engine()
     loaded = load_spec(REFERENCE_SPEC)
     epoch = reference_image.manifest.source_date_epoch
@@ -356,3 +420,17 @@ def test_reference_spec_docker_rootfs_equals_native(reference_image: BuildResult
         assert min(got.mtime, epoch) == min(want.mtime, epoch), name
     # the rootfs/ part of the application ramdisk is byte-identical
     assert _rootfs_part(docker.tarball, epoch) == _rootfs_part(native.tarball, epoch)
+
+    # and so is the whole image: same EIF bytes, same PCRs as the native reference build
+    source = reference_image.manifest.source
+    options = BuildOptions(
+        backend="docker",
+        source_date_epoch=epoch,
+        source_commit=source.git_commit,
+        source_dirty=source.git_dirty,
+    )
+    result = build(REFERENCE_SPEC, tmp_path / "docker-build", options=options)
+    assert result.rootfs_reused  # the docker rootfs built above, from its cache
+    assert result.manifest.builder.backend == "docker"
+    assert result.pcrs == reference_image.pcrs
+    assert result.eif.read_bytes() == reference_image.eif.read_bytes()

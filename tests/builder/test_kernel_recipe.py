@@ -1,14 +1,20 @@
-"""Kernel recipe pieces that need no compiler: config comparison and the build environment."""
+"""Kernel recipe pieces that need no compiler: config checks, build environment, cache."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from pathlib import Path
 
 import pytest
+from conftest import need_tool
 
-from builder.kernel import _config_lines, _make_env
+from builder.kernel import KERNEL_TOOLS, _config_lines, _make_env, build_kernel, kernel_input_digest
 from builder.reference import REFERENCE_SPEC
 from builder.spec import load_spec
+from builder.toolchain import toolchain_versions
+from enclave_audit.errors import DigestMismatch
 
 
 def test_pinned_config_has_what_nitro_needs() -> None:
@@ -51,3 +57,24 @@ def test_make_environment_is_built_from_scratch(monkeypatch: pytest.MonkeyPatch)
     assert "someone" not in env.values()
     assert set(env) <= set(os.environ) | set(env)
 
+
+def test_tampered_cached_kernel_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for tool in KERNEL_TOOLS:
+        need_tool(tool)
+    monkeypatch.setenv("ENCLAVE_AUDIT_CACHE", str(tmp_path))
+    loaded = load_spec(REFERENCE_SPEC)
+    config = loaded.resolve(loaded.spec.kernel.config)
+    digest = kernel_input_digest(loaded.spec.kernel, config, toolchain_versions())
+    entry = tmp_path / "kernel" / digest
+    entry.mkdir(parents=True)
+    (entry / "bzImage").write_bytes(b"tampered")
+    (entry / "config").write_bytes(config.read_bytes())
+    meta = {
+        "sha256": hashlib.sha256(b"original").hexdigest(),
+        "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest(),
+        "source_date_epoch": 1,
+        "release": "6.12.117",
+    }
+    (entry / "kernel.json").write_text(json.dumps(meta))
+    with pytest.raises(DigestMismatch, match="tampered or corrupt"):
+        build_kernel(loaded.spec.kernel, config)

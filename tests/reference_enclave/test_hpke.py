@@ -133,3 +133,10 @@ def test_response_keys_agree_between_sender_and_recipient() -> None:
     assert hpke.response_keys(sctx, enc, nonce, b"resp") != hpke.response_keys(
         sctx, enc, b"\x08" * 32, b"resp"
     )
+
+
+def test_small_order_encapsulated_key_is_refused() -> None:
+    """RFC 9180 7.1.4: an all-zero X25519 shared secret must abort decapsulation."""
+    sk_r = X25519PrivateKey.generate()
+    with pytest.raises(hpke.HpkeError):
+        hpke.decap(bytes(32), sk_r)

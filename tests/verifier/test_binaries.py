@@ -308,3 +308,20 @@ def test_sboms_are_valid_and_deterministic(build, tmp_path: Path) -> None:
     again = tmp_path / "s2.json"
     write_sbom(audit_image(image, load_policy(None)), SbomFormat.SPDX, again)
     assert again.read_bytes() == spdx.read_bytes()
+
+
+@pytest.mark.slow
+def test_reference_image_passes_the_default_policy(tmp_path: Path) -> None:
+    """THE reference image (Debian rootfs, python3, wheels) passes; its findings are listed."""
+    from builder.reference import reference_image
+
+    ref = reference_image()
+    report = audit_image(ref.eif, load_policy(None))
+    assert report.verdict is Verdict.PASS, report.failing()
+    assert len(report.binaries) > 100 and report.kernel_version
+    names = {p.name for p in report.packages}
+    assert {"python3", "libc6", "cryptography"} <= names
+    assert "shell-present" in {f.rule for f in report.findings}
+    out = tmp_path / "sbom.spdx.json"
+    write_sbom(report, SbomFormat.SPDX, out)
+    assert json.loads(out.read_text())["spdxVersion"] == "SPDX-2.3"

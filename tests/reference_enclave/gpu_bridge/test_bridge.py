@@ -306,3 +306,25 @@ def test_cli_serve_and_reference_values(tmp_path, tiny):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
     assert proc.returncode == 0
+
+
+def test_file_backed_bounce_buffer_in_shared_directory(service, tiny):
+    """The enclave simulation's path: a buffer file in the directory both sides see."""
+    directory = service.config.socket_path.parent
+    local = ChatModel.from_gguf(tiny).generate("hi", max_new_tokens=8)
+    with BridgeBackend(service.config.socket_path, load_reference_values(),
+                       buffer_dir=directory) as bridge:
+        name = bridge.buffer.name
+        assert name.startswith("file:bridge-") and (directory / name[5:]).exists()
+        remote = ChatModel.from_gguf(tiny, backend=bridge).generate("hi", max_new_tokens=8)
+    assert remote.token_ids == local.token_ids
+    assert not (directory / name[5:]).exists()
+
+
+def test_buffer_names_cannot_escape_the_directory(tmp_path):
+    from enclave_audit.errors import ProtocolError
+    from reference_enclave.gpu_bridge.transport import BounceBuffer
+
+    for bad in ("file:../etc/passwd", "file:bridge-x.buf", "file:/tmp/bridge-0.buf"):
+        with pytest.raises(ProtocolError):
+            BounceBuffer.attach(bad, tmp_path)

@@ -202,3 +202,12 @@ def test_ca_persists_with_private_keys_0600(ca: SimulationCa, tmp_path: Path) ->
     os.chmod(tmp_path / "ca" / "root.key.pem", 0o644)
     with pytest.raises(KeyFileError):
         SimulationCa.load(tmp_path / "ca")
+
+
+def test_device_ioctl_matches_the_linux_uapi() -> None:
+    from reference_enclave.nsm import client as nsm_client
+
+    # _IOWR(0x0A, 0, struct nsm_raw): dir read|write (3) << 30 | size << 16 | type << 8 | nr
+    struct_size = 2 * (8 + 8)  # two struct nsm_iovec { __u64 addr; __u64 len; }
+    assert nsm_client.NSM_IOCTL_RAW == (3 << 30) | (struct_size << 16) | (0x0A << 8) | 0
+    assert nsm_client.NSM_IOCTL_RAW == 0xC0200A00

@@ -143,3 +143,57 @@ def test_a_changed_byte_gets_no_key(
         tampered, launched.ca, launched.expected.pcrs, launched.model.sha256
     )
     assert refusal is not None and "PCR" in refusal
+
+
+def test_the_image_through_the_gpu_bridge_gives_the_same_answer(
+    launched: Launched, reference_eif: Path, tmp_path: Path
+) -> None:
+    """The measured image verifies the accelerator against its pinned reference values and
+    runs its matrix products there; greedy decoding gives the same answer as locally."""
+    import dataclasses
+    import datetime as dt
+
+    from reference_enclave.gpu_bridge.service import (
+        AcceleratorService,
+        ServiceConfig,
+        device_identity,
+    )
+
+    roots = [TrustRoot.from_pem(launched.ca.root_pem(), name="sim")]
+    local = ask(
+        launched.enclave.url,
+        demo.DEMO_QUESTION,
+        expectation=launched.expected,
+        roots=roots,
+        max_tokens=16,
+    )
+    directory = tmp_path / "acc"
+    directory.mkdir(mode=0o700)
+    service = AcceleratorService(
+        ServiceConfig(
+            socket_path=directory / "accelerator.sock",
+            device=device_identity(dt.datetime.now(dt.UTC)),
+        )
+    ).start()
+    try:
+        services = dataclasses.replace(
+            launched.services, accelerator=directory / "accelerator.sock", capture=None
+        )
+        bridged = launch_image(
+            reference_eif, ca=launched.ca, services=services, workdir=tmp_path / "sim"
+        )
+        try:
+            remote = ask(
+                bridged.url,
+                demo.DEMO_QUESTION,
+                expectation=launched.expected,
+                roots=roots,
+                max_tokens=16,
+            )
+            log = bridged.log_path.read_text()
+        finally:
+            bridged.stop()
+    finally:
+        service.stop()
+    assert "accelerator-verified" in log
+    assert remote.answer == local.answer and "Paris" in remote.answer

@@ -83,3 +83,25 @@ def test_requests_are_validated_inside_the_ciphertext() -> None:
     sealed = wire.seal_request(X25519PrivateKey.generate().public_key(), wire.InferenceRequest("q"))
     with pytest.raises(ProtocolError, match="does not decrypt"):
         wire.open_request(key, sealed.body)
+
+
+def test_runtime_imports_only_what_the_image_carries() -> None:
+    """The image has no pydantic/rich/click/jinja2: the runtime and self-test must not need them."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        top = name.split('.')[0]\n"
+        "        if top in ('pydantic', 'pydantic_core', 'rich', 'click', 'jinja2'):\n"
+        "            raise ImportError('not in the image: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from reference_enclave.runtime import selftest\n"
+        "sys.exit(selftest.run())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -138,3 +138,26 @@ def test_mtime_on_the_reference_image(reference: tuple[Path, Path]) -> None:
     assert report.root is not None
     node = report.root.find(changed, "mtime")
     assert node is not None and node.causes[0].cause is Cause.TIMESTAMP
+
+
+@pytest.mark.slow
+def test_real_kernel_version_and_config(reference: tuple[Path, Path]) -> None:
+    """The reference bzImage: version string compared, xz payload opened, no IKCONFIG said so."""
+    from verifier.compare.kernel import version_string
+
+    eif, work = reference
+    with EifReader.open(eif) as r:
+        r.copy_section(r.kernel, work / "bzImage")
+    data = (work / "bzImage").read_bytes()
+    version = version_string(data)
+    assert version is not None and "#1" in version
+    at = data.index(version.encode())
+    patched = bytearray(data)
+    hash_at = at + version.index("#1") + 1
+    patched[hash_at] = ord("2")
+    (work / "bzImage-2").write_bytes(bytes(patched))
+    root = compare_paths(work / "bzImage", work / "bzImage-2").root
+    assert root is not None and root.kind.value == "kernel"
+    field = root.find("version")
+    assert field is not None and field.right is not None and "#2" in (field.right.value or "")
+    assert any("CONFIG_IKCONFIG" in n for n in root.notes), root.notes
