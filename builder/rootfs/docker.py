@@ -100,6 +100,7 @@ def connect() -> Any:
     try:
         import docker
         from docker.errors import DockerException
+        from requests.exceptions import RequestException
     except ImportError:
         raise EnvironmentProblem(
             "the docker backend needs the 'docker' Python package (pip install docker)"
@@ -107,10 +108,21 @@ def connect() -> Any:
     try:
         client = docker.from_env(timeout=600)
         client.ping()
-    except DockerException:
+    except (DockerException, RequestException):
         where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         raise EnvironmentProblem(f"no Docker engine reachable at {where}: {_ENGINE_HELP}") from None
     return client
+
+
+def _engine_version(client: Any) -> str:
+    from docker.errors import DockerException
+    from requests.exceptions import RequestException
+
+    try:
+        return str(client.version().get("Version", "unknown"))
+    except (DockerException, RequestException):
+        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        raise EnvironmentProblem(f"no Docker engine reachable at {where}: {_ENGINE_HELP}") from None
 
 
 def _error_line(exc: BaseException) -> str:
@@ -490,7 +502,7 @@ class DockerBackend:
         context = dockerfile.parent
         files = _context_files(context)
         client = self._client or connect()
-        engine = str(client.version().get("Version", "unknown"))
+        engine = _engine_version(client)
         tool = f"docker {engine}"
         # the base is pinned by the lock whatever happens to the Dockerfile: reuse it
         base = NativeBackend().build_rootfs(loaded, epoch=epoch, use_cache=True, progress=progress)
@@ -534,6 +546,7 @@ class DockerBackend:
         progress: ProgressSink,
     ) -> dict[str, Any]:
         from docker.errors import APIError, BuildError, DockerException
+        from requests.exceptions import RequestException
 
         created: list[str] = []  # images to remove, newest last
         container: Any = None
@@ -618,16 +631,20 @@ class DockerBackend:
                 "dockerfile": dockerfile.name,
                 "config": config,
             }
+        except (DockerException, RequestException) as exc:
+            raise BuildStepFailed(
+                f"docker engine, building {dockerfile}: {_error_line(exc)}"
+            ) from None
         finally:
             if container is not None:
                 try:
                     client.api.remove_container(container["Id"], force=True)
-                except DockerException:
+                except (DockerException, RequestException):
                     pass
             for image_id in reversed(created):
                 try:
                     client.api.remove_image(image_id, force=True, noprune=False)
-                except DockerException:
+                except (DockerException, RequestException):
                     pass
 
     def _check_config(self, loaded: LoadedSpec, dockerfile: Path, config: dict[str, Any]) -> None:

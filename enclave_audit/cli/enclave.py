@@ -108,6 +108,15 @@ def sim_ca(output: Path, as_json: bool) -> None:
 )
 @click.option("--parent-role", metavar="ARN", help="(--qemu) IAM role ARN of the parent (PCR3).")
 @click.option("--parent-id", metavar="ID", help="(--qemu) parent instance id (PCR4).")
+@click.option(
+    "--nonce", "nonce_hex", metavar="HEX", help="(--qemu) nonce for the guest's document."
+)
+@click.option(
+    "--expect",
+    "expect_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="(--qemu) measurements.json to compare the guest's PCRs with, besides describe-eif's.",
+)
 @click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True)
 @json_option
 def run(
@@ -124,6 +133,8 @@ def run(
     accelerator: Path | None,
     parent_role: str | None,
     parent_id: str | None,
+    nonce_hex: str | None,
+    expect_path: Path | None,
     timeout: float,
     as_json: bool,
 ) -> None:
@@ -146,9 +157,10 @@ def run(
             image,
             parent_role=parent_role,
             parent_id=parent_id,
-            nonce_hex=None,
+            nonce_hex=nonce_hex,
             timeout=timeout,
             as_json=as_json,
+            expect_path=expect_path,
         )
         return
     from enclave_audit.errors import InvalidInput

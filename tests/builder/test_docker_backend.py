@@ -147,9 +147,12 @@ def test_sample_dockerfile_builds_reproducibly(
     assert "rootfs/usr/bin/hello" in members
     # the application package from the spec
     assert "rootfs/app/hello_app/__init__.py" in members
-    # nothing of the engine's init layer
-    for path in (".dockerenv", "etc/hostname", "etc/hosts", "etc/resolv.conf", "etc/mtab"):
+    # nothing of the engine's init layer; the image's own /etc/hosts, not the engine's
+    for path in (".dockerenv", "etc/hostname", "etc/resolv.conf", "etc/mtab"):
         assert f"rootfs/{path}" not in members, path
+    hosts = (DATA / "spec" / "docker" / "hosts").read_bytes()
+    assert members["rootfs/etc/hosts"][3] == hashlib.sha256(hosts).digest()
+    assert members["rootfs/dev/console"][0] is EntryKind.CHAR_DEVICE  # from the base
     assert all(m[2] <= EPOCH for m in members.values())
 
 

@@ -96,6 +96,21 @@ class _Bounded(io.RawIOBase):
         super().close()
 
 
+def _raw_meta(m: CpioMember) -> tuple[object, ...]:
+    """Everything :func:`meta_of` reports, unformatted (a cheap equality test)."""
+    return (
+        m.kind,
+        m.mode,
+        m.uid,
+        m.gid,
+        m.mtime,
+        m.nlink,
+        m.link_target,
+        m.rdev_major,
+        m.rdev_minor,
+    )
+
+
 def meta_of(m: CpioMember) -> tuple[tuple[str, str], ...]:
     fields = [
         ("mode", f"{m.perm:04o}"),
@@ -192,6 +207,8 @@ class CpioComparator:
                 elif not _streams_equal(ma.data, mb.data, engine):
                     blob_a = MemberSlice(a, ma.data_offset, ma.size, ma.name)
                     blob_b = MemberSlice(b, mb.data_offset, mb.size, mb.name)
+            if blob_a is None and _raw_meta(ma) == _raw_meta(mb):
+                return  # same content, same metadata: nothing to build
             node = engine.member_diff(
                 Member(ma.name, _FTYPE.get(ma.kind, str(ma.kind)), meta_of(ma), blob_a),
                 Member(mb.name, _FTYPE.get(mb.kind, str(mb.kind)), meta_of(mb), blob_b),

@@ -5,8 +5,10 @@ content), leaves get format-specific detail, and the finished tree gets its caus
 
 from __future__ import annotations
 
+import struct
 import tempfile
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -33,6 +35,9 @@ from verifier.compare.base import (
     cheap_side,
 )
 from verifier.compare.binary import read_full
+
+#: what a format parser may raise on malformed input (beyond our own InvalidInput)
+_MALFORMED = (ValueError, struct.error, IndexError, KeyError, EOFError, OSError, zlib.error)
 
 #: children are shown in this order: content first, then order, then metadata
 _RANK = {
@@ -119,10 +124,10 @@ class Engine:
         try:
             node = ca.compare(a, b, path, self)
         except InvalidInput as exc:
-            node = fallback.compare(a, b, path, self)
-            assert node is not None
-            return node.model_copy(
-                update={"notes": (*node.notes, f"{ca.name} comparison failed: {exc.message}")}
+            return self._fallback(a, b, path, f"{ca.name} comparison failed: {exc.message}")
+        except _MALFORMED as exc:  # a parser tripped on malformed input: say so, go on
+            return self._fallback(
+                a, b, path, f"{ca.name} comparison failed: {type(exc).__name__}: {exc}"
             )
         if node is None:
             node = fallback.compare(a, b, path, self)
@@ -133,6 +138,21 @@ class Engine:
                 }
             )
         return node
+
+    def _fallback(self, a: Blob, b: Blob, path: tuple[str, ...], note: str) -> DiffNode:
+        from verifier.compare.binary import BinaryComparator
+
+        node = BinaryComparator().compare(a, b, path, self)
+        if node is None:  # the bytes are equal after all (a stream that changed under us)
+            node = DiffNode(
+                path=path,
+                kind=NodeKind.BINARY,
+                change=Change.CONTENT,
+                left=None,
+                right=None,
+                summary="content could not be compared",
+            )
+        return node.model_copy(update={"notes": (*node.notes, note)})
 
     @property
     def depth(self) -> int:

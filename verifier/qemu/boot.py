@@ -27,7 +27,7 @@ import time
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from builder.eif import describe_eif, extend_string
 from enclave_audit.errors import EnclaveAuditError, InvalidInput, QemuBootFailed
@@ -95,10 +95,15 @@ def expected_pcrs(
     return PcrSet(values=values), sources, sha256_file(eif)
 
 
-class _HostPort:
-    """A host Unix socket standing for a vsock port on the parent (CID 3)."""
+class HostPort:
+    """A host Unix socket standing for a vsock port on the parent (CID 3).
 
-    def __init__(self, path: Path, handler_name: str) -> None:
+    ``handler_name`` is ``"heartbeat"`` (echo the Nitro boot byte 0xB7, set
+    :attr:`acknowledged`) or ``"document"`` (receive a length-prefixed NSM response
+    into :attr:`received`).
+    """
+
+    def __init__(self, path: Path, handler_name: Literal["heartbeat", "document"]) -> None:
         self.path = path
         self.received: bytes | None = None
         self.acknowledged = False
@@ -228,12 +233,12 @@ def boot_and_attest(
         memory_mib=memory_mib,
         qemu=qemu,
     )
-    ports: list[_HostPort] = []
+    ports: list[HostPort] = []
     with vm:
         try:
-            heartbeat = _HostPort(vm.parent_port_path(HEARTBEAT_PORT), "heartbeat")
+            heartbeat = HostPort(vm.parent_port_path(HEARTBEAT_PORT), "heartbeat")
             ports.append(heartbeat)
-            doc_port = _HostPort(vm.parent_port_path(DOCUMENT_PORT), "document")
+            doc_port = HostPort(vm.parent_port_path(DOCUMENT_PORT), "document")
             ports.append(doc_port)
             progress.start(f"booting {eif.name} under QEMU (TCG)")
             vm.boot()

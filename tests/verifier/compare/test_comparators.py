@@ -205,3 +205,31 @@ def test_report_round_trip_and_schema(tmp_path: Path, artefacts: Artefacts) -> N
         DiffReport.from_json(text.replace('"schema_version": 1', '"schema_version": 9'))
     with pytest.raises(InvalidInput, match="not an"):
         DiffReport.from_json('{"schema": "other"}')
+
+
+MAGICS = [
+    b".eif",
+    b"070701",
+    b"\x7fELF\x02\x01\x01",
+    b"\x1f\x8b\x08",
+    b"\xfd7zXZ\x00",
+    b"PK\x03\x04",
+    b"\xa7\r\r\n",
+    b"",
+    b'{"a": ',
+]
+
+
+def test_malformed_inputs_never_crash(tmp_path: Path) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.sampled_from(MAGICS), st.binary(max_size=700), st.binary(max_size=700))
+    def pairs(magic: bytes, tail_a: bytes, tail_b: bytes) -> None:
+        a = _write(tmp_path / "a", magic + tail_a)
+        b = _write(tmp_path / "b", magic + tail_b)
+        report = compare_paths(a, b)
+        assert report.identical == (tail_a == tail_b)
+
+    pairs()

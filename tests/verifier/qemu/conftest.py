@@ -63,13 +63,19 @@ def _has_member(eif: Path, name: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def reference_eif() -> Path:
-    """The builder's reference image; it must carry /nsm-attest for the QEMU check."""
+def reference_build_eif() -> Path:
+    """The builder's reference image (built once per cache, shared with tests/builder)."""
     tools = ("mmdebstrap", "musl-gcc", "make", "gcc", "bc", "flex", "bison", "dpkg-deb")
     need(all(shutil.which(t) for t in tools), "image build tools (scripts/apt-packages.txt)")
     from builder.reference import reference_image
 
-    eif = reference_image().eif
+    return reference_image().eif
+
+
+@pytest.fixture(scope="session")
+def reference_eif(reference_build_eif: Path) -> Path:
+    """The reference image; it must carry /nsm-attest for the attestation check."""
+    eif = reference_build_eif
     need(
         _has_member(eif, "nsm-attest"),
         f"{eif} has no /nsm-attest in its ramdisks (reference_enclave/nsm-attest, run by init"
