@@ -11,8 +11,37 @@ from enclave_audit.cli._common import emit_json, err_console, json_option, out_c
 from enclave_audit.errors import AuditFailed
 from enclave_audit.model.findings import Verdict
 from enclave_audit.progress import RichProgress
+from verifier.rebuild import VerifyResult
 
 _file = click.Path(path_type=Path, dir_okay=False)
+
+
+def _write_reports(
+    result: VerifyResult,
+    manifest: Path,
+    output: Path,
+    *,
+    with_audit: bool,
+    progress: RichProgress,
+) -> None:
+    """report.{json,md,html} beside verify.json: verdict, PCR table, differences, findings."""
+    from enclave_audit.errors import EnclaveAuditError
+    from enclave_audit.fsutil import write_text_atomic
+    from enclave_audit.model.manifest import BuildManifest
+    from reports.audit_report import verify_report
+    from reports.render import Format, render
+    from verifier.audit import audit_image, load_policy
+
+    image_audit = None
+    if with_audit and result.rebuilt_eif and Path(result.rebuilt_eif).exists():
+        image_audit = audit_image(Path(result.rebuilt_eif), load_policy(None), progress=progress)
+    try:
+        loaded = BuildManifest.load(manifest)
+    except EnclaveAuditError:
+        loaded = None  # verify already reported why the manifest is unusable
+    report = verify_report(result, manifest=loaded, audit=image_audit)
+    for fmt in (Format.JSON, Format.MARKDOWN, Format.HTML):
+        write_text_atomic(output / f"report{fmt.suffix}", render(report, fmt))
 
 
 @click.command("verify")
@@ -34,6 +63,12 @@ _file = click.Path(path_type=Path, dir_okay=False)
 @click.option("--backend", default=None, help="Rootfs backend (default: the manifest's).")
 @click.option("--no-rootfs-cache", is_flag=True, help="Rebuild the root filesystem too.")
 @click.option(
+    "--audit/--no-audit",
+    default=True,
+    show_default=True,
+    help="Also run the binary audit on the rebuilt image for the report.",
+)
+@click.option(
     "-o",
     "--output",
     type=click.Path(path_type=Path, file_okay=False),
@@ -49,6 +84,7 @@ def verify(
     eif: Path | None,
     backend: str | None,
     no_rootfs_cache: bool,
+    audit: bool,
     output: Path,
     as_json: bool,
 ) -> None:
@@ -57,7 +93,8 @@ def verify(
     Rebuilds in a fresh directory (pinned inputs fetched into the cache, digests
     checked), then compares PCR0, PCR1, PCR2 and the EIF digest with --expected, --eif
     or the manifest's record.  On a mismatch the two images are diffed down to the file,
-    ELF section and symbol, with likely causes.  Exits 0 only on PASS.
+    ELF section and symbol, with likely causes.  Writes verify.json and an audit report
+    (report.json, report.md, report.html).  Exits 0 only on PASS.
 
     \b
     Example:
@@ -78,6 +115,7 @@ def verify(
             rebuilder=rebuilder,
             progress=progress,
         )
+        _write_reports(result, manifest, output, with_audit=audit, progress=progress)
     if as_json:
         emit_json(result)
     else:
