@@ -52,6 +52,8 @@ class FaultResult:
     notes: list[str] = field(default_factory=list)
     killed_mid_write: int = 0
     seconds: float = 0.0
+    #: restarts after which no client request succeeded within the recovery bound
+    not_recovered: int = 0
 
 
 def cli() -> list[str]:
@@ -402,11 +404,270 @@ def accelerator_kill(folder: Path, *, runs: int, seed: int = 4) -> FaultResult:
     return result
 
 
+# --- the host proxy and the enclave endpoint (runtime as a host process, tiny model) ---
+
+ENCLAVE_PROMPT = "Name a prime number."
+#: the errors a client may see while the proxy or the enclave is down or restarting
+EXPECTED_CLIENT_ERRORS = ("ServiceUnavailable", "ProtocolError")
+RECOVERY_SECONDS = 30.0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _ask_error(exc: BaseException) -> str | None:
+    """None when a client sees one clear expected project error line."""
+    from enclave_audit.errors import EnclaveAuditError
+
+    if not isinstance(exc, EnclaveAuditError):
+        return f"{type(exc).__name__}: {exc}"
+    text = exc.diagnostic()
+    if "\n" in text or not text:
+        return f"multi-line: {text!r}"
+    if type(exc).__name__ not in EXPECTED_CLIENT_ERRORS:
+        return f"unexpected {type(exc).__name__}: {text}"
+    return None
+
+
+class _Clients:
+    """Client threads calling ``client.ask`` in a loop against ``url`` until stopped."""
+
+    def __init__(self, stack: Any, url: str, result: FaultResult, count: int = 3) -> None:
+        from reference_enclave.client import Expectation
+        from verifier.nitro import TrustRoot
+
+        self.url = url
+        self.result = result
+        self.expectation = Expectation(stack.expected, "fault scenario expectation")
+        self.roots: list[object] = [TrustRoot.from_pem(stack.ca.root_pem(), name="sim")]
+        self.reference = self.ask().answer  # the model's greedy answer, before any fault
+        self.nonces: list[str] = []
+        self.successes = 0
+        self.error_kinds: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(count)]
+        for t in self._threads:
+            t.start()
+
+    def ask(self) -> Any:
+        from reference_enclave.client import ask
+
+        return ask(
+            self.url,
+            ENCLAVE_PROMPT,
+            expectation=self.expectation,
+            roots=self.roots,
+            max_tokens=4,
+            timeout=20,
+        )
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                answer = self.ask()
+            except Exception as exc:
+                problem = _ask_error(exc)
+                with self._lock:
+                    self.result.client_errors += 1
+                    kind = type(exc).__name__
+                    self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+                    if problem:
+                        self.result.unclear_errors.append(problem)
+                time.sleep(0.05)
+                continue
+            with self._lock:
+                self.successes += 1
+                self.result.acknowledged += 1
+                self.nonces.append(answer.nonce)
+                if answer.answer != self.reference:
+                    self.result.lost += 1
+                    self.result.notes.append(f"answer changed: {answer.answer!r}")
+
+    def wait_success(self) -> bool:
+        """True once a request succeeds after now (the service recovered)."""
+        with self._lock:
+            before = self.successes
+        deadline = time.monotonic() + RECOVERY_SECONDS
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self.successes > before:
+                    return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=60)
+
+
+def _audit_enclave_outputs(
+    result: FaultResult, clients: _Clients, capture: Path, kms_db: Path
+) -> None:
+    """Every acknowledged request is in the capture; the KMS store is intact; a last ask works."""
+    relayed = (capture / "client.to-enclave.bin").read_bytes()
+    missing = [n for n in clients.nonces if f"nonce={n}".encode() not in relayed]
+    if missing:
+        result.lost += len(missing)
+        result.notes.append(f"{len(missing)} answered request(s) missing from the capture")
+    leftovers = [p.name for p in capture.iterdir() if not p.name.endswith(".bin")]
+    if leftovers:
+        result.notes.append(f"unexpected files in the capture: {leftovers}")
+        result.lost += len(leftovers)
+    with sqlite3.connect(kms_db) as conn:
+        check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    if check != "ok":
+        result.lost += 1
+        result.notes.append(f"KMS integrity_check: {check}")
+    if clients.ask().answer != clients.reference:  # raises if it does not succeed
+        result.lost += 1
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(clients.error_kinds.items()))
+    result.notes.append(f"client errors while down: {kinds or 'none'}")
+
+
+def _start_proxy_process(
+    stack: Any, folder: Path, capture: Path, port: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    sockdir = folder / "proxy-run"
+    sockdir.mkdir(mode=0o700, exist_ok=True)
+    env = _env()
+    env["ENCLAVE_AUDIT_KMS_ACCESS_KEY"] = stack.services.access_key_id
+    env["ENCLAVE_AUDIT_KMS_SECRET_KEY"] = stack.services.secret_access_key
+    proc = subprocess.Popen(
+        [
+            *cli(),
+            "proxy",
+            "run",
+            "--port",
+            str(port),
+            "--enclave",
+            f"unix:{stack.enclave.workdir / 'run' / 'client.sock'}",
+            "--kms",
+            stack.kms.url,
+            "--kms-listen",
+            f"unix:{sockdir / 'kms.sock'}",
+            "--parent-listen",
+            f"unix:{sockdir / 'parent.sock'}",
+            "--model-store",
+            str(stack.services.model_store),
+            "--capture",
+            str(capture),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode().strip()
+    if not line.startswith("http://"):
+        _kill(proc)
+        raise RuntimeError(f"proxy run did not print its URL (got {line!r})")
+    return proc, line
+
+
+def proxy_kill(folder: Path, *, runs: int, seed: int = 5) -> FaultResult:
+    """Clients ask the enclave through ``enclave-audit proxy run``, which is SIGKILLed."""
+    from tests.reference_enclave.runtime.stack import start_stack
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    result = FaultResult("proxy: SIGKILL of enclave-audit proxy run during client asks")
+    started = time.monotonic()
+    (folder / "stack").mkdir(exist_ok=True)
+    stack = start_stack(folder / "stack")
+    capture = folder / "proxy-capture"
+    proc: subprocess.Popen[bytes] | None = None
+    clients: _Clients | None = None
+    try:
+        proc, url = _start_proxy_process(stack, folder, capture, _free_port())
+        port = int(url.rsplit(":", 1)[1])
+        clients = _Clients(stack, url, result)
+        for _ in range(runs):
+            if not clients.wait_success():
+                result.not_recovered += 1
+            time.sleep(rng.uniform(0.05, 0.6))  # clients are mid-request
+            _kill(proc)
+            result.runs += 1
+            time.sleep(rng.uniform(0.0, 0.4))  # down: clients see errors
+            proc, _ = _start_proxy_process(stack, folder, capture, port)
+        if not clients.wait_success():
+            result.not_recovered += 1
+        clients.stop()
+        _audit_enclave_outputs(result, clients, capture, folder / "stack" / "kms.db")
+    finally:
+        if clients is not None:
+            clients.stop()
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        stack.enclave.stop()
+        stack.kms.stop()
+    result.seconds = round(time.monotonic() - started, 1)
+    return result
+
+
+def enclave_kill(folder: Path, *, runs: int, seed: int = 6) -> FaultResult:
+    """Clients ask while the enclave process (the runtime) is SIGKILLed and relaunched."""
+    from dataclasses import replace
+
+    from reference_enclave.nsm.simulator import SimulatedNsm
+    from reference_enclave.runtime.launch import launch_host_process
+    from tests.reference_enclave.runtime.stack import start_stack
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    result = FaultResult("enclave: SIGKILL of the runtime process during client asks")
+    started = time.monotonic()
+    (folder / "stack").mkdir(exist_ok=True)
+    stack = start_stack(folder / "stack")
+    services = replace(stack.services, client_port=int(stack.enclave.url.rsplit(":", 1)[1]))
+    enclave = stack.enclave
+    clients: _Clients | None = None
+    try:
+        clients = _Clients(stack, enclave.url, result)
+        for run in range(runs):
+            if not clients.wait_success():
+                result.not_recovered += 1
+            time.sleep(rng.uniform(0.05, 0.6))  # clients are mid-request
+            os.killpg(enclave.process.pid, signal.SIGKILL)  # the runtime's own session
+            enclave.process.wait(timeout=30)
+            result.runs += 1
+            time.sleep(rng.uniform(0.0, 0.4))  # proxy up, enclave gone: clients see errors
+            enclave.stop()
+            enclave = launch_host_process(
+                config_path=stack.config_path,
+                nsm=SimulatedNsm(stack.image_pcrs.values, stack.ca),
+                services=services,
+                workdir=folder / f"enclave-{run + 1}",
+                timeout=120,
+            )
+        if not clients.wait_success():
+            result.not_recovered += 1
+        clients.stop()
+        _audit_enclave_outputs(result, clients, stack.capture, folder / "stack" / "kms.db")
+    finally:
+        if clients is not None:
+            clients.stop()
+        enclave.stop()
+        stack.kms.stop()
+    result.seconds = round(time.monotonic() - started, 1)
+    return result
+
+
 SCENARIOS: dict[str, Callable[..., FaultResult]] = {
     "kms": kms_kill,
     "decision_log": decision_log_kill,
     "builder": builder_kill,
     "accelerator": accelerator_kill,
+    "proxy": proxy_kill,
+    "enclave": enclave_kill,
 }
 
 

@@ -12,14 +12,14 @@ A whole tree is saved as a :class:`DiffReport`, a schema-versioned JSON document
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from enclave_audit.errors import InvalidInput
+from enclave_audit.model._versioning import load_versioned
 
 SCHEMA: Literal["enclave-audit/diff"] = "enclave-audit/diff"
 SCHEMA_VERSION = 1
@@ -211,20 +211,6 @@ class DiffReport(BaseModel):
 
     @classmethod
     def from_json(cls, text: str | bytes, *, source: str = "diff report") -> DiffReport:
-        try:
-            data: Any = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"{source}: not valid JSON: {exc}") from None
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise InvalidInput(f"{source}: not an {SCHEMA} document")
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise InvalidInput(
-                f"{source}: unsupported schema_version {data.get('schema_version')!r}"
-                f" (this version reads {SCHEMA_VERSION})"
-            )
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise InvalidInput(f"{source}: invalid at {where}: {first['msg']}") from None
+        return load_versioned(
+            cls, text, schema=SCHEMA, version=SCHEMA_VERSION, source=source, error=InvalidInput
+        )

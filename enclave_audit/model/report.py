@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from enclave_audit.errors import ReportInvalid
+from enclave_audit.model._versioning import load_versioned
 from enclave_audit.model.difference import DiffNode
 from enclave_audit.model.findings import Check, Finding, Verdict
 
@@ -108,22 +109,6 @@ class AuditReport(_Frozen):
 
     @classmethod
     def from_json(cls, text: str | bytes, *, source: str = "report") -> AuditReport:
-        import json
-
-        try:
-            data = json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ReportInvalid(f"{source}: not valid JSON: {exc}") from None
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise ReportInvalid(f"{source}: not an enclave-audit report (schema {SCHEMA!r})")
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise ReportInvalid(
-                f"{source}: report schema version {data.get('schema_version')!r} is not"
-                f" supported (this tool reads version {SCHEMA_VERSION})"
-            )
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ReportInvalid(f"{source}: {where}: {first['msg']}") from None
+        return load_versioned(
+            cls, text, schema=SCHEMA, version=SCHEMA_VERSION, source=source, error=ReportInvalid
+        )

@@ -136,6 +136,13 @@ class _Endpoint:
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read(_MAX_RESPONSE + 1)
+            declared = resp.getheader("Content-Length", "")
+            if declared.isdigit() and len(data) < int(declared) <= _MAX_RESPONSE:
+                # read(amt) returns a short body when the peer closes early: a cut, not an answer
+                raise ServiceUnavailable(
+                    f"enclave endpoint {self.url}{path}: connection closed after "
+                    f"{len(data)} of {declared} bytes"
+                )
         except (OSError, http.client.HTTPException) as exc:
             raise ServiceUnavailable(f"enclave endpoint {self.url}: {exc}") from None
         finally:

@@ -43,6 +43,8 @@ from enclave_audit.progress import NullProgress
 DATA = Path(__file__).resolve().parent / "data" / "docker"
 SPEC = DATA / "spec" / "enclave.toml"
 EPOCH = 1700000000
+#: the sample's source commit (fixed: a commit landing between two builds must not differ them)
+COMMIT = "0" * 40
 _BUILD_TOOLS = ("mmdebstrap", "musl-gcc", "make", "gcc", "bc", "flex", "bison", "dpkg-deb")
 
 
@@ -95,6 +97,7 @@ def sample_builds(
         options = BuildOptions(
             backend="docker",
             source_date_epoch=EPOCH,
+            source_commit=COMMIT,
             use_rootfs_cache=False,  # a fresh docker build each time, no engine cache
             work_dir=out / f"work{n}",
         )
@@ -222,7 +225,7 @@ def test_cli_docker_build_gives_the_same_pcrs(
     first, _ = sample_builds
     result = run_cli(
         ["build", "--backend", "docker", "--spec", str(SPEC), "-o", str(tmp_path / "out"),
-         "--source-date-epoch", str(EPOCH), "--json"]
+         "--source-date-epoch", str(EPOCH), "--source-commit", COMMIT, "--json"]
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)

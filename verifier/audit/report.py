@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from enclave_audit.errors import ReportInvalid
+from enclave_audit.model._versioning import load_versioned
 from enclave_audit.model.findings import Check, Finding, Severity, Verdict
 from verifier.binaries import BinaryInfo
 from verifier.sbom import Package
@@ -46,20 +46,11 @@ class ImageAuditReport(BaseModel):
 
     @classmethod
     def from_json(cls, text: str | bytes, *, source: str = "audit report") -> ImageAuditReport:
-        try:
-            data: Any = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ReportInvalid(f"{source}: not valid JSON: {exc}") from None
-        if not isinstance(data, dict) or data.get("schema") != AUDIT_SCHEMA:
-            raise ReportInvalid(f"{source}: not an {AUDIT_SCHEMA} document")
-        if data.get("schema_version") != AUDIT_SCHEMA_VERSION:
-            raise ReportInvalid(
-                f"{source}: unsupported schema_version {data.get('schema_version')!r}"
-            )
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise ReportInvalid(
-                f"{source}: invalid at {'.'.join(map(str, first['loc']))}: {first['msg']}"
-            ) from None
+        return load_versioned(
+            cls,
+            text,
+            schema=AUDIT_SCHEMA,
+            version=AUDIT_SCHEMA_VERSION,
+            source=source,
+            error=ReportInvalid,
+        )

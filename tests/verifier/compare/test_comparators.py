@@ -201,7 +201,7 @@ def test_report_round_trip_and_schema(tmp_path: Path, artefacts: Artefacts) -> N
     report = compare_paths(a, b)
     text = report.to_json()
     assert DiffReport.from_json(text) == report
-    with pytest.raises(InvalidInput, match="schema_version"):
+    with pytest.raises(InvalidInput, match="schema version 9"):
         DiffReport.from_json(text.replace('"schema_version": 1', '"schema_version": 9'))
     with pytest.raises(InvalidInput, match="not an"):
         DiffReport.from_json('{"schema": "other"}')
