@@ -47,6 +47,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import tarfile
 import tempfile
@@ -586,7 +587,10 @@ class DockerBackend:
                         forcerm=True,
                     )
             except BuildError as exc:
-                last = _last_log_line(exc.build_log) or _error_line(exc)
+                log = list(exc.build_log)
+                # the images of the steps that succeeded: removed with the others below
+                created += _step_images(log)
+                last = _last_log_line(log) or _error_line(exc)
                 raise BuildStepFailed(f"docker build of {dockerfile} failed: {last}") from None
             except (APIError, DockerException) as exc:
                 raise BuildStepFailed(
@@ -696,6 +700,20 @@ class DockerBackend:
     def update_lock(self, loaded: LoadedSpec, *, epoch: int, progress: ProgressSink) -> Path:
         """The lock pins the base image's Debian packages: resolved as the native backend does."""
         return NativeBackend().update_lock(loaded, epoch=epoch, progress=progress)
+
+
+_STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
+
+
+def _step_images(log: Iterable[Any]) -> list[str]:
+    """The image ids the classic builder reports (`` ---> <id>``) for each finished step."""
+    out: list[str] = []
+    for item in log:
+        if isinstance(item, dict):
+            match = _STEP_IMAGE.match(str(item.get("stream") or "").rstrip("\n"))
+            if match:
+                out.append(match.group(1))
+    return out
 
 
 def _last_log_line(log: Iterable[Any]) -> str:
