@@ -14,14 +14,17 @@ moves PCR1; the application ramdisk uses the source's ``SOURCE_DATE_EPOCH``.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO
 
 from builder.app import (
@@ -40,8 +43,8 @@ from builder.kernel import build_kernel
 from builder.provenance import provenance_for
 from builder.rootfs import get_backend
 from builder.source import GitInfo, git_info, source_date_epoch
-from builder.spec import LoadedSpec, load_spec
-from builder.toolchain import toolchain_versions
+from builder.spec import InitSpec, LoadedSpec, load_spec
+from builder.toolchain import builder_code_digest, toolchain_versions
 from enclave_audit import __version__
 from enclave_audit.errors import DigestMismatch, SpecInvalid
 from enclave_audit.fsutil import atomic_directory, cache_dir, hash_file
@@ -66,6 +69,7 @@ class BuildOptions:
     backend: str = "native"
     source_root: Path | None = None
     source_date_epoch: int | None = None
+    #: reuse the cached rootfs tarball and application ramdisk (repro-test turns it off)
     use_rootfs_cache: bool = True
     rebuild_kernel: bool = False
     jobs: int | None = None
@@ -121,8 +125,58 @@ def _write_ramdisk(
     )
 
 
+def _app_ramdisk_key(loaded: LoadedSpec, rootfs_sha256: str, tree: str, epoch: int) -> str:
+    """Everything the application ramdisk is made of, as one digest."""
+    app = loaded.spec.app
+    doc = {
+        "rootfs": rootfs_sha256,
+        "wheels": [w.model_dump() for w in loaded.spec.wheels],
+        "site": app.site_packages,
+        "sources": tree,
+        "packages": list(app.packages),
+        "cmd": list(app.cmd),
+        "env": app.env,
+        "epoch": epoch,
+        "code": builder_code_digest(),
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _hash_parallel(path: Path) -> dict[str, bytes]:
+    # two passes in two threads (hashlib and file reads release the GIL): on two
+    # cores this takes the time of the slower hash instead of the sum of both
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(hash_file, path, (alg,)) for alg in ("sha256", "sha384")]
+        return {k: v for f in futures for k, v in f.result().items()}
+
+
+def _verified_ramdisk(cached: Path) -> BuildOutput:
+    """A cached application ramdisk, re-hashed against the record written with it."""
+    try:
+        record = BuildOutput.model_validate_json((cached / "ramdisk.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise DigestMismatch(
+            f"cached ramdisk {cached}: unreadable record ({exc}); delete it"
+        ) from None
+    digests = _hash_parallel(cached / "application.cpio")
+    if (digests["sha256"].hex(), digests["sha384"].hex()) != (record.sha256, record.sha384):
+        raise DigestMismatch(
+            f"cached ramdisk {cached / 'application.cpio'} does not match the digests recorded"
+            " when it was written (cache tampered or corrupt; delete it)"
+        )
+    return record
+
+
+def _prune(store: Path, *, keep: int) -> None:
+    """Drop all but the ``keep`` most recently written cache entries."""
+    entries = [p for p in store.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _output(path: Path, out_dir: Path, name: str) -> BuildOutput:
-    digests = hash_file(path, ("sha256", "sha384"))
+    digests = _hash_parallel(path)
     return BuildOutput(
         name=name,
         path=path.relative_to(out_dir).as_posix(),
@@ -209,11 +263,24 @@ def build_loaded(
     with (
         tempfile.TemporaryDirectory(prefix="build-", dir=work_parent) as tmp,
         atomic_directory(Path(out_dir)) as staging,
+        ThreadPoolExecutor(max_workers=1) as verifier,
     ):
         work = Path(tmp)
         os.chmod(staging, 0o755)  # noqa: S103 - mkdtemp gives 0700; outputs are public
         with timer.step("init"):
             init = build_init(spec.init, loaded.resolve(spec.init.source), work / "init-build")
+            helpers = [
+                (
+                    PurePosixPath(source).parent.name,
+                    source,
+                    build_init(
+                        InitSpec(source=source, cflags=spec.init.cflags),
+                        loaded.resolve(source),
+                        work / f"helper-{number}",
+                    ),
+                )
+                for number, source in enumerate(spec.init.helpers)
+            ]
         with timer.step("cpio"):
             bootstrap = _write_ramdisk(
                 work / "bootstrap.cpio",
@@ -222,6 +289,10 @@ def build_loaded(
                     directory("dev", 0o755, boot_epoch),
                     char_device("dev/console", 5, 1, 0o600, boot_epoch),
                     file_path("init", init.path, 0o755, boot_epoch),
+                    *(
+                        file_path(name, built.path, 0o755, boot_epoch)
+                        for name, _, built in sorted(helpers)
+                    ),
                 ],
                 boot_epoch,
                 progress,
@@ -234,24 +305,50 @@ def build_loaded(
             wheel_paths = [(w, fetch_wheel(w)) for w in spec.wheels]
         with timer.step("plan"):
             sources = collect_sources(root, spec.app.packages)
-            entries = plan_tar(rootfs.tarball, "rootfs")
-            extra: list[Entry] = []
-            for w, path in wheel_paths:
-                extra = merge_dirs(extra, wheel_entries(w, path, spec.app.site_packages, epoch))
-            extra = merge_dirs(extra, source_entries(sources, epoch))
-            entries = merge_dirs(entries, extra)
-            entries += control_entries(spec.app, epoch)
-        with timer.step("cpio"):
-            application = _write_ramdisk(
-                work / "application.cpio", "application-ramdisk", entries, epoch, progress
-            )
+            key = _app_ramdisk_key(loaded, rootfs.sha256, tree_digest(sources), epoch)
+            cached = cache_dir("ramdisk") / key
+        pending: Future[BuildOutput] | None = None
+        if options.use_rootfs_cache and (cached / "ramdisk.json").exists():
+            # re-verified in the background while the EIF is written (both read the
+            # same bytes); the output directory only appears once it has passed
+            pending = verifier.submit(_verified_ramdisk, cached)
+            app_path = cached / "application.cpio"
+        else:
+            with timer.step("plan"):
+                entries = plan_tar(rootfs.tarball, "rootfs")
+                extra: list[Entry] = []
+                for w, path in wheel_paths:
+                    site = spec.app.site_packages
+                    extra = merge_dirs(extra, wheel_entries(w, path, site, epoch))
+                extra = merge_dirs(extra, source_entries(sources, epoch))
+                entries = merge_dirs(entries, extra)
+                entries += control_entries(spec.app, epoch)
+            with timer.step("cpio"):
+                if options.use_rootfs_cache:
+                    with atomic_directory(cached) as ramdisk_dir:
+                        application = _write_ramdisk(
+                            ramdisk_dir / "application.cpio",
+                            "application-ramdisk",
+                            entries,
+                            epoch,
+                            progress,
+                        )
+                        record = application.model_dump_json(indent=2) + "\n"
+                        (ramdisk_dir / "ramdisk.json").write_text(record)
+                    _prune(cached.parent, keep=4)
+                    app_path = cached / "application.cpio"
+                else:
+                    app_path = work / "application.cpio"
+                    application = _write_ramdisk(
+                        app_path, "application-ramdisk", entries, epoch, progress
+                    )
         with timer.step("eif"):
             eif_path = staging / "enclave.eif"
             pcrs = write_eif(
                 eif_path,
                 kernel=kernel.bzimage,
                 cmdline=spec.kernel.cmdline,
-                ramdisks=[work / "bootstrap.cpio", work / "application.cpio"],
+                ramdisks=[work / "bootstrap.cpio", app_path],
                 name=spec.name,
                 version=spec.version,
                 build_time=_rfc3339(epoch),
@@ -263,6 +360,9 @@ def build_loaded(
                 kernel_config=kernel.config,
                 progress=progress,
             )
+        if pending is not None:
+            with timer.step("cpio"):
+                application = pending.result()
         with timer.step("hashing"):
             eif_out = _output(eif_path, staging, "enclave.eif")
         (staging / "measurements.json").write_text(measurements_json(pcrs))
@@ -287,6 +387,15 @@ def build_loaded(
                 kind=InputKind.SOURCE_FILE,
                 origin=_rel(loaded.resolve(spec.init.source), root),
                 sha256=init.source_sha256,
+            ),
+            *(
+                PinnedInput(
+                    name=f"{name}-source",
+                    kind=InputKind.SOURCE_FILE,
+                    origin=_rel(loaded.resolve(source), root),
+                    sha256=built.source_sha256,
+                )
+                for name, source, built in sorted(helpers)
             ),
         ]
         inputs += [

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 from builder.app import collect_sources, tree_digest
 from builder.pipeline import BuildOptions, BuildResult, build_loaded, watched_paths
 from builder.source import git_info, source_date_epoch
 from builder.spec import LoadedSpec, load_spec
+from builder.toolchain import builder_code_digest
 from enclave_audit.errors import DigestMismatch
 from enclave_audit.fsutil import cache_dir, hash_file
 from enclave_audit.model.manifest import BuildManifest
@@ -25,18 +27,8 @@ from enclave_audit.progress import ProgressSink
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_SPEC = PROJECT_ROOT / "reference_enclave" / "enclave.toml"
-
-
-def _builder_code_digest() -> str:
-    """Digest of the builder's own code: a changed recipe must not reuse old images."""
-    h = hashlib.sha256()
-    base = Path(__file__).resolve().parent
-    for path in sorted(base.rglob("*.py")):
-        if "__pycache__" in path.parts:
-            continue
-        h.update(path.relative_to(base).as_posix().encode() + b"\0")
-        h.update(hash_file(path)["sha256"])
-    return h.hexdigest()
+#: built images kept in the cache (older ones are removed after a new build)
+KEEP_IMAGES = 4
 
 
 def image_input_digest(loaded: LoadedSpec, epoch: int, backend: str) -> str:
@@ -49,7 +41,7 @@ def image_input_digest(loaded: LoadedSpec, epoch: int, backend: str) -> str:
         "sources": tree_digest(collect_sources(loaded.source_root, spec.app.packages)),
         "epoch": epoch,
         "backend": backend,
-        "builder": _builder_code_digest(),
+        "builder": builder_code_digest(),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -86,4 +78,14 @@ def reference_image(
             rootfs_reused=True,
         )
     options = BuildOptions(backend=backend, source_date_epoch=epoch)
-    return build_loaded(loaded, out, options=options, progress=progress)
+    result = build_loaded(loaded, out, options=options, progress=progress)
+    _prune(out.parent, keep=KEEP_IMAGES)
+    return result
+
+
+def _prune(store: Path, *, keep: int) -> None:
+    """Drop all but the ``keep`` most recently built images (each is ~200 MB)."""
+    entries = [p for p in store.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[keep:]:
+        shutil.rmtree(old, ignore_errors=True)

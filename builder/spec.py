@@ -58,6 +58,9 @@ class KernelSpec(_Frozen):
 class InitSpec(_Frozen):
     source: str
     cflags: tuple[str, ...] = ("-Os", "-static", "-Wall", "-Wextra", "-Werror")
+    #: small static programs beside /init in the bootstrap ramdisk, named after their
+    #: source directory (e.g. nsm-attest/nsm_attest.c -> /nsm-attest)
+    helpers: tuple[str, ...] = ()
 
 
 class DebianPackage(_Frozen):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import shutil
+from pathlib import Path
 
 from enclave_audit.tools import run
 
@@ -32,3 +34,16 @@ def toolchain_versions() -> dict[str, str]:
     if musl.returncode == 0:
         out["musl"] = musl.stdout.decode().strip()
     return out
+
+
+@functools.cache
+def builder_code_digest() -> str:
+    """Digest of the builder's own code: cached artefacts of an older recipe are not reused."""
+    h = hashlib.sha256()
+    base = Path(__file__).resolve().parent
+    for path in sorted(base.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        h.update(path.relative_to(base).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()

@@ -102,7 +102,8 @@ class NativeBackend:
             "mmdebstrap",
             "--quiet",
             f"--variant={deb.variant}",
-            "--mode=root",
+            # unprivileged builds use user namespaces; both modes give the same tarball
+            "--mode=root" if os.geteuid() == 0 else "--mode=unshare",
             "--format=tar",
             "--skip=essential/unlink",
             f"--include={','.join(includes)}",

@@ -1,4 +1,4 @@
-"""Kernel recipe pieces that need no compiler: config checks, build environment, cache."""
+"""Kernel recipe pieces that need no compiler; cache tamper checks (kernel, ramdisk)."""
 
 from __future__ import annotations
 
@@ -78,3 +78,22 @@ def test_tampered_cached_kernel_is_refused(tmp_path: Path, monkeypatch: pytest.M
     (entry / "kernel.json").write_text(json.dumps(meta))
     with pytest.raises(DigestMismatch, match="tampered or corrupt"):
         build_kernel(loaded.spec.kernel, config)
+
+
+def test_tampered_cached_ramdisk_is_refused(tmp_path: Path) -> None:
+    from builder.pipeline import _verified_ramdisk
+    from enclave_audit.model.manifest import BuildOutput
+
+    data = b"070701" + b"0" * 200
+    (tmp_path / "application.cpio").write_bytes(data)
+    record = BuildOutput(
+        name="application-ramdisk",
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        sha384=hashlib.sha384(data).hexdigest(),
+    )
+    (tmp_path / "ramdisk.json").write_text(record.model_dump_json())
+    assert _verified_ramdisk(tmp_path) == record
+    (tmp_path / "application.cpio").write_bytes(data[:-1] + b"1")
+    with pytest.raises(DigestMismatch, match="tampered or corrupt"):
+        _verified_ramdisk(tmp_path)
