@@ -23,6 +23,7 @@ ORDER = [
     ("attest.md", "Signed attestations (issue #8)"),
     ("qemu.md", "QEMU nitro-enclave boot (issue #10)"),
     ("hardening.md", "Fuzzing, faults and load (issue #11; also RELIABILITY.md)"),
+    ("load_enclave.md", "Enclave endpoint: load and faults (issue #11)"),
 ]
 
 HEADER = """# Benchmarks
@@ -45,6 +46,10 @@ def main() -> None:
         body = path.read_text().strip()
         if body.startswith("#"):
             body = body.split("\n", 1)[1].strip() if "\n" in body else ""
+        # the file's own sections become subsections of this one
+        body = "\n".join(
+            "#" + line if line.startswith("## ") else line for line in body.splitlines()
+        )
         parts.append(f"\n## {title}\n\n{body}\n")
     (ROOT / "BENCHMARKS.md").write_text("".join(parts))
 
