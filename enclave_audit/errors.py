@@ -304,6 +304,8 @@ def exit_code_table() -> list[tuple[int, str, str]]:
         2: ("usage error: unknown option or missing argument", []),
     }
     for cls in _all_error_classes():
+        if cls.__module__ != __name__:
+            continue  # package-level subclasses inherit a code from this table
         _meaning, names = rows.setdefault(cls.exit_code, (cls.meaning, []))
         names.append(cls.__name__)
     return [

@@ -52,13 +52,15 @@ def test_image_is_real(reference_image: BuildResult, tmp_path: Path) -> None:
         r.copy_section(r.ramdisks[0], tmp_path / "bootstrap.cpio")
         r.copy_section(r.ramdisks[1], tmp_path / "application.cpio")
     boot = list_members(tmp_path / "bootstrap.cpio")
-    assert [m.name for m in boot] == ["dev", "dev/console", "init"]
+    # nitro-cli's bootstrap layout, plus the QEMU check's static attestation helper
+    assert [m.name for m in boot] == ["dev", "dev/console", "init", "nsm-attest"]
     assert boot[1].kind is EntryKind.CHAR_DEVICE
     extract(tmp_path / "bootstrap.cpio", tmp_path / "boot")
-    with open(tmp_path / "boot" / "init", "rb") as fh:
-        elf = ELFFile(fh)
-        assert not any(s.header.p_type == "PT_INTERP" for s in elf.iter_segments())
-        assert elf.get_section_by_name(".dynamic") is None
+    for program in ("init", "nsm-attest"):
+        with open(tmp_path / "boot" / program, "rb") as fh:
+            elf = ELFFile(fh)
+            assert not any(s.header.p_type == "PT_INTERP" for s in elf.iter_segments())
+            assert elf.get_section_by_name(".dynamic") is None
     app = list_members(tmp_path / "application.cpio")
     top = sorted({m.name.split("/")[0] for m in app})
     assert top == ["cmd", "env", "rootfs"]

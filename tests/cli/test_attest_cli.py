@@ -231,6 +231,7 @@ def test_provenance_from_manifest(image: Image, key: Path, work: Path) -> None:
             "version": "1",
             "builder": {"version": "0.1.0", "backend": "native"},
             "source_date_epoch": 1700000000,
+            "rootfs_source_date_epoch": 1700000000,
             "source": {"git_commit": "ab" * 20, "tree_sha256": "cd" * 32},
             "spec": {
                 "path": "enclave.toml",
