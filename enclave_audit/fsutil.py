@@ -117,12 +117,25 @@ def hash_file(
     *,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, bytes]:
-    """Stream a file once through several hashers; returns algorithm -> digest bytes."""
+    """Stream a file once through several hashers; returns algorithm -> digest bytes.
+
+    With more than one algorithm the hashers run in parallel threads (hashlib
+    releases the GIL on large buffers), so sha256 + sha384 cost about one pass.
+    """
     hashers = {name: hashlib.new(name) for name in algorithms}
-    with open_input(path) as fh:
-        while chunk := fh.read(CHUNK):
-            for h in hashers.values():
-                h.update(chunk)
+    if len(hashers) == 1:
+        (only,) = hashers.values()
+        with open_input(path) as fh:
+            while chunk := fh.read(CHUNK):
+                only.update(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+        return {name: h.digest() for name, h in hashers.items()}
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    with open_input(path) as fh, ThreadPoolExecutor(max_workers=len(hashers)) as pool:
+        while chunk := fh.read(4 * CHUNK):
+            wait([pool.submit(h.update, chunk) for h in hashers.values()])
             if progress is not None:
                 progress(len(chunk))
     return {name: h.digest() for name, h in hashers.items()}
