@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,7 +36,7 @@ from builder.app import (
     tree_digest,
     wheel_entries,
 )
-from builder.eif import write_eif
+from builder.eif import tpm_extend, write_eif
 from builder.init import build_init
 from builder.initramfs import Entry, char_device, directory, file_path, plan_tar, write_newc
 from builder.kernel import build_kernel
@@ -150,21 +150,27 @@ def _hash_parallel(path: Path) -> dict[str, bytes]:
         return {k: v for f in futures for k, v in f.result().items()}
 
 
-def _verified_ramdisk(cached: Path) -> BuildOutput:
-    """A cached application ramdisk, re-hashed against the record written with it."""
+def _ramdisk_record(cached: Path) -> BuildOutput:
+    """The record written with a cached application ramdisk (its digests)."""
     try:
-        record = BuildOutput.model_validate_json((cached / "ramdisk.json").read_text())
+        return BuildOutput.model_validate_json((cached / "ramdisk.json").read_text())
     except (OSError, ValueError) as exc:
         raise DigestMismatch(
             f"cached ramdisk {cached}: unreadable record ({exc}); delete it"
         ) from None
-    digests = _hash_parallel(cached / "application.cpio")
-    if (digests["sha256"].hex(), digests["sha384"].hex()) != (record.sha256, record.sha384):
+
+
+def _check_cached_ramdisk(cached: Path, record: BuildOutput, pcrs: PcrSet) -> None:
+    """The cached ramdisk's bytes, as the EIF writer just hashed them, are the recorded ones.
+
+    With one application ramdisk, PCR2 = extend(SHA-384(that ramdisk)): the writer's
+    PCR2 pass is the re-verification, so the cache costs no second read.
+    """
+    if pcrs[2] != tpm_extend(bytes.fromhex(record.sha384)):
         raise DigestMismatch(
             f"cached ramdisk {cached / 'application.cpio'} does not match the digests recorded"
             " when it was written (cache tampered or corrupt; delete it)"
         )
-    return record
 
 
 def _prune(store: Path, *, keep: int) -> None:
@@ -263,7 +269,6 @@ def build_loaded(
     with (
         tempfile.TemporaryDirectory(prefix="build-", dir=work_parent) as tmp,
         atomic_directory(Path(out_dir)) as staging,
-        ThreadPoolExecutor(max_workers=1) as verifier,
     ):
         work = Path(tmp)
         os.chmod(staging, 0o755)  # noqa: S103 - mkdtemp gives 0700; outputs are public
@@ -307,11 +312,11 @@ def build_loaded(
             sources = collect_sources(root, spec.app.packages)
             key = _app_ramdisk_key(loaded, rootfs.sha256, tree_digest(sources), epoch)
             cached = cache_dir("ramdisk") / key
-        pending: Future[BuildOutput] | None = None
+        cached_record: BuildOutput | None = None
         if options.use_rootfs_cache and (cached / "ramdisk.json").exists():
-            # re-verified in the background while the EIF is written (both read the
-            # same bytes); the output directory only appears once it has passed
-            pending = verifier.submit(_verified_ramdisk, cached)
+            # re-verified by the EIF writer's own PCR2 pass (see _check_cached_ramdisk);
+            # the output directory only appears once it has passed
+            cached_record = _ramdisk_record(cached)
             app_path = cached / "application.cpio"
         else:
             with timer.step("plan"):
@@ -360,9 +365,9 @@ def build_loaded(
                 kernel_config=kernel.config,
                 progress=progress,
             )
-        if pending is not None:
-            with timer.step("cpio"):
-                application = pending.result()
+        if cached_record is not None:
+            _check_cached_ramdisk(cached, cached_record, pcrs)
+            application = cached_record
         with timer.step("hashing"):
             eif_out = _output(eif_path, staging, "enclave.eif")
         (staging / "measurements.json").write_text(measurements_json(pcrs))

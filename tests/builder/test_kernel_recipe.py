@@ -81,11 +81,15 @@ def test_tampered_cached_kernel_is_refused(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_tampered_cached_ramdisk_is_refused(tmp_path: Path) -> None:
-    from builder.pipeline import _verified_ramdisk
+    """The EIF writer's PCR2 pass re-verifies a cached application ramdisk against its record."""
+    from builder.eif import write_eif
+    from builder.pipeline import _check_cached_ramdisk, _ramdisk_record
     from enclave_audit.model.manifest import BuildOutput
 
     data = b"070701" + b"0" * 200
     (tmp_path / "application.cpio").write_bytes(data)
+    (tmp_path / "kernel").write_bytes(b"k" * 100)
+    (tmp_path / "boot.cpio").write_bytes(b"b" * 100)
     record = BuildOutput(
         name="application-ramdisk",
         size=len(data),
@@ -93,7 +97,23 @@ def test_tampered_cached_ramdisk_is_refused(tmp_path: Path) -> None:
         sha384=hashlib.sha384(data).hexdigest(),
     )
     (tmp_path / "ramdisk.json").write_text(record.model_dump_json())
-    assert _verified_ramdisk(tmp_path) == record
+    assert _ramdisk_record(tmp_path) == record
+
+    def pcrs_now():  # type: ignore[no-untyped-def]
+        return write_eif(
+            tmp_path / "x.eif",
+            kernel=tmp_path / "kernel",
+            cmdline="c",
+            ramdisks=[tmp_path / "boot.cpio", tmp_path / "application.cpio"],
+            name="t",
+            version="1",
+            build_time="2025-01-01T00:00:00+00:00",
+        )
+
+    _check_cached_ramdisk(tmp_path, record, pcrs_now())
     (tmp_path / "application.cpio").write_bytes(data[:-1] + b"1")
     with pytest.raises(DigestMismatch, match="tampered or corrupt"):
-        _verified_ramdisk(tmp_path)
+        _check_cached_ramdisk(tmp_path, record, pcrs_now())
+    (tmp_path / "ramdisk.json").write_text("{broken")
+    with pytest.raises(DigestMismatch, match="unreadable record"):
+        _ramdisk_record(tmp_path)
