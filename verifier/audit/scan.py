@@ -225,6 +225,14 @@ class ScanState:
     not_run: list[str] = field(default_factory=list)
 
 
+#: tools whose presence in an enclave image is a finding: (names, rule, severity, label)
+_PRESENT_TOOLS = (
+    (SHELLS, "shell-present", Severity.MEDIUM, "shell"),
+    (DEBUG_TOOLS, "debug-tool", Severity.HIGH, "debugging tool"),
+    (NETWORK_TOOLS, "network-tool", Severity.MEDIUM, "network tool"),
+)
+
+
 def _name_findings(path: str, name: str, kind: EntryKind) -> Iterator[Finding]:
     parts = name.strip("/").split("/")
     if (
@@ -234,27 +242,12 @@ def _name_findings(path: str, name: str, kind: EntryKind) -> Iterator[Finding]:
     ):
         return
     base = parts[-1]
-    if base in SHELLS:
-        yield Finding(
-            rule="shell-present",
-            severity=Severity.MEDIUM,
-            path=path,
-            message=f"shell {base!r} present",
-        )
-    elif base in DEBUG_TOOLS:
-        yield Finding(
-            rule="debug-tool",
-            severity=Severity.HIGH,
-            path=path,
-            message=f"debugging tool {base!r} present",
-        )
-    elif base in NETWORK_TOOLS:
-        yield Finding(
-            rule="network-tool",
-            severity=Severity.MEDIUM,
-            path=path,
-            message=f"network tool {base!r} present",
-        )
+    for names, rule, severity, what in _PRESENT_TOOLS:
+        if base in names:
+            yield Finding(
+                rule=rule, severity=severity, path=path, message=f"{what} {base!r} present"
+            )
+            return
 
 
 #: where a distribution installs its (few) setuid-root programs
