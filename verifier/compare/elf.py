@@ -312,34 +312,23 @@ class ElfComparator:
             node = self._section(la, lb, sa, sb, (*path, name), limit)
             if node is not None:
                 yield node
-        if la.segments != lb.segments:
+        symbols = la.has_symtab and lb.has_symtab
+        listings = (
+            ("program headers", "program headers", la.segments, lb.segments, NodeKind.ELF_SECTION),
+            (
+                "symbols",
+                "symbol table",
+                la.symbol_lines if symbols else [],
+                lb.symbol_lines if symbols else [],
+                NodeKind.TEXT,
+            ),
+            ("dynamic", "dynamic entries", la.dynamic, lb.dynamic, NodeKind.TEXT),
+        )
+        for name, what, left, right, kind in listings:
+            if left == right:
+                continue
             node = text_node(
-                (*path, "program headers"),
-                "\n".join(la.segments),
-                "\n".join(lb.segments),
-                limit=limit,
-                what="program headers",
-                kind=NodeKind.ELF_SECTION,
-            )
-            if node is not None:
-                yield node
-        if la.has_symtab and lb.has_symtab and la.symbol_lines != lb.symbol_lines:
-            node = text_node(
-                (*path, "symbols"),
-                "\n".join(la.symbol_lines),
-                "\n".join(lb.symbol_lines),
-                limit=limit,
-                what="symbol table",
-            )
-            if node is not None:
-                yield node
-        if la.dynamic != lb.dynamic:
-            node = text_node(
-                (*path, "dynamic"),
-                "\n".join(la.dynamic),
-                "\n".join(lb.dynamic),
-                limit=limit,
-                what="dynamic entries",
+                (*path, name), "\n".join(left), "\n".join(right), limit=limit, what=what, kind=kind
             )
             if node is not None:
                 yield node
