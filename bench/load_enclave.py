@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -30,6 +29,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.load_stats import markdown_table, summarize
 
 PROMPT = "Name a prime number."
 MAX_TOKENS = 4
@@ -104,25 +105,18 @@ def run(seconds: float, clients: int) -> dict[str, Any]:
         finally:
             stack.enclave.stop()
             stack.kms.stop()
-    ordered = sorted(latencies)
-    half = [mb for at, mb in rss if at >= seconds / 2] or [rss[-1][1]]
     return {
         "schema": "enclave-audit/load-enclave/v1",
         "model": "tiny test model (tests: reference_enclave.model.tiny), max_tokens 4",
-        "clients": clients,
-        "seconds": round(wall, 1),
-        "requests": len(latencies),
-        "requests_per_second": round(len(latencies) / wall, 1),
-        "p50_ms": round(1000 * statistics.median(ordered), 2) if ordered else None,
-        "p99_ms": round(1000 * ordered[int(0.99 * (len(ordered) - 1))], 2) if ordered else None,
-        "errors": len(errors),
-        "error_examples": errors[:5],
+        **summarize(
+            clients=clients,
+            seconds=seconds,
+            wall=wall,
+            latencies=latencies,
+            errors=errors,
+            rss=rss,
+        ),
         "server_alive": alive,
-        "rss_mb_first": rss[0][1],
-        "rss_mb_last": rss[-1][1],
-        "rss_mb_max": max(mb for _, mb in rss),
-        "rss_mb_growth_second_half": round(max(half) - min(half), 1),
-        "rss_samples": rss,
         "machine": f"{os.cpu_count()} CPU(s), loopback, clients in the same machine",
     }
 
@@ -130,12 +124,7 @@ def run(seconds: float, clients: int) -> dict[str, Any]:
 def markdown(r: dict[str, Any], command: str) -> str:
     return (
         f"Command: `{command}` ({r['model']}; one request = one full attested ask:"
-        " attestation GET + verify + HPKE POST /v1/infer)\n\n"
-        "| clients | seconds | asks | asks/s | p50 ms | p99 ms | errors | RSS first/last/max MB"
-        " | RSS growth 2nd half MB |\n|---:|---:|---:|---:|---:|---:|---:|---|---:|\n"
-        f"| {r['clients']} | {r['seconds']} | {r['requests']} | {r['requests_per_second']} | "
-        f"{r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {r['rss_mb_first']} / "
-        f"{r['rss_mb_last']} / {r['rss_mb_max']} | {r['rss_mb_growth_second_half']} |\n"
+        " attestation GET + verify + HPKE POST /v1/infer)\n\n" + markdown_table(r, unit="asks")
     )
 
 

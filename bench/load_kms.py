@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import statistics
 import sys
 import tempfile
 import threading
@@ -28,6 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.load_stats import markdown_table, summarize
 from fuzz.faults import ADMIN, _client, _start_kms
 
 
@@ -88,36 +87,21 @@ def run(seconds: float, clients: int) -> dict[str, Any]:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
-    ordered = sorted(latencies)
-    half = [mb for at, mb in rss if at >= seconds / 2] or [rss[-1][1]]
     return {
         "schema": "enclave-audit/load-kms/v1",
-        "clients": clients,
-        "seconds": round(wall, 1),
-        "requests": len(latencies),
-        "requests_per_second": round(len(latencies) / wall, 1),
-        "p50_ms": round(1000 * statistics.median(ordered), 2) if ordered else None,
-        "p99_ms": round(1000 * ordered[int(0.99 * (len(ordered) - 1))], 2) if ordered else None,
-        "errors": len(errors),
-        "error_examples": errors[:5],
-        "rss_mb_first": round(rss[0][1], 1),
-        "rss_mb_last": round(rss[-1][1], 1),
-        "rss_mb_max": round(max(mb for _, mb in rss), 1),
-        "rss_mb_growth_second_half": round(max(half) - min(half), 1),
-        "rss_samples": rss,
-        "machine": f"{os.cpu_count()} CPU(s), loopback",
+        **summarize(
+            clients=clients,
+            seconds=seconds,
+            wall=wall,
+            latencies=latencies,
+            errors=errors,
+            rss=rss,
+        ),
     }
 
 
 def markdown(r: dict[str, Any], command: str) -> str:
-    return (
-        f"Command: `{command}`\n\n"
-        "| clients | seconds | requests | req/s | p50 ms | p99 ms | errors | RSS first/last/max MB"
-        " | RSS growth 2nd half MB |\n|---:|---:|---:|---:|---:|---:|---:|---|---:|\n"
-        f"| {r['clients']} | {r['seconds']} | {r['requests']} | {r['requests_per_second']} | "
-        f"{r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {r['rss_mb_first']} / "
-        f"{r['rss_mb_last']} / {r['rss_mb_max']} | {r['rss_mb_growth_second_half']} |\n"
-    )
+    return f"Command: `{command}`\n\n" + markdown_table(r)
 
 
 def main() -> int:
