@@ -14,6 +14,11 @@ from conftest import assert_one_line_error, run_cli
 BUILD_TIME = "2025-01-01T00:00:00+00:00"
 
 
+def _assemble(d: Path, out: Path) -> list[str]:
+    parts = ["--kernel", str(d / "k"), "--ramdisk", str(d / "r1"), "--ramdisk", str(d / "r2")]
+    return ["eif", "assemble", *parts, "--build-time", BUILD_TIME, "-o", str(out)]
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("eifcli")
@@ -22,22 +27,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "r1").write_bytes(rng.randbytes(30_000))
     (d / "r2").write_bytes(rng.randbytes(90_000))
     out = d / "a.eif"
-    result = run_cli(
-        [
-            "eif",
-            "assemble",
-            "--kernel",
-            str(d / "k"),
-            "--ramdisk",
-            str(d / "r1"),
-            "--ramdisk",
-            str(d / "r2"),
-            "--build-time",
-            BUILD_TIME,
-            "-o",
-            str(out),
-        ]
-    )
+    result = run_cli(_assemble(d, out))
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["Measurements"]["PCR0"]
     return out
@@ -81,22 +71,7 @@ def test_assemble_prints_measurements_and_describe_agrees(image: Path, tmp_path:
         assert measured[key] == value
         assert value == value.lower() and len(value) == 96
     again = tmp_path / "again.eif"
-    result = run_cli(
-        [
-            "eif",
-            "assemble",
-            "--kernel",
-            str(d / "k"),
-            "--ramdisk",
-            str(d / "r1"),
-            "--ramdisk",
-            str(d / "r2"),
-            "--build-time",
-            BUILD_TIME,
-            "-o",
-            str(again),
-        ]
-    )
+    result = run_cli(_assemble(d, again))
     assert result.exit_code == 0
     assert again.read_bytes() == image.read_bytes()
     table = run_cli(["describe-eif", str(image)])
