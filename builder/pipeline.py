@@ -20,7 +20,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -142,14 +141,6 @@ def _app_ramdisk_key(loaded: LoadedSpec, rootfs_sha256: str, tree: str, epoch: i
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def _hash_parallel(path: Path) -> dict[str, bytes]:
-    # two passes in two threads (hashlib and file reads release the GIL): on two
-    # cores this takes the time of the slower hash instead of the sum of both
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = [pool.submit(hash_file, path, (alg,)) for alg in ("sha256", "sha384")]
-        return {k: v for f in futures for k, v in f.result().items()}
-
-
 def _ramdisk_record(cached: Path) -> BuildOutput:
     """The record written with a cached application ramdisk (its digests)."""
     try:
@@ -182,7 +173,7 @@ def _prune(store: Path, *, keep: int) -> None:
 
 
 def _output(path: Path, out_dir: Path, name: str) -> BuildOutput:
-    digests = _hash_parallel(path)
+    digests = hash_file(path, ("sha256", "sha384"))  # the two hashers run in parallel
     return BuildOutput(
         name=name,
         path=path.relative_to(out_dir).as_posix(),
