@@ -20,6 +20,8 @@ import hashlib
 import json
 import os
 import platform
+import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -92,14 +94,19 @@ def main() -> None:
         floors = []
         with EifReader.open(first.eif) as r:
             ramdisks = [b"".join(r.iter_chunks(s)) for s in r.ramdisks]
+        ratios = []
         for i in range(args.runs):
             start = time.perf_counter()
             result = build(spec, work / f"out-{i}", options=options)
             total = time.perf_counter() - start
             assert result.kernel_reused and result.rootfs_reused, "cache was not warm"
             assert result.eif.read_bytes() == first.eif.read_bytes(), "not byte-identical"
+            shutil.rmtree(work / f"out-{i}")  # one output at a time, as a user has
             runs.append((total, result.timings))
-            floors.append(floor_seconds(ramdisks, work))
+            # the floor right after each build, best of two (fsync time varies run to run)
+            floor = min(floor_seconds(ramdisks, work) for _ in range(2))
+            floors.append(floor)
+            ratios.append(total / floor)
         total, timings = min(runs, key=lambda r: r[0])
         floor = min(floors)
         size = sum(len(d) for d in ramdisks)
@@ -120,7 +127,13 @@ def main() -> None:
         "## Warm-cache build (kernel, rootfs, wheels, application ramdisk cached by input digest)",
         "",
         f"Best of {args.runs}: **{total:.2f} s**; floor (write ramdisk bytes once + fsync +"
-        f" SHA-384 once): **{floor:.2f} s** -> **{total / floor:.1f}x** the floor.",
+        f" SHA-384 once, best of {2 * args.runs}): **{floor:.2f} s** -> **{total / floor:.2f}x**"
+        " the floor.",
+        "",
+        f"Each build against the floor measured right after it: median"
+        f" **{statistics.median(ratios):.2f}x**, range {min(ratios):.2f}x-{max(ratios):.2f}x"
+        f" ({args.runs} runs; builds {', '.join(f'{r[0]:.2f}' for r in runs)} s,"
+        f" floors {', '.join(f'{f:.2f}' for f in floors)} s).",
         "",
         "| step | seconds | share |",
         "| --- | ---: | ---: |",

@@ -1,7 +1,7 @@
 """The build: spec in, ``enclave.eif`` + measurements + manifest + provenance out.
 
 Steps (each timed for the benchmark): kernel (cached by input digest), init
-(musl, always rebuilt), bootstrap ramdisk (``dev/``, ``dev/console``, ``init``),
+(musl, cached by source and toolchain), bootstrap ramdisk (``dev/``, ``dev/console``, ``init``),
 rootfs (backend; cached unless told otherwise), wheels (pinned, verified), the
 application ramdisk (``rootfs/``, ``cmd``, ``env``), the EIF, digests, manifest
 and provenance.  The output directory appears whole or not at all.
@@ -16,15 +16,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO
+
+from pydantic import BaseModel, ConfigDict
 
 from builder.app import (
     collect_sources,
@@ -46,7 +48,7 @@ from builder.spec import InitSpec, LoadedSpec, load_spec
 from builder.toolchain import builder_code_digest, toolchain_versions
 from enclave_audit import __version__
 from enclave_audit.errors import DigestMismatch, SpecInvalid
-from enclave_audit.fsutil import atomic_directory, cache_dir, hash_file
+from enclave_audit.fsutil import atomic_directory, cache_dir, hash_file, prune_cache
 from enclave_audit.model.manifest import (
     BuilderInfo,
     BuildManifest,
@@ -90,25 +92,40 @@ class BuildResult:
 
 
 class _HashingWriter:
-    """A file wrapper that feeds sha256 and sha384 as bytes are written."""
+    """A file wrapper that feeds sha256, sha384 and a CRC-32 as bytes are written."""
 
     def __init__(self, fh: IO[bytes]) -> None:
         self._fh = fh
         self.sha256 = hashlib.sha256()
         self.sha384 = hashlib.sha384()
+        self.crc32 = 0
         self.size = 0
 
     def write(self, data: bytes) -> int:
         self._fh.write(data)
         self.sha256.update(data)
         self.sha384.update(data)
+        self.crc32 = zlib.crc32(data, self.crc32)
         self.size += len(data)
         return len(data)
 
 
+class RamdiskRecord(BaseModel):
+    """A ramdisk's digests and CRC-32, as written (kept with a cached application ramdisk).
+
+    The CRC lets the EIF writer put its header first; the sha384 is what the
+    writer's PCR2 pass re-verifies the cached bytes against.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    output: BuildOutput
+    crc32: int
+
+
 def _write_ramdisk(
     path: Path, name: str, entries: list[Entry], epoch: int, progress: ProgressSink
-) -> BuildOutput:
+) -> RamdiskRecord:
     total = sum(e.size for e in entries)
     progress.start(f"ramdisk: {name}", total)
     # a scratch file in the build's work directory: no fsync, removed with it
@@ -116,12 +133,13 @@ def _write_ramdisk(
         hw = _HashingWriter(fh)
         write_newc(hw, entries, epoch=epoch, on_bytes=progress.advance)  # type: ignore[arg-type]
     progress.done()
-    return BuildOutput(
+    output = BuildOutput(
         name=name,
         size=hw.size,
         sha256=hw.sha256.hexdigest(),
         sha384=hw.sha384.hexdigest(),
     )
+    return RamdiskRecord(output=output, crc32=hw.crc32)
 
 
 def _app_ramdisk_key(loaded: LoadedSpec, rootfs_sha256: str, tree: str, epoch: int) -> str:
@@ -141,10 +159,10 @@ def _app_ramdisk_key(loaded: LoadedSpec, rootfs_sha256: str, tree: str, epoch: i
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def _ramdisk_record(cached: Path) -> BuildOutput:
-    """The record written with a cached application ramdisk (its digests)."""
+def _ramdisk_record(cached: Path) -> RamdiskRecord:
+    """The record written with a cached application ramdisk (its digests and CRC)."""
     try:
-        return BuildOutput.model_validate_json((cached / "ramdisk.json").read_text())
+        return RamdiskRecord.model_validate_json((cached / "ramdisk.json").read_text())
     except (OSError, ValueError) as exc:
         raise DigestMismatch(
             f"cached ramdisk {cached}: unreadable record ({exc}); delete it"
@@ -162,14 +180,6 @@ def _check_cached_ramdisk(cached: Path, record: BuildOutput, pcrs: PcrSet) -> No
             f"cached ramdisk {cached / 'application.cpio'} does not match the digests recorded"
             " when it was written (cache tampered or corrupt; delete it)"
         )
-
-
-def _prune(store: Path, *, keep: int) -> None:
-    """Drop all but the ``keep`` most recently written cache entries."""
-    entries = [p for p in store.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in entries[keep:]:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _output(path: Path, out_dir: Path, name: str) -> BuildOutput:
@@ -264,7 +274,12 @@ def build_loaded(
         work = Path(tmp)
         os.chmod(staging, 0o755)  # noqa: S103 - mkdtemp gives 0700; outputs are public
         with timer.step("init"):
-            init = build_init(spec.init, loaded.resolve(spec.init.source), work / "init-build")
+            init = build_init(
+                spec.init,
+                loaded.resolve(spec.init.source),
+                work / "init-build",
+                use_cache=options.use_rootfs_cache,
+            )
             helpers = [
                 (
                     PurePosixPath(source).parent.name,
@@ -273,6 +288,7 @@ def build_loaded(
                         InitSpec(source=source, cflags=spec.init.cflags),
                         loaded.resolve(source),
                         work / f"helper-{number}",
+                        use_cache=options.use_rootfs_cache,
                     ),
                 )
                 for number, source in enumerate(spec.init.helpers)
@@ -303,7 +319,7 @@ def build_loaded(
             sources = collect_sources(root, spec.app.packages)
             key = _app_ramdisk_key(loaded, rootfs.sha256, tree_digest(sources), epoch)
             cached = cache_dir("ramdisk") / key
-        cached_record: BuildOutput | None = None
+        cached_record: RamdiskRecord | None = None
         if options.use_rootfs_cache and (cached / "ramdisk.json").exists():
             # re-verified by the EIF writer's own PCR2 pass (see _check_cached_ramdisk);
             # the output directory only appears once it has passed
@@ -331,16 +347,18 @@ def build_loaded(
                         )
                         record = application.model_dump_json(indent=2) + "\n"
                         (ramdisk_dir / "ramdisk.json").write_text(record)
-                    _prune(cached.parent, keep=4)
+                    prune_cache(cached.parent, keep=4)
                     app_path = cached / "application.cpio"
                 else:
                     app_path = work / "application.cpio"
                     application = _write_ramdisk(
                         app_path, "application-ramdisk", entries, epoch, progress
                     )
+        if cached_record is not None:
+            application = cached_record
         with timer.step("eif"):
             eif_path = staging / "enclave.eif"
-            pcrs = write_eif(
+            written = write_eif(
                 eif_path,
                 kernel=kernel.bzimage,
                 cmdline=spec.kernel.cmdline,
@@ -354,13 +372,20 @@ def build_loaded(
                     "ModelDigest": spec.app.model_digest,
                 },
                 kernel_config=kernel.config,
+                # the header goes first, so the file is hashed as it is written
+                known_crc32={work / "bootstrap.cpio": bootstrap.crc32, app_path: application.crc32},
                 progress=progress,
             )
+        pcrs = written.pcrs
         if cached_record is not None:
-            _check_cached_ramdisk(cached, cached_record, pcrs)
-            application = cached_record
-        with timer.step("hashing"):
-            eif_out = _output(eif_path, staging, "enclave.eif")
+            _check_cached_ramdisk(cached, cached_record.output, pcrs)
+        eif_out = BuildOutput(
+            name="enclave.eif",
+            path="enclave.eif",
+            size=written.size,
+            sha256=written.sha256,
+            sha384=written.sha384,
+        )
         (staging / "measurements.json").write_text(measurements_json(pcrs))
         meas_out = _output(staging / "measurements.json", staging, "measurements.json")
 
@@ -445,7 +470,7 @@ def build_loaded(
             init_flags=init.flags,
             inputs=tuple(inputs),
             toolchain=toolchain_versions(),
-            ramdisks=(bootstrap, application),
+            ramdisks=(bootstrap.output, application.output),
             outputs=(eif_out, meas_out),
             pcrs=pcrs,
             app={

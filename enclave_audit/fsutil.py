@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import hashlib
 import json
 import os
@@ -40,6 +42,55 @@ def atomic_write(path: Path, *, mode: int = 0o644) -> Iterator[IO[bytes]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+#: Linux's SYNC_FILE_RANGE_WRITE: start writeback of dirty pages, do not wait
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's ``sync_file_range`` where the platform has it (Linux), else None."""
+    try:
+        func = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+class EarlyWriteback:
+    """A file wrapper that starts the disk writeback of each ``every`` bytes once written.
+
+    A large output that is fsynced at the end (as :func:`atomic_write` does) then
+    finds most of its pages already on their way to disk, so the flush overlaps
+    the work that produced the bytes instead of following it (the technique of
+    git's batched fsync).  Only a hint: where ``sync_file_range`` is missing, or
+    fails, writing goes on unchanged and the final fsync does all the work.
+    """
+
+    def __init__(self, fh: IO[bytes], *, every: int = 16 << 20) -> None:
+        self._fh = fh
+        self._every = every
+        self._written = 0
+        self._started = 0
+        self._hint = _sync_file_range()
+
+    def write(self, data: bytes | memoryview) -> int:
+        n = self._fh.write(data)
+        self._written += len(data)
+        if self._hint is not None and self._written - self._started >= self._every:
+            self._fh.flush()
+            if self._hint(
+                self._fh.fileno(),
+                self._started,
+                self._written - self._started,
+                _SYNC_FILE_RANGE_WRITE,
+            ):
+                self._hint = None  # not supported here (e.g. some filesystems): stop trying
+            self._started = self._written
+        return n
 
 
 def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
@@ -143,6 +194,14 @@ def hash_file(
 
 def sha256_file(path: Path) -> str:
     return hash_file(path, ("sha256",))["sha256"].hex()
+
+
+def prune_cache(store: Path, *, keep: int) -> None:
+    """Drop all but the ``keep`` most recently written entries (directories) of a cache."""
+    entries = [p for p in store.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def cache_dir(*parts: str) -> Path:

@@ -11,7 +11,12 @@ from builder.eif.pcr import (
 )
 from builder.eif.reader import EifReader
 from builder.eif.signature import SignatureInfo, parse_signature_section, sign_pcr0
-from builder.eif.writer import NITRO_DEFAULT_CMDLINE, metadata_json, write_eif
+from builder.eif.writer import (
+    NITRO_DEFAULT_CMDLINE,
+    WrittenEif,
+    metadata_json,
+    write_eif,
+)
 
 __all__ = [
     "NITRO_DEFAULT_CMDLINE",
@@ -21,6 +26,7 @@ __all__ = [
     "EifSection",
     "SectionType",
     "SignatureInfo",
+    "WrittenEif",
     "certificate_der",
     "describe_eif",
     "extend_string",

@@ -2,10 +2,13 @@
 
 Every measured byte goes into two SHA-384 hashers: PCR0's (the whole image)
 and either PCR1's (kernel, cmdline, first ramdisk) or PCR2's (later ramdisks).
-PCR0's hasher runs in a worker thread fed through a bounded queue; the calling
-thread reads the file and runs the PCR1/PCR2 hasher and the CRC.  hashlib and
-zlib release the GIL on large buffers, so the wall time approaches one SHA-384
-pass while memory stays at a few buffers.
+A writer can also ask for the output file's own SHA-256 and SHA-384, fed every
+byte (headers, metadata and signature included).  Each of those whole-stream
+hashers runs in a worker thread (a "lane") fed through a queue; the calling
+thread reads the file, writes the copy and runs the PCR1/PCR2 hasher and the
+CRC.  hashlib and zlib release the GIL on large buffers, so the lanes share the
+cores while memory stays at a few buffers: a buffer goes back to the pool when
+the last lane is done with it.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import hashlib
 import queue
 import threading
 import zlib
+from dataclasses import dataclass
 from enum import Enum
-from typing import IO
+from typing import IO, Protocol
 
 from builder.eif.pcr import tpm_extend
 from enclave_audit.errors import EifTruncated
@@ -23,7 +27,13 @@ from enclave_audit.model.measurements import PcrSet
 from enclave_audit.progress import NullProgress, ProgressSink
 
 BUFFER_SIZE = 4 << 20
-BUFFERS = 6
+BUFFERS = 8
+
+
+class Sink(Protocol):
+    """Where a stream's bytes are copied to (a file, or a wrapper around one)."""
+
+    def write(self, data: bytes | memoryview, /) -> int: ...
 
 
 class Role(Enum):
@@ -34,45 +44,117 @@ class Role(Enum):
     UNMEASURED = "unmeasured"  # headers, metadata, signature: CRC only
 
 
-_STOP = None
+@dataclass(frozen=True)
+class OutputDigests:
+    """SHA-256 and SHA-384 of every byte fed, in order (the written file)."""
+
+    size: int
+    sha256: bytes
+    sha384: bytes
+
+
+class _Chunk:
+    """A run of bytes on its way through the lanes; its buffer is pooled again at zero."""
+
+    __slots__ = ("buf", "pending", "view")
+
+    def __init__(self, view: memoryview, buf: bytearray | None, pending: int) -> None:
+        self.view = view
+        self.buf = buf
+        self.pending = pending
+
+
+class _Lane:
+    """A worker thread updating some hashers with every chunk it is given."""
+
+    def __init__(self, name: str, hashers: list[hashlib._Hash], done: _Release) -> None:
+        self.hashers = hashers
+        self._queue: queue.Queue[_Chunk | None] = queue.Queue()
+        self._done = done
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+        self._stopped = False
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            for hasher in self.hashers:
+                hasher.update(chunk.view)
+            self._done(chunk)
+
+    def put(self, chunk: _Chunk) -> None:
+        self._queue.put(chunk)
+
+    def stop(self) -> None:
+        if not self._stopped:
+            self._queue.put(None)
+            self._thread.join()
+            self._stopped = True
+
+
+class _Release:
+    """Counts a chunk's consumers down and returns its buffer to the pool after the last."""
+
+    def __init__(self, pool: queue.Queue[bytearray]) -> None:
+        self._pool = pool
+        self._lock = threading.Lock()
+
+    def __call__(self, chunk: _Chunk) -> None:
+        with self._lock:
+            chunk.pending -= 1
+            last = chunk.pending == 0
+        if last and chunk.buf is not None:
+            self._pool.put(chunk.buf)
 
 
 class Measurer:
-    """Accumulates PCR0/1/2 and a CRC-32 over bytes fed in file order."""
+    """Accumulates PCR0/1/2 and a CRC-32 over bytes fed in file order.
 
-    def __init__(self, progress: ProgressSink | None = None) -> None:
+    With ``output_digests`` it also hashes every byte fed (measured or not) with
+    SHA-256 and SHA-384: the digests of the file being written, without reading
+    it back.
+    """
+
+    def __init__(
+        self, progress: ProgressSink | None = None, *, output_digests: bool = False
+    ) -> None:
         self._pcr0 = hashlib.sha384()
         self._pcr1 = hashlib.sha384()
         self._pcr2 = hashlib.sha384()
+        self._out256 = hashlib.sha256()
+        self._out384 = hashlib.sha384()
         self.crc = 0
         self.crc_length = 0
+        self.size = 0
         self._progress = progress or NullProgress()
         self._pool: queue.Queue[bytearray] = queue.Queue()
         for _ in range(BUFFERS):
             self._pool.put(bytearray(BUFFER_SIZE))
-        self._work: queue.Queue[tuple[memoryview, bytearray | None] | None] = queue.Queue(
-            maxsize=BUFFERS
-        )
-        self._worker = threading.Thread(target=self._run, name="pcr0-hasher", daemon=True)
-        self._worker.start()
+        self._release = _Release(self._pool)
+        self._measured = _Lane("pcr0-hasher", [self._pcr0], self._release)
+        self._whole: list[_Lane] = []
+        if output_digests:
+            self._whole = [
+                _Lane("output-sha384", [self._out384], self._release),
+                _Lane("output-sha256", [self._out256], self._release),
+            ]
+        self._output_digests = output_digests
         self._closed = False
 
-    def _run(self) -> None:
-        while (item := self._work.get()) is not _STOP:
-            view, buf = item
-            self._pcr0.update(view)
-            if buf is not None:
-                self._pool.put(buf)
-
     def _consume(self, view: memoryview, buf: bytearray | None, role: Role, crc: bool) -> None:
+        lanes = list(self._whole)
         if role is not Role.UNMEASURED:
-            self._work.put((view, buf))
+            lanes.append(self._measured)
+        # the calling thread holds one claim on the chunk until its own work is done
+        chunk = _Chunk(view, buf, len(lanes) + 1)
+        for lane in lanes:
+            lane.put(chunk)
+        if role is not Role.UNMEASURED:
             (self._pcr1 if role is Role.BOOT else self._pcr2).update(view)
-        elif buf is not None:
-            self._pool.put(buf)
         if crc:
             self.crc = zlib.crc32(view, self.crc)
             self.crc_length += len(view)
+        self.size += len(view)
+        self._release(chunk)
 
     def feed(self, data: bytes, role: Role, *, crc: bool = True) -> None:
         """Feed a small in-memory run of bytes (headers, cmdline, metadata)."""
@@ -84,7 +166,7 @@ class Measurer:
         length: int,
         role: Role,
         *,
-        sink: IO[bytes] | None = None,
+        sink: Sink | None = None,
         crc: bool = True,
         what: str = "section",
     ) -> None:
@@ -101,18 +183,14 @@ class Measurer:
             view = view[:got]
             if sink is not None:
                 sink.write(view)
-            # the worker returns ``buf`` to the pool; this thread is done with it
-            # before it asks the pool for another buffer
+            # the lanes and this thread share ``buf``; the last one done pools it again
             self._consume(view, buf, role, crc)
             remaining -= got
             self._progress.advance(got)
 
     def finish(self) -> PcrSet:
-        """Wait for the worker and return PCR0/1/2."""
-        if not self._closed:
-            self._work.put(_STOP)
-            self._worker.join()
-            self._closed = True
+        """Wait for the lanes and return PCR0/1/2."""
+        self.close()
         return PcrSet(
             values={
                 0: tpm_extend(self._pcr0.digest()),
@@ -121,11 +199,17 @@ class Measurer:
             }
         )
 
+    def output_digests(self) -> OutputDigests:
+        """The digests of every byte fed (after :meth:`finish`)."""
+        if not self._output_digests or not self._closed:
+            raise RuntimeError("output digests need output_digests=True and finish()")
+        return OutputDigests(self.size, self._out256.digest(), self._out384.digest())
+
     def close(self) -> None:
-        """Stop the worker without computing results (error paths)."""
+        """Stop the lanes (also on error paths, where results are not wanted)."""
         if not self._closed:
-            self._work.put(_STOP)
-            self._worker.join()
+            for lane in (self._measured, *self._whole):
+                lane.stop()
             self._closed = True
 
 

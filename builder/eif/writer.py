@@ -1,18 +1,22 @@
 """Writing EIF files exactly as nitro-cli's EifBuilder lays them out.
 
 Sections in the order kernel, cmdline, metadata, ramdisks..., [signature],
-back to back.  Inputs are streamed once: copied to a temp file next to the
-output while PCR0/1/2 and the sections' CRC are computed; the header (which
-holds the CRC and, for a signed image, the signature size) is written last and
-the CRC of header and sections is combined with :func:`crc32_combine`.
+back to back.  The header (which holds the CRC of everything after it) is
+written first: the CRC comes from CRCs recorded with the inputs or from a
+quick CRC pass, joined with :func:`crc32_combine`.  The inputs are then copied
+once to a temp file next to the output while PCR0/1/2, the CRC (checked
+against the one in the header) and the output's own SHA-256/SHA-384 are
+computed, so the file is never read back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from builder.eif.format import (
@@ -28,11 +32,11 @@ from builder.eif.format import (
     pack_section_header,
 )
 from builder.eif.measure import Measurer, Role, crc32_combine
-from builder.eif.pcr import pcr8_from_certificate
+from builder.eif.pcr import pcr8_from_certificate, tpm_extend
 from builder.eif.signature import sign_pcr0
 from enclave_audit import __version__
-from enclave_audit.errors import InvalidInput
-from enclave_audit.fsutil import atomic_write, open_input, read_bytes
+from enclave_audit.errors import DigestMismatch, EifTruncated, InvalidInput
+from enclave_audit.fsutil import EarlyWriteback, atomic_write, open_input, read_bytes
 from enclave_audit.model.measurements import PcrSet
 from enclave_audit.progress import NullProgress, ProgressSink
 
@@ -43,6 +47,7 @@ NITRO_DEFAULT_CMDLINE = (
     " i8042.nopnp i8042.dumbkbd random.trust_cpu=on"
 )
 MAX_CUSTOM_METADATA = 4096
+CRC_BUFFER = 1 << 20
 
 
 def kernel_config_info(config: Path | None) -> tuple[str, str]:
@@ -105,6 +110,45 @@ def metadata_json(
     return text.encode("utf-8")
 
 
+@dataclass(frozen=True)
+class WrittenEif:
+    """What writing an EIF measured: its PCRs and the file's own size and digests."""
+
+    pcrs: PcrSet
+    size: int
+    sha256: str
+    sha384: str
+
+
+def _crc_of(path: Path, size: int) -> int:
+    """CRC-32 of a whole input file (the pre-pass for inputs with no recorded CRC)."""
+    crc = 0
+    with open_input(path) as src:
+        buf = bytearray(CRC_BUFFER)
+        view = memoryview(buf)
+        remaining = size
+        while remaining:
+            got = src.readinto(view[: min(remaining, CRC_BUFFER)])  # type: ignore[attr-defined]
+            if not got:
+                raise EifTruncated(f"{path}: input ended {remaining} bytes early")
+            crc = zlib.crc32(view[:got], crc)
+            remaining -= got
+    return crc
+
+
+def _pcr0_of(parts: Sequence[Path | bytes]) -> bytes:
+    """PCR0 of the measured parts in order (for signing before the image is written)."""
+    h = hashlib.sha384()
+    for part in parts:
+        if isinstance(part, bytes):
+            h.update(part)
+            continue
+        with open_input(part) as src:
+            while chunk := src.read(CRC_BUFFER):
+                h.update(chunk)
+    return tpm_extend(h.digest())
+
+
 def write_eif(
     out: Path,
     *,
@@ -118,9 +162,19 @@ def write_eif(
     kernel_config: Path | None = None,
     signing: tuple[Path, Path] | None = None,
     docker_info: object = None,
+    known_crc32: Mapping[Path, int] | None = None,
     progress: ProgressSink | None = None,
-) -> PcrSet:
-    """Write an EIF atomically; returns its PCRs (0, 1, 2 and 8 when signed)."""
+) -> WrittenEif:
+    """Write an EIF atomically, header first, hashing the file as it is written.
+
+    The header holds the CRC of everything after it, so the CRC is worked out
+    before the copy: from ``known_crc32`` (path -> CRC-32 recorded when that
+    input was written, e.g. by a cache) or by a quick CRC pass over the input.
+    A signed image also needs PCR0 before the copy (the signature section is
+    inside the CRC), so its measured parts are hashed once beforehand.  The copy
+    pass recomputes CRC and PCRs and refuses the image if either moved (an
+    input changed, or a recorded CRC was wrong): nothing is left behind.
+    """
     progress = progress or NullProgress()
     if not ramdisks:
         raise InvalidInput("an EIF needs at least one ramdisk")
@@ -144,76 +198,103 @@ def write_eif(
         custom_metadata=custom_metadata,
         docker_info=docker_info,
     )
-    inputs = [Path(kernel), *map(Path, ramdisks)]
-    sizes = {}
-    for p in inputs:
+    kernel = Path(kernel)
+    ramdisks = [Path(r) for r in ramdisks]
+    sizes: dict[Path, int] = {}
+    for p in (kernel, *ramdisks):
         with open_input(p) as fh:
             sizes[p] = os.fstat(fh.fileno()).st_size
-    plan: list[tuple[SectionType, int]] = [
-        (SectionType.KERNEL, sizes[Path(kernel)]),
-        (SectionType.CMDLINE, len(cmd)),
-        (SectionType.METADATA, len(meta)),
-        *[(SectionType.RAMDISK, sizes[Path(r)]) for r in ramdisks],
+    # the sections in nitro-cli's order: files as paths, small ones as bytes
+    parts: list[tuple[SectionType, Path | bytes, Role]] = [
+        (SectionType.KERNEL, kernel, Role.BOOT),
+        (SectionType.CMDLINE, cmd, Role.BOOT),
+        (SectionType.METADATA, meta, Role.UNMEASURED),
+        *(
+            (SectionType.RAMDISK, r, Role.BOOT if number == 0 else Role.APP)
+            for number, r in enumerate(ramdisks)
+        ),
     ]
+    pcr0_signed: bytes | None = None
+    if cert_pem is not None and key_pem is not None:
+        pcr0_signed = _pcr0_of([part for _, part, role in parts if role is not Role.UNMEASURED])
+        signature = sign_pcr0(pcr0_signed, cert_pem, key_pem)
+        parts.append((SectionType.SIGNATURE, signature, Role.UNMEASURED))
+
+    def size_of(part: Path | bytes) -> int:
+        return len(part) if isinstance(part, bytes) else sizes[part]
+
+    offsets: list[int] = []
+    position = HEADER_SIZE
+    for _stype, part, _role in parts:
+        offsets.append(position)
+        position += SECTION_HEADER_SIZE + size_of(part)
+    head = EifHeader(
+        version=CURRENT_VERSION,
+        flags=0,
+        default_mem=DEFAULT_MEM,
+        default_cpus=DEFAULT_CPUS,
+        num_sections=len(parts),
+        section_offsets=tuple(offsets),
+        section_sizes=tuple(size_of(part) for _, part, _ in parts),
+        crc32=0,
+    ).pack()[:CRC_OFFSET]
+    known = dict(known_crc32 or {})
+    crc = zlib.crc32(head)
+    for stype, part, _role in parts:
+        crc = zlib.crc32(pack_section_header(stype, size_of(part)), crc)
+        if isinstance(part, bytes):
+            crc = zlib.crc32(part, crc)
+        else:
+            part_crc = known[part] if part in known else _crc_of(part, sizes[part])
+            crc = crc32_combine(crc, part_crc, sizes[part])
+
     progress.start(f"writing {Path(out).name}", total=sum(sizes.values()))
-    measurer = Measurer(progress)
+    measurer = Measurer(progress, output_digests=True)
     try:
-        with atomic_write(Path(out)) as fh:
-            fh.write(bytes(HEADER_SIZE))  # placeholder, rewritten at the end
+        with atomic_write(Path(out)) as raw:
+            sink = EarlyWriteback(raw)  # the final fsync finds most pages already written
 
-            def section(stype: SectionType, size: int) -> None:
-                header = pack_section_header(stype, size)
-                fh.write(header)
-                measurer.feed(header, Role.UNMEASURED)
+            def emit(data: bytes, role: Role, *, crc: bool = True) -> None:
+                sink.write(data)
+                measurer.feed(data, role, crc=crc)
 
-            section(SectionType.KERNEL, sizes[Path(kernel)])
-            with open_input(Path(kernel)) as src:
-                measurer.stream(src, sizes[Path(kernel)], Role.BOOT, sink=fh, what="kernel")
-            section(SectionType.CMDLINE, len(cmd))
-            fh.write(cmd)
-            measurer.feed(cmd, Role.BOOT)
-            section(SectionType.METADATA, len(meta))
-            fh.write(meta)
-            measurer.feed(meta, Role.UNMEASURED)
-            for number, ramdisk in enumerate(ramdisks):
-                section(SectionType.RAMDISK, sizes[Path(ramdisk)])
-                with open_input(Path(ramdisk)) as src:
-                    measurer.stream(
-                        src,
-                        sizes[Path(ramdisk)],
-                        Role.BOOT if number == 0 else Role.APP,
-                        sink=fh,
-                        what=f"ramdisk {Path(ramdisk).name}",
-                    )
+            emit(head, Role.UNMEASURED)
+            emit(crc.to_bytes(4, "big"), Role.UNMEASURED, crc=False)
+            for stype, part, role in parts:
+                emit(pack_section_header(stype, size_of(part)), Role.UNMEASURED)
+                if isinstance(part, bytes):
+                    emit(part, role)
+                    continue
+                with open_input(part) as src:
+                    measurer.stream(src, sizes[part], role, sink=sink, what=str(part))
             pcrs = measurer.finish()
+            if measurer.crc != crc:
+                changed = [p for p in known if p in sizes]
+                raise DigestMismatch(
+                    f"{Path(out).name}: the inputs' CRC-32 changed while the image was written"
+                    f" ({crc:08x} before, {measurer.crc:08x} during the copy); an input was"
+                    " modified during the build"
+                    + (
+                        f" or a recorded CRC is wrong ({', '.join(map(str, changed))})"
+                        if changed
+                        else ""
+                    )
+                )
             values = dict(pcrs.values)
-            if cert_pem is not None and key_pem is not None:
-                signature = sign_pcr0(values[0], cert_pem, key_pem)
-                section(SectionType.SIGNATURE, len(signature))
-                fh.write(signature)
-                measurer.feed(signature, Role.UNMEASURED)
-                plan.append((SectionType.SIGNATURE, len(signature)))
+            if pcr0_signed is not None and cert_pem is not None:
+                if values[0] != pcr0_signed:
+                    raise DigestMismatch(
+                        f"{Path(out).name}: PCR0 changed between signing and writing"
+                        " (an input was modified during the build)"
+                    )
                 values[8] = pcr8_from_certificate(cert_pem)
-            offsets: list[int] = []
-            position = HEADER_SIZE
-            for _stype, size in plan:
-                offsets.append(position)
-                position += SECTION_HEADER_SIZE + size
-            header = EifHeader(
-                version=CURRENT_VERSION,
-                flags=0,
-                default_mem=DEFAULT_MEM,
-                default_cpus=DEFAULT_CPUS,
-                num_sections=len(plan),
-                section_offsets=tuple(offsets),
-                section_sizes=tuple(size for _, size in plan),
-                crc32=0,
-            )
-            head = header.pack()[:CRC_OFFSET]
-            crc = crc32_combine(zlib.crc32(head), measurer.crc, measurer.crc_length)
-            fh.seek(0)
-            fh.write(head + crc.to_bytes(4, "big"))
+            digests = measurer.output_digests()
     finally:
         measurer.close()
         progress.done()
-    return PcrSet(values=values)
+    return WrittenEif(
+        pcrs=PcrSet(values=values),
+        size=digests.size,
+        sha256=digests.sha256.hex(),
+        sha384=digests.sha384.hex(),
+    )

@@ -532,7 +532,8 @@ class DockerBackend:
             record["sha256"] = sha256_file(out / "rootfs.tar")
             (out / "rootfs.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         result = self._verified(final, tool, loaded)
-        return RootfsResult(result.tarball, result.sha256, result.packages, tool, reused=False)
+        result.reused = False
+        return result
 
     def _build(
         self,
@@ -688,14 +689,9 @@ class DockerBackend:
             ) from None
 
     def _verified(self, final: Path, tool: str, loaded: LoadedSpec) -> RootfsResult:
+        """The cache entry, its tarball verified on first use (see :class:`RootfsResult`)."""
         recorded = str(self._record(final)["sha256"])
-        got = sha256_file(final / "rootfs.tar")
-        if got != recorded:
-            raise DigestMismatch(
-                f"cached docker rootfs {final / 'rootfs.tar'} has sha256 {got}, recorded"
-                f" {recorded} when it was built (cache tampered or corrupt; delete it)"
-            )
-        return RootfsResult(final / "rootfs.tar", recorded, loaded.lock, tool, reused=True)
+        return RootfsResult.from_cache(final, recorded, loaded.lock, tool, "cached docker rootfs")
 
     def update_lock(self, loaded: LoadedSpec, *, epoch: int, progress: ProgressSink) -> Path:
         """The lock pins the base image's Debian packages: resolved as the native backend does."""

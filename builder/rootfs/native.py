@@ -195,22 +195,18 @@ class NativeBackend:
             (out / "rootfs.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         progress.done()
         result = self._verified(final, tool, loaded)
-        return RootfsResult(result.tarball, result.sha256, result.packages, tool, reused=False)
+        result.reused = False
+        return result
 
     def _verified(self, final: Path, tool: str, loaded: LoadedSpec) -> RootfsResult:
+        """The cache entry, its tarball verified on first use (see :class:`RootfsResult`)."""
         try:
             recorded = str(json.loads((final / "rootfs.json").read_text())["sha256"])
         except (OSError, ValueError, KeyError) as exc:
             raise DigestMismatch(
                 f"cached rootfs {final}: unreadable record ({exc}); delete it"
             ) from None
-        got = sha256_file(final / "rootfs.tar")
-        if got != recorded:
-            raise DigestMismatch(
-                f"cached rootfs {final / 'rootfs.tar'} has sha256 {got}, recorded {recorded}"
-                " when it was built (cache tampered or corrupt; delete it)"
-            )
-        return RootfsResult(final / "rootfs.tar", recorded, loaded.lock, tool, reused=True)
+        return RootfsResult.from_cache(final, recorded, loaded.lock, tool, "cached rootfs")
 
     def update_lock(self, loaded: LoadedSpec, *, epoch: int, progress: ProgressSink) -> Path:
         progress.start("rootfs: resolving packages for the lock", None)

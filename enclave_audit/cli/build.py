@@ -45,7 +45,9 @@ def _spec_option(func: click.decorators.FC) -> click.decorators.FC:
 @click.option("--work-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               hidden=True)  # fmt: skip
 @click.option(
-    "--no-rootfs-cache", is_flag=True, help="Rebuild the root filesystem and application ramdisk."
+    "--no-rootfs-cache",
+    is_flag=True,
+    help="Rebuild the root filesystem, init and application ramdisk (only the kernel is reused).",
 )
 @click.option("--rebuild-kernel", is_flag=True, help="Rebuild the kernel even if cached.")
 @click.option("--update-lock", is_flag=True,

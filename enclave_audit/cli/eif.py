@@ -217,7 +217,7 @@ def assemble(
             kernel_config=kernel_config,
             signing=signing,
             progress=progress,
-        )
+        ).pcrs
     sys.stdout.write(measurements_json(pcrs))
     if not as_json:
         err_console.print(f"wrote {output}")

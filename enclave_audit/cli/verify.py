@@ -61,7 +61,11 @@ def _write_reports(
 @click.option("--expected", type=_file, help="Expected measurements (nitro-cli JSON).")
 @click.option("--eif", type=_file, help="The image to compare with (and diff against).")
 @click.option("--backend", default=None, help="Rootfs backend (default: the manifest's).")
-@click.option("--no-rootfs-cache", is_flag=True, help="Rebuild the root filesystem too.")
+@click.option(
+    "--no-rootfs-cache",
+    is_flag=True,
+    help="Rebuild the root filesystem, init and application ramdisk too.",
+)
 @click.option(
     "--audit/--no-audit",
     default=True,

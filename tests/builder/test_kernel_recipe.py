@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zlib
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from builder.reference import REFERENCE_SPEC
 from builder.spec import load_spec
 from builder.toolchain import toolchain_versions
 from enclave_audit.errors import DigestMismatch
+from enclave_audit.model.measurements import PcrSet
 
 
 def test_pinned_config_has_what_nitro_needs() -> None:
@@ -81,39 +83,60 @@ def test_tampered_cached_kernel_is_refused(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_tampered_cached_ramdisk_is_refused(tmp_path: Path) -> None:
-    """The EIF writer's PCR2 pass re-verifies a cached application ramdisk against its record."""
+    """The EIF writer's PCR2 pass re-verifies a cached application ramdisk against its record;
+    a wrong recorded CRC-32 is caught by the writer's own CRC pass and leaves no image."""
     from builder.eif import write_eif
-    from builder.pipeline import _check_cached_ramdisk, _ramdisk_record
+    from builder.pipeline import RamdiskRecord, _check_cached_ramdisk, _ramdisk_record
     from enclave_audit.model.manifest import BuildOutput
 
     data = b"070701" + b"0" * 200
-    (tmp_path / "application.cpio").write_bytes(data)
+    app = tmp_path / "application.cpio"
+    app.write_bytes(data)
     (tmp_path / "kernel").write_bytes(b"k" * 100)
     (tmp_path / "boot.cpio").write_bytes(b"b" * 100)
-    record = BuildOutput(
-        name="application-ramdisk",
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        sha384=hashlib.sha384(data).hexdigest(),
+    record = RamdiskRecord(
+        output=BuildOutput(
+            name="application-ramdisk",
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            sha384=hashlib.sha384(data).hexdigest(),
+        ),
+        crc32=zlib.crc32(data),
     )
     (tmp_path / "ramdisk.json").write_text(record.model_dump_json())
     assert _ramdisk_record(tmp_path) == record
+    out = tmp_path / "x.eif"
 
-    def pcrs_now():  # type: ignore[no-untyped-def]
-        return write_eif(
-            tmp_path / "x.eif",
+    def pcrs_now(crc: int) -> PcrSet:
+        written = write_eif(
+            out,
             kernel=tmp_path / "kernel",
             cmdline="c",
-            ramdisks=[tmp_path / "boot.cpio", tmp_path / "application.cpio"],
+            ramdisks=[tmp_path / "boot.cpio", app],
             name="t",
             version="1",
             build_time="2025-01-01T00:00:00+00:00",
+            known_crc32={app: crc},
         )
+        image = out.read_bytes()
+        assert written.sha384 == hashlib.sha384(image).hexdigest()
+        assert written.sha256 == hashlib.sha256(image).hexdigest()
+        return written.pcrs
 
-    _check_cached_ramdisk(tmp_path, record, pcrs_now())
-    (tmp_path / "application.cpio").write_bytes(data[:-1] + b"1")
+    _check_cached_ramdisk(tmp_path, record.output, pcrs_now(record.crc32))
+    out.unlink()
+    with pytest.raises(DigestMismatch, match="CRC-32 changed"):
+        pcrs_now(record.crc32 ^ 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "application.cpio",
+        "boot.cpio",
+        "kernel",
+        "ramdisk.json",
+    ]
+    tampered = data[:-1] + b"1"
+    app.write_bytes(tampered)
     with pytest.raises(DigestMismatch, match="tampered or corrupt"):
-        _check_cached_ramdisk(tmp_path, record, pcrs_now())
+        _check_cached_ramdisk(tmp_path, record.output, pcrs_now(zlib.crc32(tampered)))
     (tmp_path / "ramdisk.json").write_text("{broken")
     with pytest.raises(DigestMismatch, match="unreadable record"):
         _ramdisk_record(tmp_path)

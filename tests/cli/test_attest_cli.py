@@ -64,7 +64,7 @@ def image(work: Path) -> Image:
         name="t",
         version="1",
         build_time="2025-01-01T00:00:00Z",
-    )
+    ).pcrs
     measurements = work / "measurements.json"
     measurements.write_text(measurements_json(pcrs))
     return Image(eif, measurements, pcrs)

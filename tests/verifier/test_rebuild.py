@@ -66,7 +66,7 @@ def _build(src: Path, out: Path) -> tuple[Path, PcrSet]:
         name="t",
         version="1",
         build_time="2026-11-23T00:00:00Z",
-    )
+    ).pcrs
     return eif, pcrs
 
 

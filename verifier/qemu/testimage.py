@@ -99,6 +99,6 @@ def write_probe_eif(
             version="1",
             build_time=PROBE_BUILD_TIME,
             signing=signing,
-        )
+        ).pcrs
         shutil.rmtree(work / "helper", ignore_errors=True)
     return ProbeImage(out, pcrs, helper.sha256)

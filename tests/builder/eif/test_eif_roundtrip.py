@@ -43,7 +43,7 @@ def _write(out: Path, parts, ramdisks=None, **kw):  # type: ignore[no-untyped-de
         version=kw.pop("version", "1.0"),
         build_time=kw.pop("build_time", BUILD_TIME),
         **kw,
-    )
+    ).pcrs
 
 
 def test_assemble_then_describe_gives_predicted_pcrs(tmp_path, parts):
@@ -291,3 +291,42 @@ def test_cmdline_with_nul_is_refused(tmp_path, parts, bad_cmdline):
             version="1",
             build_time=BUILD_TIME,
         )
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_writer_digests_are_the_files_and_recorded_crcs_are_checked(
+    tmp_path, parts, signing_pair, signed
+):
+    """The digests taken while writing are the file's; a wrong recorded CRC leaves nothing."""
+    from builder.eif import write_eif
+    from enclave_audit.errors import DigestMismatch
+
+    common = {
+        "kernel": parts.kernel,
+        "cmdline": parts.cmdline,
+        "ramdisks": [parts.boot, parts.app],
+        "name": "test",
+        "version": "1.0",
+        "build_time": BUILD_TIME,
+        "signing": (signing_pair.cert, signing_pair.key) if signed else None,
+    }
+    out = tmp_path / "a.eif"
+    written = write_eif(out, **common)
+    data = out.read_bytes()
+    assert written.size == len(data)
+    assert written.sha256 == hashlib.sha256(data).hexdigest()
+    assert written.sha384 == hashlib.sha384(data).hexdigest()
+    assert written.pcrs == describe_eif(out).pcrs
+    assert describe_eif(out).crc_ok
+    # the same image from recorded CRCs (no CRC pre-pass over the ramdisks)
+    known = {p: zlib.crc32(p.read_bytes()) for p in (parts.boot, parts.app)}
+    again = write_eif(tmp_path / "b.eif", known_crc32=known, **common)
+    assert (tmp_path / "b.eif").read_bytes() == data and again == written
+    known[parts.app] ^= 0x10
+    with pytest.raises(DigestMismatch, match="recorded CRC is wrong"):
+        write_eif(tmp_path / "c.eif", known_crc32=known, **common)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".eif", ".tmp")) == [
+        "a.eif",
+        "b.eif",
+    ]
+    assert not any(p.name.startswith(".c.eif") for p in tmp_path.iterdir())
