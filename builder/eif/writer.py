@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +47,7 @@ NITRO_DEFAULT_CMDLINE = (
     " i8042.nopnp i8042.dumbkbd random.trust_cpu=on"
 )
 MAX_CUSTOM_METADATA = 4096
-CRC_BUFFER = 1 << 20
+PREPASS_BUFFER = 1 << 20
 
 
 def kernel_config_info(config: Path | None) -> tuple[str, str]:
@@ -120,32 +120,40 @@ class WrittenEif:
     sha384: str
 
 
-def _crc_of(path: Path, size: int) -> int:
-    """CRC-32 of a whole input file (the pre-pass for inputs with no recorded CRC)."""
-    crc = 0
+def _prepass(path: Path, size: int, update: Callable[[memoryview], object]) -> None:
+    """Feed the first ``size`` bytes of an input to ``update`` (the passes before the copy)."""
     with open_input(path) as src:
-        buf = bytearray(CRC_BUFFER)
+        buf = bytearray(PREPASS_BUFFER)
         view = memoryview(buf)
         remaining = size
         while remaining:
-            got = src.readinto(view[: min(remaining, CRC_BUFFER)])  # type: ignore[attr-defined]
+            got = src.readinto(view[: min(remaining, PREPASS_BUFFER)])  # type: ignore[attr-defined]
             if not got:
                 raise EifTruncated(f"{path}: input ended {remaining} bytes early")
-            crc = zlib.crc32(view[:got], crc)
+            update(view[:got])
             remaining -= got
+
+
+def _crc_of(path: Path, size: int) -> int:
+    """CRC-32 of an input file (for inputs with no recorded CRC)."""
+    crc = 0
+
+    def update(chunk: memoryview) -> None:
+        nonlocal crc
+        crc = zlib.crc32(chunk, crc)
+
+    _prepass(path, size, update)
     return crc
 
 
-def _pcr0_of(parts: Sequence[Path | bytes]) -> bytes:
+def _pcr0_of(parts: Sequence[bytes | tuple[Path, int]]) -> bytes:
     """PCR0 of the measured parts in order (for signing before the image is written)."""
     h = hashlib.sha384()
     for part in parts:
         if isinstance(part, bytes):
             h.update(part)
-            continue
-        with open_input(part) as src:
-            while chunk := src.read(CRC_BUFFER):
-                h.update(chunk)
+        else:
+            _prepass(*part, h.update)
     return tpm_extend(h.digest())
 
 
@@ -216,7 +224,13 @@ def write_eif(
     ]
     pcr0_signed: bytes | None = None
     if cert_pem is not None and key_pem is not None:
-        pcr0_signed = _pcr0_of([part for _, part, role in parts if role is not Role.UNMEASURED])
+        pcr0_signed = _pcr0_of(
+            [
+                part if isinstance(part, bytes) else (part, sizes[part])
+                for _, part, role in parts
+                if role is not Role.UNMEASURED
+            ]
+        )
         signature = sign_pcr0(pcr0_signed, cert_pem, key_pem)
         parts.append((SectionType.SIGNATURE, signature, Role.UNMEASURED))
 
