@@ -22,7 +22,13 @@ from pathlib import Path
 from builder.spec import InitSpec
 from builder.toolchain import builder_code_digest, toolchain_versions
 from enclave_audit.errors import BuildStepFailed, DigestMismatch, SpecInvalid
-from enclave_audit.fsutil import atomic_directory, cache_dir, prune_cache, read_bytes
+from enclave_audit.fsutil import (
+    atomic_directory,
+    cache_dir,
+    prune_cache,
+    read_bytes,
+    touch_entry,
+)
 from enclave_audit.tools import require, run
 
 #: flags every build uses in addition to the spec's cflags.
@@ -76,12 +82,13 @@ def build_init(
         return _compile(code, flags, out_dir)
     entry = cache_dir("init") / init_cache_key(code, flags)
     if (entry / "init.json").exists():
+        touch_entry(entry)
         return _cached(entry, code, flags, out_dir)
     with atomic_directory(entry) as staging:
         built = _compile(code, flags, staging)
         record = {"sha256": built.sha256, "source_sha256": built.source_sha256}
         (staging / "init.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    prune_cache(entry.parent, keep=8)
+    prune_cache(entry.parent, keep=8, marker="init.json")
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(entry / "init", out_dir / "init")
     (out_dir / "init").chmod(0o755)

@@ -48,7 +48,13 @@ from builder.spec import InitSpec, LoadedSpec, load_spec
 from builder.toolchain import builder_code_digest, toolchain_versions
 from enclave_audit import __version__
 from enclave_audit.errors import DigestMismatch, SpecInvalid
-from enclave_audit.fsutil import atomic_directory, cache_dir, hash_file, prune_cache
+from enclave_audit.fsutil import (
+    atomic_directory,
+    cache_dir,
+    hash_file,
+    prune_cache,
+    touch_entry,
+)
 from enclave_audit.model.manifest import (
     BuilderInfo,
     BuildManifest,
@@ -324,6 +330,7 @@ def build_loaded(
             # re-verified by the EIF writer's own PCR2 pass (see _check_cached_ramdisk);
             # the output directory only appears once it has passed
             cached_record = _ramdisk_record(cached)
+            touch_entry(cached)
             app_path = cached / "application.cpio"
         else:
             with timer.step("plan"):
@@ -347,7 +354,7 @@ def build_loaded(
                         )
                         record = application.model_dump_json(indent=2) + "\n"
                         (ramdisk_dir / "ramdisk.json").write_text(record)
-                    prune_cache(cached.parent, keep=4)
+                    prune_cache(cached.parent, keep=4, marker="ramdisk.json")
                     app_path = cached / "application.cpio"
                 else:
                     app_path = work / "application.cpio"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 from builder.app import collect_sources, tree_digest
@@ -21,7 +20,7 @@ from builder.source import git_info, source_date_epoch
 from builder.spec import LoadedSpec, load_spec
 from builder.toolchain import builder_code_digest
 from enclave_audit.errors import DigestMismatch
-from enclave_audit.fsutil import cache_dir, hash_file
+from enclave_audit.fsutil import cache_dir, hash_file, prune_cache, touch_entry
 from enclave_audit.model.manifest import BuildManifest
 from enclave_audit.progress import ProgressSink
 
@@ -69,6 +68,7 @@ def reference_image(
                 f"cached reference image {out / 'enclave.eif'} does not match its manifest"
                 " (delete the directory to rebuild)"
             )
+        touch_entry(out)
         return BuildResult(
             out_dir=out,
             eif=out / "enclave.eif",
@@ -79,13 +79,5 @@ def reference_image(
         )
     options = BuildOptions(backend=backend, source_date_epoch=epoch)
     result = build_loaded(loaded, out, options=options, progress=progress)
-    _prune(out.parent, keep=KEEP_IMAGES)
+    prune_cache(out.parent, keep=KEEP_IMAGES, marker="build-manifest.json")
     return result
-
-
-def _prune(store: Path, *, keep: int) -> None:
-    """Drop all but the ``keep`` most recently built images (each is ~200 MB)."""
-    entries = [p for p in store.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in entries[keep:]:
-        shutil.rmtree(old, ignore_errors=True)

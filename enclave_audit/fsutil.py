@@ -196,12 +196,27 @@ def sha256_file(path: Path) -> str:
     return hash_file(path, ("sha256",))["sha256"].hex()
 
 
-def prune_cache(store: Path, *, keep: int) -> None:
-    """Drop all but the ``keep`` most recently written entries (directories) of a cache."""
-    entries = [p for p in store.iterdir() if p.is_dir() and not p.name.startswith(".")]
+def prune_cache(store: Path, *, keep: int, marker: str | None = None) -> None:
+    """Drop all but the ``keep`` most recently used entries (directories) of a cache.
+
+    "Used" is the entry's mtime, which :func:`touch_entry` sets on every hit.
+    Hidden names (entries being written) are never candidates, and with
+    ``marker`` only directories holding that file are (not scratch directories).
+    """
+    entries = [
+        p
+        for p in store.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (marker is None or (p / marker).exists())
+    ]
     entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     for old in entries[keep:]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def touch_entry(entry: Path) -> None:
+    """Mark a cache entry as just used (for :func:`prune_cache`); best effort."""
+    with contextlib.suppress(OSError):
+        os.utime(entry)
 
 
 def cache_dir(*parts: str) -> Path:

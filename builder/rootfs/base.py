@@ -14,8 +14,11 @@ from typing import Protocol
 
 from builder.spec import LoadedSpec, LockedPackage
 from enclave_audit.errors import DigestMismatch
-from enclave_audit.fsutil import sha256_file
+from enclave_audit.fsutil import sha256_file, touch_entry
 from enclave_audit.progress import ProgressSink
+
+#: rootfs cache entries kept per store (about 200 MB each), least recently used dropped
+ROOTFS_CACHE_KEEP = 6
 
 
 @dataclass
@@ -41,6 +44,7 @@ class RootfsResult:
         cls, entry: Path, sha256: str, packages: tuple[LockedPackage, ...], tool: str, what: str
     ) -> RootfsResult:
         """A cache entry's ``rootfs.tar``, to be verified against ``sha256`` on first use."""
+        touch_entry(entry)
         return cls(entry / "rootfs.tar", sha256, packages, tool, reused=True, unverified=what)
 
     @property

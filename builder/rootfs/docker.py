@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from builder.rootfs.base import RootfsResult
+from builder.rootfs.base import ROOTFS_CACHE_KEEP, RootfsResult
 from builder.rootfs.native import NativeBackend
 from builder.spec import LoadedSpec
 from enclave_audit.errors import (
@@ -66,7 +66,7 @@ from enclave_audit.errors import (
     EnvironmentProblem,
     SpecInvalid,
 )
-from enclave_audit.fsutil import atomic_directory, cache_dir, sha256_file
+from enclave_audit.fsutil import atomic_directory, cache_dir, prune_cache, sha256_file
 from enclave_audit.progress import ProgressSink
 
 RECIPE_VERSION = 4
@@ -531,6 +531,7 @@ class DockerBackend:
             )
             record["sha256"] = sha256_file(out / "rootfs.tar")
             (out / "rootfs.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        prune_cache(final.parent, keep=ROOTFS_CACHE_KEEP, marker="rootfs.json")
         result = self._verified(final, tool, loaded)
         result.reused = False
         return result

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from builder.debian import apt_record
-from builder.rootfs.base import RootfsResult
+from builder.rootfs.base import ROOTFS_CACHE_KEEP, RootfsResult
 from builder.spec import LoadedSpec, LockedPackage, format_lock
 from builder.toolchain import toolchain_versions
 from enclave_audit.errors import (
@@ -27,7 +27,13 @@ from enclave_audit.errors import (
     PinnedInputUnavailable,
     SpecInvalid,
 )
-from enclave_audit.fsutil import atomic_directory, cache_dir, sha256_file, write_text_atomic
+from enclave_audit.fsutil import (
+    atomic_directory,
+    cache_dir,
+    prune_cache,
+    sha256_file,
+    write_text_atomic,
+)
 from enclave_audit.progress import ProgressSink
 from enclave_audit.tools import require, run
 
@@ -194,6 +200,7 @@ class NativeBackend:
             }
             (out / "rootfs.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         progress.done()
+        prune_cache(final.parent, keep=ROOTFS_CACHE_KEEP, marker="rootfs.json")
         result = self._verified(final, tool, loaded)
         result.reused = False
         return result

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from enclave_audit import fsutil
-from enclave_audit.fsutil import EarlyWriteback, atomic_write, prune_cache
+from enclave_audit.fsutil import EarlyWriteback, atomic_write, prune_cache, touch_entry
 
 
 def test_early_writeback_writes_exactly_and_hints_each_range(
@@ -51,11 +51,14 @@ def test_early_writeback_stops_hinting_after_a_failure(
     assert (tmp_path / "out.bin").read_bytes() == b"x" * 100
 
 
-def test_prune_cache_keeps_the_newest_entries(tmp_path: Path) -> None:
+def test_prune_cache_keeps_the_most_recently_used_entries(tmp_path: Path) -> None:
     for number in range(5):
         entry = tmp_path / f"e{number}"
         entry.mkdir()
+        (entry / "record.json").write_text("{}")
         os.utime(entry, (1000 + number, 1000 + number))
-    (tmp_path / ".e9.partial").mkdir()  # in-progress entries are never pruned
-    prune_cache(tmp_path, keep=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".e9.partial", "e3", "e4"]
+    (tmp_path / ".e9.partial").mkdir()  # entries being written are never pruned
+    (tmp_path / "lock-scratch").mkdir()  # nor scratch directories without the marker
+    touch_entry(tmp_path / "e0")  # a hit on the oldest entry makes it the newest
+    prune_cache(tmp_path, keep=2, marker="record.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".e9.partial", "e0", "e4", "lock-scratch"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,10 @@ def _entry(tmp_path: Path, data: bytes) -> Path:
 
 def test_intact_tarball_verifies_once(tmp_path: Path) -> None:
     entry = _entry(tmp_path, b"tar bytes" * 1000)
+    os.utime(entry, (1000, 1000))
     result = NativeBackend()._verified(entry, "mmdebstrap", load_spec(REFERENCE_SPEC))
     assert result.reused and result.unverified
+    assert entry.stat().st_mtime > 1000  # a hit marks the entry used (LRU pruning)
     assert result.tarball == entry / "rootfs.tar"
     assert not result.unverified  # checked once, not again on the next use
     assert result.sha256 == hashlib.sha256(b"tar bytes" * 1000).hexdigest()
