@@ -325,11 +325,11 @@ def build_loaded(
             sources = collect_sources(root, spec.app.packages)
             key = _app_ramdisk_key(loaded, rootfs.sha256, tree_digest(sources), epoch)
             cached = cache_dir("ramdisk") / key
-        cached_record: RamdiskRecord | None = None
-        if options.use_rootfs_cache and (cached / "ramdisk.json").exists():
+        from_cache = options.use_rootfs_cache and (cached / "ramdisk.json").exists()
+        if from_cache:
             # re-verified by the EIF writer's own PCR2 pass (see _check_cached_ramdisk);
             # the output directory only appears once it has passed
-            cached_record = _ramdisk_record(cached)
+            application = _ramdisk_record(cached)
             touch_entry(cached)
             app_path = cached / "application.cpio"
         else:
@@ -361,8 +361,6 @@ def build_loaded(
                     application = _write_ramdisk(
                         app_path, "application-ramdisk", entries, epoch, progress
                     )
-        if cached_record is not None:
-            application = cached_record
         with timer.step("eif"):
             eif_path = staging / "enclave.eif"
             written = write_eif(
@@ -384,8 +382,8 @@ def build_loaded(
                 progress=progress,
             )
         pcrs = written.pcrs
-        if cached_record is not None:
-            _check_cached_ramdisk(cached, cached_record.output, pcrs)
+        if from_cache:
+            _check_cached_ramdisk(cached, application.output, pcrs)
         eif_out = BuildOutput(
             name="enclave.eif",
             path="enclave.eif",

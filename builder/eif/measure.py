@@ -65,10 +65,10 @@ class _Chunk:
 
 
 class _Lane:
-    """A worker thread updating some hashers with every chunk it is given."""
+    """A worker thread updating one hasher with every chunk it is given."""
 
-    def __init__(self, name: str, hashers: list[hashlib._Hash], done: _Release) -> None:
-        self.hashers = hashers
+    def __init__(self, name: str, hasher: hashlib._Hash, done: _Release) -> None:
+        self._hasher = hasher
         self._queue: queue.Queue[_Chunk | None] = queue.Queue()
         self._done = done
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -77,8 +77,7 @@ class _Lane:
 
     def _run(self) -> None:
         while (chunk := self._queue.get()) is not None:
-            for hasher in self.hashers:
-                hasher.update(chunk.view)
+            self._hasher.update(chunk.view)
             self._done(chunk)
 
     def put(self, chunk: _Chunk) -> None:
@@ -123,19 +122,18 @@ class Measurer:
         self._out256 = hashlib.sha256()
         self._out384 = hashlib.sha384()
         self.crc = 0
-        self.crc_length = 0
         self.size = 0
         self._progress = progress or NullProgress()
         self._pool: queue.Queue[bytearray] = queue.Queue()
         for _ in range(BUFFERS):
             self._pool.put(bytearray(BUFFER_SIZE))
         self._release = _Release(self._pool)
-        self._measured = _Lane("pcr0-hasher", [self._pcr0], self._release)
+        self._measured = _Lane("pcr0-hasher", self._pcr0, self._release)
         self._whole: list[_Lane] = []
         if output_digests:
             self._whole = [
-                _Lane("output-sha384", [self._out384], self._release),
-                _Lane("output-sha256", [self._out256], self._release),
+                _Lane("output-sha384", self._out384, self._release),
+                _Lane("output-sha256", self._out256, self._release),
             ]
         self._output_digests = output_digests
         self._closed = False
@@ -152,7 +150,6 @@ class Measurer:
             (self._pcr1 if role is Role.BOOT else self._pcr2).update(view)
         if crc:
             self.crc = zlib.crc32(view, self.crc)
-            self.crc_length += len(view)
         self.size += len(view)
         self._release(chunk)
 
