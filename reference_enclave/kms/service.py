@@ -443,14 +443,8 @@ class KmsService:
             record, "kms:Decrypt", caller, encryption_context=context, recipient=recipient
         )
         plaintext = blob.open_blob(header, record.material, context)
-        out: dict[str, Any] = {"KeyId": record.arn, "EncryptionAlgorithm": SYMMETRIC}
-        if recipient is not None:
-            out["CiphertextForRecipient"] = _b64(
-                build_enveloped_data(plaintext, recipient.public_key)
-            )
-        else:
-            out["Plaintext"] = _b64(plaintext)
-        return out
+        out = {"KeyId": record.arn, "EncryptionAlgorithm": SYMMETRIC}
+        return out | _released(plaintext, recipient)
 
     def _data_key(
         self,
@@ -492,14 +486,9 @@ class KmsService:
         record, data_key, sealed, recipient = self._data_key(
             params, caller, note, "kms:GenerateDataKey", with_recipient=True
         )
-        out: dict[str, Any] = {"CiphertextBlob": _b64(sealed), "KeyId": record.arn}
-        if recipient is not None:
-            out["CiphertextForRecipient"] = _b64(
-                build_enveloped_data(data_key, recipient.public_key)
-            )
-        else:
-            out["Plaintext"] = _b64(data_key)
-        return out
+        return {"CiphertextBlob": _b64(sealed), "KeyId": record.arn} | _released(
+            data_key, recipient
+        )
 
     def generate_data_key_without_plaintext(
         self, params: dict[str, Any], caller: Credential, note: AuditNote
@@ -529,3 +518,10 @@ class KmsService:
                 "CiphertextForRecipient": _b64(build_enveloped_data(data, recipient.public_key))
             }
         return {"Plaintext": _b64(data)}
+
+
+def _released(secret: bytes, recipient: VerifiedRecipient | None) -> dict[str, str]:
+    """How a secret leaves the KMS: sealed to an attested recipient, else in the clear."""
+    if recipient is not None:
+        return {"CiphertextForRecipient": _b64(build_enveloped_data(secret, recipient.public_key))}
+    return {"Plaintext": _b64(secret)}

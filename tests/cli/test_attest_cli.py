@@ -87,34 +87,52 @@ def ok(result: CliResult) -> CliResult:
     return result
 
 
+def vsa_args(
+    image: Image,
+    key_ref: str,
+    out: Path,
+    *,
+    verdict: str = "FAIL",
+    measurements: Path | None = None,
+    rebuilds: int = 0,
+    policy_text: str = "{}",
+) -> list[str]:
+    """``attest vsa`` arguments; the policy file is written beside ``out``."""
+    policy = out.parent / "policy.json"
+    policy.write_text(policy_text)
+    return [
+        "attest",
+        "vsa",
+        "--eif",
+        str(image.eif),
+        "--measurements",
+        str(measurements or image.measurements),
+        "--verdict",
+        verdict,
+        "--policy",
+        str(policy),
+        "--rebuilds",
+        str(rebuilds),
+        "--key",
+        key_ref,
+        "-o",
+        str(out),
+    ]
+
+
 def sign_vsa(
     image: Image, key: Path, out: Path, verdict: str = "PASS", measurements: Path | None = None
 ) -> CliResult:
-    policy = out.parent / "policy.json"
-    policy.write_text('{"require": "PCR0-2"}\n')
-    return run_cli(
-        [
-            "attest",
-            "vsa",
-            "--eif",
-            str(image.eif),
-            "--measurements",
-            str(measurements or image.measurements),
-            "--verdict",
-            verdict,
-            "--policy",
-            str(policy),
-            "--rebuilds",
-            "2",
-            "--source-commit",
-            "0123456789ABCDEF0123456789abcdef01234567",
-            "--key",
-            f"file:{key}.key",
-            "-o",
-            str(out),
-            "--json",
-        ]
+    args = vsa_args(
+        image,
+        f"file:{key}.key",
+        out,
+        verdict=verdict,
+        measurements=measurements,
+        rebuilds=2,
+        policy_text='{"require": "PCR0-2"}\n',
     )
+    return run_cli([*args, "--source-commit", "0123456789ABCDEF0123456789abcdef01234567", "--json"])
 
 
 def test_keys_generate_refuses_overwrite(key: Path) -> None:
@@ -515,56 +533,13 @@ def test_private_key_with_loose_permissions_is_refused(key: Path, work: Path, im
     loose = work / "loose.key"
     loose.write_bytes(Path(f"{key}.key").read_bytes())
     loose.chmod(0o644)
-    policy = work / "policy.json"
-    policy.write_text("{}")
-    result = run_cli(
-        [
-            "attest",
-            "vsa",
-            "--eif",
-            str(image.eif),
-            "--measurements",
-            str(image.measurements),
-            "--verdict",
-            "FAIL",
-            "--policy",
-            str(policy),
-            "--rebuilds",
-            "0",
-            "--key",
-            f"file:{loose}",
-            "-o",
-            str(work / "x.json"),
-        ]
-    )
+    result = run_cli(vsa_args(image, f"file:{loose}", work / "x.json"))
     assert_one_line_error(result, 44, "0644")
 
 
 def test_keyless_signing_needs_ambient_credential(image: Image, work: Path) -> None:
-    policy = work / "policy.json"
-    policy.write_text("{}")
     env = dict.fromkeys(AMBIENT, "")
-    result = run_cli(
-        [
-            "attest",
-            "vsa",
-            "--eif",
-            str(image.eif),
-            "--measurements",
-            str(image.measurements),
-            "--verdict",
-            "FAIL",
-            "--policy",
-            str(policy),
-            "--rebuilds",
-            "0",
-            "--key",
-            "sigstore:",
-            "-o",
-            str(work / "keyless.json"),
-        ],
-        env=env,
-    )
+    result = run_cli(vsa_args(image, "sigstore:", work / "keyless.json"), env=env)
     assert_one_line_error(result, 5, "ambient OIDC")
     assert not (work / "keyless.json").exists()
 
@@ -656,26 +631,7 @@ def test_encrypted_key_via_environment(image: Image, work: Path) -> None:
         ).stdout
     )
     assert info["encrypted"] is True
-    policy = work / "policy.json"
-    policy.write_text("{}")
-    args = [
-        "attest",
-        "vsa",
-        "--eif",
-        str(image.eif),
-        "--measurements",
-        str(image.measurements),
-        "--verdict",
-        "FAIL",
-        "--policy",
-        str(policy),
-        "--rebuilds",
-        "0",
-        "--key",
-        f"file:{prefix}.key",
-        "-o",
-        str(work / "enc.sigstore.json"),
-    ]
+    args = vsa_args(image, f"file:{prefix}.key", work / "enc.sigstore.json")
     assert_one_line_error(run_cli(args, env={"ENCLAVE_AUDIT_KEY_PASSPHRASE": ""}), 44, "encrypted")
     ok(run_cli(args, env={"ENCLAVE_AUDIT_KEY_PASSPHRASE": "s3cret passphrase"}))
     ok(

@@ -29,6 +29,10 @@ def _spec_copy(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def _build_args(spec: Path, out: Path) -> list[str]:
+    return ["build", "--spec", str(spec), "--source-date-epoch", "1700000000", "-o", str(out)]
+
+
 def test_help_has_example() -> None:
     for verb in ("build", "repro-test"):
         result = run_cli([verb, "--help"])
@@ -55,7 +59,7 @@ def test_pinned_version_unavailable(tmp_path: Path) -> None:
     )
     out = tmp_path / "out"
     result = run_cli(
-        ["build", "--spec", str(spec), "--source-date-epoch", "1700000000", "-o", str(out)],
+        _build_args(spec, out),
         env={"ENCLAVE_AUDIT_CACHE": str(tmp_path / "cache")},
     )
     assert_one_line_error(result, 31, "linux-source-6.12", "6.12.1-99~gone")
@@ -71,15 +75,7 @@ def test_digest_mismatch_in_cache(tmp_path: Path) -> None:
     planted.write_bytes(b"not the pinned kernel source package")
     out = tmp_path / "out"
     result = run_cli(
-        [
-            "build",
-            "--spec",
-            str(REFERENCE_SPEC),
-            "--source-date-epoch",
-            "1700000000",
-            "-o",
-            str(out),
-        ],
+        _build_args(REFERENCE_SPEC, out),
         env={"ENCLAVE_AUDIT_CACHE": str(cache)},
     )
     assert_one_line_error(result, 32, "sha256", sha)
@@ -92,15 +88,7 @@ def test_missing_tool_names_debian_package(tmp_path: Path) -> None:
     (bindir / "python3").symlink_to(sys.executable)
     out = tmp_path / "out"
     result = run_cli(
-        [
-            "build",
-            "--spec",
-            str(REFERENCE_SPEC),
-            "--source-date-epoch",
-            "1700000000",
-            "-o",
-            str(out),
-        ],
+        _build_args(REFERENCE_SPEC, out),
         env={"PATH": str(bindir), "ENCLAVE_AUDIT_CACHE": str(tmp_path / "cache")},
     )
     assert_one_line_error(result, 5, "apt-get install")
