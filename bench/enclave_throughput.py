@@ -33,12 +33,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from builder.eif import describe_eif, measure_parts
+from enclave_runtime.config import RuntimeConfig
+from enclave_runtime.model.chat import ChatModel
 from reference_enclave import demo
 from reference_enclave.client import Expectation, ask
-from reference_enclave.model.chat import ChatModel
 from reference_enclave.nsm.sim_ca import SimulationCa
 from reference_enclave.nsm.simulator import SimulatedNsm
-from reference_enclave.runtime.config import RuntimeConfig
 from reference_enclave.runtime.launch import (
     HostServices,
     RunningEnclave,
@@ -130,7 +130,7 @@ def measure(
 
 _IN_IMAGE = """
 import json, sys, time
-from reference_enclave.model.chat import ChatModel
+from enclave_runtime.model.chat import ChatModel
 chat = ChatModel.from_gguf(open("/tmp/model.gguf", "rb").read())
 prompt, tokens, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 chat.generate(prompt, max_new_tokens=2)

@@ -24,15 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from reference_enclave.gpu_bridge.client import BridgeBackend, load_reference_values
-from reference_enclave.model.chat import ChatModel
+from enclave_runtime.gpu_bridge.client import BridgeBackend, load_reference_values
+from enclave_runtime.model.chat import ChatModel
 
 PROMPT = "What is the capital of France?"
 
 
 def model_bytes(which: str, tmp: Path) -> bytes:
     if which == "tiny":
-        from reference_enclave.model.tiny import write_tiny_gguf
+        from reference_enclave.model.tiny_gguf import write_tiny_gguf
 
         return write_tiny_gguf(tmp / "tiny.gguf").read_bytes()
     from reference_enclave.model.smollm2 import load_smollm2_gguf

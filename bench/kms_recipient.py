@@ -30,9 +30,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from reference_enclave.cms import build_enveloped_data, open_enveloped_data
+from enclave_runtime.cms import build_enveloped_data, open_enveloped_data
+from enclave_runtime.nsm import protocol
 from reference_enclave.kms import kms_client, recipient_param
-from reference_enclave.nsm import protocol
 from reference_enclave.nsm.sim_ca import SimulationCa
 from reference_enclave.nsm.simulator import SimulatedNsm
 from verifier.nitro import ChainCache, TrustRoot, verify_attestation

@@ -107,7 +107,7 @@ def run(seconds: float, clients: int) -> dict[str, Any]:
             stack.kms.stop()
     return {
         "schema": "enclave-audit/load-enclave/v1",
-        "model": "tiny test model (tests: reference_enclave.model.tiny), max_tokens 4",
+        "model": "tiny test model (tests: enclave_runtime.model.tiny), max_tokens 4",
         **summarize(
             clients=clients,
             seconds=seconds,

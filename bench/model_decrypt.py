@@ -38,7 +38,8 @@ import cryptography
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from model_common import machine, write_section
 
-from reference_enclave import model_format as mf
+from enclave_runtime import model_format as mf
+from reference_enclave import model_files as files
 
 
 def _openssl_cli() -> str:
@@ -78,7 +79,7 @@ def _steady_worker(
                 n = header.chunk_plain_len(i)
                 os.preadv(fh.fileno(), [ct[: n + mf.TAG_SIZE]], header.chunk_offset(i))
                 pos = i * header.chunk_size
-                mf._open_chunk(
+                mf.open_chunk(
                     cipher,
                     i,
                     ct[: n + mf.TAG_SIZE],
@@ -130,7 +131,7 @@ def main() -> None:
             for _ in range(args.size_mib):
                 fh.write(os.urandom(1 << 20))
         enc = Path(tmp) / "model.cimf"
-        header = mf.encrypt_model(src, enc, key)
+        header = files.encrypt_model(src, enc, key)
         pinned = header.plaintext_sha256
         size = header.plaintext_length
         src.unlink()
@@ -142,16 +143,16 @@ def main() -> None:
             per_cpu, per_wall = steady_state(enc, key, 2, args.passes)
             cpu_rate.append(per_cpu)
             wall_rate.append(per_wall)
-            st = mf.DecryptStats()
+            st = files.DecryptStats()
             t0 = time.perf_counter()
-            buf = mf.decrypt_model_file(enc, key, workers=2, expected_sha256=pinned, stats=st)
+            buf = files.decrypt_model_file(enc, key, workers=2, expected_sha256=pinned, stats=st)
             par_e2e.append(size / (time.perf_counter() - t0))
             par_dec.append(size / st.decrypt_seconds)
             digest.append(size / st.digest_seconds)
             assert hashlib.sha256(buf).digest() == pinned
             del buf
             t0 = time.perf_counter()
-            buf = mf.decrypt_model_file(enc, key, workers=1, expected_sha256=pinned)
+            buf = files.decrypt_model_file(enc, key, workers=1, expected_sha256=pinned)
             ser_e2e.append(size / (time.perf_counter() - t0))
             del buf
     gb = 1e9

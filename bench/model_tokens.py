@@ -26,7 +26,7 @@ import time
 
 from model_common import machine, write_section
 
-from reference_enclave.model.chat import ChatModel, Message
+from enclave_runtime.model.chat import ChatModel, Message
 from reference_enclave.model.smollm2 import load_smollm2_gguf
 
 PROMPTS = [

@@ -5,30 +5,53 @@ Library code raises these; only :mod:`enclave_audit.cli` catches them, prints
 exit code the program can return is defined here, and the README's table is
 generated from :func:`exit_code_table` (a test keeps them equal).
 
-Packages add no exit codes of their own: when a new failure needs a distinct
-code, add a class here, in the range of its family.
+The families the enclave's own code raises (the root, invalid input, trust,
+environment, and the model, KMS, bridge and protocol classes) are defined in
+:mod:`enclave_runtime.errors`, which the image carries, and re-exported here; the
+table covers both modules.  Packages add no exit codes of their own: when a new
+failure needs a distinct code, add a class here (or there, if the enclave raises it),
+in the range of its family.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-
-class EnclaveAuditError(Exception):
-    """Root of every error the project raises on purpose."""
-
-    exit_code: ClassVar[int] = 70
-    meaning: ClassVar[str] = "internal error"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def diagnostic(self) -> str:
-        """One line for a person: what failed and what it was about."""
-        first = " ".join(self.message.split())
-        return f"error: {first}"
-
+from enclave_runtime import errors as _runtime_errors
+from enclave_runtime.errors import (
+    BridgeRefused as BridgeRefused,
+)
+from enclave_runtime.errors import (
+    EnclaveAuditError as EnclaveAuditError,
+)
+from enclave_runtime.errors import (
+    EnvironmentProblem as EnvironmentProblem,
+)
+from enclave_runtime.errors import (
+    InputNotFound as InputNotFound,
+)
+from enclave_runtime.errors import (
+    Internal as Internal,
+)
+from enclave_runtime.errors import (
+    InvalidInput as InvalidInput,
+)
+from enclave_runtime.errors import (
+    KeyFileError as KeyFileError,
+)
+from enclave_runtime.errors import (
+    KmsRefused as KmsRefused,
+)
+from enclave_runtime.errors import (
+    ModelTampered as ModelTampered,
+)
+from enclave_runtime.errors import (
+    ProtocolError as ProtocolError,
+)
+from enclave_runtime.errors import (
+    ServiceUnavailable as ServiceUnavailable,
+)
+from enclave_runtime.errors import (
+    TrustError as TrustError,
+)
 
 # --- families ------------------------------------------------------------
 
@@ -38,34 +61,6 @@ class AuditFailed(EnclaveAuditError):
 
     exit_code = 1
     meaning = "audit negative: measurements differ, verdict FAIL/INCONCLUSIVE, gate refused"
-
-
-class InvalidInput(EnclaveAuditError):
-    """Input that cannot be parsed or is structurally wrong."""
-
-    exit_code = 3
-    meaning = "invalid input: malformed file, CBOR, JSON, spec or manifest"
-
-
-class TrustError(EnclaveAuditError):
-    """A signature, a certificate chain or a trust policy does not hold."""
-
-    exit_code = 4
-    meaning = "trust failure: bad signature, untrusted chain, policy not met"
-
-
-class EnvironmentProblem(EnclaveAuditError):
-    """A tool, daemon or device the command needs is not available."""
-
-    exit_code = 5
-    meaning = "environment: a required tool, daemon or device is missing"
-
-
-class InputNotFound(InvalidInput):
-    """A path given on the command line does not exist or cannot be read."""
-
-    exit_code = 6
-    meaning = "input file missing or unreadable"
 
 
 class OutputError(EnclaveAuditError):
@@ -212,42 +207,12 @@ class SubjectMismatch(TrustError):
     meaning = "attest: statement subject does not match the artifact"
 
 
-class KeyFileError(InvalidInput):
-    exit_code = 44
-    meaning = "keys: key file unreadable, wrong type or unsafe permissions"
-
-
 # --- runtime, KMS, bridge (50-59) ----------------------------------------------
-
-
-class ModelTampered(TrustError):
-    exit_code = 50
-    meaning = "model: encrypted model file tampered, truncated or wrong key"
-
-
-class KmsRefused(TrustError):
-    exit_code = 51
-    meaning = "kms: request refused (policy, attestation or key state)"
 
 
 class EnclaveRefused(TrustError):
     exit_code = 52
     meaning = "client: enclave attestation or measurements refused"
-
-
-class ServiceUnavailable(EnvironmentProblem):
-    exit_code = 53
-    meaning = "service: KMS, proxy, enclave or accelerator unreachable"
-
-
-class BridgeRefused(TrustError):
-    exit_code = 54
-    meaning = "gpu bridge: accelerator report or channel message refused"
-
-
-class ProtocolError(InvalidInput):
-    exit_code = 55
-    meaning = "protocol: malformed message from a peer"
 
 
 # --- reports, gate, decision log (60-69) ---------------------------------------
@@ -281,11 +246,6 @@ class QemuBootFailed(EnclaveAuditError):
     meaning = "qemu: the image did not boot or attest under QEMU"
 
 
-class Internal(EnclaveAuditError):
-    exit_code = 70
-    meaning = "internal error (rerun with --debug for the traceback)"
-
-
 def _all_error_classes() -> list[type[EnclaveAuditError]]:
     seen: list[type[EnclaveAuditError]] = []
     stack: list[type[EnclaveAuditError]] = [EnclaveAuditError]
@@ -304,7 +264,7 @@ def exit_code_table() -> list[tuple[int, str, str]]:
         2: ("usage error: unknown option or missing argument", []),
     }
     for cls in _all_error_classes():
-        if cls.__module__ != __name__:
+        if cls.__module__ not in (__name__, _runtime_errors.__name__):
             continue  # package-level subclasses inherit a code from this table
         _meaning, names = rows.setdefault(cls.exit_code, (cls.meaning, []))
         names.append(cls.__name__)

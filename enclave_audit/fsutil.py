@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from enclave_audit.errors import InputNotFound, InvalidInput, OutputError
+from enclave_audit.errors import InvalidInput, OutputError
+from enclave_runtime.files import open_input as open_input
+from enclave_runtime.files import read_bytes as read_bytes
 
 CHUNK = 1 << 20
 
@@ -132,26 +134,6 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def open_input(path: Path) -> IO[bytes]:
-    """Open a file for reading, mapping OS errors to :class:`InputNotFound`."""
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise InputNotFound(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputNotFound(f"{path}: is a directory, expected a file") from None
-    except OSError as exc:
-        raise InputNotFound(f"{path}: cannot read: {exc.strerror or exc}") from None
-
-
-def read_bytes(path: Path, *, limit: int | None = None) -> bytes:
-    with open_input(path) as fh:
-        data = fh.read(-1 if limit is None else limit + 1)
-    if limit is not None and len(data) > limit:
-        raise InvalidInput(f"{path}: larger than the {limit}-byte limit for this kind of file")
-    return data
 
 
 def read_json(path: Path, *, limit: int = 64 << 20) -> Any:

@@ -1,7 +1,7 @@
-"""``python3 -m reference_enclave.runtime [--self-test]`` (the image's command)."""
+"""``python3 -m enclave_runtime [--self-test]`` (the image's command)."""
 
 import sys
 
-from reference_enclave.runtime.app import main
+from enclave_runtime.app import main
 
 sys.exit(main())

@@ -34,18 +34,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from enclave_audit.errors import (
+from enclave_runtime import wire
+from enclave_runtime.channels import Endpoint, Forwarder, http_get
+from enclave_runtime.config import MODEL_PCR, HostLinks, RuntimeConfig
+from enclave_runtime.errors import (
     EnclaveAuditError,
     KmsRefused,
     ModelTampered,
     ProtocolError,
     ServiceUnavailable,
 )
-from reference_enclave.nsm.client import NsmClient, open_nsm
-from reference_enclave.runtime import wire
-from reference_enclave.runtime.channels import Endpoint, Forwarder, http_get
-from reference_enclave.runtime.config import MODEL_PCR, HostLinks, RuntimeConfig
-from reference_enclave.runtime.model_loader import EncryptedModel
+from enclave_runtime.model_loader import EncryptedModel
+from enclave_runtime.nsm.client import NsmClient, open_nsm
 
 MAX_MODEL_BYTES = 2 << 30
 KEY_ENCRYPTION_ALGORITHM = "RSAES_OAEP_SHA_256"
@@ -114,7 +114,7 @@ def fetch_data_key(
     import botocore.config
     import botocore.exceptions
 
-    from reference_enclave.cms import open_enveloped_data
+    from enclave_runtime.cms import open_enveloped_data
 
     document = nsm.attestation(public_key=keys.kms_public_der())
     client = boto3.client(
@@ -168,7 +168,7 @@ def accelerator_backend() -> Any:
     path = os.environ.get("ENCLAVE_ACCELERATOR") or ACCELERATOR_SOCKET
     if not os.path.exists(path):
         return None
-    from reference_enclave.gpu_bridge.client import BridgeBackend, load_reference_values
+    from enclave_runtime.gpu_bridge.client import BridgeBackend, load_reference_values
 
     bridge = BridgeBackend(Path(path), load_reference_values(), buffer_dir=Path(path).parent)
     device = bridge.connect()
@@ -224,7 +224,7 @@ class Enclave:
         self.nsm.lock_pcr(MODEL_PCR)
         self.model_digest = digest
         log("model-measured", pcr=MODEL_PCR, sha256=digest.hex())
-        from reference_enclave.model.chat import ChatModel
+        from enclave_runtime.model.chat import ChatModel
 
         bridge = accelerator_backend()
         self.chat = ChatModel.from_gguf(plaintext, backend=bridge, what=self.config.model_name)
@@ -370,11 +370,11 @@ def run_enclave(
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args == ["--self-test"]:
-        from reference_enclave.runtime import selftest
+        from enclave_runtime import selftest
 
         return selftest.run()
     if args not in ([], ["--serve"]):
-        print("usage: python3 -m reference_enclave.runtime [--self-test]", file=sys.stderr)
+        print("usage: python3 -m enclave_runtime [--self-test]", file=sys.stderr)
         return 2
     try:
         config = RuntimeConfig.load()

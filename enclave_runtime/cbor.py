@@ -1,10 +1,16 @@
-"""A strict, bounded CBOR decoder for attestation documents (RFC 8949 subset).
+"""A strict, bounded CBOR decoder (RFC 8949 subset): the one every parser here uses.
 
-Why not ``cbor2.loads``: a verifier must know exactly what it accepted.  This
+The enclave decodes NSM responses and GPU-bridge frames with it; the auditor
+decodes attestation documents and EIF signature sections with the same code.
+
+Why not ``cbor2.loads``: a verifier must know exactly what it accepted, and
+``cbor2.loads`` decodes the first item and ignores whatever follows.  This
 decoder works on an in-memory buffer with every length checked against the
 bytes that remain, rejects duplicate map keys, trailing bytes, reserved
-encodings and nesting deeper than a small limit, and raises only
-:class:`~enclave_audit.errors.AttestationMalformed`.  It accepts what real NSM
+encodings and nesting deeper than a small limit, and raises only the error class
+its caller names (:class:`~enclave_runtime.errors.InvalidInput` unless told, e.g.
+``AttestationMalformed`` for documents or ``ProtocolError`` for a peer's
+message).  It accepts what real NSM
 documents use: definite and indefinite-length maps (the 2026 documents use
 ``bf ... ff``), non-minimal integer heads (the timestamp is an 8-byte uint),
 and tags (returned as :class:`Tagged`, the caller decides which it allows).
@@ -20,7 +26,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from enclave_audit.errors import AttestationMalformed
+from enclave_runtime.errors import EnclaveAuditError, InvalidInput
 
 MAX_DEPTH: Final = 16
 
@@ -52,13 +58,14 @@ UNDEFINED: Final = _Undefined()
 
 
 class _Decoder:
-    def __init__(self, data: bytes, what: str) -> None:
+    def __init__(self, data: bytes, what: str, error: type[EnclaveAuditError]) -> None:
         self.data = data
         self.pos = 0
         self.what = what
+        self.error = error
 
-    def fail(self, problem: str) -> AttestationMalformed:
-        return AttestationMalformed(f"{self.what}: {problem} (at byte {self.pos})")
+    def fail(self, problem: str) -> EnclaveAuditError:
+        return self.error(f"{self.what}: {problem} (at byte {self.pos})")
 
     def take(self, n: int) -> bytes:
         end = self.pos + n
@@ -203,9 +210,14 @@ class _Decoder:
         raise self.fail(f"unsupported simple value {arg}")
 
 
-def loads(data: bytes, *, what: str) -> object:
-    """Decode exactly one CBOR item that fills ``data``; ``what`` names it in errors."""
-    decoder = _Decoder(bytes(data), what)
+def loads(
+    data: bytes, *, what: str, error: type[EnclaveAuditError] = InvalidInput
+) -> object:
+    """Decode exactly one CBOR item that fills ``data``.
+
+    ``what`` names the item in errors; every problem raises ``error``.
+    """
+    decoder = _Decoder(bytes(data), what, error)
     value = decoder.item(0)
     if decoder.pos != len(decoder.data):
         raise decoder.fail(f"{len(decoder.data) - decoder.pos} trailing bytes after the item")

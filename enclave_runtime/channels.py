@@ -16,7 +16,7 @@ import socket
 import threading
 from dataclasses import dataclass
 
-from enclave_audit.errors import InvalidInput, ProtocolError, ServiceUnavailable
+from enclave_runtime.errors import InvalidInput, ProtocolError, ServiceUnavailable
 
 PARENT_CID = 3
 CHUNK = 64 * 1024

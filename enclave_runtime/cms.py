@@ -16,7 +16,7 @@ of the recipient's SubjectPublicKeyInfo DER.  :func:`open_enveloped_data` is the
 enclave side: a narrow, bounded BER reader that accepts definite and indefinite
 lengths and constructed OCTET STRINGs, exactly one RSA key-transport recipient
 (identified either way), OAEP-SHA-256 only and AES-256-CBC only.  Everything else
-is refused with :class:`~enclave_audit.errors.ProtocolError`.
+is refused with :class:`~enclave_runtime.errors.ProtocolError`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from enclave_audit.errors import ProtocolError
+from enclave_runtime.errors import ProtocolError
 
 __all__ = [
     "MAX_CMS_SIZE",

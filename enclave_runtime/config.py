@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from enclave_audit.errors import InputNotFound, InvalidInput
-from reference_enclave.runtime.channels import PARENT_CID, Endpoint
+from enclave_runtime.channels import PARENT_CID, Endpoint
+from enclave_runtime.errors import InputNotFound, InvalidInput
 
 SCHEMA = "enclave-audit/runtime-config/v1"
 CONFIG_PATH = "/etc/enclave-audit/runtime.json"

@@ -1,4 +1,4 @@
-"""The encrypted model as the enclave receives it (CIMF, :mod:`reference_enclave.model_format`).
+"""The encrypted model as the enclave receives it (CIMF, :mod:`enclave_runtime.model_format`).
 
 The header is parsed (not yet authenticated) to learn what to ask KMS for: the
 wrapped data key, its key id and the encryption context. Decryption authenticates
@@ -12,8 +12,8 @@ import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from enclave_audit.errors import ModelTampered
-from reference_enclave import model_format
+from enclave_runtime import model_format
+from enclave_runtime.errors import ModelTampered
 
 
 @dataclass(frozen=True)

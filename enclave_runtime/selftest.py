@@ -1,4 +1,4 @@
-"""``python3 -m reference_enclave.runtime --self-test``: prove the image's runtime works.
+"""``python3 -m enclave_runtime --self-test``: prove the image's runtime works.
 
 Run by the builder's test inside the built root file system (chroot), so it
 exercises the interpreter, NumPy and the pinned wheels that the image really
@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from enclave_audit.errors import EnclaveAuditError, Internal
+from enclave_runtime.errors import EnclaveAuditError, Internal
 
 
 class SelfTestFailed(Internal):
@@ -35,7 +35,7 @@ def _check(condition: bool, what: str) -> None:
 def kat_hpke() -> None:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from reference_enclave import hpke
+    from enclave_runtime import hpke
 
     # RFC 9180 appendix A.1.1 (AES-128-GCM) - key schedule, AEAD and exporter
     sk_e = X25519PrivateKey.from_private_bytes(
@@ -87,7 +87,7 @@ def kat_aes_gcm() -> None:
 def kat_kms_envelope() -> None:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from reference_enclave import cms
+    from enclave_runtime import cms
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     secret = bytes(range(32))
@@ -97,7 +97,7 @@ def kat_kms_envelope() -> None:
 
 
 def kat_nsm_encodings() -> None:
-    from reference_enclave.nsm import protocol
+    from enclave_runtime.nsm import protocol
 
     vectors: list[tuple[bytes, str]] = [
         (protocol.describe_pcr(0), "a16b4465736372696265504352a165696e64657800"),
@@ -143,7 +143,7 @@ def _gguf_kv(key: str, value: object) -> bytes:
 
 def small_gguf(seed: int = 7) -> bytes:
     """A two-layer SmolLM2-shaped model with F32 weights (the tiny model's shapes)."""
-    from reference_enclave.model.tiny import DIMS, tiny_vocab
+    from enclave_runtime.model.tiny import DIMS, tiny_vocab
 
     rng = np.random.default_rng(seed)
     tokens, merges, types = tiny_vocab()
@@ -201,7 +201,7 @@ def small_gguf(seed: int = 7) -> bytes:
 
 
 def forward_pass() -> None:
-    from reference_enclave.model.chat import ChatModel
+    from enclave_runtime.model.chat import ChatModel
 
     chat = ChatModel.from_gguf(small_gguf(), what="self-test model")
     ids = chat.prompt_ids(chat._messages("What is the capital of France?"))
@@ -229,15 +229,15 @@ def import_everything() -> None:
         "cryptography",
         "boto3",
         "botocore",
-        "reference_enclave.hpke",
-        "reference_enclave.cms",
-        "reference_enclave.nsm.client",
-        "reference_enclave.nsm.protocol",
-        "reference_enclave.runtime.app",
-        "reference_enclave.runtime.channels",
-        "reference_enclave.runtime.wire",
-        "reference_enclave.runtime.model_loader",
-        "reference_enclave.model.chat",
+        "enclave_runtime.hpke",
+        "enclave_runtime.cms",
+        "enclave_runtime.nsm.client",
+        "enclave_runtime.nsm.protocol",
+        "enclave_runtime.app",
+        "enclave_runtime.channels",
+        "enclave_runtime.wire",
+        "enclave_runtime.model_loader",
+        "enclave_runtime.model.chat",
     ):
         importlib.import_module(name)
 

@@ -9,7 +9,7 @@ HTTP/1.1 carried through the untrusted host proxy:
   (DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM), ``info`` =
   :data:`REQUEST_INFO`, plaintext a JSON request. Answer ``{"nonce": b64,
   "ciphertext": b64}``: AES-256-GCM under a key derived OHTTP-style from the request's
-  HPKE context (:func:`reference_enclave.hpke.response_keys`), so only the sender of
+  HPKE context (:func:`enclave_runtime.hpke.response_keys`), so only the sender of
   that request can read it and it cannot be moved to another request.
 
 Errors are ``{"error": "<short reason>"}`` with a 4xx/5xx status, never detail
@@ -29,8 +29,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from enclave_audit.errors import ProtocolError
-from reference_enclave import hpke
+from enclave_runtime import hpke
+from enclave_runtime.errors import ProtocolError
 
 HPKE_KEY_PURPOSE = b"enclave-audit/v1 hpke-key 0020-0001-0002"
 REQUEST_INFO = b"enclave-audit/v1 inference request"

@@ -236,7 +236,7 @@ def _eif_signature() -> tuple[
 def _model_file() -> tuple[
     bytes, Callable[[bytes], bool], Callable[[bytes, int], Iterator[Mutation]]
 ]:
-    from reference_enclave.model_format import decrypt_model, read_header
+    from enclave_runtime.model_format import decrypt_model, read_header
 
     original = model_bytes(9000, 4096)
     other = model_bytes(9001, 4096)
@@ -278,9 +278,9 @@ def _ct(header: Any, index: int) -> int:
 def _gpu_report() -> tuple[
     bytes, Callable[[bytes], bool], Callable[[bytes, int], Iterator[Mutation]]
 ]:
+    from enclave_runtime.gpu_bridge.attestation import verify_report
     from fuzz.seeds import gpu_report_seeds
     from fuzz.targets import _reference_values
-    from reference_enclave.gpu_bridge.attestation import verify_report
 
     def accepts(report: bytes) -> bool:
         return _rejects(
@@ -300,7 +300,7 @@ def _gpu_channel() -> tuple[
     bytes, Callable[[bytes], bool], Callable[[bytes, int], Iterator[Mutation]]
 ]:
     """A sealed bridge message, serialised as JSON so that every field can be tampered with."""
-    from reference_enclave.gpu_bridge.channel import Channel, Direction, Kind, Sealed, derive_export
+    from enclave_runtime.gpu_bridge.channel import Channel, Direction, Kind, Sealed, derive_export
 
     export = derive_export(b"s" * 32, b"t" * 48)
     sender = Channel(export, sending=Direction.ENCLAVE_TO_DEVICE)
@@ -439,7 +439,7 @@ CORPORA: dict[str, Corpus] = {
         ),
         Corpus("vsa_bundle", "verifier.attest.verify_bundle (key-signed SLSA VSA)", _vsa_bundle),
         Corpus("eif_signature", "builder.eif.describe_eif: CRC, signature, PCRs", _eif_signature),
-        Corpus("model_file", "reference_enclave.model_format.decrypt_model", _model_file),
+        Corpus("model_file", "enclave_runtime.model_format.decrypt_model", _model_file),
         Corpus("gpu_report", "gpu_bridge.verify_report (device attestation)", _gpu_report),
         Corpus("gpu_channel", "gpu_bridge.Channel.open (session messages)", _gpu_channel),
         Corpus("gate", "reports.gate.evaluate_vsa (auditor agreement)", _gate),

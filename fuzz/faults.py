@@ -358,7 +358,7 @@ def accelerator_kill(folder: Path, *, runs: int, seed: int = 4) -> FaultResult:
     import numpy as np
 
     from enclave_audit.errors import EnclaveAuditError
-    from reference_enclave.gpu_bridge.client import BridgeBackend, load_reference_values
+    from enclave_runtime.gpu_bridge.client import BridgeBackend, load_reference_values
 
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,9 @@ INSTRUMENTED_MODULES = (
     "builder.eif",
     "builder.initramfs",
     "verifier.nitro",
-    "verifier.nitro.cbor",
-    "reference_enclave.cms",
-    "reference_enclave.model_format",
+    "enclave_runtime.cbor",
+    "enclave_runtime.cms",
+    "enclave_runtime.model_format",
     "verifier.attest.dsse",
     "verifier.attest.verify",
     "verifier.attest.policy",
@@ -30,9 +30,9 @@ INSTRUMENTED_MODULES = (
     "reports.trust",
     "reports.decision_log",
     "enclave_audit.model.manifest",
-    "reference_enclave.gpu_bridge.attestation",
-    "reference_enclave.gpu_bridge.client",
-    "reference_enclave.runtime.wire",
+    "enclave_runtime.gpu_bridge.attestation",
+    "enclave_runtime.gpu_bridge.client",
+    "enclave_runtime.wire",
 )
 PROJECT_PACKAGES = ["enclave_audit", "builder", "verifier", "reports", "reference_enclave"]
 

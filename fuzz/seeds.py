@@ -154,7 +154,7 @@ def cbor_seeds() -> list[bytes]:
 
 
 def simulated_attestation(public_key: bytes | None = None) -> bytes:
-    from reference_enclave.nsm import protocol
+    from enclave_runtime.nsm import protocol
     from reference_enclave.nsm.simulator import SimulatedNsm
 
     ca = simulation_ca()
@@ -178,13 +178,13 @@ def simulation_ca() -> Any:
 
 
 def cms_seeds() -> list[bytes]:
-    from reference_enclave.cms import build_enveloped_data
+    from enclave_runtime.cms import build_enveloped_data
 
     return [build_enveloped_data(bytes(range(32)), _rsa_key().public_key())]
 
 
 def model_bytes(size: int = 10_000, chunk: int = 4096) -> bytes:
-    from reference_enclave.model_format import encrypt_model
+    from reference_enclave.model_files import encrypt_model
 
     folder = workdir() / "seed-model"
     folder.mkdir(exist_ok=True)
@@ -487,8 +487,8 @@ def decision_entry(i: int) -> Any:
 
 
 def gpu_report_seeds() -> list[bytes]:
-    from reference_enclave.gpu_bridge.attestation import make_report
     from reference_enclave.gpu_bridge.service import DEFAULT_MEASUREMENTS, device_identity
+    from reference_enclave.gpu_bridge.vendor import make_report
 
     device = device_identity(FIXED_NOW)
     return [
@@ -506,7 +506,7 @@ def gpu_report_seeds() -> list[bytes]:
 
 
 def enclave_request_seeds() -> list[bytes]:
-    from reference_enclave.runtime.wire import InferenceRequest, seal_request
+    from enclave_runtime.wire import InferenceRequest, seal_request
 
     sealed = seal_request(_enclave_key().public_key(), InferenceRequest("What is 2+2?", 8))
     return [sealed.body, InferenceRequest("hello", 4).to_bytes()]

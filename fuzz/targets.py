@@ -9,7 +9,7 @@ within :data:`INPUT_TIME_LIMIT` seconds and the process stays under
 
 Size limits the parsers enforce (the fuzzers check they hold):
 attestation documents 32 KiB (``verifier.nitro.document.MAX_DOCUMENT_BYTES``), CMS
-64 KiB (``reference_enclave.cms.MAX_CMS_SIZE``), model-file header 64 KiB and the
+64 KiB (``enclave_runtime.cms.MAX_CMS_SIZE``), model-file header 64 KiB and the
 plaintext limit the caller passes (``max_plaintext``), KMS request bodies 1 MiB,
 key policies 32 KiB, bundles 16 MiB, GPU-bridge reports and frames 1 MiB.
 """
@@ -133,7 +133,7 @@ def _assert_contained(dest: Path, before: set[str]) -> None:
 
 
 def cbor(data: bytes) -> None:
-    from verifier.nitro.cbor import loads
+    from enclave_runtime.cbor import loads
 
     loads(data, what="fuzz input")
 
@@ -157,7 +157,7 @@ def _rsa_key() -> Any:
 
 
 def cms(data: bytes) -> None:
-    from reference_enclave.cms import open_enveloped_data, parse_enveloped_data
+    from enclave_runtime.cms import open_enveloped_data, parse_enveloped_data
 
     _each(lambda: parse_enveloped_data(data))
     open_enveloped_data(data, _rsa_key())
@@ -167,7 +167,7 @@ def cms(data: bytes) -> None:
 
 
 def model_file(data: bytes) -> None:
-    from reference_enclave.model_format import decrypt_model, read_header
+    from enclave_runtime.model_format import decrypt_model, read_header
 
     _each(lambda: read_header(io.BytesIO(data)))
     decrypt_model(io.BytesIO(data), MODEL_KEY, max_plaintext=1 << 20)
@@ -325,13 +325,13 @@ def decision_log(data: bytes) -> None:
 
 @functools.cache
 def _reference_values() -> Any:
-    from reference_enclave.gpu_bridge.client import load_reference_values
+    from enclave_runtime.gpu_bridge.client import load_reference_values
 
     return load_reference_values()
 
 
 def gpu_report(data: bytes) -> None:
-    from reference_enclave.gpu_bridge.attestation import verify_report
+    from enclave_runtime.gpu_bridge.attestation import verify_report
 
     verify_report(
         data,
@@ -350,7 +350,7 @@ def _enclave_key() -> Any:
 
 
 def enclave_request(data: bytes) -> None:
-    from reference_enclave.runtime.wire import InferenceRequest, open_request
+    from enclave_runtime.wire import InferenceRequest, open_request
 
     _each(lambda: InferenceRequest.from_bytes(data))
     open_request(_enclave_key(), data)

@@ -125,7 +125,7 @@ def publish_model(
     kms: Any, gguf: Path, store: Path, *, file: str = MODEL_FILE, model_id: str = MODEL_NAME
 ) -> PublishedModel:
     """Create a KMS key, take a data key, encrypt ``gguf`` into ``store/file`` (CIMF)."""
-    from reference_enclave.model_format import encrypt_model
+    from reference_enclave.model_files import encrypt_model
 
     key = kms.create_key(Description=f"enclave-audit model key for {model_id}")
     key_id = key["KeyMetadata"]["KeyId"]
@@ -488,10 +488,10 @@ def client_refuses(
     the model PCR16 is extended exactly as the runtime does, so only the image
     measurements can make the client refuse. Returns the refusal, or None if accepted.
     """
+    from enclave_runtime import wire
+    from enclave_runtime.nsm.client import NsmClient
     from reference_enclave.client.ask import Expectation, verify_enclave_document
-    from reference_enclave.nsm.client import NsmClient
     from reference_enclave.nsm.simulator import SimulatedNsm
-    from reference_enclave.runtime import wire
     from verifier.nitro import TrustRoot
 
     nsm = SimulatedNsm.for_eif(image, ca)

@@ -1,4 +1,11 @@
-"""Import direction: the auditor never depends on its subject; the core depends on nothing."""
+"""Import direction: the auditor never depends on the host side of its subject; the core
+depends only on the in-enclave package; the in-enclave package depends on nothing.
+
+``enclave_runtime`` is what the image's ``/app`` holds.  The auditor imports the
+primitives it shares with the image (strict CBOR, HPKE, the model format, the error
+families) from it, so it checks with the very code the enclave runs; the reverse
+direction would put the auditor into the image's measurements.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,28 @@ from pathlib import Path
 
 from conftest import ROOT
 
-PACKAGES = ("enclave_audit", "builder", "verifier", "reports", "reference_enclave")
+PACKAGES = (
+    "enclave_runtime",
+    "enclave_audit",
+    "builder",
+    "verifier",
+    "reports",
+    "reference_enclave",
+)
 #: package -> project packages it may import (the CLI in enclave_audit.cli may import all)
 ALLOWED = {
-    "enclave_audit": {"enclave_audit"},
-    "builder": {"enclave_audit", "builder"},
-    "verifier": {"enclave_audit", "builder", "verifier"},
-    "reports": {"enclave_audit", "builder", "verifier", "reports"},
-    "reference_enclave": {"enclave_audit", "builder", "verifier", "reference_enclave"},
+    "enclave_runtime": {"enclave_runtime"},
+    "enclave_audit": {"enclave_runtime", "enclave_audit"},
+    "builder": {"enclave_runtime", "enclave_audit", "builder"},
+    "verifier": {"enclave_runtime", "enclave_audit", "builder", "verifier"},
+    "reports": {"enclave_runtime", "enclave_audit", "builder", "verifier", "reports"},
+    "reference_enclave": {
+        "enclave_runtime",
+        "enclave_audit",
+        "builder",
+        "verifier",
+        "reference_enclave",
+    },
 }
 
 

@@ -18,7 +18,7 @@ import click
 
 from enclave_audit.cli._common import emit_json, err_console, json_option
 from enclave_audit.errors import InvalidInput
-from reference_enclave.gpu_bridge.client import load_reference_values
+from enclave_runtime.gpu_bridge.client import load_reference_values
 from reference_enclave.gpu_bridge.service import (
     DEFAULT_MEASUREMENTS,
     AcceleratorService,

@@ -224,7 +224,7 @@ def self_test() -> None:
       enclave-audit enclave self-test
     """
     from enclave_audit.errors import Internal
-    from reference_enclave.runtime import selftest
+    from enclave_runtime import selftest
 
     if selftest.run() != 0:
         raise Internal("runtime self-test failed")

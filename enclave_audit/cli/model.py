@@ -119,7 +119,7 @@ def encrypt(
       enclave-audit model encrypt model.gguf -o model.cimf --kms http://127.0.0.1:8000 \\
           --key-id alias/models --context model=smollm2
     """
-    from reference_enclave.model_format import encrypt_model, load_data_key
+    from reference_enclave.model_files import encrypt_model, load_data_key
 
     encryption_context = _parse_context(context)
     wrapped = b""
@@ -187,7 +187,7 @@ def info(file: Path, as_json: bool) -> None:
       enclave-audit model info smollm2.cimf --json
     """
     from enclave_audit.fsutil import open_input
-    from reference_enclave.model_format import read_header
+    from enclave_runtime.model_format import read_header
 
     with open_input(file) as fh:
         header = read_header(fh, what=str(file))
@@ -229,7 +229,7 @@ def decrypt(
     Example:
       enclave-audit model decrypt smollm2.cimf -o model.gguf --key-file model.key
     """
-    from reference_enclave.model_format import decrypt_model_to, load_data_key
+    from reference_enclave.model_files import decrypt_model_to, load_data_key
 
     header = decrypt_model_to(
         file, dst, load_data_key(key_file), expected_sha256=_parse_sha256(pinned), workers=workers
@@ -281,9 +281,9 @@ def run(
     # one BLAS thread: on small shared machines threads make decoding ~10x slower
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    from reference_enclave.model.chat import DEFAULT_SYSTEM_PROMPT, ChatModel, Message
+    from enclave_runtime.model.chat import DEFAULT_SYSTEM_PROMPT, ChatModel, Message
     from reference_enclave.model.smollm2 import load_smollm2_gguf
-    from reference_enclave.model_format import decrypt_model_file, load_data_key
+    from reference_enclave.model_files import decrypt_model_file, load_data_key
 
     t0 = time.perf_counter()
     data: Any

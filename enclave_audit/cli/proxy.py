@@ -79,8 +79,8 @@ def run(
           --kms http://127.0.0.1:8443 --kms-listen unix:/tmp/e/kms.sock \\
           --parent-listen unix:/tmp/e/parent.sock --model-store models/
     """
+    from enclave_runtime.channels import Endpoint
     from reference_enclave.proxy import ProxySettings, start_proxy
-    from reference_enclave.runtime.channels import Endpoint
 
     proxy = start_proxy(
         ProxySettings(

@@ -1,9 +1,9 @@
-"""Accelerator identity, reference values (RIM) and the signed attestation report.
+"""Accelerator reference values (RIM) and the verification of its signed attestation report.
 
-A simulated vendor root CA (P-384) issues each device's identity certificate and
-signs the reference integrity manifest (RIM): the firmware and driver
-measurements an audited image accepts.  The image pins the vendor root and the
-RIM; the enclave verifies a device report against them (chain to the pinned
+A vendor root CA (P-384) issues each device's identity certificate and signs the
+reference integrity manifest (RIM): the firmware and driver measurements an audited
+image accepts.  The image pins the vendor root and the RIM; the enclave verifies a
+device report against them (chain to the pinned
 root, not revoked, nonce, signature over the transcript, RIM signature,
 measurements, CC mode on and debug off) before any session key exists.
 """
@@ -12,136 +12,21 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import cbor2
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from enclave_audit.errors import BridgeRefused, InvalidInput
-from enclave_audit.fsutil import read_bytes
+from enclave_runtime import cbor
+from enclave_runtime.errors import BridgeRefused, InvalidInput
 
 REPORT_VERSION = 1
 MAX_REPORT = 64 << 10
 MEASUREMENT_KEYS = ("firmware", "driver", "vbios")
-#: the simulated vendor's key is derived from this public label (simulation only)
-SIMULATED_VENDOR_LABEL = b"enclave-audit simulated accelerator vendor root v1 - NOT A SECRET"
-SIMULATED_VENDOR_ROOT = Path(__file__).with_name("simulated-vendor-root.pem")
-_P384_ORDER = int(
-    "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973",
-    16,
-)
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, cn),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "enclave-audit simulated accelerator"),
-        ]
-    )
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _derived_vendor_key() -> ec.EllipticCurvePrivateKey:
-    seed = hashlib.sha384(SIMULATED_VENDOR_LABEL).digest()
-    return ec.derive_private_key(
-        int.from_bytes(seed, "big") % (_P384_ORDER - 1) + 1, ec.SECP384R1()
-    )
-
-
-def _root_cert(key: ec.EllipticCurvePrivateKey, now: dt.datetime) -> x509.Certificate:
-    name = _name("Simulated Accelerator Vendor Root CA")
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .sign(key, hashes.SHA384())
-    )
-
-
-@dataclass(frozen=True)
-class Vendor:
-    """The simulated vendor: root CA key and certificate (SIMULATION ONLY)."""
-
-    key: ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
-
-    @classmethod
-    def create(cls, now: dt.datetime) -> Vendor:
-        """A fresh random vendor (tests: a root the image does not pin)."""
-        key = ec.generate_private_key(ec.SECP384R1())
-        return cls(key, _root_cert(key, now))
-
-    def issue_device(self, serial: str, now: dt.datetime) -> Device:
-        key = ec.generate_private_key(ec.SECP384R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(f"Simulated Accelerator {serial}"))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(True, False, False, False, False, False, False, False, False),
-                critical=True,
-            )
-            .sign(self.key, hashes.SHA384())
-        )
-        return Device(key, cert)
-
-    def sign_rim(self, rim: dict[str, Any]) -> bytes:
-        """The signed RIM: CBOR {rim: canonical JSON bytes, signature: ES384}."""
-        body = json.dumps(rim, sort_keys=True, separators=(",", ":")).encode()
-        signature = self.key.sign(body, ec.ECDSA(hashes.SHA384()))
-        return cbor2.dumps({"rim": body, "signature": signature})
-
-    @classmethod
-    def simulated(cls) -> Vendor:
-        """The project's simulated vendor: its key is derived from a PUBLIC label.
-
-        Anyone can derive it, which is exactly right for a simulation and keeps
-        private keys out of the repository and the image; the root certificate
-        (public) is committed beside this module and pinned by the image.
-        """
-        key = _derived_vendor_key()
-        cert = x509.load_pem_x509_certificate(read_bytes(SIMULATED_VENDOR_ROOT))
-        if cert.public_key() != key.public_key():
-            raise InvalidInput(f"{SIMULATED_VENDOR_ROOT}: does not match the simulated vendor key")
-        return cls(key, cert)
-
-    @classmethod
-    def create_simulated_root(cls, now: dt.datetime) -> Vendor:
-        """(Re)issue the simulated vendor's self-signed root for the derived key."""
-        key = _derived_vendor_key()
-        return cls(key, _root_cert(key, now))
-
-
-@dataclass(frozen=True)
-class Device:
-    key: ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
 
 
 @dataclass(frozen=True)
@@ -155,7 +40,8 @@ class ReferenceValues:
     def rim(self) -> dict[str, Any]:
         """The RIM after checking the vendor's signature over it."""
         try:
-            outer = cbor2.loads(self.signed_rim)
+            outer = cbor.loads(self.signed_rim, what="signed RIM")
+            assert isinstance(outer, dict)
             body, signature = outer["rim"], outer["signature"]
             key = self.vendor_root.public_key()
             assert isinstance(key, ec.EllipticCurvePublicKey)
@@ -163,7 +49,7 @@ class ReferenceValues:
             rim = json.loads(body)
         except InvalidSignature:
             raise BridgeRefused("reference values: RIM signature does not verify") from None
-        except (cbor2.CBORDecodeError, KeyError, TypeError, ValueError, AssertionError):
+        except (InvalidInput, KeyError, TypeError, ValueError, AssertionError):
             raise BridgeRefused("reference values: RIM is malformed") from None
         if not isinstance(rim, dict) or not isinstance(rim.get("measurements"), dict):
             raise BridgeRefused("reference values: RIM lacks measurements")
@@ -173,7 +59,9 @@ class ReferenceValues:
         return (
             json.dumps(
                 {
-                    "vendor_root_pem": _pem(self.vendor_root).decode(),
+                    "vendor_root_pem": self.vendor_root.public_bytes(
+                        serialization.Encoding.PEM
+                    ).decode(),
                     "signed_rim_hex": self.signed_rim.hex(),
                     "revoked_serials": sorted(self.revoked_serials),
                 },
@@ -215,40 +103,11 @@ def transcript_hash(
     return h.digest()
 
 
-def make_report(
-    device: Device,
-    *,
-    nonce: bytes,
-    enclave_share: bytes,
-    device_share: bytes,
-    measurements: dict[str, str],
-    cc_mode: bool,
-    debug: bool,
-    version: str,
-    params: bytes = b"",
-) -> bytes:
-    """The device's signed report (CBOR), covering the whole handshake transcript."""
-    body = cbor2.dumps(
-        {
-            "version": REPORT_VERSION,
-            "measurements": measurements,
-            "firmware_version": version,
-            "cc_mode": cc_mode,
-            "debug": debug,
-            "certificate": device.cert.public_bytes(serialization.Encoding.DER),
-        }
-    )
-    digest = transcript_hash(nonce, enclave_share, device_share, body, params)
-    signature = device.key.sign(digest, ec.ECDSA(hashes.SHA384()))
-    return cbor2.dumps({"body": body, "device_share": device_share, "signature": signature})
-
-
-def _strict_cbor(data: bytes) -> Any:
-    """One CBOR item and nothing after it (trailing bytes are tampering)."""
-    stream = io.BytesIO(data)
-    value = cbor2.CBORDecoder(stream).decode()
-    if stream.tell() != len(data):
-        raise ValueError("trailing bytes after the CBOR item")
+def _cbor_map(data: bytes, what: str) -> dict[Any, Any]:
+    """One CBOR map and nothing after it (trailing bytes are tampering)."""
+    value = cbor.loads(data, what=what)
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} is not a CBOR map")
     return value
 
 
@@ -274,12 +133,13 @@ def verify_report(
     if len(report) > MAX_REPORT:
         raise BridgeRefused("accelerator report too large")
     try:
-        outer = _strict_cbor(report)
+        outer = _cbor_map(report, "accelerator report")
         body, device_share, signature = outer["body"], outer["device_share"], outer["signature"]
-        fields = _strict_cbor(body)
+        if not isinstance(body, bytes):
+            raise TypeError("report body is not a byte string")
+        fields = _cbor_map(body, "accelerator report body")
         cert = x509.load_der_x509_certificate(fields["certificate"])
-    except (cbor2.CBORDecodeError, KeyError, TypeError, ValueError, RecursionError,
-            x509.InvalidVersion):
+    except (InvalidInput, KeyError, TypeError, ValueError, x509.InvalidVersion):
         raise BridgeRefused("accelerator report is malformed") from None
     if not all(isinstance(x, bytes) for x in (body, device_share, signature)):
         raise BridgeRefused("accelerator report is malformed")

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
-from enclave_audit.errors import BridgeRefused
+from enclave_runtime.errors import BridgeRefused
 
 #: rotate keys after this many messages in one direction (small values in tests)
 DEFAULT_ROTATE_AFTER = 1 << 32

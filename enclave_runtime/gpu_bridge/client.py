@@ -18,17 +18,17 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from enclave_audit.errors import BridgeRefused, ProtocolError, ServiceUnavailable
-from reference_enclave.gpu_bridge.attestation import ReferenceValues, VerifiedDevice, verify_report
-from reference_enclave.gpu_bridge.channel import (
+from enclave_runtime.errors import BridgeRefused, ProtocolError, ServiceUnavailable
+from enclave_runtime.gpu_bridge.attestation import ReferenceValues, VerifiedDevice, verify_report
+from enclave_runtime.gpu_bridge.channel import (
     DEFAULT_ROTATE_AFTER,
     Channel,
     Direction,
     Kind,
     derive_export,
 )
-from reference_enclave.gpu_bridge.link import SecureLink
-from reference_enclave.gpu_bridge.transport import BounceBuffer, recv_frame, send_frame
+from enclave_runtime.gpu_bridge.link import SecureLink
+from enclave_runtime.gpu_bridge.transport import BounceBuffer, recv_frame, send_frame
 
 F32 = npt.NDArray[np.float32]
 REFERENCE_VALUES = Path(__file__).with_name("reference-values.json")
@@ -172,7 +172,7 @@ class BridgeBackend:
 
 
 def load_reference_values(path: Path | None = None) -> ReferenceValues:
-    from enclave_audit.fsutil import read_bytes
+    from enclave_runtime.files import read_bytes
 
     target = path or REFERENCE_VALUES
     return ReferenceValues.from_json(read_bytes(target, limit=1 << 20), source=str(target))

@@ -15,9 +15,10 @@ from typing import Any
 
 import cbor2
 
-from enclave_audit.errors import BridgeRefused, ProtocolError
-from reference_enclave.gpu_bridge.channel import Channel, Direction, Kind, Sealed
-from reference_enclave.gpu_bridge.transport import CHUNK, BounceBuffer, recv_frame, send_frame
+from enclave_runtime import cbor
+from enclave_runtime.errors import BridgeRefused, ProtocolError
+from enclave_runtime.gpu_bridge.channel import Channel, Direction, Kind, Sealed
+from enclave_runtime.gpu_bridge.transport import CHUNK, BounceBuffer, recv_frame, send_frame
 
 MAX_MESSAGE = 1 << 31
 
@@ -113,9 +114,11 @@ class SecureLink:
                 plain = data
             # only authenticated descriptors are parsed
             try:
-                desc = cbor2.loads(desc_bytes)
+                desc = cbor.loads(desc_bytes, what="message descriptor", error=ProtocolError)
+                if not isinstance(desc, dict):
+                    raise TypeError("not a map")
                 index, count, total = int(desc["chunk"]), int(desc["chunks"]), int(desc["total"])
-            except (cbor2.CBORDecodeError, KeyError, ValueError, TypeError):
+            except (ProtocolError, KeyError, ValueError, TypeError):
                 raise ProtocolError("malformed message descriptor") from None
             if first is None:
                 first, kind = desc, frame_kind

@@ -22,7 +22,8 @@ from typing import Any
 
 import cbor2
 
-from enclave_audit.errors import ProtocolError, ServiceUnavailable
+from enclave_runtime import cbor
+from enclave_runtime.errors import BridgeRefused, ProtocolError, ServiceUnavailable
 
 MAX_FRAME = 1 << 20
 #: bulk data moves in chunks of at most this many bytes (plus a 16-byte GCM tag)
@@ -60,15 +61,10 @@ def recv_frame(sock: socket.socket) -> dict[str, Any]:
     (length,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
     if length > MAX_FRAME:
         raise ProtocolError(f"bridge frame of {length} bytes exceeds {MAX_FRAME}")
-    try:
-        frame = cbor2.loads(_recv_exact(sock, length))
-    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError):
-        raise ProtocolError("bridge frame is not CBOR") from None
+    frame = cbor.loads(_recv_exact(sock, length), what="bridge frame", error=ProtocolError)
     if not isinstance(frame, dict) or not isinstance(frame.get("op"), str):
         raise ProtocolError("bridge frame lacks an op")
     if frame["op"] == "error":
-        from enclave_audit.errors import BridgeRefused
-
         raise BridgeRefused(f"accelerator refused: {frame.get('message', 'unknown error')}")
     return frame
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from enclave_audit.errors import InvalidInput
-from reference_enclave.model.gguf_read import Buffer, GGUFFile
-from reference_enclave.model.llama import LlamaModel, MatmulBackend
-from reference_enclave.model.tokenizer import ByteBPETokenizer
+from enclave_runtime.errors import InvalidInput
+from enclave_runtime.model.gguf_read import Buffer, GGUFFile
+from enclave_runtime.model.llama import LlamaModel, MatmulBackend
+from enclave_runtime.model.tokenizer import ByteBPETokenizer
 
 #: the system turn SmolLM2's template inserts when the conversation has none
 DEFAULT_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"

@@ -1,7 +1,7 @@
 """A small GGUF (v2/v3) reader that works on bytes in memory.
 
 The enclave receives the model as authenticated plaintext in memory (see
-:mod:`reference_enclave.model_format`), never as a path, so this reader parses a
+:mod:`enclave_runtime.model_format`), never as a path, so this reader parses a
 buffer (``bytes``, ``bytearray``, ``memoryview`` or ``mmap``) directly: no
 memfd, no tmpfs, no temporary file.  It depends on NumPy only (the ``gguf``
 package needs pyyaml, requests and tqdm at import time), and supports exactly
@@ -10,7 +10,7 @@ The tests check its metadata and dequantized tensors against ``gguf.GGUFReader``
 and ``gguf.quants.dequantize``.
 
 Every length and offset is bounds-checked; a malformed file raises
-:class:`~enclave_audit.errors.InvalidInput` with one line naming the field.
+:class:`~enclave_runtime.errors.InvalidInput` with one line naming the field.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from enum import IntEnum
 import numpy as np
 import numpy.typing as npt
 
-from enclave_audit.errors import InvalidInput
+from enclave_runtime.errors import InvalidInput
 
 Buffer = bytes | bytearray | memoryview | mmap.mmap
 

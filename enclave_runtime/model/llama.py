@@ -24,8 +24,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from enclave_audit.errors import InvalidInput, ProtocolError
-from reference_enclave.model.gguf_read import GGUFFile
+from enclave_runtime.errors import InvalidInput, ProtocolError
+from enclave_runtime.model.gguf_read import GGUFFile
 
 F32 = npt.NDArray[np.float32]
 

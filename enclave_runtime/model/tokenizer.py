@@ -22,7 +22,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
 
-from enclave_audit.errors import InvalidInput
+from enclave_runtime.errors import InvalidInput
 
 #: Unicode White_Space (what ``\s`` means in the Rust/Oniguruma regex engines)
 _WHITESPACE = frozenset(

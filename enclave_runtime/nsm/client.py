@@ -5,7 +5,7 @@
 ``struct nsm_iovec { __u64 addr; __u64 len; }`` (request, response). In the
 simulation there is no device: the launcher serves the same CBOR messages on a
 Unix socket inside the enclave's root (4-byte big-endian length prefix each way).
-Both transports carry the exact bytes of :mod:`reference_enclave.nsm.protocol`.
+Both transports carry the exact bytes of :mod:`enclave_runtime.nsm.protocol`.
 Imports: standard library and cbor2 only (runs in the image).
 """
 
@@ -19,8 +19,8 @@ import struct
 from dataclasses import dataclass
 from typing import Protocol
 
-from enclave_audit.errors import ProtocolError, ServiceUnavailable
-from reference_enclave.nsm import protocol
+from enclave_runtime.errors import ProtocolError, ServiceUnavailable
+from enclave_runtime.nsm import protocol
 
 DEVICE = "/dev/nsm"
 NSM_IOCTL_RAW = 0xC0200A00

@@ -4,7 +4,8 @@ A unit request is a CBOR text string (``"DescribeNSM"``); a request with fields 
 a one-entry map ``{Name: {fields in declaration order}}``. Responses mirror that
 shape; errors are ``{"Error": "<ErrorCode>"}``. Both the enclave-side client and
 the host-side simulator use these functions, so the bytes on the wire are the ones
-the real device takes. Imports: standard library and cbor2 only (runs in the image).
+the real device takes. Responses and requests are decoded with the strict
+:mod:`enclave_runtime.cbor` (one item, nothing after it); requests are encoded with cbor2.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 import cbor2
 
-from enclave_audit.errors import ProtocolError
+from enclave_runtime import cbor
+from enclave_runtime.errors import ProtocolError
 
 MAX_REQUEST = 0x1000
 MAX_RESPONSE = 0x3000
@@ -88,10 +90,7 @@ def decode_request(data: bytes) -> Request:
     """Parse a request as the device does; raises :class:`ProtocolError` when malformed."""
     if len(data) > MAX_REQUEST:
         raise NsmError("InputTooLarge", "request")
-    try:
-        value = cbor2.loads(data)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, EOFError) as exc:
-        raise ProtocolError(f"NSM request is not CBOR: {exc}") from None
+    value = cbor.loads(data, what="NSM request", error=ProtocolError)
     if isinstance(value, str):
         return Request(value, {})
     if isinstance(value, dict) and len(value) == 1:
@@ -116,10 +115,7 @@ def encode_error(code: str) -> bytes:
 
 def decode_response(data: bytes, expected: str) -> dict[str, Any]:
     """The fields of response ``expected`` (empty for unit responses); raises on errors."""
-    try:
-        value = cbor2.loads(data)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, EOFError) as exc:
-        raise ProtocolError(f"NSM response to {expected} is not CBOR: {exc}") from None
+    value = cbor.loads(data, what=f"NSM response to {expected}", error=ProtocolError)
     if value == expected:
         return {}
     if isinstance(value, dict) and len(value) == 1:

@@ -27,9 +27,8 @@ from enclave_audit.fsutil import read_bytes, read_json
 from enclave_audit.model.attestation_doc import AttestationResult
 from enclave_audit.model.findings import Verdict
 from enclave_audit.model.measurements import PcrSet
-from reference_enclave import hpke
-from reference_enclave.runtime import wire
-from reference_enclave.runtime.config import MODEL_PCR
+from enclave_runtime import hpke, wire
+from enclave_runtime.config import MODEL_PCR
 
 ASK_SCHEMA = "enclave-audit/client-answer/v1"
 DEFAULT_MAX_AGE = dt.timedelta(minutes=5)

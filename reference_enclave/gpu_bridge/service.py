@@ -31,10 +31,11 @@ from enclave_audit.errors import (
     EnvironmentProblem,
     ProtocolError,
 )
-from reference_enclave.gpu_bridge.attestation import Device, Vendor, make_report, transcript_hash
-from reference_enclave.gpu_bridge.channel import Channel, Direction, Kind, derive_export
-from reference_enclave.gpu_bridge.link import SecureLink
-from reference_enclave.gpu_bridge.transport import BounceBuffer, recv_frame, send_frame
+from enclave_runtime.gpu_bridge.attestation import transcript_hash
+from enclave_runtime.gpu_bridge.channel import Channel, Direction, Kind, derive_export
+from enclave_runtime.gpu_bridge.link import SecureLink
+from enclave_runtime.gpu_bridge.transport import BounceBuffer, recv_frame, send_frame
+from reference_enclave.gpu_bridge.vendor import Device, Vendor, make_report
 
 F32 = npt.NDArray[np.float32]
 

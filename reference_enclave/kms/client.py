@@ -13,7 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from enclave_audit.errors import KmsRefused, ServiceUnavailable
-from reference_enclave.cms import open_enveloped_data
+from enclave_runtime.cms import open_enveloped_data
 from reference_enclave.kms.recipient import KEY_ENCRYPTION_ALGORITHM
 
 _SESSION_LOCK = threading.Lock()

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from reference_enclave.cms import build_enveloped_data
+from enclave_runtime.cms import build_enveloped_data
 from reference_enclave.kms import blob
 from reference_enclave.kms.config import Credential, KmsConfig
 from reference_enclave.kms.errors import (

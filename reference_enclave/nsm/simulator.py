@@ -26,8 +26,8 @@ import cbor2
 from cryptography.hazmat.primitives import serialization
 
 from enclave_audit.errors import InvalidInput, ProtocolError, ServiceUnavailable
-from reference_enclave.nsm import protocol
-from reference_enclave.nsm.client import recv_frame, send_frame
+from enclave_runtime.nsm import protocol
+from enclave_runtime.nsm.client import recv_frame, send_frame
 from reference_enclave.nsm.document import sign_document
 from reference_enclave.nsm.sim_ca import SimulationCa, new_module_id
 

@@ -15,8 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from enclave_audit.errors import InvalidInput, ServiceUnavailable
+from enclave_runtime.channels import Endpoint, pump
 from reference_enclave.proxy.capture import Capture
-from reference_enclave.runtime.channels import Endpoint, pump
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _CHUNK = 1 << 20

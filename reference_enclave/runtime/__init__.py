@@ -1,7 +1,7 @@
-"""The enclave application (runs inside the image) and its host-side launcher.
+"""The host side of running the image: the simulation launcher and its sandbox stage.
 
-Modules that run in the image import only the standard library, cryptography,
-cbor2, numpy, boto3 and ``enclave_audit.errors``: :mod:`.app`, :mod:`.wire`,
-:mod:`.channels`, :mod:`.config`, :mod:`.model_loader`, :mod:`.selftest`.
-:mod:`.launch` is the host side (simulation launcher).
+The enclave application itself is :mod:`enclave_runtime` (the image's ``/app``);
+:mod:`.launch` starts it (from the image or from the checkout) behind the simulated
+NSM, the host proxy and the reference KMS, and :mod:`.sandbox` prepares the
+namespaces and the chroot as the image's ``/init`` would.
 """

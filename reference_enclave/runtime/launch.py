@@ -39,10 +39,10 @@ from enclave_audit.errors import (
     ServiceUnavailable,
 )
 from enclave_audit.tools import require
+from enclave_runtime.channels import Endpoint
 from reference_enclave.nsm.sim_ca import SimulationCa
 from reference_enclave.nsm.simulator import NsmSocketServer, SimulatedNsm
 from reference_enclave.proxy import HostProxy, ProxySettings, start_proxy
-from reference_enclave.runtime.channels import Endpoint
 
 READY_TIMEOUT = 900.0
 ACCELERATOR_SOCKET_NAME = "accelerator.sock"
@@ -241,7 +241,7 @@ def launch_host_process(
             env[name] = os.environ[name]
     if services.accelerator is not None:
         env["ENCLAVE_ACCELERATOR"] = str(_accelerator_socket(services.accelerator))
-    argv = [sys.executable, "-m", "reference_enclave.runtime.main"]
+    argv = [sys.executable, "-m", "enclave_runtime"]
     return _start(
         argv,
         env,

@@ -142,7 +142,7 @@ def _runtime_children() -> list[int]:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"reference_enclave.runtime.main" in cmdline:
+            if b"enclave_runtime" in cmdline:
                 pids.append(int(pid))
     return pids
 

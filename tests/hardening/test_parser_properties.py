@@ -87,14 +87,14 @@ def _timed(call, limit: float = 1.0) -> float:  # type: ignore[no-untyped-def]
 
 
 def _cbor_map(entries: int) -> bytes:
-    from verifier.nitro.cbor import encode_head
+    from enclave_runtime.cbor import encode_head
 
     body = b"".join(encode_head(0, i) + encode_head(0, i) for i in range(entries))
     return encode_head(5, entries) + body
 
 
 def test_20kb_cbor_map_is_cheap() -> None:
-    from verifier.nitro.cbor import loads
+    from enclave_runtime.cbor import loads
 
     data = _cbor_map(3500)
     assert 15_000 < len(data) < 25_000
@@ -143,7 +143,7 @@ def test_oversized_input_is_refused_quickly(name: str, size: int) -> None:
 
 def test_huge_declared_lengths_do_not_allocate() -> None:
     """Length fields claiming gigabytes must be checked against the bytes present."""
-    from verifier.nitro.cbor import loads
+    from enclave_runtime.cbor import loads
 
     for head in (
         b"\x5b" + (2**62).to_bytes(8, "big"),

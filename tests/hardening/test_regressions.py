@@ -46,7 +46,7 @@ def test_eif_signature_with_corrupt_certificate_field_is_refused() -> None:
     [
         "reports.key_policy.parse_policy",
         "enclave_audit.fsutil.read_json",
-        "reference_enclave.runtime.wire.json_object",
+        "enclave_runtime.wire.json_object",
     ],
 )
 def test_deeply_nested_json_is_a_project_error(call: str, tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_deeply_nested_json_is_a_project_error(call: str, tmp_path: Path) -> Non
         path.write_bytes(DEEP_JSON)
         run = lambda: read_json(path)  # noqa: E731
     else:
-        from reference_enclave.runtime.wire import json_object
+        from enclave_runtime.wire import json_object
 
         run = lambda: json_object(DEEP_JSON, "request")  # noqa: E731
     with pytest.raises(EnclaveAuditError):
@@ -113,9 +113,9 @@ def test_gpu_report_with_trailing_bytes_is_refused() -> None:
     cbor2.loads() decodes the first item and ignores what follows, so a tampered
     report (the signed report plus anything) passed verify_report.
     """
+    from enclave_runtime.gpu_bridge.attestation import verify_report
     from fuzz.seeds import gpu_report_seeds
     from fuzz.targets import FIXED_NOW, _reference_values
-    from reference_enclave.gpu_bridge.attestation import verify_report
 
     report = gpu_report_seeds()[0]
     verify_report(
@@ -164,9 +164,9 @@ def test_certificate_with_invalid_x509_version_is_malformed_everywhere() -> None
     """
     import cbor2
 
+    from enclave_runtime.gpu_bridge.attestation import verify_report
     from fuzz.seeds import gpu_report_seeds
     from fuzz.targets import FIXED_NOW, _reference_values
-    from reference_enclave.gpu_bridge.attestation import verify_report
     from verifier.nitro.certs import parse_der
 
     outer = cbor2.loads(gpu_report_seeds()[0])

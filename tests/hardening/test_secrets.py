@@ -36,7 +36,8 @@ def _leaks(haystack: bytes, secrets: dict[str, bytes]) -> list[str]:
 
 
 def test_no_secret_in_logs_errors_or_temp_files(tmp_path: Path) -> None:
-    from reference_enclave.model_format import decrypt_model, encrypt_model
+    from enclave_runtime.model_format import decrypt_model
+    from reference_enclave.model_files import encrypt_model
 
     temp_before = set(os.listdir(tempfile.gettempdir()))
     config = tmp_path / "kms.json"

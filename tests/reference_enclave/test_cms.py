@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from enclave_audit.errors import ProtocolError
-from reference_enclave.cms import (
+from enclave_runtime.cms import (
     build_enveloped_data,
     open_enveloped_data,
     parse_enveloped_data,

@@ -6,7 +6,7 @@ import pytest
 from cryptography.hazmat.primitives import hpke as pyca_hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from reference_enclave import hpke
+from enclave_runtime import hpke
 
 # RFC 9180 A.1.1: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM, mode_base
 A1 = {

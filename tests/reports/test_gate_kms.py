@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from enclave_audit.errors import KmsRefused
+from enclave_runtime.nsm import protocol
 from reference_enclave.kms import Credential, decrypt_for_recipient, kms_client, start_kms
-from reference_enclave.nsm import protocol
 from reference_enclave.nsm.sim_ca import SimulationCa
 from reference_enclave.nsm.simulator import SimulatedNsm
 from verifier.nitro.roots import TrustRoot

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.hashes import SHA384
 
-from verifier.nitro.cbor import encode_bytes, encode_head, encode_text
+from enclave_runtime.cbor import encode_bytes, encode_head, encode_text
 
 ES384_SIGNATURE_BYTES: Final = 96
 _CONTEXT: Final = encode_text("Signature1")

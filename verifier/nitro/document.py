@@ -23,7 +23,7 @@ from typing import Final
 from enclave_audit.errors import AttestationMalformed
 from enclave_audit.model.attestation_doc import AttestationDocument
 from enclave_audit.model.measurements import PCR_SIZES, PcrSet
-from verifier.nitro.cbor import CborMap, Tagged, loads
+from enclave_runtime.cbor import CborMap, Tagged, loads
 
 COSE_SIGN1_TAG: Final = 18
 #: COSE algorithm identifiers seen in Nitro documents.
@@ -100,7 +100,7 @@ def parse_attestation(document: bytes) -> AttestationDocument:
         raise AttestationMalformed(
             f"attestation document: {len(document)} bytes, more than the {MAX_DOCUMENT_BYTES} limit"
         )
-    envelope = loads(document, what="COSE_Sign1")
+    envelope = loads(document, what="COSE_Sign1", error=AttestationMalformed)
     tagged = False
     if isinstance(envelope, Tagged):
         if envelope.tag != COSE_SIGN1_TAG:
@@ -128,7 +128,7 @@ def parse_attestation(document: bytes) -> AttestationDocument:
     if not isinstance(signature, bytes) or not signature:
         raise AttestationMalformed("COSE_Sign1: signature is not a non-empty byte string")
     algorithm = _algorithm(protected)
-    fields = loads(payload, what="attestation payload")
+    fields = loads(payload, what="attestation payload", error=AttestationMalformed)
     if not isinstance(fields, CborMap):
         raise AttestationMalformed("attestation payload: not a CBOR map")
     return _document(
@@ -144,7 +144,7 @@ def parse_attestation(document: bytes) -> AttestationDocument:
 def _algorithm(protected: bytes) -> int:
     if not protected:
         raise AttestationMalformed("COSE_Sign1: empty protected header (no algorithm)")
-    header = loads(protected, what="COSE protected header")
+    header = loads(protected, what="COSE protected header", error=AttestationMalformed)
     if not isinstance(header, Mapping):
         raise AttestationMalformed("COSE protected header: not a map")
     if 2 in header:

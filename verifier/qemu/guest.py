@@ -24,9 +24,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Final
 
-import cbor2
-
 from enclave_audit.errors import AttestationMalformed, QemuBootFailed
+from enclave_runtime import cbor
 
 BEGIN: Final = "NSM-ATTEST BEGIN"
 END: Final = "NSM-ATTEST END"
@@ -126,10 +125,7 @@ def document_from_response(response: bytes) -> bytes:
     """The COSE_Sign1 bytes from an NSM ``{"Attestation": {"document": ...}}`` response."""
     if len(response) > MAX_RESPONSE:
         raise AttestationMalformed(f"NSM response: {len(response)} bytes, over {MAX_RESPONSE}")
-    try:
-        decoded = cbor2.loads(response)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, EOFError) as exc:
-        raise AttestationMalformed(f"NSM response: not CBOR ({exc})") from None
+    decoded = cbor.loads(response, what="NSM response", error=AttestationMalformed)
     if isinstance(decoded, dict) and "Error" in decoded:
         raise QemuBootFailed(f"the guest's NSM refused the attestation request: {decoded['Error']}")
     body = decoded.get("Attestation") if isinstance(decoded, dict) else None

@@ -9,12 +9,12 @@ import pytest
 
 from enclave_audit.errors import EnclaveRefused, InvalidInput, ProtocolError
 from enclave_audit.model.measurements import PcrSet
+from enclave_runtime import wire
+from enclave_runtime.nsm.client import NsmClient
 from reference_enclave.client import Expectation, ask
 from reference_enclave.client.ask import verify_enclave_document
-from reference_enclave.nsm.client import NsmClient
 from reference_enclave.nsm.sim_ca import SimulationCa
 from reference_enclave.nsm.simulator import SimulatedNsm
-from reference_enclave.runtime import wire
 from tests.reference_enclave.runtime.stack import Stack
 from verifier.nitro import TrustRoot, aws_nitro_root
 

@@ -15,9 +15,10 @@ import pytest
 from conftest import run_cli
 
 from enclave_audit.errors import BridgeRefused
-from reference_enclave.gpu_bridge.attestation import ReferenceValues, Vendor
-from reference_enclave.gpu_bridge.channel import Channel, Direction, Kind, derive_export
-from reference_enclave.gpu_bridge.client import BridgeBackend, load_reference_values
+from enclave_runtime.gpu_bridge.attestation import ReferenceValues
+from enclave_runtime.gpu_bridge.channel import Channel, Direction, Kind, derive_export
+from enclave_runtime.gpu_bridge.client import BridgeBackend, load_reference_values
+from enclave_runtime.model.chat import ChatModel
 from reference_enclave.gpu_bridge.service import (
     DEFAULT_MEASUREMENTS,
     AcceleratorService,
@@ -25,8 +26,8 @@ from reference_enclave.gpu_bridge.service import (
     ServiceConfig,
     device_identity,
 )
-from reference_enclave.model.chat import ChatModel
-from reference_enclave.model.tiny import write_tiny_gguf
+from reference_enclave.gpu_bridge.vendor import Vendor
+from reference_enclave.model.tiny_gguf import write_tiny_gguf
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -170,7 +171,8 @@ def test_tampered_rim_is_refused(tmp_path):
 
 def test_stale_nonce_report_is_refused():
     """A report made for an earlier handshake does not verify for a new nonce."""
-    from reference_enclave.gpu_bridge.attestation import make_report, verify_report
+    from enclave_runtime.gpu_bridge.attestation import verify_report
+    from reference_enclave.gpu_bridge.vendor import make_report
 
     device = device_identity(NOW)
     share, device_share = os.urandom(32), os.urandom(32)
@@ -323,7 +325,7 @@ def test_file_backed_bounce_buffer_in_shared_directory(service, tiny):
 
 def test_buffer_names_cannot_escape_the_directory(tmp_path):
     from enclave_audit.errors import ProtocolError
-    from reference_enclave.gpu_bridge.transport import BounceBuffer
+    from enclave_runtime.gpu_bridge.transport import BounceBuffer
 
     for bad in ("file:../etc/passwd", "file:bridge-x.buf", "file:/tmp/bridge-0.buf"):
         with pytest.raises(ProtocolError):

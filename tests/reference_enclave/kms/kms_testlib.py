@@ -17,8 +17,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from enclave_runtime.nsm import protocol
 from reference_enclave.kms import Credential, RunningKms, kms_client
-from reference_enclave.nsm import protocol
 from reference_enclave.nsm.sim_ca import SimulationCa
 from reference_enclave.nsm.simulator import SimulatedNsm
 

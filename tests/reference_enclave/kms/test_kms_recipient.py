@@ -25,7 +25,7 @@ from kms_testlib import (
 )
 
 from enclave_audit.errors import KmsRefused
-from reference_enclave.cms import open_enveloped_data, parse_enveloped_data
+from enclave_runtime.cms import open_enveloped_data, parse_enveloped_data
 from reference_enclave.kms import (
     decrypt_for_recipient,
     generate_data_key_for_recipient,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import need
 
-from reference_enclave.model.chat import ChatModel
-from reference_enclave.model.tiny import write_tiny_gguf
+from enclave_runtime.model.chat import ChatModel
+from reference_enclave.model.tiny_gguf import write_tiny_gguf
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ import re
 import pytest
 
 from enclave_audit.errors import EnvironmentProblem, InvalidInput
+from enclave_runtime.model.chat import ChatModel, Message
 from reference_enclave.model import smollm2
-from reference_enclave.model.chat import ChatModel, Message
 
 
 def test_stream_equals_generate(tiny_chat: ChatModel) -> None:

@@ -10,7 +10,8 @@ import pytest
 from conftest import run_cli
 
 from enclave_audit.errors import KmsRefused
-from reference_enclave import model_format as mf
+from enclave_runtime import model_format as mf
+from reference_enclave import model_files as files
 from reference_enclave.kms import Credential, RunningKms, kms_client, start_kms
 from reference_enclave.kms.client import client_error
 
@@ -66,7 +67,7 @@ def test_encrypt_with_kms_data_key(tmp_path: Path, tiny_gguf: Path, kms: Running
         KeyId=header.kms_key_id,
         EncryptionContext=dict(header.encryption_context),
     )["Plaintext"]
-    assert bytes(mf.decrypt_model_file(enc, data_key, workers=1)) == tiny_gguf.read_bytes()
+    assert bytes(files.decrypt_model_file(enc, data_key, workers=1)) == tiny_gguf.read_bytes()
     from botocore.exceptions import ClientError
 
     with pytest.raises(ClientError) as err:

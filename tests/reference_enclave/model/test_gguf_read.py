@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from enclave_audit.errors import InvalidInput
-from reference_enclave.model.gguf_read import GGMLType, GGUFFile
+from enclave_runtime.model.gguf_read import GGMLType, GGUFFile
 
 
 def _compare_with_gguf_package(

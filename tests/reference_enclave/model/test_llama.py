@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from enclave_audit.errors import InvalidInput
-from reference_enclave.model.chat import ChatModel
-from reference_enclave.model.gguf_read import GGUFFile
-from reference_enclave.model.llama import LlamaModel, NumpyBackend
-from reference_enclave.model.tiny import write_tiny_gguf
+from enclave_runtime.model.chat import ChatModel
+from enclave_runtime.model.gguf_read import GGUFFile
+from enclave_runtime.model.llama import LlamaModel, NumpyBackend
+from reference_enclave.model.tiny_gguf import write_tiny_gguf
 
 
 def _weights_via_gguf_package(path: Path) -> tuple[dict[str, np.ndarray], dict[str, object]]:

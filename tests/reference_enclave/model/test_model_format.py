@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from enclave_audit.errors import InvalidInput, KeyFileError, ModelTampered
-from reference_enclave import model_format as mf
+from enclave_runtime import model_format as mf
+from reference_enclave import model_files as files
 
 KEY = bytes(range(32))
 CHUNK = 4096
@@ -24,7 +25,7 @@ def _serial(path: Path, key: bytes, pinned: bytes | None = None) -> bytes:
 
 
 def _parallel(path: Path, key: bytes, pinned: bytes | None = None) -> bytes:
-    return bytes(mf.decrypt_model_file(path, key, workers=2, expected_sha256=pinned))
+    return bytes(files.decrypt_model_file(path, key, workers=2, expected_sha256=pinned))
 
 
 PATHS = pytest.mark.parametrize("decrypt", [_serial, _parallel], ids=["serial", "parallel"])
@@ -34,7 +35,7 @@ def _encrypt(tmp_path: Path, data: bytes, name: str = "m", key: bytes = KEY) -> 
     src = tmp_path / f"{name}.bin"
     src.write_bytes(data)
     dst = tmp_path / f"{name}.cimf"
-    mf.encrypt_model(
+    files.encrypt_model(
         src,
         dst,
         key,
@@ -168,7 +169,7 @@ def test_pinned_digest(tmp_path: Path, decrypt: Decrypt, plain: bytes) -> None:
 def test_decrypt_to_writes_nothing_on_failure(tmp_path: Path, plain: bytes) -> None:
     enc = _encrypt(tmp_path, plain)
     out = tmp_path / "out.bin"
-    mf.decrypt_model_to(enc, out, KEY)
+    files.decrypt_model_to(enc, out, KEY)
     assert out.read_bytes() == plain
     out.unlink()
     data = bytearray(enc.read_bytes())
@@ -176,14 +177,14 @@ def test_decrypt_to_writes_nothing_on_failure(tmp_path: Path, plain: bytes) -> N
     enc.write_bytes(bytes(data))
     for workers in (1, 2):
         with pytest.raises(ModelTampered):
-            mf.decrypt_model_to(enc, out, KEY, workers=workers)
+            files.decrypt_model_to(enc, out, KEY, workers=workers)
         assert not out.exists()
         assert not list(tmp_path.glob(".out.bin.*"))
 
 
 def test_refused_buffer_is_zeroed() -> None:
     buf = bytearray(b"secret plaintext")
-    err = mf._refuse(buf, "x")
+    err = mf.refuse(buf, "x")
     assert isinstance(err, ModelTampered) and buf == bytes(len(buf))
 
 
@@ -215,11 +216,11 @@ def test_key_files(tmp_path: Path) -> None:
     raw.write_bytes(KEY)
     hexed = tmp_path / "hex.key"
     hexed.write_text(KEY.hex() + "\n")
-    assert mf.load_data_key(raw) == mf.load_data_key(hexed) == KEY
+    assert files.load_data_key(raw) == files.load_data_key(hexed) == KEY
     bad = tmp_path / "bad.key"
     bad.write_text("not a key")
     with pytest.raises(KeyFileError):
-        mf.load_data_key(bad)
+        files.load_data_key(bad)
 
 
 def test_known_answer_key_derivation() -> None:
@@ -247,7 +248,7 @@ def test_open_chunk_without_decrypt_into(tmp_path: Path) -> None:
     key = bytes(32)
     ct = AESGCM(key).encrypt((7).to_bytes(12, "big"), b"hello", b"aad")
     dest = bytearray(5)
-    mf._open_chunk(OldAesGcm(key), 7, memoryview(ct), b"aad", memoryview(dest))  # type: ignore[arg-type]
+    mf.open_chunk(OldAesGcm(key), 7, memoryview(ct), b"aad", memoryview(dest))  # type: ignore[arg-type]
     assert dest == b"hello"
 
 
@@ -261,8 +262,8 @@ def test_load_encrypted_model_unwraps_and_zeroes(tmp_path: Path, plain: bytes) -
         return key
 
     pinned = hashlib.sha256(plain).digest()
-    assert bytes(mf.load_encrypted_model(enc, unwrap, expected_sha256=pinned)) == plain
+    assert bytes(files.load_encrypted_model(enc, unwrap, expected_sha256=pinned)) == plain
     assert seen[0].model_id == "tiny" and dict(seen[0].encryption_context)["model"] == "tiny"
     assert key == bytes(32)  # the caller's copy of the data key was wiped
     with pytest.raises(ModelTampered, match="wrong data key"):
-        mf.load_encrypted_model(enc, lambda h: bytes(32))
+        files.load_encrypted_model(enc, lambda h: bytes(32))

@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from enclave_audit.errors import InvalidInput, ModelTampered
-from reference_enclave import model_format as mf
-from reference_enclave.model.chat import ChatModel
-from reference_enclave.model.gguf_read import GGUFFile
+from enclave_runtime import model_format as mf
+from enclave_runtime.model.chat import ChatModel
+from enclave_runtime.model.gguf_read import GGUFFile
 
 KEY = bytes(32)
 HEADER, _ = mf.build_header(

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reference_enclave.model.chat import (
+from enclave_runtime.model.chat import (
     DEFAULT_SYSTEM_PROMPT,
     ChatModel,
     Message,
     tokenizer_from_gguf,
 )
-from reference_enclave.model.gguf_read import GGUFFile
-from reference_enclave.model.tokenizer import ByteBPETokenizer, gpt2_split, pre_tokenize
+from enclave_runtime.model.gguf_read import GGUFFile
+from enclave_runtime.model.tokenizer import ByteBPETokenizer, gpt2_split, pre_tokenize
 
 
 @pytest.fixture(scope="module")

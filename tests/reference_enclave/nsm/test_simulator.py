@@ -16,8 +16,8 @@ from builder.eif import describe_eif, measure_parts, write_eif
 from enclave_audit.errors import InvalidInput, KeyFileError, ServiceUnavailable
 from enclave_audit.model.findings import Verdict
 from enclave_audit.model.measurements import PcrSet
-from reference_enclave.nsm import protocol
-from reference_enclave.nsm.client import DeviceTransport, NsmClient, open_nsm
+from enclave_runtime.nsm import protocol
+from enclave_runtime.nsm.client import DeviceTransport, NsmClient, open_nsm
 from reference_enclave.nsm.sim_ca import SimulationCa
 from reference_enclave.nsm.simulator import NsmSocketServer, SimulatedNsm
 from verifier.nitro import TrustRoot, verify_attestation
@@ -205,7 +205,7 @@ def test_ca_persists_with_private_keys_0600(ca: SimulationCa, tmp_path: Path) ->
 
 
 def test_device_ioctl_matches_the_linux_uapi() -> None:
-    from reference_enclave.nsm import client as nsm_client
+    from enclave_runtime.nsm import client as nsm_client
 
     # _IOWR(0x0A, 0, struct nsm_raw): dir read|write (3) << 30 | size << 16 | type << 8 | nr
     struct_size = 2 * (8 + 8)  # two struct nsm_iovec { __u64 addr; __u64 len; }

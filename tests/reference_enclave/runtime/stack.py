@@ -14,11 +14,11 @@ import pytest
 
 from builder.eif import measure_parts
 from enclave_audit.model.measurements import PcrSet
+from enclave_runtime.config import RuntimeConfig
 from reference_enclave import demo
-from reference_enclave.model.tiny import write_tiny_gguf
+from reference_enclave.model.tiny_gguf import write_tiny_gguf
 from reference_enclave.nsm.sim_ca import SimulationCa
 from reference_enclave.nsm.simulator import SimulatedNsm
-from reference_enclave.runtime.config import RuntimeConfig
 from reference_enclave.runtime.launch import HostServices, RunningEnclave, launch_host_process
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from enclave_runtime.model.chat import ChatModel
 from reference_enclave.client import Expectation, ask
-from reference_enclave.model.chat import ChatModel
 from tests.reference_enclave.runtime.stack import Stack
 from verifier.nitro import TrustRoot
 

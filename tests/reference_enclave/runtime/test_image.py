@@ -110,7 +110,7 @@ def test_the_process_is_the_images_python(launched: Launched) -> None:
     pids = [
         int(line.split()[0])
         for line in ps.stdout.splitlines()
-        if "reference_enclave.runtime.main" in line and "sandbox" not in line
+        if "enclave_runtime" in line and "sandbox" not in line
     ]
     ours = [pid for pid in pids if os.readlink(f"/proc/{pid}/root") == rootfs]
     assert len(ours) == 1, (pids, rootfs)

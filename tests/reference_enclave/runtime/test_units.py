@@ -9,9 +9,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from enclave_audit.errors import InputNotFound, InvalidInput, ProtocolError
-from reference_enclave.runtime import wire
-from reference_enclave.runtime.channels import Endpoint
-from reference_enclave.runtime.config import HostLinks, RuntimeConfig
+from enclave_runtime import wire
+from enclave_runtime.channels import Endpoint
+from enclave_runtime.config import HostLinks, RuntimeConfig
 
 GOOD = {
     "schema": "enclave-audit/runtime-config/v1",
@@ -98,7 +98,7 @@ def test_runtime_imports_only_what_the_image_carries() -> None:
         "        if top in ('pydantic', 'pydantic_core', 'rich', 'click', 'jinja2'):\n"
         "            raise ImportError('not in the image: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "from reference_enclave.runtime import selftest\n"
+        "from enclave_runtime import selftest\n"
         "sys.exit(selftest.run())\n"
     )
     done = subprocess.run(

@@ -21,8 +21,8 @@ from nitro_sim import (
 
 from enclave_audit.errors import AttestationMalformed, EnclaveAuditError
 from enclave_audit.model.findings import Verdict
+from enclave_runtime.cbor import loads
 from verifier.nitro import parse_attestation, unwrap_transport, verify_attestation
-from verifier.nitro.cbor import loads
 
 FUZZ = settings(
     max_examples=int(os.environ.get("NITRO_FUZZ_EXAMPLES", "150")),

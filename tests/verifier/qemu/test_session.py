@@ -18,7 +18,7 @@ from verifier.qemu.testimage import ProbeImage
 
 pytestmark = [pytest.mark.slow, pytest.mark.qemu]
 
-#: the reference runtime's vsock ports on the parent (reference_enclave/runtime/config.py)
+#: the reference runtime's vsock ports on the parent (enclave_runtime/config.py)
 KMS_PORT = 8000
 PARENT_PORT = 8001
 
