@@ -43,7 +43,7 @@ GOOD = (
     Path(REFERENCE_SPEC)
     .read_text()
     .replace('config = "kernel/enclave.config"', 'config = "kernel/k.config"')
-    .replace('packages = ["reference_enclave", "enclave_audit"]', 'packages = ["app"]')
+    .replace('packages = ["enclave_runtime"]', 'packages = ["app"]')
 )
 
 

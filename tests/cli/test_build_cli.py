@@ -23,7 +23,8 @@ def _spec_copy(tmp_path: Path, text: str) -> Path:
     shutil.copytree(REFERENCE_SPEC.parent / "init", spec_dir / "init")
     shutil.copy(REFERENCE_SPEC.parent / "debian.lock", spec_dir / "debian.lock")
     (spec_dir / "__init__.py").write_text("")
-    (src / "enclave_audit").symlink_to(ROOT / "enclave_audit")
+    for package in load_spec(REFERENCE_SPEC).spec.app.packages:
+        (src / package).symlink_to(ROOT / package)
     path = spec_dir / "enclave.toml"
     path.write_text(text)
     return path
