@@ -1,4 +1,8 @@
-"""Shared artefacts for the model tests: the tiny GGUF and, where installed, SmolLM2."""
+"""Shared artefacts for the model tests: the tiny GGUF and, where installed, SmolLM2.
+
+Imported by the ``conftest.py`` of ``tests/enclave_runtime/model`` (the loader and LLM)
+and ``tests/reference_enclave/model`` (the host-side model CLI).
+"""
 
 from __future__ import annotations
 
