@@ -34,11 +34,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.hashes import SHA384
 
+from enclave_audit.cose import sig_structure
 from enclave_audit.fsutil import write_text_atomic
 from enclave_audit.model.findings import Verdict
 from verifier.nitro import ChainCache, parse_attestation, unwrap_transport, verify_attestation
 from verifier.nitro.certs import parse_der
-from verifier.nitro.cose import sig_structure
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "nitro" / "attestation"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,10 +175,13 @@ def _vsa_bundle() -> tuple[
 
 def fix_crc(data: bytes) -> bytes:
     """Recompute the EIF header CRC so that only the signature check can notice a change."""
-    if len(data) < 548:
+    from builder.eif.format import HEADER_SIZE, restamp_crc
+
+    if len(data) < HEADER_SIZE:
         return data
-    crc = zlib.crc32(data[:544] + data[548:])
-    return data[:544] + crc.to_bytes(4, "big") + data[548:]
+    out = bytearray(data)
+    restamp_crc(out)
+    return bytes(out)
 
 
 def signed_ranges(data: bytes) -> list[tuple[int, int]]:

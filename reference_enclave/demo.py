@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from builder.eif.pcr import tpm_extend
 from enclave_audit.errors import (
     EnclaveAuditError,
     EnclaveRefused,
@@ -40,6 +41,7 @@ from enclave_audit.errors import (
 from enclave_audit.fsutil import write_bytes_atomic, write_json_atomic, write_text_atomic
 from enclave_audit.model.measurements import PcrSet
 from enclave_audit.tools import require
+from enclave_runtime.config import MODEL_PCR
 from reference_enclave.nsm.sim_ca import SimulationCa
 
 DEMO_QUESTION = "What is the capital of France?"
@@ -52,11 +54,6 @@ MODEL_FILE = "smollm2-135m-instruct.cimf"
 MODEL_NAME = "SmolLM2-135M-Instruct.Q4_1"
 ENCRYPTION_CONTEXT = {"model": MODEL_NAME, "purpose": "enclave-audit-demo"}
 DEMO_SCHEMA = "enclave-audit/demo-report/v1"
-
-
-def pcr_extend(data: bytes) -> bytes:
-    """PCR16 after one ExtendPCR from zeros: SHA-384(0^48 || data)."""
-    return hashlib.sha384(bytes(48) + data).digest()
 
 
 @dataclass(frozen=True)
@@ -203,7 +200,7 @@ def bind_key_policy(kms: Any, key_id: str, pcrs: PcrSet) -> str:
 def expected_measurements(image_pcrs: PcrSet, model_sha256: bytes) -> PcrSet:
     """What the client demands: the image's PCR0/1/2(/8) and PCR16 naming the model."""
     values = dict(image_pcrs.values)
-    values[16] = pcr_extend(model_sha256)
+    values[MODEL_PCR] = tpm_extend(model_sha256)  # one ExtendPCR from zeros
     return PcrSet(values=values)
 
 
@@ -471,11 +468,10 @@ def tamper_image(image: Path, dest: Path) -> None:
 
 def _fix_crc(path: Path) -> None:
     """Recompute the EIF header CRC so the file is a well-formed (but different) image."""
-    import zlib
+    from builder.eif.format import restamp_crc
 
     data = bytearray(path.read_bytes())
-    crc = zlib.crc32(bytes(data[:544]) + bytes(data[548:]))
-    data[544:548] = crc.to_bytes(4, "big")
+    restamp_crc(data)
     write_bytes_atomic(path, bytes(data))
 
 

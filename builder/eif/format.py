@@ -18,6 +18,8 @@ MAX_SECTIONS = 32
 HEADER_SIZE = 548
 SECTION_HEADER_SIZE = 12
 CRC_OFFSET = 544
+#: the CRC-32 field covers bytes [CRC_OFFSET, CRC_END); it is computed over every other byte
+CRC_END = CRC_OFFSET + 4
 DEFAULT_MEM = 1 << 30
 DEFAULT_CPUS = 2
 ARCH_ARM64 = 1
@@ -116,6 +118,23 @@ def unpack_section_header(raw: bytes) -> tuple[int, int, int]:
 def crc_update(crc: int, data: bytes | memoryview) -> int:
     """CRC-32/ISO-HDLC as zlib computes it (what AWS and QEMU use)."""
     return zlib.crc32(data, crc)
+
+
+def image_crc(data: bytes | bytearray | memoryview) -> int:
+    """The header CRC of a whole image held in memory: every byte except the CRC field."""
+    view = memoryview(data)
+    return zlib.crc32(view[CRC_END:], zlib.crc32(view[:CRC_OFFSET]))
+
+
+def restamp_crc(data: bytearray) -> None:
+    """Write :func:`image_crc` into the header, so an edited image is well-formed again.
+
+    For deliberate edits (the demo's tampered image, tests, fuzz corpora): the result
+    is a consistent image whose measurements, not its CRC, show the change.
+    """
+    if len(data) < HEADER_SIZE:
+        raise ValueError(f"an EIF is at least {HEADER_SIZE} bytes, got {len(data)}")
+    data[CRC_OFFSET:CRC_END] = image_crc(data).to_bytes(4, "big")
 
 
 @dataclass(frozen=True)

@@ -16,24 +16,14 @@ from typing import Any
 
 import cbor2
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
 
 from builder.eif.format import MAX_SIGNATURE_SIZE
+from enclave_audit import cose
 from enclave_audit.errors import EifSignatureInvalid, InvalidInput
-
-#: curve -> (COSE alg, hash, coordinate size)
-_CURVES: dict[str, tuple[int, hashes.HashAlgorithm, int]] = {
-    "secp256r1": (-7, hashes.SHA256(), 32),
-    "secp384r1": (-35, hashes.SHA384(), 48),
-    "secp521r1": (-36, hashes.SHA512(), 66),
-}
-_ALG_TO_CURVE = {alg: name for name, (alg, _, _) in _CURVES.items()}
+from enclave_runtime import cbor
 
 
 def _int_array(data: bytes) -> list[int]:
@@ -55,17 +45,15 @@ def pcr_payload(pcr0: bytes) -> bytes:
     return cbor2.dumps({"register_index": 0, "register_value": _int_array(pcr0)})
 
 
-def _sig_structure(protected: bytes, payload: bytes) -> bytes:
-    return cbor2.dumps(["Signature1", protected, b"", payload])
-
-
 def sign_pcr0(pcr0: bytes, certificate_pem: bytes, private_key_pem: bytes) -> bytes:
     """The signature section's bytes for an image whose PCR0 is ``pcr0``."""
     try:
         key = serialization.load_pem_private_key(private_key_pem, password=None)
     except (ValueError, TypeError) as exc:
         raise InvalidInput(f"signing key: cannot load PEM private key: {exc}") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name not in _CURVES:
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not any(
+        a.curve == key.curve.name for a in cose.ECDSA.values()
+    ):
         raise InvalidInput("signing key: must be an EC key on P-256, P-384 or P-521")
     try:
         cert = x509.load_pem_x509_certificate(certificate_pem)
@@ -73,18 +61,10 @@ def sign_pcr0(pcr0: bytes, certificate_pem: bytes, private_key_pem: bytes) -> by
         raise InvalidInput(f"signing certificate: cannot parse PEM: {exc}") from None
     if cert.public_key() != key.public_key():
         raise InvalidInput("signing certificate does not match the signing key")
-    alg, hash_alg, size = _CURVES[key.curve.name]
-    protected = cbor2.dumps({1: alg})
-    payload = pcr_payload(pcr0)
     # RFC 6979 deterministic ECDSA: identical inputs give a byte-identical image
-    der = key.sign(
-        _sig_structure(protected, payload), ec.ECDSA(hash_alg, deterministic_signing=True)
-    )
-    r, s = decode_dss_signature(der)
-    raw_sig = r.to_bytes(size, "big") + s.to_bytes(size, "big")
-    cose = cbor2.dumps([protected, {}, payload, raw_sig])
+    message = cose.sign(pcr_payload(pcr0), key, deterministic=True).encode()
     return cbor2.dumps(
-        [{"signing_certificate": _int_array(certificate_pem), "signature": _int_array(cose)}]
+        [{"signing_certificate": _int_array(certificate_pem), "signature": _int_array(message)}]
     )
 
 
@@ -129,10 +109,7 @@ def parse_signature_section(data: bytes) -> SignatureInfo:
         raise EifSignatureInvalid(
             f"signature section is {len(data)} bytes, over the {MAX_SIGNATURE_SIZE}-byte limit"
         )
-    try:
-        outer = cbor2.loads(data)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise EifSignatureInvalid(f"signature section: not valid CBOR: {exc}") from None
+    outer = cbor.loads(data, what="signature section", error=EifSignatureInvalid)
     if not isinstance(outer, list) or not outer or not isinstance(outer[0], dict):
         raise EifSignatureInvalid("signature section: expected an array of signature maps")
     entry = outer[0]
@@ -143,31 +120,19 @@ def parse_signature_section(data: bytes) -> SignatureInfo:
         _ = (cert.issuer, cert.signature_algorithm_oid, cert.not_valid_after_utc, cert.public_key())
     except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
         raise EifSignatureInvalid(f"signature section: certificate unreadable: {exc}") from None
-    try:
-        cose = cbor2.loads(cose_raw)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise EifSignatureInvalid(f"signature section: COSE_Sign1 not valid CBOR: {exc}") from None
-    if isinstance(cose, cbor2.CBORTag) and cose.tag == 18:
-        cose = cose.value
-    if (
-        not isinstance(cose, list)
-        or len(cose) != 4
-        or not isinstance(cose[0], bytes)
-        or not isinstance(cose[1], dict)
-        or not isinstance(cose[2], bytes)
-        or not isinstance(cose[3], bytes)
-    ):
-        raise EifSignatureInvalid("signature section: COSE_Sign1 is not [bstr, map, bstr, bstr]")
-    protected, _unprotected, payload, raw_sig = cose
+    message = cose.Sign1.decode(
+        cose_raw, what="signature section: COSE_Sign1", error=EifSignatureInvalid
+    )
+    payload = message.payload
     signed_pcr0 = _payload_pcr0(payload)
-    valid, detail = _verify_cose(cert, protected, payload, raw_sig)
+    valid, detail = _verify_cose(cert, message)
     return SignatureInfo(cert_pem, cert, signed_pcr0, valid, detail)
 
 
 def _payload_pcr0(payload: bytes) -> bytes | None:
     try:
-        info = cbor2.loads(payload)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError):
+        info = cbor.loads(payload, what="signed payload")
+    except InvalidInput:
         return None
     if not isinstance(info, dict) or info.get("register_index") != 0:
         return None
@@ -179,29 +144,12 @@ def _payload_pcr0(payload: bytes) -> bytes | None:
     return value if pcr_payload(value) == payload else None
 
 
-def _verify_cose(
-    cert: x509.Certificate, protected: bytes, payload: bytes, raw_sig: bytes
-) -> tuple[bool, str]:
+def _verify_cose(cert: x509.Certificate, message: cose.Sign1) -> tuple[bool, str]:
     try:
-        header = cbor2.loads(protected)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError):
-        return False, "protected header is not CBOR"
-    alg = header.get(1) if isinstance(header, dict) else None
-    curve = _ALG_TO_CURVE.get(alg) if isinstance(alg, int) else None
-    key = cert.public_key()
-    if curve is None:
-        return False, f"unsupported COSE algorithm {alg!r}"
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != curve:
-        return False, "certificate key does not match the COSE algorithm"
-    _, hash_alg, size = _CURVES[curve]
-    if len(raw_sig) != 2 * size:
-        return False, f"signature is {len(raw_sig)} bytes, expected {2 * size}"
-    r = int.from_bytes(raw_sig[:size], "big")
-    s = int.from_bytes(raw_sig[size:], "big")
-    try:
-        key.verify(
-            encode_dss_signature(r, s), _sig_structure(protected, payload), ec.ECDSA(hash_alg)
-        )
-    except InvalidSignature:
-        return False, "COSE signature does not verify under the signing certificate"
+        algorithm = message.algorithm(what="COSE_Sign1")
+    except InvalidInput as exc:
+        return False, exc.message
+    problem = cose.signature_problem(cert.public_key(), algorithm, message)
+    if problem is not None:
+        return False, f"{problem} (signing certificate)"
     return True, "COSE signature verifies under the signing certificate"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import http.client
 import json
 import secrets
@@ -15,6 +14,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field
 
+from builder.eif.pcr import tpm_extend
 from enclave_audit.errors import (
     AttestationMalformed,
     AttestationUnsigned,
@@ -95,7 +95,7 @@ def load_expectation(
     if certified is None or any(certified.get(i) is None for i in (0, 1, 2)):
         raise InvalidInput(f"{path}: the VSA certifies no PCR0-2 for the image")
     values = {i: v for i, v in certified.values.items() if i != MODEL_PCR}
-    values[MODEL_PCR] = hashlib.sha384(bytes(48) + model_sha256).digest()
+    values[MODEL_PCR] = tpm_extend(model_sha256)
     return Expectation(PcrSet(values=values), f"{path} (verified VSA)")
 
 

@@ -13,11 +13,10 @@ from collections.abc import Mapping, Sequence
 
 import cbor2
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-PROTECTED_ES384 = bytes.fromhex("a1013822")
+from enclave_audit import cose
 
 
 def _uint64(value: int) -> bytes:
@@ -83,7 +82,6 @@ def sign_document(
         user_data=user_data,
         nonce=nonce,
     )
-    to_sign = cbor2.dumps(["Signature1", PROTECTED_ES384, b"", payload])
-    r, s = decode_dss_signature(leaf_key.sign(to_sign, ec.ECDSA(hashes.SHA384())))
-    signature = r.to_bytes(48, "big") + s.to_bytes(48, "big")
-    return cbor2.dumps([PROTECTED_ES384, {}, payload, signature])
+    if leaf_key.curve.name != "secp384r1":
+        raise ValueError("attestation documents are signed ES384 (P-384)")
+    return cose.sign(payload, leaf_key).encode()

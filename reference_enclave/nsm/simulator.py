@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import os
 import secrets
 import socket
@@ -22,10 +21,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import cbor2
 from cryptography.hazmat.primitives import serialization
 
+from builder.eif.pcr import extend_string, tpm_extend
+from enclave_audit.cose import Sign1
 from enclave_audit.errors import InvalidInput, ProtocolError, ServiceUnavailable
+from enclave_runtime import cbor
 from enclave_runtime.nsm import protocol
 from enclave_runtime.nsm.client import recv_frame, send_frame
 from reference_enclave.nsm.document import sign_document
@@ -35,10 +36,6 @@ MAX_PCRS = 32
 BOOT_LOCKED = 16
 PCR_SIZE = 48
 ATTESTATION_FIELD_LIMIT = 1024
-
-
-def extend(old: bytes, data: bytes) -> bytes:
-    return hashlib.sha384(old + data).digest()
 
 
 class SimulatedNsm:
@@ -60,7 +57,7 @@ class SimulatedNsm:
             if len(value) != PCR_SIZE:
                 raise InvalidInput(f"image PCR{index}: must be {PCR_SIZE} bytes")
             self._pcrs[index] = bytes(value)
-        self._pcrs[4] = extend(bytes(PCR_SIZE), self.instance_id.encode())
+        self._pcrs[4] = extend_string(self.instance_id)
         self._locked = set(range(BOOT_LOCKED))
         self._ca = ca
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
@@ -124,7 +121,7 @@ class SimulatedNsm:
                 raise _DeviceError("InvalidArgument")
             if index in self._locked:
                 raise _DeviceError("ReadOnlyIndex")
-            self._pcrs[index] = extend(self._pcrs[index], data)
+            self._pcrs[index] = tpm_extend(data, self._pcrs[index])
             return protocol.encode_response(name, {"data": self._pcrs[index]})
         if name == "LockPCR":
             self._locked.add(self._index(fields))
@@ -251,8 +248,8 @@ class NsmSocketServer:
 
 def decode_document_payload(document: bytes) -> dict[str, Any]:
     """The payload map of a COSE_Sign1 document (no verification; for logs and tests)."""
-    try:
-        envelope = cbor2.loads(document)
-        return dict(cbor2.loads(envelope[2]))
-    except (cbor2.CBORDecodeError, ValueError, TypeError, IndexError, EOFError):
-        raise InvalidInput("attestation document is not a COSE_Sign1 structure") from None
+    message = Sign1.decode(document, what="attestation document")
+    fields = cbor.loads(message.payload, what="attestation document payload")
+    if not isinstance(fields, dict):
+        raise InvalidInput("attestation document payload is not a map")
+    return dict(fields)

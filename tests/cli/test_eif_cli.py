@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import random
 import struct
-import zlib
 from pathlib import Path
 
 import pytest
 from conftest import assert_one_line_error, run_cli
+
+from builder.eif.format import restamp_crc
 
 BUILD_TIME = "2025-01-01T00:00:00+00:00"
 
@@ -34,7 +35,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _fix_crc(data: bytearray) -> bytearray:
-    data[544:548] = zlib.crc32(bytes(data[:544] + data[548:])).to_bytes(4, "big")
+    restamp_crc(data)
     return data
 
 

@@ -20,14 +20,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from enclave_audit.cose import ES384, Sign1
 from enclave_audit.errors import AttestationMalformed
 from enclave_audit.model.attestation_doc import AttestationDocument
 from enclave_audit.model.measurements import PCR_SIZES, PcrSet
-from enclave_runtime.cbor import CborMap, Tagged, loads
+from enclave_runtime.cbor import CborMap, loads
 
-COSE_SIGN1_TAG: Final = 18
 #: COSE algorithm identifiers seen in Nitro documents.
-ALG_ES384: Final = -35
+ALG_ES384: Final = ES384
 ALG_QEMU_UNSIGNED: Final = -1
 
 MAX_DOCUMENT_BYTES: Final = 32 * 1024
@@ -100,34 +100,21 @@ def parse_attestation(document: bytes) -> AttestationDocument:
         raise AttestationMalformed(
             f"attestation document: {len(document)} bytes, more than the {MAX_DOCUMENT_BYTES} limit"
         )
-    envelope = loads(document, what="COSE_Sign1", error=AttestationMalformed)
-    tagged = False
-    if isinstance(envelope, Tagged):
-        if envelope.tag != COSE_SIGN1_TAG:
-            raise AttestationMalformed(
-                f"COSE_Sign1: tag {envelope.tag}, expected none or {COSE_SIGN1_TAG}"
-            )
-        tagged, envelope = True, envelope.value
-    if not isinstance(envelope, list) or len(envelope) != 4:
-        raise AttestationMalformed("COSE_Sign1: not an array of 4 items")
-    protected, unprotected, payload, signature = envelope
-    if not isinstance(protected, bytes):
-        raise AttestationMalformed("COSE_Sign1: protected header is not a byte string")
-    if not isinstance(unprotected, Mapping):
-        raise AttestationMalformed("COSE_Sign1: unprotected header is not a map")
-    if unprotected:
+    message = Sign1.decode(document, what="COSE_Sign1", error=AttestationMalformed)
+    protected, payload, signature = message.protected, message.payload, message.signature
+    if message.unprotected:
         raise AttestationMalformed(
             "COSE_Sign1: unprotected header must be empty (Nitro documents carry none)"
         )
-    if not isinstance(payload, bytes) or not payload:
+    if not payload:
         raise AttestationMalformed("COSE_Sign1: payload is not an embedded byte string")
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise AttestationMalformed(
             f"COSE_Sign1: payload is {len(payload)} bytes, more than {MAX_PAYLOAD_BYTES}"
         )
-    if not isinstance(signature, bytes) or not signature:
+    if not signature:
         raise AttestationMalformed("COSE_Sign1: signature is not a non-empty byte string")
-    algorithm = _algorithm(protected)
+    algorithm = message.algorithm(what="COSE", error=AttestationMalformed)
     fields = loads(payload, what="attestation payload", error=AttestationMalformed)
     if not isinstance(fields, CborMap):
         raise AttestationMalformed("attestation payload: not a CBOR map")
@@ -137,24 +124,8 @@ def parse_attestation(document: bytes) -> AttestationDocument:
         protected=protected,
         signature=signature,
         algorithm=algorithm,
-        tagged=tagged,
+        tagged=message.tagged,
     )
-
-
-def _algorithm(protected: bytes) -> int:
-    if not protected:
-        raise AttestationMalformed("COSE_Sign1: empty protected header (no algorithm)")
-    header = loads(protected, what="COSE protected header", error=AttestationMalformed)
-    if not isinstance(header, Mapping):
-        raise AttestationMalformed("COSE protected header: not a map")
-    if 2 in header:
-        raise AttestationMalformed("COSE protected header: critical headers are not supported")
-    alg = header.get(1)
-    if not isinstance(alg, int) or isinstance(alg, bool):
-        raise AttestationMalformed(
-            "COSE protected header: algorithm (label 1) missing or not an integer"
-        )
-    return alg
 
 
 def _document(

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
+from enclave_audit.cose import Sign1, signature_problem
 from enclave_audit.errors import (
     AttestationChainInvalid,
     AttestationExpired,
@@ -40,7 +41,6 @@ from enclave_audit.model.findings import Check, CheckOutcome, Verdict, verdict_o
 from enclave_audit.model.measurements import PcrSet
 from verifier.nitro import chain as chain_checks
 from verifier.nitro.chain import ChainCache, validate_chain
-from verifier.nitro.cose import es384_problem
 from verifier.nitro.document import ALG_ES384, ALG_QEMU_UNSIGNED, parse_attestation
 from verifier.nitro.policy import AttestationPolicy, policy_checks
 from verifier.nitro.roots import TrustRoot, default_roots
@@ -209,7 +209,9 @@ def _signature(doc: AttestationDocument, key: object) -> Check:
             outcome=CheckOutcome.FAIL,
             detail=f"cannot verify a signature with COSE algorithm {doc.cose_algorithm}",
         )
-    problem = es384_problem(key, doc.signature, doc.protected_header, doc.payload)
+    problem = signature_problem(
+        key, ALG_ES384, Sign1(doc.protected_header, doc.payload, doc.signature)
+    )
     if problem is not None:
         return Check(name=CHECK_SIGNATURE, outcome=CheckOutcome.FAIL, detail=problem)
     return Check(

@@ -23,7 +23,7 @@ from builder.eif import (
     pcr8_from_certificate,
     write_eif,
 )
-from builder.eif.format import HEADER_SIZE
+from builder.eif.format import HEADER_SIZE, restamp_crc
 from builder.eif.measure import crc32_combine
 
 BUILD_TIME = "2025-01-01T00:00:00+00:00"
@@ -222,7 +222,7 @@ def test_signature_from_another_image_fails_signature_check(tmp_path, parts, sig
     data = bytearray(b.read_bytes())
     if len(sig_a) == sig_b_section.size:
         data[sig_b_section.data_offset : sig_b_section.end] = sig_a
-        data[544:548] = zlib.crc32(bytes(data[:544] + data[548:])).to_bytes(4, "big")
+        restamp_crc(data)
         grafted = tmp_path / "grafted.eif"
         grafted.write_bytes(bytes(data))
         desc = describe_eif(grafted)
@@ -241,7 +241,7 @@ def test_flipped_signature_byte_fails_cose(tmp_path, parts, signing_pair):
         assert sig is not None
     data = bytearray(out.read_bytes())
     data[sig.end - 3] ^= 0x01  # inside the raw r||s, still a valid CBOR uint
-    data[544:548] = zlib.crc32(bytes(data[:544] + data[548:])).to_bytes(4, "big")
+    restamp_crc(data)
     out.write_bytes(bytes(data))
     desc = describe_eif(out)
     assert desc.crc_ok and desc.signature_ok is False

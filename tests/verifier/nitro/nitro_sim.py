@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from enclave_audit.cose import Sign1, sig_structure
 from verifier.nitro import TrustRoot
-from verifier.nitro.cose import sig_structure
 
 FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "nitro"
 BASE_TIME = datetime(2026, 1, 3, 20, 41, 7, 402000, tzinfo=UTC)
@@ -208,8 +208,7 @@ def sign_document(
     der = key.sign(sig_structure(protected, payload), ec.ECDSA(hashes.SHA384()))
     r, s = decode_dss_signature(der)
     signature = r.to_bytes(48, "big") + s.to_bytes(48, "big")
-    envelope = [protected, {}, payload, signature]
-    return cbor2.dumps(cbor2.CBORTag(18, envelope) if tagged else envelope)
+    return Sign1(protected, payload, signature, tagged=tagged).encode()
 
 
 SignFn = Callable[..., bytes]

@@ -9,11 +9,11 @@ import cbor2
 import pytest
 from nitro_sim import BASE_TIME, FIXTURES, SimPki, default_fields, sign_document
 
+from enclave_audit.cose import sig_structure
 from enclave_audit.errors import AttestationMalformed
 from enclave_audit.model.findings import CheckOutcome, Verdict
 from enclave_runtime.cbor import encode_head
 from verifier.nitro import ChainCache, parse_attestation, unwrap_transport, verify_attestation
-from verifier.nitro.cose import sig_structure
 
 
 def _negative(name: str) -> bytes:
