@@ -343,7 +343,7 @@ def kms_policy_seeds() -> list[bytes]:
 
 def key_policy_seeds() -> list[bytes]:
     from enclave_audit.model.measurements import PcrSet
-    from reports.key_policy import propose_policy
+    from reports.key_policy import KeyPolicy, propose_policy
 
     base = {
         "Version": "2012-10-17",
@@ -358,14 +358,14 @@ def key_policy_seeds() -> list[bytes]:
         ],
     }
     proposed = propose_policy(
-        base,
+        KeyPolicy.from_document(base),
         candidate=PcrSet(values={0: b"\xa1" * 48, 1: b"\xb2" * 48, 2: b"\xc3" * 48}),
         principal=PRINCIPAL,
         pinned_pcrs=(0, 1, 2),
         now=FIXED_NOW,
         rollout_until=FIXED_NOW + dt.timedelta(hours=24),
     )
-    return [json.dumps(base).encode(), json.dumps(proposed, indent=2).encode()]
+    return [json.dumps(base).encode(), proposed.to_json().encode()]
 
 
 # --- manifest, trust, decision log ---------------------------------------------------------

@@ -39,6 +39,7 @@ from enclave_audit.errors import (
     KmsRefused,
 )
 from enclave_audit.fsutil import write_bytes_atomic, write_json_atomic, write_text_atomic
+from enclave_audit.model.key_policy import KeyPolicy, allow, attested_allow, deny_other_images
 from enclave_audit.model.measurements import PcrSet
 from enclave_audit.tools import require
 from enclave_runtime.config import MODEL_PCR
@@ -144,51 +145,38 @@ def publish_model(
 
 
 def key_policy(pcrs: PcrSet) -> str:
-    """Only an attested enclave with these PCR0/1/2 may Decrypt; nobody gets plaintext otherwise."""
-    conditions = {"kms:RecipientAttestation:ImageSha384": pcrs.hex(0)}
-    for index in (0, 1, 2):
-        conditions[f"kms:RecipientAttestation:PCR{index}"] = pcrs.hex(index)
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "Publisher administers the key and makes data keys",
-                    "Effect": "Allow",
-                    "Principal": {"AWS": ADMIN_PRINCIPAL},
-                    "Action": [
-                        "kms:DescribeKey",
-                        "kms:GetKeyPolicy",
-                        "kms:PutKeyPolicy",
-                        "kms:GenerateDataKey",
-                        "kms:Encrypt",
-                    ],
-                    "Resource": "*",
-                },
-                {
-                    "Sid": "Enclave with the audited image may decrypt",
-                    "Effect": "Allow",
-                    "Principal": {"AWS": ENCLAVE_ROLE},
-                    "Action": "kms:Decrypt",
-                    "Resource": "*",
-                    "Condition": {"StringEqualsIgnoreCase": conditions},
-                },
-                {
-                    "Sid": "Deny unattested decryption",
-                    "Effect": "Deny",
-                    "Principal": {"AWS": "*"},
-                    "Action": ["kms:Decrypt", "kms:ReEncrypt*"],
-                    "Resource": "*",
-                    "Condition": {
-                        "StringNotEqualsIgnoreCase": {
-                            "kms:RecipientAttestation:ImageSha384": pcrs.hex(0)
-                        }
-                    },
-                },
-            ],
-        },
-        indent=2,
+    """Only an attested enclave with these PCR0/1/2 may Decrypt; nobody gets plaintext otherwise.
+
+    Built with the project's one key-policy model (the gate writes the same statements).
+    """
+    policy = KeyPolicy(
+        (
+            allow(
+                ADMIN_PRINCIPAL,
+                [
+                    "kms:DescribeKey",
+                    "kms:GetKeyPolicy",
+                    "kms:PutKeyPolicy",
+                    "kms:GenerateDataKey",
+                    "kms:Encrypt",
+                ],
+                sid="Publisher administers the key and makes data keys",
+            ),
+            attested_allow(
+                ENCLAVE_ROLE,
+                ["kms:Decrypt"],
+                pcrs,
+                (0, 1, 2),
+                sid="Enclave with the audited image may decrypt",
+            ),
+            deny_other_images(
+                [pcrs.hex(0)],
+                ["kms:Decrypt", "kms:ReEncrypt*"],
+                sid="Deny unattested decryption",
+            ),
+        )
     )
+    return policy.to_json().rstrip("\n")
 
 
 def bind_key_policy(kms: Any, key_id: str, pcrs: PcrSet) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +29,7 @@ from enclave_audit.model.findings import Verdict
 from enclave_audit.model.measurements import PcrSet
 from enclave_audit.model.report import AuditReport, GateSection, PcrRow, SignedStatementEntry
 from reports import decision_log
-from reports.key_policy import allowed_images, policy_diff, propose_policy, validate_policy
+from reports.key_policy import KeyPolicy, allowed_images, policy_diff, propose_policy
 from reports.trust import Auditor, TrustConfig
 from verifier.attest.verify import VerifiedStatement, verify_bundle
 
@@ -50,7 +50,7 @@ class GateResult:
     reason: str
     outcomes: list[VsaOutcome]
     threshold: int
-    new_policy: dict[str, Any] | None
+    new_policy: KeyPolicy | None
     diff: str
     candidate: PcrSet
     log_entry: decision_log.DecisionEntry | None = None
@@ -211,7 +211,7 @@ def _sha256_text(data: bytes) -> str:
 
 def run_gate(
     *,
-    current_policy: Mapping[str, Any],
+    current_policy: KeyPolicy,
     current_policy_bytes: bytes,
     candidate: PcrSet,
     candidate_bytes: bytes,
@@ -219,10 +219,9 @@ def run_gate(
     trust: TrustConfig,
     artifact: Digest | None,
     now: datetime,
-    apply: Callable[[dict[str, Any]], None] | None = None,
+    apply: Callable[[KeyPolicy], None] | None = None,
 ) -> GateResult:
     """Decide, log the decision, and (when approved and asked) apply the policy."""
-    validate_policy(current_policy, source="current key policy")
     decision_log.read_log(trust.decision_log)  # a broken chain stops the gate before anything
     for index in trust.pinned_pcrs:
         if candidate.get(index) is None:
@@ -289,7 +288,9 @@ def run_gate(
         rejected=result.rejected,
         threshold=trust.threshold,
         policy_sha256=(
-            hashlib.sha256(json.dumps(result.new_policy, sort_keys=True).encode()).hexdigest()
+            hashlib.sha256(
+                json.dumps(result.new_policy.to_document(), sort_keys=True).encode()
+            ).hexdigest()
             if result.new_policy
             else None
         ),
@@ -303,26 +304,26 @@ def run_gate(
 
 
 def kms_applier(
-    client: Any, key_id: str, expected_current: Mapping[str, Any]
-) -> Callable[[dict[str, Any]], None]:
+    client: Any, key_id: str, expected_current: KeyPolicy
+) -> Callable[[KeyPolicy], None]:
     """PutKeyPolicy through boto3, refusing if the live policy is not the one audited."""
 
-    def apply(policy: dict[str, Any]) -> None:
+    def apply(policy: KeyPolicy) -> None:
         try:
             live = json.loads(client.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
         except Exception as exc:  # botocore errors are foreign: one line
             raise PolicyApplyFailed(f"reading the key policy of {key_id}: {exc}") from None
-        if live != expected_current:
+        if live != expected_current.to_document():
             raise PolicyApplyFailed(
                 f"the live key policy of {key_id} is not the --policy file the gate evaluated;"
                 " refusing to overwrite a policy that changed underneath"
             )
         try:
-            client.put_key_policy(KeyId=key_id, PolicyName="default", Policy=json.dumps(policy))
+            client.put_key_policy(KeyId=key_id, PolicyName="default", Policy=policy.to_json())
             back = json.loads(client.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
         except Exception as exc:
             raise PolicyApplyFailed(f"PutKeyPolicy on {key_id}: {exc}") from None
-        if back != policy:
+        if back != policy.to_document():
             raise PolicyApplyFailed(f"{key_id}: the policy read back differs from the one written")
 
     return apply
@@ -333,7 +334,7 @@ def read_vsa_files(paths: Sequence[Path]) -> list[tuple[str, bytes]]:
 
 
 def gate_report(
-    result: GateResult, *, now: datetime, current_policy: Mapping[str, Any], title: str
+    result: GateResult, *, now: datetime, current_policy: KeyPolicy, title: str
 ) -> AuditReport:
     """The audit report of one gate run (what the CI job posts)."""
     rows = [

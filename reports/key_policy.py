@@ -1,181 +1,82 @@
-"""AWS KMS key policies bound to enclave measurements.
+"""The gate's edits to AWS KMS key policies bound to enclave measurements.
 
-The gate owns exactly the statements whose ``Sid`` starts with :data:`SID_PREFIX`;
-every other statement of the current policy is kept byte-for-byte (same
-position, same content).  For each allowed measurement set it writes one Allow
-statement whose condition is ``StringEqualsIgnoreCase`` on
-``kms:RecipientAttestation:ImageSha384`` (= PCR0) and ``...:PCR<n>``; a
-measurement set kept during a rollout window also carries
-``DateLessThan aws:CurrentTime`` so the KMS itself stops honouring it when the
-window closes.  One explicit Deny refuses every other image
-(``StringNotEqualsIgnoreCase`` on ImageSha384 with all allowed PCR0 values),
-which also refuses requests that carry no attestation at all.
+The policy itself is the shared typed model (:mod:`enclave_audit.model.key_policy`),
+the same one the reference KMS evaluates and the demo writes.  The gate owns exactly
+the statements whose ``Sid`` starts with :data:`SID_PREFIX`; every other statement of
+the current policy is kept as written (same content, same order, before the gate's).
+For each allowed measurement set it writes one Allow statement whose condition is
+``StringEqualsIgnoreCase`` on ``kms:RecipientAttestation:ImageSha384`` (= PCR0) and
+``...:PCR<n>``; a measurement set kept during a rollout window also carries
+``DateLessThan aws:CurrentTime`` so the KMS itself stops honouring it when the window
+closes.  One explicit Deny refuses every other image (``StringNotEqualsIgnoreCase``
+on ImageSha384 with all allowed PCR0 values), which also refuses requests that carry
+no attestation at all.
 """
 
 from __future__ import annotations
 
-import copy
 import difflib
-import json
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime
 
-from enclave_audit.errors import InvalidInput
+from enclave_audit.model.key_policy import (
+    IMAGE_KEY,
+    AllowedImage,
+    KeyPolicy,
+    Statement,
+    allowed_image,
+    attested_allow,
+    deny_other_images,
+    pcr_key,
+)
 from enclave_audit.model.measurements import PcrSet
+
+__all__ = [
+    "ALLOW_SID",
+    "DEFAULT_ACTIONS",
+    "DENY_ACTIONS",
+    "DENY_SID",
+    "IMAGE_KEY",
+    "SID_PREFIX",
+    "AllowedImage",
+    "KeyPolicy",
+    "allowed_images",
+    "is_gate_statement",
+    "parse_policy",
+    "pcr_key",
+    "policy_diff",
+    "policy_text",
+    "propose_policy",
+]
 
 SID_PREFIX = "EnclaveAudit"
 ALLOW_SID = f"{SID_PREFIX}Allow"
 DENY_SID = f"{SID_PREFIX}DenyOtherImages"
-IMAGE_KEY = "kms:RecipientAttestation:ImageSha384"
 DEFAULT_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey")
 DENY_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncrypt*")
-POLICY_VERSION = "2012-10-17"
 
 
-def pcr_key(index: int) -> str:
-    return f"kms:RecipientAttestation:PCR{index}"
+def parse_policy(text: str | bytes, *, source: str = "key policy") -> KeyPolicy:
+    """A key policy document, checked (one :class:`InvalidInput` line when malformed)."""
+    return KeyPolicy.parse(text, source=source)
 
 
-@dataclass(frozen=True)
-class AllowedImage:
-    """One measurement set the policy lets receive the key, optionally until a time."""
-
-    pcrs: PcrSet
-    until: datetime | None = None
-
-    @property
-    def pcr0(self) -> str:
-        return self.pcrs.hex(0)
+def is_gate_statement(statement: Statement) -> bool:
+    return statement.sid is not None and statement.sid.startswith(SID_PREFIX)
 
 
-def _condition_for(image: AllowedImage, indices: Sequence[int]) -> dict[str, Any]:
-    values: dict[str, str] = {IMAGE_KEY: image.pcr0}
-    for index in indices:
-        if index == 0:
-            continue
-        if image.pcrs.get(index) is None:
-            raise InvalidInput(f"measurements lack PCR{index}, which the trust policy pins")
-        values[pcr_key(index)] = image.pcrs.hex(index)
-    condition: dict[str, Any] = {"StringEqualsIgnoreCase": values}
-    if image.until is not None:
-        condition["DateLessThan"] = {"aws:CurrentTime": _iso(image.until)}
-    return condition
-
-
-def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_policy(text: str | bytes, *, source: str = "key policy") -> dict[str, Any]:
-    try:
-        policy = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise InvalidInput(f"{source}: not valid JSON: {exc}") from None
-    validate_policy(policy, source=source)
-    assert isinstance(policy, dict)
-    return policy
-
-
-def validate_policy(policy: object, *, source: str = "key policy") -> None:
-    """Structural checks on a key policy (what KMS would call a malformed document)."""
-    if not isinstance(policy, dict):
-        raise InvalidInput(f"{source}: a key policy is a JSON object")
-    statements = policy.get("Statement")
-    if not isinstance(statements, list) or not statements:
-        raise InvalidInput(f"{source}: 'Statement' must be a non-empty list")
-    sids: set[str] = set()
-    for number, statement in enumerate(statements):
-        where = f"{source}: statement {number}"
-        if not isinstance(statement, dict):
-            raise InvalidInput(f"{where} is not an object")
-        if statement.get("Effect") not in ("Allow", "Deny"):
-            raise InvalidInput(f"{where}: Effect must be Allow or Deny")
-        if "Action" not in statement and "NotAction" not in statement:
-            raise InvalidInput(f"{where}: no Action")
-        if "Principal" not in statement and "NotPrincipal" not in statement:
-            raise InvalidInput(f"{where}: no Principal")
-        sid = statement.get("Sid")
-        if sid is not None:
-            if not isinstance(sid, str):
-                raise InvalidInput(f"{where}: Sid must be a string")
-            if sid in sids:
-                raise InvalidInput(f"{where}: duplicate Sid {sid!r}")
-            sids.add(sid)
-        condition = statement.get("Condition", {})
-        if not isinstance(condition, dict):
-            raise InvalidInput(f"{where}: Condition must be an object")
-        for operator, block in condition.items():
-            if not isinstance(block, dict):
-                raise InvalidInput(f"{where}: Condition {operator} must be an object")
-            for key, value in block.items():
-                if key.lower().startswith("kms:recipientattestation:"):
-                    _check_attestation_key(key, f"{where}: {operator}")
-                    for v in value if isinstance(value, list) else [value]:
-                        _check_pcr_value(v, f"{where}: {key}")
-
-
-_ATTESTATION_KEY = re.compile(
-    r"^kms:RecipientAttestation:(ImageSha384|PCR([0-9]|[12][0-9]|3[01]))$", re.IGNORECASE
-)
-
-
-def _check_attestation_key(key: str, where: str) -> None:
-    if not _ATTESTATION_KEY.match(key):
-        raise InvalidInput(
-            f"{where}: unknown condition key {key[:60]!r}"
-            " (kms:RecipientAttestation:ImageSha384 or PCR0..PCR31)"
-        )
-
-
-def _check_pcr_value(value: object, where: str) -> None:
-    if not isinstance(value, str):
-        raise InvalidInput(f"{where}: value must be a string")
-    if value.lower().startswith("0x") or len(value) != 96:
-        raise InvalidInput(f"{where}: expected 96 hex characters without 0x, got {value[:20]!r}")
-    try:
-        bytes.fromhex(value)
-    except ValueError:
-        raise InvalidInput(f"{where}: not hexadecimal") from None
-
-
-def is_gate_statement(statement: Mapping[str, Any]) -> bool:
-    sid = statement.get("Sid")
-    return isinstance(sid, str) and sid.startswith(SID_PREFIX)
-
-
-def allowed_images(policy: Mapping[str, Any]) -> list[AllowedImage]:
+def allowed_images(policy: KeyPolicy) -> list[AllowedImage]:
     """The measurement sets the gate's Allow statements currently name."""
     out: list[AllowedImage] = []
-    for statement in policy.get("Statement", []):
-        if not is_gate_statement(statement) or statement.get("Effect") != "Allow":
-            continue
-        condition = statement.get("Condition", {})
-        values = condition.get("StringEqualsIgnoreCase", {})
-        pcrs: dict[int, str] = {}
-        for key, value in values.items():
-            match = _ATTESTATION_KEY.match(key)
-            if match is None or not isinstance(value, str):
-                continue  # not a single-valued measurement condition of ours
-            if match.group(1).lower() == "imagesha384":
-                pcrs[0] = value.lower()
-            else:
-                pcrs[int(match.group(2))] = value.lower()
-        until_text = condition.get("DateLessThan", {}).get("aws:CurrentTime")
-        until = (
-            datetime.fromisoformat(until_text.replace("Z", "+00:00"))
-            if isinstance(until_text, str)
-            else None
-        )
-        if 0 in pcrs:
-            out.append(AllowedImage(PcrSet(values=pcrs), until))
+    for statement in policy.statements:
+        image = allowed_image(statement) if is_gate_statement(statement) else None
+        if image is not None:
+            out.append(image)
     return out
 
 
 def propose_policy(
-    current: Mapping[str, Any],
+    current: KeyPolicy,
     *,
     candidate: PcrSet,
     principal: str,
@@ -183,9 +84,8 @@ def propose_policy(
     now: datetime,
     rollout_until: datetime | None,
     actions: Sequence[str] = DEFAULT_ACTIONS,
-) -> dict[str, Any]:
+) -> KeyPolicy:
     """The new policy: candidate allowed, still-valid old images allowed until the window ends."""
-    validate_policy(current, source="current key policy")
     keep: list[AllowedImage] = []
     for image in allowed_images(current):
         if image.pcr0 == candidate.hex(0):
@@ -197,47 +97,33 @@ def propose_policy(
         until = image.until if image.until is not None else rollout_until
         keep.append(AllowedImage(image.pcrs, min(until, rollout_until)))
     images = [AllowedImage(candidate), *keep]
-    gate_statements: list[dict[str, Any]] = []
-    for number, image in enumerate(images):
-        gate_statements.append(
-            {
-                "Sid": f"{ALLOW_SID}{number}",
-                "Effect": "Allow",
-                "Principal": {"AWS": principal},
-                "Action": list(actions),
-                "Resource": "*",
-                "Condition": _condition_for(image, pinned_pcrs),
-            }
+    gate = [
+        attested_allow(
+            principal,
+            actions,
+            image.pcrs,
+            pinned_pcrs,
+            sid=f"{ALLOW_SID}{number}",
+            until=image.until,
         )
-    gate_statements.append(
-        {
-            "Sid": DENY_SID,
-            "Effect": "Deny",
-            "Principal": {"AWS": "*"},
-            "Action": list(DENY_ACTIONS),
-            "Resource": "*",
-            "Condition": {
-                "StringNotEqualsIgnoreCase": {IMAGE_KEY: [image.pcr0 for image in images]}
-            },
-        }
-    )
-    new = copy.deepcopy(dict(current))
-    others = [s for s in new["Statement"] if not is_gate_statement(s)]
-    new["Statement"] = others + gate_statements
-    new.setdefault("Version", POLICY_VERSION)
-    validate_policy(new, source="proposed key policy")
-    return new
+        for number, image in enumerate(images)
+    ]
+    gate.append(deny_other_images([image.pcr0 for image in images], DENY_ACTIONS, sid=DENY_SID))
+    others = [s for s in current.statements if not is_gate_statement(s)]
+    proposed = current.with_statements([*others, *gate])
+    # what the KMS will be given must itself pass the checks it would apply
+    return KeyPolicy.parse(proposed.to_json(), source="proposed key policy")
 
 
-def policy_text(policy: Mapping[str, Any]) -> str:
-    return json.dumps(policy, indent=2) + "\n"
+def policy_text(policy: KeyPolicy) -> str:
+    return policy.to_json()
 
 
-def policy_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+def policy_diff(old: KeyPolicy, new: KeyPolicy) -> str:
     """A unified diff of the two policies' pretty JSON (empty when equal)."""
     lines = difflib.unified_diff(
-        policy_text(old).splitlines(keepends=True),
-        policy_text(new).splitlines(keepends=True),
+        old.to_json().splitlines(keepends=True),
+        new.to_json().splitlines(keepends=True),
         fromfile="current-policy.json",
         tofile="proposed-policy.json",
     )

@@ -12,7 +12,7 @@ from enclave_audit.errors import DecisionLogTampered
 from enclave_audit.model.findings import Verdict
 from enclave_audit.model.measurements import PcrSet
 from reports import decision_log
-from reports.key_policy import DENY_SID, IMAGE_KEY, allowed_images
+from reports.key_policy import DENY_SID, IMAGE_KEY, KeyPolicy, allowed_images
 
 NOW_ARG = ["--now", "2026-11-23T12:00:00Z"]
 
@@ -46,7 +46,7 @@ def test_two_agreeing_auditors_approve_and_policy_binds_pcrs(world):
     sids = [s.get("Sid") for s in new["Statement"]]
     assert sids[0] == "KeyAdministrators"  # unrelated statements kept, first, unchanged
     assert new["Statement"][0] == json.loads(world.policy.read_text())["Statement"][0]
-    allowed = allowed_images(new)
+    allowed = allowed_images(KeyPolicy.from_document(new))
     assert [a.pcrs.hex(0) for a in allowed] == [world.pcrs.hex(0)]
     allow = new["Statement"][1]
     cond = allow["Condition"]["StringEqualsIgnoreCase"]
@@ -153,7 +153,7 @@ def test_rollout_keeps_old_measurements_until_window_closes(world):
     result = _gate(world, world.vsa("alice"), world.vsa("bob"))
     assert result.exit_code == 0, result.stderr
     new = json.loads((world.root / "new-policy.json").read_text())
-    allowed = allowed_images(new)
+    allowed = allowed_images(KeyPolicy.from_document(new))
     assert [a.pcrs.hex(0) for a in allowed] == [newer.hex(0), old_pcr0]
     assert allowed[0].until is None
     assert allowed[1].until is not None and allowed[1].until.isoformat().startswith("2026-11-24T12")
