@@ -227,6 +227,11 @@ class SuiteIndex:
     base: str
     release: ReleaseFile
     records: dict[tuple[str, str], list[PackageRecord]] = field(default_factory=dict)
+    by_name: dict[str, list[PackageRecord]] = field(default_factory=dict)
+
+    def add(self, rec: PackageRecord) -> None:
+        self.records.setdefault((rec.name, rec.version), []).append(rec)
+        self.by_name.setdefault(rec.name, []).append(rec)
 
     def lookup(self, name: str, version: str, arch: str | None = None) -> PackageRecord | None:
         for rec in self.records.get((name, version), ()):
@@ -236,12 +241,9 @@ class SuiteIndex:
 
     def newest(self, name: str) -> PackageRecord | None:
         best: PackageRecord | None = None
-        for (pkg, _ver), recs in self.records.items():
-            if pkg != name:
-                continue
-            for rec in recs:
-                if best is None or Version(rec.version) > Version(best.version):
-                    best = rec
+        for rec in self.by_name.get(name, ()):
+            if best is None or Version(rec.version) > Version(best.version):
+                best = rec
         return best
 
     def all_records(self) -> Iterable[PackageRecord]:
@@ -278,15 +280,22 @@ def load_suite(
             if hashlib.sha256(data).hexdigest() != sha256:
                 raise FetchFailed(url, "index does not match the sha256 its Release lists")
             for rec in iter_packages(_inflate(stem + suffix, data), source.suite):
-                index.records.setdefault((rec.name, rec.version), []).append(rec)
+                index.add(rec)
             break
         else:
             raise FetchFailed(f"{base}/dists/{source.suite}", f"Release lists no {stem}")
     return index
 
 
+def archive_keyring() -> Path:
+    """``ENCLAVE_AUDIT_ARCHIVE_KEYRING``, else the keyring Debian's tools trust."""
+    import os
+
+    return Path(os.environ.get("ENCLAVE_AUDIT_ARCHIVE_KEYRING") or DEBIAN_KEYRING)
+
+
 def require_keyring(path: Path | None) -> Path:
-    keyring = path or DEBIAN_KEYRING
+    keyring = path or archive_keyring()
     if not keyring.is_file():
         raise EnvironmentProblem(
             f"archive keyring {keyring} not found: install debian-archive-keyring"

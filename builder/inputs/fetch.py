@@ -54,6 +54,23 @@ def fetch_bytes(url: str, *, limit: int, accept: str | None = None) -> bytes:
     return data
 
 
+def probe(url: str) -> int | None:
+    """The size of ``url`` if the server has it (a HEAD request), else :class:`FetchFailed`."""
+    _check_scheme(url)
+    request = urllib.request.Request(  # noqa: S310 - scheme checked
+        url, method="HEAD", headers={"User-Agent": _USER_AGENT}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as resp:  # noqa: S310
+            length = resp.headers.get("Content-Length")
+    except urllib.error.HTTPError as exc:
+        raise FetchFailed(url, f"HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise FetchFailed(url, str(reason)) from None
+    return int(length) if length and length.isdigit() else None
+
+
 def download(
     url: str,
     directory: Path,

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from builder.inputs.apt import AptSource, PackageRecord, SuiteIndex, load_suite
-from builder.inputs.fetch import FetchFailed, download
+from builder.inputs.fetch import FetchFailed, download, probe
 from builder.inputs.inputset import InputSet
 from builder.inputs.pypi import index_url, locate_wheel
 from builder.inputs.store import InputStore
@@ -37,6 +37,7 @@ from enclave_audit.model.manifest import InputKind, PinnedInput
 from enclave_audit.progress import NullProgress, ProgressSink
 
 DEFAULT_SNAPSHOT = "https://snapshot.debian.org"
+_DEBIAN_KINDS = (InputKind.DEBIAN_PACKAGE, InputKind.KERNEL_SOURCE, InputKind.DEBIAN_SOURCE)
 SNAPSHOT_FORMAT = "%Y%m%dT%H%M%SZ"
 
 
@@ -171,6 +172,8 @@ class Resolver:
             else:
                 found.label = f"mirror {found.label}"
             return found
+        if ref.kind is InputKind.DEBIAN_SOURCE:
+            return self._pool_file(ref)
         if ref.kind is InputKind.WHEEL:
             try:
                 where = locate_wheel(ref.name, ref.filename, index=self.pypi)
@@ -188,6 +191,24 @@ class Resolver:
             if model is None or self._locate_one(model.wheel) is None:
                 return None
             return _Located(f"wheel {model.wheel.filename}", size=model.size)
+        return None
+
+    def _pool_file(self, ref: PinnedInput) -> _Located | None:
+        """A file named by its pool path: on each mirror, then in the snapshot archive."""
+        bases = [("mirror", self.mirror_map.get(s.uri, s.uri)) for s in self.apt_sources]
+        if self.snapshot_time:
+            bases += [
+                ("snapshot", snapshot_base(s, self.snapshot_time, self.snapshot_root))
+                for s in self.apt_sources
+            ]
+        for kind, base in dict.fromkeys(bases):
+            url = f"{base}/{ref.filename}"
+            try:
+                size = probe(url)
+            except FetchFailed as exc:
+                self._tried.append(f"{url} ({exc.reason})")
+                continue
+            return _Located(f"{kind} {base}", url=url, size=size)
         return None
 
     # --- the two phases -------------------------------------------------------------
@@ -220,7 +241,7 @@ class Resolver:
         what = f"{first.kind.value} {first.name} {first.version}".strip()
         more = f" (and {len(missing) - 1} more pinned inputs)" if len(missing) > 1 else ""
         tried = ["the local store", *(s.label() for s in self.input_sets)]
-        if first.kind in (InputKind.DEBIAN_PACKAGE, InputKind.KERNEL_SOURCE):
+        if first.kind in _DEBIAN_KINDS:
             tried += [f"{self.mirror_map.get(s.uri, s.uri)} {s.suite}" for s in self.apt_sources]
             if self.snapshot_time:
                 tried.append(f"{self.snapshot_root} at {self.snapshot_time}")

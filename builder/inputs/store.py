@@ -15,13 +15,19 @@ from enclave_audit.fsutil import cache_dir, sha256_file, touch_entry
 class InputStore:
     """``<cache>/inputs/<aa>/<sha256>``: one file per pinned digest.
 
+    ``ENCLAVE_AUDIT_STORE`` moves it on its own (e.g. to share fetched inputs between
+    machines, or to start a build with no input at hand while reusing built artefacts).
+
     A file is only ever added after its bytes were hashed to its name, and is hashed
     again on every :meth:`get`; a mismatch (disk corruption, tampering) is a
     :class:`DigestMismatch`, never a silent re-download.
     """
 
     def __init__(self, root: Path | None = None) -> None:
+        if root is None and os.environ.get("ENCLAVE_AUDIT_STORE"):
+            root = Path(os.environ["ENCLAVE_AUDIT_STORE"])
         self.root = Path(root) if root is not None else cache_dir("inputs")
+        self.root.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256

@@ -43,11 +43,13 @@ class InputKind(StrEnum):
     SOURCE_FILE = "source-file"
     SOURCE_TREE = "source-tree"
     MODEL = "model"
+    #: a file of a Debian source package, by its pool path (e.g. an .orig.tar.xz)
+    DEBIAN_SOURCE = "debian-source"
 
 
 #: the kinds of input that come from outside the source tree (what an input set holds)
 EXTERNAL_KINDS = frozenset({InputKind.KERNEL_SOURCE, InputKind.DEBIAN_PACKAGE, InputKind.WHEEL,
-                            InputKind.MODEL})
+                            InputKind.MODEL, InputKind.DEBIAN_SOURCE})
 
 
 class PinnedInput(_Frozen):
@@ -166,6 +168,12 @@ class BuildManifest(_Frozen):
             if item.name == name:
                 return item
         return None
+
+    def without_sources(self) -> BuildManifest:
+        """This manifest with every ``served_by`` emptied: what two builds of the same inputs
+        must agree on, wherever each fetched its bytes from."""
+        inputs = tuple(i.model_copy(update={"served_by": ""}) for i in self.inputs)
+        return self.model_copy(update={"inputs": inputs})
 
     def to_json(self) -> str:
         data = self.model_dump(mode="json", by_alias=True)
