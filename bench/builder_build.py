@@ -31,7 +31,7 @@ from builder.pipeline import BuildOptions, build
 from builder.reference import REFERENCE_SPEC
 from builder.repro import _copy_sources
 from builder.rootfs.native import NativeBackend
-from builder.source import git_info
+from builder.source import image_git_info, source_date_epoch
 from builder.spec import load_spec
 from enclave_audit.fsutil import cache_dir
 
@@ -83,10 +83,11 @@ def main() -> None:
         work = Path(tmp)
         # a snapshot of the sources: the checkout may change while the benchmark runs
         spec = _copy_sources(load_spec(REFERENCE_SPEC), work / "src", reverse=False)
-        git = git_info(REFERENCE_SPEC.parent.parent, ["reference_enclave", "enclave_audit"])
+        loaded = load_spec(REFERENCE_SPEC)
+        git = image_git_info(loaded)
         options = BuildOptions(
             source_root=work / "src",
-            source_date_epoch=git.commit_time if git else 0,
+            source_date_epoch=source_date_epoch(None, git, loaded.source_root),
             source_commit=git.commit if git else "",
         )
         first = build(spec, work / "warmup", options=options)  # fills caches if cold

@@ -13,7 +13,9 @@ and provenance.  The output directory appears whole or not at all.
 
 The bootstrap half (kernel, init, bootstrap ramdisk: PCR1) uses the kernel
 package's own date as its epoch, so committing application changes never
-moves PCR1; the application ramdisk uses the source's ``SOURCE_DATE_EPOCH``.
+moves PCR1; the application ramdisk uses the source's ``SOURCE_DATE_EPOCH``: the
+time of the last commit that touched what goes into it (app packages, spec, lock;
+:func:`builder.source.epoch_paths`), so a commit elsewhere never moves PCR2.
 """
 
 from __future__ import annotations
@@ -50,7 +52,13 @@ from builder.inputs.resolver import Resolver, parse_mirror_map
 from builder.kernel import KernelArtifact, build_kernel
 from builder.provenance import provenance_for
 from builder.rootfs import RootfsResult, get_backend
-from builder.source import GitInfo, git_info, source_date_epoch
+from builder.source import (
+    GitInfo,
+    epoch_paths,
+    image_git_info,
+    image_paths,
+    source_date_epoch,
+)
 from builder.spec import InitSpec, LoadedSpec, WheelSpec, load_spec
 from builder.toolchain import builder_code_digest, toolchain_versions
 from enclave_audit import __version__
@@ -89,6 +97,8 @@ class BuildOptions:
     #: for source trees without .git (repro-test copies, tarballs): the commit they are
     source_commit: str | None = None
     source_dirty: bool = False
+    #: with ``source_commit``: the commit the epoch was taken from (a manifest's record)
+    epoch_commit: str = ""
     #: input sets (directories or .tar files) to resolve pinned inputs from
     inputs: tuple[Path, ...] = ()
     #: ``CANONICAL=URL`` pairs: fetch a spec mirror's files from another location
@@ -233,8 +243,8 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def watched_paths(loaded: LoadedSpec) -> list[str]:
-    """The paths whose uncommitted changes make a build "dirty": app packages and spec dir."""
-    return [*loaded.spec.app.packages, _rel(loaded.base, loaded.source_root)]
+    """The paths whose uncommitted changes make a build "dirty": what the image is made of."""
+    return image_paths(loaded)
 
 
 def build(
@@ -299,10 +309,12 @@ class AppRamdisk:
 
 
 def source_step(loaded: LoadedSpec, options: BuildOptions) -> SourceRecord:
-    git = git_info(loaded.source_root, watched_paths(loaded))
+    git = image_git_info(loaded)
     epoch = source_date_epoch(options.source_date_epoch, git, loaded.source_root)
     if options.source_commit is not None:
-        git = GitInfo(options.source_commit, epoch, options.source_dirty)
+        git = GitInfo(
+            options.source_commit, epoch, options.source_dirty, options.epoch_commit, epoch
+        )
     rootfs_epoch = min(loaded.lock_epoch, epoch) if loaded.lock_epoch is not None else epoch
     return SourceRecord(git=git, epoch=epoch, rootfs_epoch=rootfs_epoch)
 
@@ -503,6 +515,8 @@ def make_manifest(
             git_dirty=git.dirty if git else False,
             tree_sha256=app.tree_sha256,
             packages=spec.app.packages,
+            epoch_commit=git.inputs_commit if git and git.inputs_time == source.epoch else "",
+            epoch_paths=tuple(epoch_paths(loaded)),
         ),
         spec=SpecInfo(
             path=_rel(loaded.path, root),
@@ -664,6 +678,7 @@ def rebuild_from_manifest(
         # the checkout may be a tarball without .git: the commit comes from the manifest
         source_commit=manifest.source.git_commit,
         source_dirty=manifest.source.git_dirty,
+        epoch_commit=manifest.source.epoch_commit,
         use_rootfs_cache=use_rootfs_cache,
         inputs=inputs,
         debian_mirrors=debian_mirrors,

@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 
 from builder.app import collect_sources, tree_digest
-from builder.pipeline import BuildOptions, BuildResult, build_loaded, watched_paths
-from builder.source import git_info, source_date_epoch
+from builder.pipeline import BuildOptions, BuildResult, build_loaded
+from builder.source import image_git_info, source_date_epoch
 from builder.spec import LoadedSpec, load_spec
 from builder.toolchain import builder_code_digest
 from enclave_audit.errors import DigestMismatch
@@ -54,7 +54,7 @@ def reference_image(
 ) -> BuildResult:
     """The built reference image (``result.eif``, ``result.out_dir``, ``result.manifest``)."""
     loaded = load_spec(spec_path)
-    git = git_info(loaded.source_root, watched_paths(loaded))
+    git = image_git_info(loaded)
     epoch = source_date_epoch(source_date_epoch_value, git, loaded.source_root)
     digest = image_input_digest(loaded, epoch, backend)
     out = cache_dir("reference-image") / digest

@@ -22,8 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from builder.pipeline import watched_paths
-from builder.source import git_info, source_date_epoch
+from builder.source import image_git_info, source_date_epoch
 from builder.spec import LoadedSpec, load_spec
 from enclave_audit.errors import BuildStepFailed, NotReproducible, SpecInvalid
 from enclave_audit.fsutil import atomic_directory, cache_dir
@@ -216,7 +215,7 @@ def repro_test(
     if runs < 2:
         raise SpecInvalid("repro-test needs at least 2 runs (a control and an experiment)")
     original = load_spec(spec_path, source_root=source_root)
-    git = git_info(original.source_root, watched_paths(original))
+    git = image_git_info(original)
     epoch = source_date_epoch(source_date_epoch_value, git, original.source_root)
     usable = [v for v in VARIATIONS if available(v)]
     plans: list[tuple[str, set[str]]] = [("control", set()), ("all", {v.name for v in usable})]

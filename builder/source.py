@@ -1,8 +1,12 @@
-"""Where the source is: git commit, dirtiness, and SOURCE_DATE_EPOCH from the commit time.
+"""Where the source is: git commit, dirtiness, and SOURCE_DATE_EPOCH from the image's inputs.
 
-Nothing reads the wall clock: the epoch is the committer time of ``HEAD`` of the
-source checkout, or given explicitly (a rebuild from a manifest passes the
-recorded value).
+Nothing reads the wall clock.  The epoch (the timestamps of the application ramdisk)
+is the committer time of the last commit that touched what goes into that ramdisk:
+the spec's application packages, the spec and its Debian lock
+(:func:`epoch_paths`).  A commit elsewhere in the repository (the auditing CLI, the
+demo, the reference KMS) leaves the epoch, and so PCR2, where it was.  A rebuild from
+a manifest passes the recorded value explicitly.  Dirtiness covers every repository
+path the image is made from (:func:`image_paths`).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.spec import LoadedSpec
 from enclave_audit.errors import SpecInvalid
 from enclave_audit.tools import run, which
 
@@ -19,10 +24,66 @@ class GitInfo:
     commit: str
     commit_time: int
     dirty: bool
+    #: the last commit that touched the epoch paths, and its committer time (the epoch)
+    inputs_commit: str = ""
+    inputs_time: int | None = None
 
 
-def git_info(root: Path, paths: list[str]) -> GitInfo | None:
-    """Commit, committer time and dirtiness of ``paths`` under ``root``; None if not git."""
+def _repo_paths(loaded: LoadedSpec, paths: list[Path]) -> list[str]:
+    out: list[str] = []
+    for path in paths:
+        try:
+            out.append(path.resolve().relative_to(loaded.source_root).as_posix())
+        except ValueError:
+            continue  # outside the checkout: not under its version control
+    return sorted(set(out))
+
+
+def epoch_paths(loaded: LoadedSpec) -> list[str]:
+    """What the application ramdisk is made from, in the checkout: its last commit dates it."""
+    spec = loaded.spec
+    return _repo_paths(
+        loaded,
+        [
+            loaded.path,
+            loaded.resolve(spec.debian.lock),
+            *(loaded.source_root / package for package in spec.app.packages),
+        ],
+    )
+
+
+def image_paths(loaded: LoadedSpec) -> list[str]:
+    """Every checkout path the image is made from (their uncommitted changes make it dirty)."""
+    spec = loaded.spec
+    docker = loaded.base / "docker"
+    return sorted(
+        {
+            *epoch_paths(loaded),
+            *_repo_paths(
+                loaded,
+                [
+                    loaded.resolve(spec.kernel.config),
+                    loaded.resolve(spec.init.source),
+                    *(loaded.resolve(h) for h in spec.init.helpers),
+                    *([docker] if docker.is_dir() else []),
+                ],
+            ),
+        }
+    )
+
+
+def image_git_info(loaded: LoadedSpec) -> GitInfo | None:
+    """:func:`git_info` of the image's paths, dated by the last commit of its epoch paths."""
+    return git_info(loaded.source_root, image_paths(loaded), epoch_paths=epoch_paths(loaded))
+
+
+def git_info(
+    root: Path, paths: list[str], *, epoch_paths: list[str] | None = None
+) -> GitInfo | None:
+    """Commit, committer time and dirtiness of ``paths`` under ``root``; None if not git.
+
+    With ``epoch_paths``, also the last commit that touched one of them (``inputs_*``).
+    """
     if which("git") is None:
         return None
     head = run(["git", "-C", str(root), "log", "-1", "--format=%H %ct", "HEAD"], check=False)
@@ -35,7 +96,22 @@ def git_info(root: Path, paths: list[str]) -> GitInfo | None:
         ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all", "--", *paths],
         check=False,
     )
-    return GitInfo(commit=parts[0], commit_time=int(parts[1]), dirty=bool(status.stdout.strip()))
+    inputs_commit, inputs_time = "", None
+    if epoch_paths:
+        last = run(
+            ["git", "-C", str(root), "log", "-1", "--format=%H %ct", "HEAD", "--", *epoch_paths],
+            check=False,
+        )
+        found = last.stdout.decode().split() if last.returncode == 0 else []
+        if len(found) == 2:
+            inputs_commit, inputs_time = found[0], int(found[1])
+    return GitInfo(
+        commit=parts[0],
+        commit_time=int(parts[1]),
+        dirty=bool(status.stdout.strip()),
+        inputs_commit=inputs_commit,
+        inputs_time=inputs_time,
+    )
 
 
 def source_date_epoch(explicit: int | None, git: GitInfo | None, root: Path) -> int:
@@ -48,4 +124,5 @@ def source_date_epoch(explicit: int | None, git: GitInfo | None, root: Path) -> 
             f"{root} is not a git checkout: pass --source-date-epoch"
             " (the build never reads the clock)"
         )
-    return git.commit_time
+    # inputs never committed (a new checkout's first build): the commit they sit on
+    return git.inputs_time if git.inputs_time is not None else git.commit_time

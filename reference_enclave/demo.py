@@ -403,7 +403,7 @@ def build_demo_image(env: dict[str, str], *, progress: Any = None) -> Path:
     """
     from builder.pipeline import BuildOptions, build_loaded
     from builder.reference import REFERENCE_SPEC, image_input_digest, reference_image
-    from builder.source import git_info, source_date_epoch
+    from builder.source import image_git_info, source_date_epoch
     from builder.spec import load_spec
     from enclave_audit.fsutil import cache_dir, hash_file
     from enclave_audit.model.manifest import BuildManifest
@@ -423,7 +423,7 @@ def build_demo_image(env: dict[str, str], *, progress: Any = None) -> Path:
             "sha256": hashlib.sha256(loaded.sha256.encode() + b"\n" + extra).hexdigest(),
         }
     )
-    git = git_info(loaded.source_root, list(app.packages))
+    git = image_git_info(loaded)
     epoch = source_date_epoch(None, git, loaded.source_root)
     out = cache_dir("demo-image") / image_input_digest(derived, epoch, "native")
     manifest_path = out / "build-manifest.json"

@@ -103,6 +103,11 @@ class SourceInfo(_Frozen):
     git_dirty: bool = False
     tree_sha256: str = Field(description="digest of the application files copied into the image")
     packages: tuple[str, ...] = ()
+    #: the last commit that touched ``epoch_paths``: its committer time is
+    #: ``source_date_epoch`` (empty when the epoch was given, or nothing was committed)
+    epoch_commit: str = ""
+    #: the checkout paths that date the application ramdisk (app packages, spec, lock)
+    epoch_paths: tuple[str, ...] = ()
 
 
 class SpecInfo(_Frozen):
