@@ -91,9 +91,24 @@ class DebianSpec(_Frozen):
     packages: tuple[DebianPackage, ...]
     lock: str
     remove_paths: tuple[str, ...] = ()
+    #: installed packages removed again before the image is made (``dpkg --purge``, their
+    #: maintainer scripts not run): what the runtime never runs (shells, login tools, the
+    #: package manager itself); ``var/lib/dpkg/status`` then lists what is really there
+    purge: tuple[str, ...] = ()
     #: dpkg ``path-exclude`` / ``path-include`` filters (docs, man pages, translations)
     path_exclude: tuple[str, ...] = ()
     path_include: tuple[str, ...] = ()
+
+
+    @field_validator("purge")
+    @classmethod
+    def _purge(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if not _PKG.match(name):
+                raise ValueError(f"{name!r} is not a Debian package name")
+        if len(set(v)) != len(v):
+            raise ValueError("a package is listed twice")
+        return v
 
 
 class WheelSpec(_Frozen):

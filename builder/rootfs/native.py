@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -51,6 +53,37 @@ _HOOKS = (
     'rm -f "$1/etc/hostname" "$1/etc/resolv.conf" "$1/var/lib/dbus/machine-id"',
     'printf "" > "$1/etc/machine-id"',
 )
+
+
+#: the hook that tidies up after ``[debian] purge`` (its bytes are in the cache key)
+PRUNE_SCRIPT = Path(__file__).with_name("prune.py")
+
+
+def purge_hooks(packages: tuple[str, ...]) -> tuple[str, ...]:
+    """Customize hooks removing ``packages`` with the image's own dpkg, then tidying up.
+
+    The purged packages' maintainer scripts and trigger declarations are deleted first:
+    the scripts would need the very shell and perl being removed (nothing of the image
+    runs on the build host), and without the declarations their removal activates no
+    trigger either (libc-bin's ldconfig trigger is a shell script).  ``--force-depends``:
+    the runtime needs none of what depends on them (libpam0g on debconf, ...);
+    ``--force-bad-path``: coreutils, tar and diff, which dpkg wants on PATH, are among
+    what goes, and dpkg may remove itself and the libraries it runs with, already loaded.
+    The image's own ``ldconfig`` (static) then rewrites the library cache.
+    """
+    if not packages:
+        return ()
+    quote = shlex.quote
+    control = "preinst postinst prerm postrm config templates triggers"
+    names = " ".join(quote(p) for p in packages)
+    return (
+        f'for p in {names}; do for s in {control}; do rm -f "$1/var/lib/dpkg/info/$p.$s"'
+        f' "$1/var/lib/dpkg/info/$p:"*".$s"; done; done',
+        f'chroot "$1" dpkg --purge --force-remove-essential --force-depends --force-bad-path'
+        f" {names}",
+        'chroot "$1" /sbin/ldconfig',
+        f'{quote(sys.executable)} -I {quote(str(PRUNE_SCRIPT))} "$1"',
+    )
 
 
 def sources_list_text(mirrors: tuple[str, ...] | list[str]) -> str:
@@ -108,6 +141,7 @@ def run_mmdebstrap(
         f"--customize-hook=sync-out /var/cache/apt/archives {debs}",
         *[f"--customize-hook={h}" for h in _HOOKS],
         *[f'--customize-hook=rm -rf "$1/{p.lstrip("/")}"' for p in deb.remove_paths],
+        *[f"--customize-hook={h}" for h in purge_hooks(deb.purge)],
         *[f"--customize-hook={h}" for h in extra_hooks],
         "--",
         deb.suite,
@@ -164,6 +198,8 @@ class NativeBackend:
             "lock": [p.model_dump() for p in loaded.lock],
             "hooks": list(_HOOKS),
             "remove": list(deb.remove_paths),
+            "purge": list(deb.purge),
+            "prune": hashlib.sha256(PRUNE_SCRIPT.read_bytes()).hexdigest() if deb.purge else "",
             "path_exclude": list(deb.path_exclude),
             "path_include": list(deb.path_include),
             "epoch": epoch,
@@ -184,6 +220,13 @@ class NativeBackend:
             raise SpecInvalid(
                 f"{loaded.base / loaded.spec.debian.lock}: missing or empty Debian lock"
                 " (create it with: enclave-audit lock update)"
+            )
+        locked = {p.name for p in loaded.lock}
+        stray = [name for name in loaded.spec.debian.purge if name not in locked]
+        if stray:
+            raise SpecInvalid(
+                f"{loaded.path}: debian.purge names {', '.join(stray)}, which the lock does"
+                " not install"
             )
         key = self._cache_key(loaded, epoch)
         final = cache_dir("rootfs") / key

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from enclave_audit.cli._common import emit_json, err_console, json_option, out_console
 from enclave_audit.cli.inputs import debian_mirror_option
@@ -119,6 +120,11 @@ def audit(
         )
 
 
+def _cell(text: str) -> Text:
+    """Image-controlled text as plain data: no markup, control characters escaped."""
+    return Text("".join(c if c.isprintable() or c == "\n" else f"\\x{ord(c):02x}" for c in text))
+
+
 def _print(report: object) -> None:
     from verifier.audit import ImageAuditReport
 
@@ -133,6 +139,7 @@ def _print(report: object) -> None:
         f"{report.files} files, {len(report.binaries)} ELF binaries,"
         f" {len(report.packages)} packages; {report.suppressed} finding(s) suppressed"
     )
+    out_console.print(f"findings: {report.summary()}")
     checks = Table(title="Checks", show_lines=False)
     for col in ("check", "outcome", "detail"):
         checks.add_column(col)
@@ -147,5 +154,23 @@ def _print(report: object) -> None:
         table.add_column(col)
     for (severity, rule), items in groups.items():
         examples = "\n".join(items[:3]) + (f"\n… {len(items) - 3} more" if len(items) > 3 else "")
-        table.add_row(severity, rule, str(len(items)), examples)
+        table.add_row(severity, rule, str(len(items)), _cell(examples))
     out_console.print(table)
+    if report.waived:
+        waived = Table(title=f"Waived by {report.policy} (reported, not failing)")
+        for col in ("severity", "rule", "count", "reason", "examples"):
+            waived.add_column(col)
+        by_reason: dict[tuple[str, str, str], list[str]] = {}
+        for item in report.waived:
+            key = (item.finding.severity.value, item.finding.rule, item.reason)
+            by_reason.setdefault(key, []).append(item.finding.path)
+        for (severity, rule, reason), paths in by_reason.items():
+            more = f"\n… {len(paths) - 2} more" if len(paths) > 2 else ""
+            waived.add_row(
+                severity, rule, str(len(paths)), _cell(reason), _cell("\n".join(paths[:2]) + more)
+            )
+        out_console.print(waived)
+    for unused in report.unused_waivers:
+        err_console.print(
+            _cell(f"unused waiver: {unused.rule} {unused.path} (matched nothing; remove it?)")
+        )

@@ -330,3 +330,64 @@ def test_reference_image_passes_the_default_policy(tmp_path: Path) -> None:
     out = tmp_path / "sbom.spdx.json"
     write_sbom(report, SbomFormat.SPDX, out)
     assert json.loads(out.read_text())["spdxVersion"] == "SPDX-2.3"
+
+
+def test_waivers_report_accepted_findings_with_their_reason(build, tmp_path: Path) -> None:
+    image = _eif(tmp_path, "waived", _debian_like(build))
+    plain = audit_image(image, load_policy(None))
+    shells = [f for f in plain.findings if f.rule == "shell-present"]
+    assert shells and plain.waived == []
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        'fail_on = "medium"\n'
+        "[[waiver]]\n"
+        'rule = "shell-present"\n'
+        'path = "ramdisk[1]/bin/*"\n'
+        'reason = "the test image keeps dash for its maintainer scripts"\n'
+        "[[waiver]]\n"
+        'rule = "setuid"\n'
+        'path = "ramdisk[1]/usr/bin/su"\n'
+        'reason = "expired on purpose: must not apply any more"\n'
+        "expires = 2020-01-01\n"
+        "[[waiver]]\n"
+        'rule = "debug-tool"\n'
+        'path = "ramdisk[1]/usr/bin/gdb"\n'
+        'reason = "there is no gdb in this image: an unused waiver"\n'
+    )
+    report = audit_image(image, load_policy(policy))
+    waived = {(w.finding.rule, w.finding.path): w for w in report.waived}
+    assert set(waived) == {(f.rule, f.path) for f in shells}
+    assert all(w.reason.startswith("the test image keeps dash") for w in waived.values())
+    assert not any(f.rule == "shell-present" for f in report.findings)
+    # the expired waiver does not apply: su's medium finding still fails a medium policy
+    assert report.verdict is Verdict.FAIL
+    failing = {f.rule for f in report.failing()}
+    assert "setuid" in failing and "shell-present" not in failing
+    assert [w.rule for w in report.unused_waivers] == ["setuid", "debug-tool"]
+    assert "waived" in report.summary() and report.counts()["waived"] == len(shells)
+    # the waivers travel in the report's JSON
+    again = type(report).from_json(report.to_json())
+    assert again.waived == report.waived and again.unused_waivers == report.unused_waivers
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('[[waiver]]\nrule = "setuid"\npath = "x"\n', "reason"),
+        ('[[waiver]]\nrule = "setuid"\npath = "x"\nreason = "because"\n', "reason"),
+        ('[[waiver]]\nrule = "Set UID"\npath = "x"\nreason = "' + "r" * 30 + '"\n', "rule"),
+        ('[[waiver]]\nrule = "setuid"\npath = ""\nreason = "' + "r" * 30 + '"\n', "path"),
+        ('[[waiver]]\nrule = "setuid"\npath = "x"\nreason = "' + "r" * 30 + '"\nby = 1\n', "by"),
+        (
+            '[[waiver]]\nrule = "setuid"\npath = "x"\nreason = "' + "r" * 30 + '"\n'
+            'expires = "soon"\n',
+            "expires",
+        ),
+        ('waiver = "all of them"\n', "waiver"),
+    ],
+)
+def test_malformed_waivers_are_invalid_input(tmp_path: Path, text: str, needle: str) -> None:
+    policy = tmp_path / "p.toml"
+    policy.write_text(text)
+    with pytest.raises(InvalidInput, match=needle):
+        load_policy(policy)

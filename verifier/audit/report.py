@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from enclave_audit.errors import ReportInvalid
 from enclave_audit.model._versioning import load_versioned
 from enclave_audit.model.findings import Check, Finding, Severity, Verdict
+from verifier.audit.policy import WaivedFinding, Waiver
 from verifier.binaries import BinaryInfo
 from verifier.sbom import Package
 
@@ -30,6 +31,10 @@ class ImageAuditReport(BaseModel):
     fail_on: Severity
     checks: list[Check]
     findings: list[Finding]
+    #: findings a waiver of the policy accepted, each with the waiver's reason
+    waived: list[WaivedFinding] = []
+    #: waivers of the policy that matched no finding
+    unused_waivers: list[Waiver] = []
     suppressed: int
     kernel_version: str | None
     build_time: str | None  # from the EIF metadata (used as the SBOM creation time)
@@ -40,6 +45,20 @@ class ImageAuditReport(BaseModel):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, by_alias=True)
+
+    def counts(self) -> dict[str, int]:
+        """Findings per severity (most severe first), and how many were waived."""
+        out = {s.value: 0 for s in sorted(Severity, key=lambda s: -s.rank)}
+        for f in self.findings:
+            out[f.severity.value] += 1
+        out["waived"] = len(self.waived)
+        return out
+
+    def summary(self) -> str:
+        """``0 critical, 0 high, 0 medium, 2 low, 40 info; 5 waived``."""
+        counts = self.counts()
+        waived = counts.pop("waived")
+        return ", ".join(f"{n} {name}" for name, n in counts.items()) + f"; {waived} waived"
 
     def failing(self) -> list[Finding]:
         return [f for f in self.findings if f.severity.rank >= self.fail_on.rank]

@@ -559,7 +559,8 @@ def audit_image(
         mode=security_updates or default_mode(),
         mirror_map=debian_mirrors,
     )
-    findings, suppressed = policy.apply([*state.findings, *update_findings])
+    applied = policy.apply([*state.findings, *update_findings])
+    findings = applied.findings
     checks = [*_checks(state, findings, policy), updates_check]
     del started
     return ImageAuditReport(
@@ -570,7 +571,9 @@ def audit_image(
         fail_on=policy.fail_on,
         checks=checks,
         findings=findings,
-        suppressed=suppressed,
+        waived=applied.waived,
+        unused_waivers=applied.unused_waivers,
+        suppressed=applied.suppressed,
         kernel_version=kernel_version,
         build_time=str(build_time) if build_time else None,
         cmdline=cmdline,
