@@ -140,8 +140,9 @@ def run_mmdebstrap(
         *[f"--dpkgopt=path-include={p}" for p in deb.path_include],
         f"--customize-hook=sync-out /var/cache/apt/archives {debs}",
         *[f"--customize-hook={h}" for h in _HOOKS],
-        *[f'--customize-hook=rm -rf "$1/{p.lstrip("/")}"' for p in deb.remove_paths],
         *[f"--customize-hook={h}" for h in purge_hooks(deb.purge)],
+        # after the purge: the purge hooks still run the image's ldconfig
+        *[f'--customize-hook=rm -rf "$1/{p.lstrip("/")}"' for p in deb.remove_paths],
         *[f"--customize-hook={h}" for h in extra_hooks],
         "--",
         deb.suite,
