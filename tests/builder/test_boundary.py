@@ -112,7 +112,9 @@ def test_closure_imports_resolve_in_the_image(
     reference_image: BuildResult, tmp_path: Path
 ) -> None:
     """What /app imports from outside is importable by the image's own python3."""
-    need(os.geteuid() == 0 and shutil.which("chroot") is not None, "root and chroot")
+    chroot = shutil.which("chroot")
+    need(os.geteuid() == 0 and chroot is not None, "root and chroot")
+    assert chroot is not None
     loaded = load_spec(REFERENCE_SPEC)
     app = loaded.spec.app
     closure = import_closure(PROJECT_ROOT, entry_module(app.cmd), app.packages)
@@ -124,7 +126,7 @@ def test_closure_imports_resolve_in_the_image(
         "print(json.dumps([n for n in sys.argv[1:] if importlib.util.find_spec(n) is None]))"
     )
     done = subprocess.run(
-        ["chroot", str(tmp_path / "app" / "rootfs"), app.cmd[0], "-I", "-c", probe,
+        [chroot, str(tmp_path / "app" / "rootfs"), app.cmd[0], "-I", "-c", probe,
          *sorted(closure.external)],
         env={"PATH": "/usr/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"},
         capture_output=True, text=True, check=True, timeout=120,
