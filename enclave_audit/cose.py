@@ -195,7 +195,6 @@ def signature_problem(key: object, algorithm: int, message: Sign1) -> str | None
         key.verify(encode_dss_signature(r, s), message.to_be_signed(), ec.ECDSA(spec.hash()))
     except InvalidSignature:
         return (
-            f"{spec.name} signature over the original protected header and payload"
-            " does not verify"
+            f"{spec.name} signature over the original protected header and payload does not verify"
         )
     return None

@@ -91,5 +91,3 @@ class ProtocolError(InvalidInput):
 class Internal(EnclaveAuditError):
     exit_code = 70
     meaning = "internal error (rerun with --debug for the traceback)"
-
-

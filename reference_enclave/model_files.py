@@ -59,7 +59,6 @@ def load_data_key(path: Path) -> bytes:
     return key
 
 
-
 # -- encryption ---------------------------------------------------------------------------
 
 
@@ -110,7 +109,6 @@ def encrypt_model(
     return header
 
 
-
 @dataclass
 class DecryptStats:
     """Wall-clock seconds of each phase of one decryption (for the benchmark)."""
@@ -124,7 +122,6 @@ class DecryptStats:
     #: CPU seconds the worker processes used (user, system), from getrusage(RUSAGE_CHILDREN)
     worker_user_seconds: float = 0.0
     worker_system_seconds: float = 0.0
-
 
 
 def _decrypt_range(

@@ -36,7 +36,6 @@ _P384_ORDER = int(
 )
 
 
-
 def _name(cn: str) -> x509.Name:
     return x509.Name(
         [
@@ -70,7 +69,6 @@ def _root_cert(key: ec.EllipticCurvePrivateKey, now: dt.datetime) -> x509.Certif
         )
         .sign(key, hashes.SHA384())
     )
-
 
 
 @dataclass(frozen=True)
@@ -136,6 +134,7 @@ class Vendor:
 class Device:
     key: ec.EllipticCurvePrivateKey
     cert: x509.Certificate
+
 
 def make_report(
     device: Device,

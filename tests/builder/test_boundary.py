@@ -102,15 +102,14 @@ def test_app_is_exactly_the_import_closure(app_cpio: Path, tmp_path: Path) -> No
         f" imported but missing: {sorted(closure.files(PROJECT_ROOT) - set(in_image))}"
     )
     for rel, data in in_image.items():  # the very bytes of the checkout
-        assert hashlib.sha256(data).digest() == hashlib.sha256(
-            (PROJECT_ROOT / rel).read_bytes()
-        ).digest(), rel
+        assert (
+            hashlib.sha256(data).digest()
+            == hashlib.sha256((PROJECT_ROOT / rel).read_bytes()).digest()
+        ), rel
     assert not any(rel.startswith(("reference_enclave/", "enclave_audit/")) for rel in in_image)
 
 
-def test_closure_imports_resolve_in_the_image(
-    reference_image: BuildResult, tmp_path: Path
-) -> None:
+def test_closure_imports_resolve_in_the_image(reference_image: BuildResult, tmp_path: Path) -> None:
     """What /app imports from outside is importable by the image's own python3."""
     chroot = shutil.which("chroot")
     need(os.geteuid() == 0 and chroot is not None, "root and chroot")
@@ -211,9 +210,7 @@ def test_audit_under_the_default_policy_and_the_reference_waivers(
 ) -> None:
     plain = audit_image(reference_image.eif, load_policy(None))
     assert plain.verdict is Verdict.PASS
-    serious = [
-        (f.rule, f.path) for f in plain.findings if f.severity.rank >= Severity.MEDIUM.rank
-    ]
+    serious = [(f.rule, f.path) for f in plain.findings if f.severity.rank >= Severity.MEDIUM.rank]
     assert sorted(serious) == [
         ("elf-no-pie", "ramdisk[0]/init"),
         ("elf-no-pie", "ramdisk[0]/nsm-attest"),
