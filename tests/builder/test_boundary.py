@@ -227,6 +227,10 @@ def test_audit_under_the_default_policy_and_the_reference_waivers(
     pie = {w.finding.path: w.reason for w in waived.waived if w.finding.rule == "elf-no-pie"}
     assert set(pie) == {path for _, path in serious}
     assert all(len(reason) > 40 for reason in pie.values())
+    # the README's example shows this very audit
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    example = readme.split("--policy reference_enclave/audit-policy.toml\n", 1)[1]
+    assert f"findings: {waived.summary()}\n" in example.split("```", 1)[0]
 
 
 # --- what moves the measurements ------------------------------------------------------
