@@ -32,7 +32,7 @@ from import_closure import entry_module, import_closure
 
 from builder.eif import EifReader
 from builder.initramfs import EntryKind, extract, iter_members
-from builder.pipeline import BuildOptions, BuildResult, build
+from builder.pipeline import BuildOptions, BuildResult, build, rebuild_from_manifest
 from builder.reference import PROJECT_ROOT, REFERENCE_SPEC
 from builder.spec import load_spec
 from enclave_audit.model.findings import Severity, Verdict
@@ -297,3 +297,17 @@ def test_host_commits_keep_every_pcr_and_in_image_commits_move_pcr2(
     assert inside.manifest.source_date_epoch == epoch + 1000
     assert inside.pcrs[1] == base.pcrs[1]
     assert inside.pcrs[2] != base.pcrs[2] and inside.pcrs[0] != base.pcrs[0]
+    # the manifest records where the epoch came from; a rebuild from it (a checkout
+    # without .git, as a source tarball is) uses the recorded value, not a clock or HEAD
+    recorded = inside.manifest.source
+    assert recorded.epoch_paths == (
+        "enclave_runtime",
+        "reference_enclave/debian.lock",
+        "reference_enclave/enclave.toml",
+    )
+    tarball = tmp_path / "tarball"
+    shutil.copytree(src, tarball, ignore=shutil.ignore_patterns(".git"))
+    again = rebuild_from_manifest(inside.manifest, tarball, tmp_path / "again")
+    assert again.pcrs == inside.pcrs
+    assert again.manifest.source_date_epoch == epoch + 1000
+    assert again.manifest.source.epoch_commit == recorded.epoch_commit != ""
