@@ -8,8 +8,8 @@ what they would have cleaned up is removed here, by rule rather than by name:
 * symbolic links that resolve to nothing *inside ROOT* (``/etc/alternatives`` entries
   and their ``/usr/bin`` links, init-script links of purged services), repeatedly,
   since removing one can leave another dangling;
-* programs in ``bin``/``sbin`` that no installed package lists (dpkg leaves its own
-  ``start-stop-daemon`` behind when it purges itself);
+* programs (regular files) in ``bin``/``sbin`` that no installed package lists (dpkg
+  leaves its own ``start-stop-daemon`` behind when it purges itself);
 * dpkg state that only dpkg itself used (``status-old``, ``diversions-old``, the
   alternatives database, lock files, pending updates) and the debconf cache.
 
@@ -96,7 +96,11 @@ def _merged(path: str) -> str:
 
 
 def unowned_programs(root: str) -> list[str]:
-    """Files and links in the program directories that no package's file list names."""
+    """Regular files in the program directories that no package's file list names.
+
+    Symbolic links are left to :func:`dangling_links`: ``update-alternatives`` creates
+    links no file list names, and those of installed packages must stay.
+    """
     info = os.path.join(root, "var/lib/dpkg/info")
     if not os.path.isdir(info):
         return []
@@ -112,7 +116,10 @@ def unowned_programs(root: str) -> list[str]:
             continue  # merged /usr: bin -> usr/bin is listed once
         for name in sorted(os.listdir(full)):
             path = f"/{directory}/{name}"
-            if _merged(path) not in owned and not os.path.isdir(os.path.join(full, name)):
+            target = os.path.join(full, name)
+            if os.path.islink(target) or not os.path.isfile(target):
+                continue
+            if _merged(path) not in owned:
                 out.append(path)
     return out
 

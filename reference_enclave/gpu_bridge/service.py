@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import cbor2
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -31,6 +30,7 @@ from enclave_audit.errors import (
     EnvironmentProblem,
     ProtocolError,
 )
+from enclave_runtime import cbor
 from enclave_runtime.gpu_bridge.attestation import transcript_hash
 from enclave_runtime.gpu_bridge.channel import Channel, Direction, Kind, derive_export
 from enclave_runtime.gpu_bridge.link import SecureLink
@@ -156,10 +156,12 @@ def serve_connection(conn: socket.socket, config: ServiceConfig) -> None:
         ):
             raise ProtocolError("malformed hello")
         try:
-            settings = cbor2.loads(params)
+            settings = cbor.loads(params, what="hello parameters", error=ProtocolError)
+            if not isinstance(settings, dict):
+                raise TypeError("not a map")
             rotate_after = int(settings["rotate_after"])
             insecure = bool(settings.get("insecure_plaintext", False))
-        except (cbor2.CBORDecodeError, KeyError, TypeError, ValueError):
+        except (ProtocolError, KeyError, TypeError, ValueError):
             raise ProtocolError("malformed hello parameters") from None
         if insecure and not config.allow_insecure_plaintext:
             raise BridgeRefused("insecure plaintext mode is not enabled on this accelerator")
@@ -180,7 +182,9 @@ def serve_connection(conn: socket.socket, config: ServiceConfig) -> None:
         send_frame(conn, {"op": "report", "report": report})
         channel = None
         if not insecure:
-            body = cbor2.loads(report)["body"]
+            signed = cbor.loads(report, what="own report", error=ProtocolError)
+            assert isinstance(signed, dict)
+            body = signed["body"]
             transcript = transcript_hash(nonce, share, device_share, body, params)
             secret = ephemeral.exchange(X25519PublicKey.from_public_bytes(share))
             channel = Channel(
