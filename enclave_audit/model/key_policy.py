@@ -190,13 +190,6 @@ class Statement:
     not_resource: bool = False
     document: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
-    def condition_values(self, operator: str, key: str) -> tuple[str, ...] | None:
-        """The values of ``operator`` on ``key`` (key compared case-insensitively), if any."""
-        for condition in self.conditions:
-            if condition.operator == operator and condition.key.lower() == key.lower():
-                return condition.values
-        return None
-
     def to_document(self) -> dict[str, Any]:
         """The statement's JSON: as written when parsed, AWS's usual shape when built."""
         if self.document is not None:
