@@ -23,7 +23,7 @@ def test_one_application_byte_moves_pcr2_not_pcr1(
 ) -> None:
     loaded = load_spec(REFERENCE_SPEC)
     spec_copy = _copy_sources(loaded, tmp_path / "src", reverse=False)
-    target = tmp_path / "src" / "reference_enclave" / "runtime" / "main.py"
+    target = tmp_path / "src" / "enclave_runtime" / "__main__.py"
     data = bytearray(target.read_bytes())
     data[-1:] = b" " if data[-1:] != b" " else b"\n"
     target.write_bytes(bytes(data))
