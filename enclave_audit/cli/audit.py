@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from enclave_audit.cli._common import emit_json, err_console, json_option, out_console
+from enclave_audit.cli._common import emit_json, err_console, json_option, out_console, styled
 from enclave_audit.errors import AuditFailed
 from enclave_audit.model.findings import Verdict
 from enclave_audit.progress import RichProgress
@@ -92,8 +92,10 @@ def _print(report: object) -> None:
     assert isinstance(report, ImageAuditReport)
     colour = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "yellow"}[report.verdict.value]
     out_console.print(
-        f"[bold {colour}]{report.verdict.value}[/] {report.image}"
-        f"  (policy {report.policy}, fails on {report.fail_on.value} and above)"
+        styled(
+            (report.verdict.value, f"bold {colour}"),
+            f" {report.image}  (policy {report.policy}, fails on {report.fail_on.value} and above)",
+        )
     )
     out_console.print(f"kernel: {report.kernel_version or 'unknown'}; cmdline: {report.cmdline!r}")
     out_console.print(

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from enclave_audit.cli._common import emit_json, err_console, json_option, out_console
+from enclave_audit.cli._common import emit_json, err_console, json_option, out_console, styled
 from enclave_audit.errors import AuditFailed
 from enclave_audit.model.findings import Verdict
 from enclave_audit.progress import RichProgress
@@ -125,8 +125,10 @@ def verify(
     else:
         colour = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "yellow"}[result.verdict.value]
         out_console.print(
-            f"[bold {colour}]{result.verdict.value}[/] {result.name} {result.version}"
-            f" (expected from {result.expected_from})"
+            styled(
+                (result.verdict.value, f"bold {colour}"),
+                f" {result.name} {result.version} (expected from {result.expected_from})",
+            )
         )
         table = Table()
         for col in ("check", "outcome", "detail"):
