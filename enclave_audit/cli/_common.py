@@ -195,7 +195,9 @@ def input_path() -> InputPath:
     return InputPath()
 
 
-def output_option(help_text: str, *, directory: bool = False, required: bool = False) -> Callable[[F], F]:
+def output_option(
+    help_text: str, *, directory: bool = False, required: bool = False
+) -> Callable[[F], F]:
     """``-o/--output``: the verb's result (see the module docstring)."""
     return click.option(
         "-o",

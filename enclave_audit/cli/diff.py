@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from enclave_audit.cli._common import note_json, input_path, out_console
+from enclave_audit.cli._common import input_path, note_json, out_console
 from enclave_audit.fsutil import write_text_atomic
 
 if TYPE_CHECKING:
@@ -205,11 +205,14 @@ def _wants_pcrs(targets: list[tuple[object, Path | None]]) -> bool:
     return any(chosen in (DiffFormat.HTML, DiffFormat.MARKDOWN) for chosen, _ in targets)
 
 
-def _pcr_rows(left: Path, right: Path, progress: ProgressSink) -> list[tuple[int, str | None, str | None]]:
+def _pcr_rows(
+    left: Path, right: Path, progress: ProgressSink
+) -> list[tuple[int, str | None, str | None]]:
     """Both sides' PCR0/1/2/8 when both inputs are EIFs (for the measurements table)."""
     from builder.eif import describe_eif
     from builder.eif.format import MAGIC
     from enclave_audit.errors import EnclaveAuditError
+
     sides = []
     for path in (left, right):
         try:
