@@ -106,6 +106,11 @@ def emit_json(data: Any) -> None:
     _json_state["written"] = True
 
 
+def mark_json_written() -> None:
+    """A verb wrote its JSON result itself (no error document after it)."""
+    _json_state["written"] = True
+
+
 ERROR_SCHEMA = "enclave-audit/error"
 
 

@@ -61,7 +61,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_pass_exits_zero_with_sbom(images: tuple[Path, Path], tmp_path: Path) -> None:
     good, _ = images
     sbom = tmp_path / "sbom.cdx.json"
-    result = run_cli(["audit", str(good), "--sbom", "cyclonedx", "-o", str(sbom)])
+    result = run_cli(["audit", str(good), "--sbom", str(sbom)])
     assert result.exit_code == 0, result.stderr
     assert "PASS" in result.stdout and "shell-present" in result.stdout
     bom = json.loads(sbom.read_text())
@@ -106,5 +106,5 @@ def test_bad_inputs(images: tuple[Path, Path], tmp_path: Path) -> None:
     policy = tmp_path / "bad.toml"
     policy.write_text("fail_on = 3\n[allow\n")
     assert_one_line_error(run_cli(["audit", str(good), "--policy", str(policy)]), 3, "toml")
-    result = run_cli(["audit", str(good), "--sbom", "spdx"])
+    result = run_cli(["audit", str(good), "--sbom-format", "spdx"])
     assert result.exit_code == 2
