@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,17 +24,24 @@ from builder.eif import (
     describe_eif as describe,
 )
 from builder.eif.describe import SectionSummary
-from enclave_audit.cli._common import emit_json, err_console, json_option, out_console
+from enclave_audit.cli._common import (
+    emit_json,
+    info,
+    input_path,
+    json_option,
+    out_console,
+)
 from enclave_audit.errors import EifCrcMismatch, EifSignatureInvalid, InvalidInput
 from enclave_audit.fsutil import hash_file, read_bytes, read_json
 from enclave_audit.model.measurements import measurements_json
+from enclave_audit.output import visible
 from enclave_audit.progress import RichProgress
 
 _path = click.Path(path_type=Path, dir_okay=False)
 
 
 @click.command("describe-eif")
-@click.argument("image", type=_path)
+@click.argument("image", type=input_path())
 @json_option
 def describe_eif(image: Path, as_json: bool) -> None:
     """Describe an EIF: PCRs, CRC, signature and metadata, as nitro-cli describe-eif.
@@ -69,22 +77,26 @@ def _print_table(nitro: dict[str, object], sections: list[SectionSummary]) -> No
     table.add_row("EifVersion", str(nitro["EifVersion"]))
     for key, value in measurements.items():
         if key != "HashAlgorithm":
-            table.add_row(key, str(value))
+            table.add_row(key, visible(value))
     for key in ("IsSigned", "CheckCRC", "SignatureCheck", "ImageName", "ImageVersion"):
         if key in nitro:
-            table.add_row(key, str(nitro[key]))
+            table.add_row(key, visible(nitro[key]))
     metadata = nitro.get("Metadata")
     if isinstance(metadata, dict):
         for key in ("BuildTime", "BuildTool", "BuildToolVersion", "KernelVersion"):
             if key in metadata:
-                table.add_row(key, str(metadata[key]))
+                table.add_row(key, visible(metadata[key]))
     out_console.print(table)
     sec = Table(title="Sections")
     for col in ("#", "type", "offset", "size", "PCRs"):
         sec.add_column(col)
     for s in sections:
         sec.add_row(
-            str(s.index), s.type, str(s.offset), str(s.size), ",".join(map(str, s.pcrs)) or "-"
+            str(s.index),
+            visible(s.type),
+            str(s.offset),
+            str(s.size),
+            ",".join(map(str, s.pcrs)) or "-",
         )
     out_console.print(sec)
 
@@ -130,9 +142,9 @@ def pcr(
     if signing_certificate is not None:
         result["PCR8"] = pcr8_from_certificate(read_bytes(signing_certificate, limit=1 << 20)).hex()
     if role_arn is not None:
-        result["PCR3"] = extend_string(role_arn).hex()
+        result["PCR3"] = extend_string(_check_role_arn(role_arn)).hex()
     if instance_id is not None:
-        result["PCR4"] = extend_string(instance_id).hex()
+        result["PCR4"] = extend_string(_check_instance_id(instance_id)).hex()
     if input_file is not None:
         result["PCR"] = tpm_extend(hash_file(input_file, ("sha384",))["sha384"]).hex()
     if not result:
@@ -220,7 +232,35 @@ def assemble(
         ).pcrs
     sys.stdout.write(measurements_json(pcrs))
     if not as_json:
-        err_console.print(f"wrote {output}")
+        info(f"wrote {output}")
+
+
+_ROLE_ARN = re.compile(
+    r"arn:aws(?:-[a-z]+)*:iam::\d{12}:role/(?:[\x21-\x7e]{1,512}/)?[\w+=,.@-]{1,64}"
+)
+_INSTANCE_ID = re.compile(r"i-(?:[0-9a-f]{8}|[0-9a-f]{17})")
+
+
+def _check_role_arn(text: str) -> str:
+    """PCR3 hashes the ARN's exact characters: a typo gives a wrong PCR, so refuse it."""
+    if _ROLE_ARN.fullmatch(text):
+        return text
+    hint = "an IAM role ARN looks like arn:aws:iam::123456789012:role/NAME"
+    if ":instance-profile/" in text:
+        hint = "PCR3 is the role's ARN, not the instance profile's (…:role/NAME)"
+    elif text.strip() != text:
+        hint = "remove the surrounding whitespace"
+    raise InvalidInput(f"--role-arn {visible(text)!s}: not an IAM role ARN", hint=hint)
+
+
+def _check_instance_id(text: str) -> str:
+    """PCR4 hashes the instance id's exact characters: refuse anything that is not one."""
+    if _INSTANCE_ID.fullmatch(text):
+        return text
+    hint = "an EC2 instance id is i- and 8 or 17 lowercase hex digits, e.g. i-0123456789abcdef0"
+    if _INSTANCE_ID.fullmatch(text.strip().lower()):
+        hint = f"did you mean {text.strip().lower()}? (ids are lowercase, without spaces)"
+    raise InvalidInput(f"--instance-id {visible(text)!s}: not an EC2 instance id", hint=hint)
 
 
 def _default_build_time() -> str:

@@ -73,7 +73,7 @@ def image(work: Path) -> Image:
 @pytest.fixture(scope="module", params=["ecdsa-p256", "ed25519"])
 def key(work: Path, request: pytest.FixtureRequest) -> Path:
     prefix = work / f"key-{request.param}"
-    result = run_cli(["keys", "generate", "--type", request.param, "-o", str(prefix), "--json"])
+    result = run_cli(["keys", "generate", "--type", request.param, "--prefix", str(prefix), "--json"])
     assert result.exit_code == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["type"] == request.param and info["fingerprint"].startswith("SHA256:")
