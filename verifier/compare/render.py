@@ -40,6 +40,18 @@ def md_escape(value: object) -> str:
     return text
 
 
+def _as_data(value: object) -> object:
+    """Every value a template prints: control and bidi characters made visible.
+
+    Markup (a macro's output, already built from finalized values) passes unchanged.
+    """
+    from markupsafe import Markup
+
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return visible_lines(value)
+    return value
+
+
 def md_fence(text: str) -> str:
     """A backtick fence longer than any run of backticks in ``text`` (it cannot close early)."""
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
@@ -222,6 +234,7 @@ def render_template(
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_as_data,
     )
     env.filters["md"] = md_escape
     env.filters["md_block"] = visible_lines
