@@ -256,8 +256,9 @@ def test_statement_subject_in_attest_verify(tmp_path: Path) -> None:
     signed = sign_payload(payload, signer_for_uri(f"file:{tmp_path / 'k.key'}"))
     bundle = tmp_path / "s.sigstore.json"
     bundle.write_bytes(signed.bundle)
+    public = tmp_path / "k.pub"
     result = run_cli(
-        ["attest", "verify", str(bundle), "--artifact", str(artifact), "--key", str(tmp_path / "k.pub")]
+        ["attest", "verify", str(bundle), "--artifact", str(artifact), "--key", str(public)]
     )
     assert result.exit_code == 0, result.stderr
     assert_shown_as_data(result)

@@ -21,7 +21,8 @@ from conftest import need, run_cli
 
 sys.path.append(str(Path(__file__).resolve().parent))
 
-from test_binaries import _debian_like, _eif, build  # noqa: F401  (the fixture)
+from test_binaries import _debian_like, _eif
+from test_binaries import build as build  # the fixture
 
 from builder.initramfs import file_bytes
 from verifier.sbom import Ecosystem, Package, parse_os_release
@@ -33,7 +34,7 @@ OS_RELEASE = (
 
 
 @pytest.fixture(scope="module")
-def sboms(build, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def sboms(build: object, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("sbom-peers")
     entries = [
         *_debian_like(build),
