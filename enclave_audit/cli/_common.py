@@ -19,6 +19,7 @@ Conventions (README "Flags" says the same; new verbs follow them):
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -93,12 +94,44 @@ def json_written() -> bool:
     return _json_state["written"]
 
 
-def emit_json(data: Any) -> None:
-    """Write a JSON document (a model or plain data) to stdout."""
-    from pydantic import BaseModel
+_LEGACY_LABEL = re.compile(
+    r"^(?:https://enclave-audit\.dev/schemas/|enclave-audit/)([a-z0-9-]+)/v([0-9]+)$"
+)
 
-    if isinstance(data, BaseModel):
+
+def labelled(data: Any, schema: str | None = None) -> Any:
+    """One JSON convention: ``schema`` (``enclave-audit/NAME``) and ``schema_version`` first.
+
+    ``schema`` labels a plain dict; documents that carry an older label
+    (``enclave-audit/NAME/v1`` or a URL, or the name in ``schema_version``) are
+    relabelled, so every document on stdout follows the convention.
+    """
+    if not isinstance(data, dict):
+        return data
+    body = dict(data)
+    name, version = schema, 1
+    for key in ("schema", "schema_version"):
+        value = body.get(key)
+        if isinstance(value, str):
+            match = _LEGACY_LABEL.match(value)
+            if match is not None:
+                name, version = f"enclave-audit/{match.group(1)}", int(match.group(2))
+            elif key == "schema" and value.startswith("enclave-audit/"):
+                name = value
+                if isinstance(body.get("schema_version"), int):
+                    version = body["schema_version"]
+    if name is None:
+        return body
+    body.pop("schema", None)
+    body.pop("schema_version", None)
+    return {"schema": name, "schema_version": version, **body}
+
+
+def emit_json(data: Any, *, schema: str | None = None) -> None:
+    """Write a JSON document (a model or plain data) to stdout, labelled (see labelled())."""
+    if hasattr(data, "model_dump"):
         data = data.model_dump(mode="json", by_alias=True)
+    data = labelled(data, schema)
     # ASCII-only: control characters, lone surrogates and bidi marks are \u escapes
     text = json.dumps(data, indent=2, ensure_ascii=True)
     sys.stdout.write(text + "\n")

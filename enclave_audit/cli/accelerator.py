@@ -123,7 +123,7 @@ def reference_values(as_json: bool) -> None:
     """
     summary = load_reference_values().summary()
     if as_json:
-        emit_json(summary)
+        emit_json(summary, schema="enclave-audit/accelerator-reference-values")
     else:
         err_console.print(f"vendor root sha256: {summary['vendor_root_sha256']}")
         for name, value in summary["rim"]["measurements"].items():

@@ -114,7 +114,7 @@ def provenance(
     _write_bundle(output, signed.bundle)
     summary = _signed_summary(output, statement, signed.payload, signed.signer)
     if as_json:
-        emit_json(summary)
+        emit_json(summary, schema="enclave-audit/attest-signed")
     else:
         out_console.print(f"wrote {output} (SLSA provenance v1, signed by {signed.signer})")
 
@@ -203,7 +203,10 @@ def vsa(
     signed = sign_statement(statement, signer)
     _write_bundle(output, signed.bundle)
     if as_json:
-        emit_json(_signed_summary(output, statement, signed.payload, signed.signer))
+        emit_json(
+            _signed_summary(output, statement, signed.payload, signed.signer),
+            schema="enclave-audit/attest-signed",
+        )
     else:
         out_console.print(f"wrote {output} (VSA v1, verdict {verdict}, signed by {signed.signer})")
 

@@ -114,7 +114,8 @@ def build(
                 "kernel_reused": result.kernel_reused,
                 "rootfs_reused": result.rootfs_reused,
                 "timings": {k: round(v, 3) for k, v in result.timings.items()},
-            }
+            },
+            schema="enclave-audit/build",
         )
         return
     from enclave_audit.model.measurements import measurements_json

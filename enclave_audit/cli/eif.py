@@ -154,7 +154,7 @@ def pcr(
         )
     ordered = dict(sorted(result.items()))
     if as_json:
-        emit_json(ordered)
+        emit_json(ordered, schema="enclave-audit/pcr")
     else:
         for key, value in ordered.items():
             out_console.print(f"{key}  {value}")

@@ -90,7 +90,8 @@ def generate(
                 "fingerprint": files.fingerprint,
                 "hint": files.hint,
                 "encrypted": passphrase is not None,
-            }
+            },
+            schema="enclave-audit/keys",
         )
         return
     out_console.print(f"private key: {files.private} (0600{', encrypted' if passphrase else ''})")

@@ -181,7 +181,7 @@ def create_key(
     client = _client(endpoint, region)
     meta = _call("CreateKey", client.create_key, **kwargs)["KeyMetadata"]
     if as_json:
-        emit_json({"KeyId": meta["KeyId"], "Arn": meta["Arn"]})
+        emit_json({"KeyId": meta["KeyId"], "Arn": meta["Arn"]}, schema="enclave-audit/kms-key")
     else:
         out_console.print(meta["Arn"])
 
@@ -241,6 +241,9 @@ def check_policy(policy_path: Path, as_json: bool) -> None:
     except KmsApiError as exc:
         raise InvalidInput(f"{policy_path}: {exc.api_message}") from None
     if as_json:
-        emit_json({"path": str(policy_path), "valid": True, "statements": len(policy.statements)})
+        emit_json(
+            {"path": str(policy_path), "valid": True, "statements": len(policy.statements)},
+            schema="enclave-audit/kms-policy-check",
+        )
     else:
         out_console.print(f"{policy_path}: valid key policy, {len(policy.statements)} statement(s)")

@@ -12,7 +12,7 @@ import click
 from enclave_audit.cli._common import emit_json, err_console, json_option, out_console
 from enclave_audit.errors import InvalidInput
 
-RUN_SCHEMA = "enclave-audit/model-run/v1"
+RUN_SCHEMA = "enclave-audit/model-run"
 
 
 def _parse_sha256(value: str | None) -> bytes | None:

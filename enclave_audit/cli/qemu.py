@@ -48,7 +48,8 @@ def qemu_setup(force: bool, jobs: int, as_json: bool) -> None:
                 "version": install.version,
                 "source": install.source,
                 "build_seconds": install.build_seconds,
-            }
+            },
+            schema="enclave-audit/qemu-build",
         )
         return
     out_console.print(f"{install.version}: {install.binary} ({install.source})")

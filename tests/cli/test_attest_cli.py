@@ -167,7 +167,7 @@ def test_vsa_sign_and_verify(image: Image, key: Path, work: Path) -> None:
         )
     )
     report = json.loads(result.stdout)
-    assert report["schema_version"] == "enclave-audit/attest-verify/v1"
+    assert (report["schema"], report["schema_version"]) == ("enclave-audit/attest-verify", 1)
     assert report["signer"]["kind"] == "key"
     assert report["matched_subject"] == "enclave.eif" and report["subject_checked"] is True
     # human output names what was verified
