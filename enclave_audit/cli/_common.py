@@ -109,6 +109,9 @@ def labelled(data: Any, schema: str | None = None) -> Any:
     if not isinstance(data, dict):
         return data
     body = dict(data)
+    legacy = body.pop("schema_", None)  # a model without the "schema" alias
+    if isinstance(legacy, str) and "schema" not in body:
+        body["schema"] = legacy
     name, version = schema, 1
     for key in ("schema", "schema_version"):
         value = body.get(key)
@@ -198,7 +201,10 @@ class InputPath(click.ParamType):  # type: ignore[type-arg,unused-ignore]
             return value
         text = str(value)
         if text != "-":
-            return Path(text)
+            path = Path(text)
+            if path.is_dir():
+                self.fail(f"{text}: is a directory, expected a file", param, ctx)
+            return path
         if ctx is None:
             self.fail("'-' (standard input) needs a command context", param, ctx)
         root = ctx.find_root()

@@ -160,8 +160,10 @@ def _expired(result: AttestationResult, at_text: str) -> AttestationExpired:
     detail = failing.detail if failing is not None else "a certificate is not valid"
     bounds = re.findall(r"\((not(?:After|Before) [^)]+)\)", detail)
     count = len(bounds) or 1
-    first = f"{count} certificate(s) outside their validity" + (
-        f", the first with {bounds[0]}" if bounds else ""
+    state = "not yet valid" if bounds and bounds[0].startswith("notBefore") else "expired"
+    role = detail.split(" ", 1)[0] if detail.split(" ", 1)[0].isalpha() else "certificate"
+    first = f"{count} certificate(s) {state}, first the {role}" + (
+        f" ({bounds[0]})" if bounds else ""
     )
     when = iso_utc(result.verification_time) if result.verification_time else "now"
     hint = None
@@ -171,7 +173,8 @@ def _expired(result: AttestationResult, at_text: str) -> AttestationExpired:
             f" timestamp ({iso_utc(result.timestamp)}), add --at document"
         )
     return AttestationExpired(
-        f"attestation {result.module_id}: certificate chain not valid at {when}: {first}",
+        f"attestation {result.module_id}: certificate chain not valid at {when}:"
+        f" {first}",
         hint=hint,
     )
 
@@ -255,4 +258,4 @@ def _render_document(document: AttestationDocument) -> None:
         ],
     )
     write_lines(columns(rows))
-    write_lines(["not verified: use 'enclave-audit attestation verify'"], stderr=True)
+    write_lines(["not verified: use 'enclave-audit attestation verify'"])

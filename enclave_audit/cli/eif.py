@@ -29,6 +29,7 @@ from enclave_audit.cli._common import (
     info,
     input_path,
     json_option,
+    mark_json_written,
     out_console,
 )
 from enclave_audit.errors import EifCrcMismatch, EifSignatureInvalid, InvalidInput
@@ -57,6 +58,7 @@ def describe_eif(image: Path, as_json: bool) -> None:
         desc = describe(image, progress=progress)
     if as_json:
         sys.stdout.write(json.dumps(desc.to_nitro(), indent=2) + "\n")
+        mark_json_written()  # nitro-cli's own format; a failure below adds no error document
     else:
         _print_table(desc.to_nitro(), desc.sections)
     if not desc.crc_ok:
@@ -231,6 +233,7 @@ def assemble(
             progress=progress,
         ).pcrs
     sys.stdout.write(measurements_json(pcrs))
+    mark_json_written()
     if not as_json:
         info(f"wrote {output}")
 
