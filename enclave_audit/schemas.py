@@ -171,6 +171,34 @@ LABELLED: dict[str, dict[str, Any] | Callable[[], dict[str, Any]]] = {
         **_labelled("accelerator-reference-values", {"vendor_root_sha256": HEX64}),
         "additionalProperties": True,
     },
+    "inputs-export": _labelled("inputs-export", {"output": _STR, "inputs": _INT, "bytes": _INT}),
+    "inputs-verify": _labelled(
+        "inputs-verify", {"input_set": _STR, "ok": {"const": True}, "inputs": _INT, "bytes": _INT}
+    ),
+    "lock-update": _labelled(
+        "lock-update",
+        {
+            "lock": _STR,
+            "resolved_at": _STR,
+            "source_date_epoch": _INT,
+            "written": _BOOL,
+            "changes": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "name": _STR,
+                        "arch": _STR,
+                        "old": {"type": ["string", "null"]},
+                        "new": {"type": ["string", "null"]},
+                        "security": _BOOL,
+                        "suite": {"type": ["string", "null"]},
+                    },
+                    additionalProperties=False,
+                ),
+            },
+            "notes": {"type": "array", "items": _STR},
+        },
+    ),
     "nitro-attestation-result": _from_model(
         "nitro-attestation-result", "enclave_audit.model.attestation_doc.AttestationResult"
     ),

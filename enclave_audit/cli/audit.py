@@ -18,6 +18,7 @@ from enclave_audit.cli._common import (
     out_console,
     styled,
 )
+from enclave_audit.cli.inputs import debian_mirror_option
 from enclave_audit.errors import AuditFailed
 from enclave_audit.fsutil import write_text_atomic
 from enclave_audit.model.findings import Verdict
@@ -66,6 +67,23 @@ def _sbom_format(path: Path, given: str | None) -> str:
     type=click.Choice(["spdx", "cyclonedx"]),
     help="SBOM format, whatever --sbom's file name says.",
 )
+@click.option(
+    "--security-updates",
+    "security_updates",
+    type=click.Choice(["auto", "require", "off"]),
+    default=None,
+    help="Compare the image's Debian packages with its security suite: auto (default; an"
+    " unreachable index skips the check), require (unreachable: INCONCLUSIVE), off.",
+)
+@click.option(
+    "--security-suite",
+    "security_suites",
+    multiple=True,
+    metavar="'deb URI SUITE COMPONENT'",
+    help="Security suite to compare with (default: the -security lines of the image's"
+    " /etc/apt/sources.list). Repeatable.",
+)
+@debian_mirror_option
 @json_option
 def audit(
     image: Path,
@@ -74,13 +92,18 @@ def audit(
     output: Path | None,
     sbom_path: Path | None,
     sbom_format: str | None,
+    security_updates: str | None,
+    security_suites: tuple[str, ...],
+    debian_mirrors: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Audit the binaries and files of an EIF and list its packages.
 
     Checks every ELF (PIE, NX, RELRO/BIND_NOW, stack protector, FORTIFY, symbols,
     RPATH/RUNPATH, executable stack), setuid/setgid and world-writable files, shells and
-    debug tools, embedded private keys and tokens, and the kernel command line.  The
+    debug tools, embedded private keys and tokens, and the kernel command line, and
+    reports every Debian package for which the image's security suite now serves a
+    newer version (with both versions).  The
     policy decides which findings fail the audit (default: high and critical).
     Exits 0 only when the verdict is PASS.
 
@@ -95,9 +118,19 @@ def audit(
         raise click.UsageError(f"--json and --format {fmt} both write to stdout: add -o FILE")
     if sbom_format is not None and sbom_path is None:
         raise click.UsageError("--sbom-format needs --sbom FILE")
+    from builder.inputs.resolver import parse_mirror_map
+    from verifier.audit.updates import UpdatesMode
+
     policy = load_policy(policy_file)
     with RichProgress() as progress:
-        report = audit_image(image, policy, progress=progress)
+        report = audit_image(
+            image,
+            policy,
+            progress=progress,
+            security_updates=UpdatesMode(security_updates) if security_updates else None,
+            security_suites=security_suites,
+            debian_mirrors=parse_mirror_map(debian_mirrors),
+        )
     if sbom_path is not None:
         chosen = _sbom_format(sbom_path, sbom_format)
         write_sbom(report, SbomFormat(chosen), sbom_path)
