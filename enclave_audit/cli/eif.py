@@ -39,6 +39,7 @@ from enclave_audit.output import visible
 from enclave_audit.progress import RichProgress
 
 _path = click.Path(path_type=Path, dir_okay=False)
+_in = input_path()
 
 
 @click.command("describe-eif")
@@ -104,13 +105,13 @@ def _print_table(nitro: dict[str, object], sections: list[SectionSummary]) -> No
 
 
 @click.command("pcr")
-@click.option("--kernel", type=_path, help="Kernel image (bzImage).")
+@click.option("--kernel", type=_in, help="Kernel image (bzImage).")
 @click.option("--cmdline", help="Kernel command line (default: nitro-cli's x86_64 line).")
-@click.option("--ramdisk", "ramdisks", multiple=True, type=_path, help="Ramdisk, in order.")
-@click.option("--signing-certificate", type=_path, help="PEM/DER certificate: print PCR8.")
+@click.option("--ramdisk", "ramdisks", multiple=True, type=_in, help="Ramdisk, in order.")
+@click.option("--signing-certificate", type=_in, help="PEM/DER certificate: print PCR8.")
 @click.option("--role-arn", help="Parent instance IAM role ARN: print PCR3.")
 @click.option("--instance-id", help="Parent instance id (i-...): print PCR4.")
-@click.option("--input", "input_file", type=_path, help="Any file: extend(SHA384(file)).")
+@click.option("--input", "input_file", type=_in, help="Any file: extend(SHA384(file)).")
 @json_option
 def pcr(
     kernel: Path | None,
@@ -173,19 +174,19 @@ def eif_group() -> None:
 
 
 @eif_group.command("assemble")
-@click.option("--kernel", type=_path, required=True, help="Kernel image (bzImage).")
-@click.option("--kernel-config", type=_path, help="Kernel .config (for KernelVersion metadata).")
+@click.option("--kernel", type=_in, required=True, help="Kernel image (bzImage).")
+@click.option("--kernel-config", type=_in, help="Kernel .config (for KernelVersion metadata).")
 @click.option("--cmdline", default=NITRO_DEFAULT_CMDLINE, show_default=True)
-@click.option("--ramdisk", "ramdisks", multiple=True, type=_path, required=True)
+@click.option("--ramdisk", "ramdisks", multiple=True, type=_in, required=True)
 @click.option("--name", default="enclave", show_default=True, help="ImageName metadata.")
 @click.option("--version", "image_version", default="1.0", show_default=True)
 @click.option(
     "--build-time",
     help="RFC 3339 BuildTime (default: from SOURCE_DATE_EPOCH, else 1970-01-01T00:00:00+00:00).",
 )
-@click.option("--metadata", "metadata_file", type=_path, help="Custom metadata JSON file.")
-@click.option("--sign-cert", type=_path, help="PEM signing certificate (PCR8).")
-@click.option("--sign-key", type=_path, help="PEM EC private key for the certificate.")
+@click.option("--metadata", "metadata_file", type=_in, help="Custom metadata JSON file.")
+@click.option("--sign-cert", type=_in, help="PEM signing certificate (PCR8).")
+@click.option("--sign-key", type=_in, help="PEM EC private key for the certificate.")
 @click.option("-o", "--output", type=_path, required=True)
 @json_option
 def assemble(

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from enclave_audit.cli._common import emit_json, info, json_option, out_console, warn
+from enclave_audit.cli._common import emit_json, info, input_path, json_option, out_console, warn
 from enclave_audit.errors import InvalidInput
 from enclave_audit.fsutil import read_bytes
 
@@ -204,7 +204,7 @@ def get_policy(endpoint: str, region: str, key_id: str) -> None:
 @kms_group.command(name="put-policy")
 @_endpoint_options
 @click.argument("key_id")
-@click.argument("policy_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("policy_path", type=input_path())
 def put_policy(endpoint: str, region: str, key_id: str, policy_path: Path) -> None:
     """Replace a key's policy with POLICY_PATH (validated by the KMS).
 
@@ -224,7 +224,7 @@ def put_policy(endpoint: str, region: str, key_id: str, policy_path: Path) -> No
 
 
 @kms_group.command(name="check-policy")
-@click.argument("policy_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("policy_path", type=input_path())
 @json_option
 def check_policy(policy_path: Path, as_json: bool) -> None:
     """Validate a key policy offline as the reference KMS would.
