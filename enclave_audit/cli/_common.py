@@ -196,13 +196,16 @@ class InputPath(click.ParamType):  # type: ignore[type-arg,unused-ignore]
 
     name = "path"
 
+    def __init__(self, *, dir_okay: bool = False) -> None:
+        self.dir_okay = dir_okay
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
         if isinstance(value, Path):
             return value
         text = str(value)
         if text != "-":
             path = Path(text)
-            if path.is_dir():
+            if path.is_dir() and not self.dir_okay:
                 self.fail(f"{text}: is a directory, expected a file", param, ctx)
             return path
         if ctx is None:
@@ -235,8 +238,9 @@ def _spool_stdin(ctx: click.Context) -> Path:
     return path
 
 
-def input_path() -> InputPath:
-    return InputPath()
+def input_path(*, dir_okay: bool = False) -> InputPath:
+    """An input file (or, with ``dir_okay``, a directory); ``-`` is standard input."""
+    return InputPath(dir_okay=dir_okay)
 
 
 def output_option(

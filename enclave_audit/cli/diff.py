@@ -19,8 +19,8 @@ _FORMATS = ("text", "json", "html", "markdown")
 
 
 @click.command("diff")
-@click.argument("left", type=input_path())
-@click.argument("right", type=input_path())
+@click.argument("left", type=input_path(dir_okay=True))
+@click.argument("right", type=input_path(dir_okay=True))
 @click.option(
     "--format",
     "fmt",
