@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -168,6 +169,9 @@ def _kms_client(endpoint: str | None, region: str | None, profile: str | None) -
     import boto3
     from botocore.exceptions import BotoCoreError, NoRegionError, ProfileNotFound
 
+    # AWS_REGION first, as the AWS SDKs and CLI v2 read it (botocore reads only
+    # AWS_DEFAULT_REGION and the profile)
+    region = region or os.environ.get("AWS_REGION") or None
     try:
         session = boto3.session.Session(profile_name=profile, region_name=region)
         return session.client("kms", endpoint_url=endpoint)
