@@ -309,3 +309,24 @@ def test_diff_html_in_headless_chromium(eifs: tuple[Path, Path], tmp_path: Path)
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_build_through_a_pipe_prints_stage_lines(tmp_path: Path) -> None:
+    """The reference build (warm cache: seconds; cold: the kernel is built first, minutes)."""
+    out = tmp_path / "out"
+    result = run_cli(["build", "-o", str(out)], env=NARROW, timeout=5400)
+    assert result.exit_code == 0, result.stderr[-3000:]
+    stages = [line for line in result.stderr.splitlines() if STAGE.match(line)]
+    names = " ".join(stages)
+    for stage in ("inputs: locating", "ramdisk: bootstrap-ramdisk", "writing enclave.eif"):
+        assert stage in names, result.stderr
+    assert any(re.search(r": done in [0-9.]+ s$", line) for line in stages)
+    stamps = [float(re.match(r"^\[\+ *([0-9.]+)s\]", line).group(1)) for line in stages]  # type: ignore[union-attr]
+    assert stamps == sorted(stamps)
+    # the measurements on stdout: whole PCRs, one per line, whatever COLUMNS says
+    measurements = json.loads(result.stdout)["Measurements"]
+    assert all(HEX96.fullmatch(measurements[f"PCR{i}"]) for i in (0, 1, 2))
+    assert all(len(line) < 120 for line in result.stdout.splitlines())
+    quiet = run_cli(["build", "-o", str(tmp_path / "again"), "--quiet"], timeout=5400)
+    assert quiet.exit_code == 0 and not [ln for ln in quiet.stderr.splitlines() if STAGE.match(ln)]
