@@ -512,7 +512,16 @@ def enclave_request_seeds() -> list[bytes]:
     return [sealed.body, InferenceRequest("hello", 4).to_bytes()]
 
 
+def terminal_seeds() -> list[bytes]:
+    return [
+        b"usr/bin/hello",
+        b"\x1b[2J\x1b]0;owned\x07[link=https://evil.example]i-legit[/link]",
+        b"[bold red]PASS[/] [/] \r\x9b2J \xe2\x80\xaegnp.exe \xff\xfe",
+    ]
+
+
 SEEDS: dict[str, Callable[[], list[bytes]]] = {
+    "terminal_render": terminal_seeds,
     "eif": eif_seeds,
     "eif_signature": eif_signature_seeds,
     "cpio": cpio_seeds,

@@ -22,6 +22,7 @@ import functools
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -356,6 +357,105 @@ def enclave_request(data: bytes) -> None:
     open_request(_enclave_key(), data)
 
 
+#: what a terminal may receive from the CLI besides text: SGR colour/style codes only
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
+_TERMINAL_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]"
+)
+
+
+def render_untrusted(text: str) -> str:
+    """``text`` through every rendering path of the CLI, as on a colour terminal.
+
+    The console (plain strings, a table cell, styled text), the diff tree and headlines
+    with ``text`` as a member name, symlink target, summary and note, the progress bar
+    and the stage lines with ``text`` as a stage description, and the error line.
+    """
+    from rich.table import Table
+
+    from enclave_audit.model.difference import (
+        Cause,
+        CauseHint,
+        Change,
+        DiffNode,
+        DiffReport,
+        DiffStats,
+        NodeKind,
+        Side,
+    )
+    from enclave_audit.output import make_console, styled, visible
+    from enclave_audit.progress import RichProgress, StageLines
+    from verifier.compare.render import render_text
+
+    buffer = io.StringIO()
+    console = make_console(
+        file=buffer, force_terminal=True, no_color=False, color_system="standard", width=80
+    )
+    console.print(text)
+    console.print(styled(("PASS", "bold green"), " " + text))
+    table = Table("key", "value")
+    table.add_row(text, text)
+    console.print(table)
+    leaf = DiffNode(
+        path=("a vs b", text, text),
+        kind=NodeKind.MEMBER,
+        change=Change.CONTENT,
+        left=Side.of(value=text),
+        right=Side.of(value="->" + text),
+        summary=text,
+        unified_diff=f"--- a/{text}\n+++ b/{text}\n-{text}\n+x",
+        notes=(text,),
+        causes=(CauseHint(cause=Cause.UNKNOWN, evidence=text),),
+        pcrs=(2,),
+    )
+    root = DiffNode(
+        path=("a vs b",),
+        kind=NodeKind.IMAGE,
+        change=Change.CONTENT,
+        left=None,
+        right=None,
+        summary=text,
+        pcrs=(2,),
+        children=(leaf,),
+    )
+    report = DiffReport(
+        left=text,
+        right=text,
+        identical=False,
+        root=root,
+        stats=DiffStats(nodes=2, truncated=False, bytes_compared=1, seconds=0.0),
+    )
+    render_text(report, console)
+    lines = StageLines(buffer)
+    lines.start(text, 10)
+    lines.done()
+    bar = RichProgress(force=True)
+    bar.start(text, 10)  # the bar's rows, as its live display draws them
+    bar.advance(5)
+    if bar._bar is not None:
+        console.print(bar._bar.get_renderable())
+    bar.done()
+    buffer.write("error: " + visible(text) + "\n")
+    return buffer.getvalue()
+
+
+def terminal_unsafe(output: str) -> str | None:
+    """The first character a terminal would act on (besides SGR styles), if any."""
+    if "\x1b]8;" in output:
+        return "OSC 8 hyperlink"
+    found = _TERMINAL_UNSAFE.search(_SGR.sub("", output))
+    return None if found is None else repr(found.group(0))
+
+
+def terminal_render(data: bytes) -> None:
+    """Untrusted text through the CLI's rendering layer: nothing reaches a terminal raw."""
+    text = data.decode("utf-8", "surrogateescape")
+    output = render_untrusted(text)
+    problem = terminal_unsafe(output)
+    if problem is not None:
+        raise AssertionError(f"unsafe {problem} reached the terminal for input {text!r}")
+
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
@@ -377,6 +477,7 @@ TARGETS: dict[str, Target] = {
         Target("decision_log", "gate decision log (hash chain)", decision_log),
         Target("gpu_report", "GPU-bridge accelerator report (CBOR, ES384)", gpu_report),
         Target("enclave_request", "enclave endpoint sealed request (JSON, HPKE)", enclave_request),
+        Target("terminal_render", "untrusted text through the CLI's rendering", terminal_render),
     )
 }
 

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from enclave_audit.errors import DecisionLogTampered
 from enclave_audit.fsutil import read_bytes, write_bytes_atomic
@@ -27,7 +27,12 @@ SCHEMA_VERSION = 1
 class DecisionEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_: str = SCHEMA
+    # written as "schema" (the JSON convention); lines written before read as "schema_"
+    schema_: str = Field(
+        default=SCHEMA,
+        serialization_alias="schema",
+        validation_alias=AliasChoices("schema", "schema_"),
+    )
     schema_version: int = SCHEMA_VERSION
     seq: int
     time: str
@@ -98,5 +103,5 @@ def append(path: Path, entry: DecisionEntry) -> DecisionEntry:
     old = read_bytes(path) if path.exists() else b""
     if old and not old.endswith(b"\n"):
         old += b"\n"
-    write_bytes_atomic(path, old + chained.model_dump_json().encode() + b"\n")
+    write_bytes_atomic(path, old + chained.model_dump_json(by_alias=True).encode() + b"\n")
     return chained

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
-from enclave_audit.cli._common import emit_json, err_console, json_option
-from enclave_audit.errors import GateRefused, InvalidInput
+from enclave_audit.cli._common import (
+    at_option,
+    emit_json,
+    err_console,
+    input_path,
+    json_option,
+    parse_time,
+)
+from enclave_audit.errors import (
+    EnvironmentProblem,
+    GateRefused,
+    InvalidInput,
+    KmsRefused,
+    ServiceUnavailable,
+)
 from enclave_audit.fsutil import read_bytes, read_json, write_text_atomic
 from enclave_audit.model.digests import Digest, HashAlgorithm
 from enclave_audit.model.measurements import PcrSet
@@ -19,14 +34,21 @@ from reports.render import Format, render
 from reports.trust import load_trust
 
 _file = click.Path(path_type=Path, dir_okay=False)
+_in = input_path()
 
 
 @click.command("gate")
-@click.option("--policy", "policy_path", type=_file, required=True, help="Current key policy JSON.")
-@click.option("--measurements", type=_file, required=True, help="Candidate measurements.json.")
-@click.option("--vsa", "vsas", type=_file, multiple=True, help="Signed VSA bundle (repeat).")
-@click.option("--trust", "trust_path", type=_file, required=True, help="trust.toml.")
-@click.option("--eif", type=_file, help="The candidate EIF: VSA subjects must name its sha256.")
+@click.option(
+    "--policy", "policy_path", type=_in, required=True, help="Current key policy JSON."
+)
+@click.option(
+    "--measurements", type=_in, required=True, help="Candidate measurements.json."
+)
+@click.option("--vsa", "vsas", type=_in, multiple=True, help="Signed VSA bundle (repeat).")
+@click.option("--trust", "trust_path", type=_in, required=True, help="trust.toml.")
+@click.option(
+    "--eif", type=_in, help="The candidate EIF: VSA subjects must name its sha256."
+)
 @click.option("--eif-digest", help="The candidate EIF's digest as sha256:HEX (instead of --eif).")
 @click.option("-o", "--output", type=_file, required=True, help="Where to write the new policy.")
 @click.option(
@@ -36,10 +58,23 @@ _file = click.Path(path_type=Path, dir_okay=False)
     help="Write report.{json,md,html} of the decision here.",
 )
 @click.option("--apply", is_flag=True, help="Write the policy to the KMS (default: dry run).")
-@click.option("--kms-endpoint", help="KMS endpoint URL (default: AWS from the environment).")
+@click.option(
+    "--kms-endpoint",
+    help="KMS endpoint URL (default: AWS_ENDPOINT_URL_KMS / AWS_ENDPOINT_URL, else AWS).",
+)
 @click.option("--key-id", help="KMS key id or ARN (with --apply).")
-@click.option("--region", default="us-east-1", show_default=True)
-@click.option("--now", "now_text", help="Evaluate at this ISO time instead of the clock (audits).")
+@click.option(
+    "--region",
+    default=None,
+    help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's).",
+)
+@click.option("--profile", default=None, help="AWS named profile (default: AWS_PROFILE).")
+@at_option(
+    document=False,
+    help_text="Evaluate VSA ages and the rollout window at this time: now or an ISO 8601"
+    " time (UTC if no offset), to re-run an audit.",
+)
+@click.option("--now", "now_text", hidden=True, help="Old spelling of --at.")
 @json_option
 def gate(
     policy_path: Path,
@@ -53,7 +88,9 @@ def gate(
     apply: bool,
     kms_endpoint: str | None,
     key_id: str | None,
-    region: str,
+    region: str | None,
+    profile: str | None,
+    at_text: str,
     now_text: str | None,
     as_json: bool,
 ) -> None:
@@ -72,7 +109,7 @@ def gate(
       enclave-audit gate --policy current.json --measurements out/measurements.json \\
           --vsa alice.vsa.json --vsa bob.vsa.json --trust trust.toml -o new-policy.json
     """
-    now = _now(now_text)
+    now = _now(now_text if now_text is not None else at_text)
     trust = load_trust(trust_path)
     policy_bytes = read_bytes(policy_path, limit=32 << 10)
     current = parse_policy(policy_bytes, source=str(policy_path))
@@ -85,9 +122,8 @@ def gate(
     if apply:
         if not key_id:
             raise click.UsageError("--apply needs --key-id")
-        import boto3
-
-        client = boto3.client("kms", endpoint_url=kms_endpoint, region_name=region)
+        client = _kms_client(kms_endpoint, region, profile)
+        _probe(client, key_id)
         applier = kms_applier(client, key_id, current)
     result = run_gate(
         current_policy=current,
@@ -123,13 +159,61 @@ def gate(
 
 
 def _now(text: str | None) -> datetime:
-    if text is None:
+    if text is None or text == "now":
         return datetime.now(UTC)
+    return parse_time(text, flag="--at")
+
+
+def _kms_client(endpoint: str | None, region: str | None, profile: str | None) -> Any:
+    """A boto3 KMS client configured as boto3 users expect (environment, profile, flags)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, NoRegionError, ProfileNotFound
+
+    # AWS_REGION first, as the AWS SDKs and CLI v2 read it (botocore reads only
+    # AWS_DEFAULT_REGION and the profile)
+    region = region or os.environ.get("AWS_REGION") or None
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"--now {text!r} is not an ISO 8601 time") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+        session = boto3.session.Session(profile_name=profile, region_name=region)
+        return session.client("kms", endpoint_url=endpoint)
+    except ProfileNotFound as exc:
+        raise InvalidInput(f"--profile: {exc}") from None
+    except NoRegionError:
+        raise EnvironmentProblem(
+            "no AWS region for the KMS",
+            hint="give --region, set AWS_REGION, or use a profile that names a region",
+        ) from None
+    except BotoCoreError as exc:
+        raise EnvironmentProblem(f"AWS configuration: {exc}") from None
+
+
+def _probe(client: Any, key_id: str) -> None:
+    """Reach the KMS before deciding anything: an unreachable KMS exits 53, nothing logged."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionError,
+        EndpointConnectionError,
+        HTTPClientError,
+        NoCredentialsError,
+    )
+
+    try:
+        client.describe_key(KeyId=key_id)
+    except (EndpointConnectionError, ConnectionError, HTTPClientError) as exc:
+        endpoint = getattr(getattr(client, "meta", None), "endpoint_url", "the KMS")
+        raise ServiceUnavailable(
+            f"KMS at {endpoint} unreachable: {exc}",
+            hint="check --kms-endpoint / AWS_ENDPOINT_URL_KMS and --region; nothing was changed",
+        ) from None
+    except NoCredentialsError:
+        raise EnvironmentProblem(
+            "no AWS credentials for the KMS",
+            hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or use --profile",
+        ) from None
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise KmsRefused(
+            f"KMS DescribeKey {key_id}: {error.get('Code', 'error')}: {error.get('Message', '')}"
+        ) from None
 
 
 def _artifact(eif: Path | None, digest: str | None) -> Digest | None:

@@ -7,14 +7,21 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from enclave_audit.cli._common import emit_json, err_console, json_option, out_console
+from enclave_audit.cli._common import (
+    emit_json,
+    err_console,
+    input_path,
+    json_option,
+    out_console,
+    styled,
+)
 from enclave_audit.cli.inputs import debian_mirror_option, inputs_option
 from enclave_audit.errors import AuditFailed
 from enclave_audit.model.findings import Verdict
 from enclave_audit.progress import RichProgress
 from verifier.rebuild import VerifyResult
 
-_file = click.Path(path_type=Path, dir_okay=False)
+_file = input_path()
 
 
 def _write_reports(
@@ -136,8 +143,10 @@ def verify(
     else:
         colour = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "yellow"}[result.verdict.value]
         out_console.print(
-            f"[bold {colour}]{result.verdict.value}[/] {result.name} {result.version}"
-            f" (expected from {result.expected_from})"
+            styled(
+                (result.verdict.value, f"bold {colour}"),
+                f" {result.name} {result.version} (expected from {result.expected_from})",
+            )
         )
         table = Table()
         for col in ("check", "outcome", "detail"):

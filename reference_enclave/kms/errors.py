@@ -38,7 +38,10 @@ def access_denied(message: str) -> KmsApiError:
     return KmsApiError("AccessDeniedException", message)
 
 
-def invalid_ciphertext(message: str = "") -> KmsApiError:
+def invalid_ciphertext(
+    message: str = "The ciphertext is invalid: it was not produced by this KMS, it was"
+    " modified, or the encryption context differs from the one it was encrypted with.",
+) -> KmsApiError:
     return KmsApiError("InvalidCiphertextException", message)
 
 

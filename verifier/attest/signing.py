@@ -176,9 +176,11 @@ SIGNER_FOR_SCHEME: dict[str, Callable[[str], Signer]] = {
 
 
 def signer_for_uri(uri: str) -> Signer:
-    """``file:PATH`` or ``sigstore:[staging]`` -> a :class:`Signer`."""
+    """``file:PATH``, a plain ``PATH``, or ``sigstore:[staging]`` -> a :class:`Signer`."""
     scheme, sep, rest = uri.partition(":")
-    if not sep or scheme not in SIGNER_FOR_SCHEME:
+    if not sep or "/" in scheme or "." in scheme:
+        scheme, sep, rest = "file", ":", uri  # a plain path, as --key takes when verifying
+    if scheme not in SIGNER_FOR_SCHEME:
         raise InvalidInput(
             f"key URI {uri[:60]!r}: expected one of "
             + ", ".join(f"{s}:..." for s in sorted(SIGNER_FOR_SCHEME))

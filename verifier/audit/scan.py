@@ -38,9 +38,12 @@ from verifier.compare.base import SliceBlob
 from verifier.compare.kernel import version_string
 from verifier.sbom import (
     DPKG_STATUS,
+    OS_RELEASE,
     PY_METADATA,
+    Ecosystem,
     Package,
     parse_dpkg_status,
+    parse_os_release,
     parse_python_metadata,
 )
 
@@ -227,6 +230,7 @@ class ScanState:
     findings: list[Finding] = field(default_factory=list)
     binaries: list[BinaryInfo] = field(default_factory=list)
     packages: list[Package] = field(default_factory=list)
+    distro: str | None = None  # from os-release, for the Debian purls' distro= qualifier
     unparsed: list[str] = field(default_factory=list)
     files: int = 0
     elf_count: int = 0
@@ -331,7 +335,12 @@ def _scan_member(label: str, m: CpioMember, state: ScanState) -> None:
     is_elf = first.startswith(ELF_MAGIC)
     keep_whole = (is_elf and m.size <= MAX_ELF) or (
         m.size <= MAX_METADATA_FILE
-        and (DPKG_STATUS.search(m.name) or PY_METADATA.search(m.name) or APT_SOURCES.search(m.name))
+        and (
+            DPKG_STATUS.search(m.name)
+            or PY_METADATA.search(m.name)
+            or APT_SOURCES.search(m.name)
+            or OS_RELEASE.search(m.name)
+        )
     )
     parts: list[bytes] = [first] if keep_whole else []
     scanner.feed(first)
@@ -373,6 +382,8 @@ def _scan_member(label: str, m: CpioMember, state: ScanState) -> None:
         state.findings.extend(hardening_findings(info))
     elif DPKG_STATUS.search(m.name):
         state.packages.extend(parse_dpkg_status(data.decode("utf-8", "replace"), path))
+    elif OS_RELEASE.search(m.name):
+        state.distro = parse_os_release(data.decode("utf-8", "replace")) or state.distro
     elif APT_SOURCES.search(m.name):
         state.apt_sources = data.decode("utf-8", "replace")
     else:
@@ -576,7 +587,15 @@ def audit_image(
         cmdline=cmdline,
         files=state.files,
         binaries=sorted(state.binaries, key=lambda b: b.path),
-        packages=sorted(state.packages, key=lambda p: p.key),
+        packages=sorted(
+            (
+                p.model_copy(update={"distro": state.distro})
+                if p.ecosystem is Ecosystem.DEBIAN and state.distro
+                else p
+                for p in state.packages
+            ),
+            key=lambda p: p.key,
+        ),
     )
 
 

@@ -6,6 +6,7 @@ differing file down to its section and symbol, with PCRs and causes, before the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from enclave_audit.model.difference import Cause, DiffNode, DiffReport, NodeKind
+from enclave_audit.output import visible, visible_lines
 
 SEP = " › "
 HEADLINES = 10
@@ -28,6 +30,32 @@ class DiffFormat(StrEnum):
     JSON = "json"
     HTML = "html"
     MARKDOWN = "markdown"
+
+
+def md_escape(value: object) -> str:
+    """An untrusted value inside Markdown: one line, no markup, no HTML, shown as data."""
+    text = visible(value)
+    for ch in ("\\", "`", "*", "_", "[", "]", "<", ">", "|", "#", "!"):
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
+def _as_data(value: object) -> object:
+    """Every value a template prints: control and bidi characters made visible.
+
+    Markup (a macro's output, already built from finalized values) passes unchanged.
+    """
+    from markupsafe import Markup
+
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return visible_lines(value)
+    return value
+
+
+def md_fence(text: str) -> str:
+    """A backtick fence longer than any run of backticks in ``text`` (it cannot close early)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
 
 
 def pcr_label(pcrs: tuple[int, ...]) -> str:
@@ -84,31 +112,45 @@ def _causes(node: DiffNode, n: int = 2) -> str:
 
 
 def render_text(report: DiffReport, console: Console) -> None:
+    """The text report on ``console`` (a SafeConsole: every value is shown as data)."""
     root = report.root
+    left, right = visible(report.left), visible(report.right)
     if root is None:
         console.print(
-            f"[bold green]identical[/]: {report.left} and {report.right} have the same bytes"
+            Text.assemble(("identical", "bold green"), f": {left} and {right} have the same bytes")
         )
         return
     pcrs = f" — PCRs affected: {pcr_label(root.pcrs)}" if root.pcrs else ""
-    console.print(f"[bold red]different[/]: {report.left} vs {report.right}{pcrs}")
-    console.print("[bold]Most important differences[/] (file › section › symbol):")
+    console.print(Text.assemble(("different", "bold red"), f": {left} vs {right}{pcrs}"))
+    console.print(
+        Text.assemble(("Most important differences", "bold"), " (file › section › symbol):")
+    )
     for i, leaf in enumerate(headlines(root), 1):
-        where = SEP.join(leaf.path[1:]) or leaf.path[0]
-        pcr = f" [magenta]\\[{pcr_label(leaf.pcrs)}][/]" if leaf.pcrs else ""
-        console.print(f" {i:>2}. [bold]{_esc(where)}[/]{pcr}: {_esc(leaf.summary)}")
+        where = visible(SEP.join(leaf.path[1:]) or leaf.path[0])
+        line = Text.assemble(f" {i:>2}. ", (where, "bold"))
+        if leaf.pcrs:
+            line.append(f" [{pcr_label(leaf.pcrs)}]", style="magenta")
+        line.append(f": {visible(leaf.summary)}")
+        console.print(line)
         cause = _causes(leaf, 1)
         if cause:
-            console.print(f"     [yellow]cause[/] {_esc(cause)}")
+            console.print(Text.assemble("     ", ("cause", "yellow"), f" {visible(cause)}"))
     summary = cause_summary(root)
     if summary:
         console.print(
-            "[bold]Likely causes[/]: " + ", ".join(f"{c.label} ({n})" for c, n in summary)
+            Text.assemble(
+                ("Likely causes", "bold"),
+                ": " + ", ".join(f"{c.label} ({n})" for c, n in summary),
+            )
         )
     if report.stats.truncated:
         console.print(
-            "[yellow]note[/]: output limits reached; some differences are summarized only"
+            Text.assemble(
+                ("note", "yellow"), ": output limits reached; some differences are summarized only"
+            )
         )
+    for note in root.notes:
+        console.print(Text.assemble(("note", "yellow"), f": {visible(note)}"))
     console.print()
     console.print(_tree(root))
 
@@ -121,38 +163,34 @@ def cause_summary(root: DiffNode) -> list[tuple[Cause, int]]:
     return sorted(counts.items(), key=lambda kv: -kv[1])
 
 
-def _esc(text: str) -> str:
-    return text.replace("[", "\\[")
-
-
 def _label(node: DiffNode) -> RenderableType:
     text = Text()
-    text.append(node.name or "(root)", style="bold")
+    text.append(visible(node.name) or "(root)", style="bold")
     text.append(f" [{node.change.value}] ", style="dim")
-    text.append(node.summary)
+    text.append(visible(node.summary))
     if node.pcrs:
         text.append(f"  ({pcr_label(node.pcrs)})", style="magenta")
     parts: list[RenderableType] = [text]
     if node.causes and not node.children:
-        parts.append(Text(f"cause: {_causes(node)}", style="yellow"))
+        parts.append(Text(f"cause: {visible(_causes(node))}", style="yellow"))
     for note in node.notes:
-        parts.append(Text(f"note: {note}", style="dim"))
+        parts.append(Text(f"note: {visible(note)}", style="dim"))
     if (
         node.left is not None
         and node.left.value
         and not node.children
         and node.unified_diff is None
     ):
-        parts.append(Text(f"- {node.left.value}", style="red"))
+        parts.append(Text(f"- {visible(node.left.value)}", style="red"))
     if (
         node.right is not None
         and node.right.value
         and not node.children
         and node.unified_diff is None
     ):
-        parts.append(Text(f"+ {node.right.value}", style="green"))
+        parts.append(Text(f"+ {visible(node.right.value)}", style="green"))
     if node.unified_diff:
-        lines = node.unified_diff.splitlines()
+        lines = [visible(line) for line in node.unified_diff.split("\n")]
         shown = "\n".join(lines[:TREE_DIFF_LINES])
         if len(lines) > TREE_DIFF_LINES:
             shown += f"\n[… {len(lines) - TREE_DIFF_LINES} more lines in the JSON output]"
@@ -177,8 +215,17 @@ def _tree(root: DiffNode) -> Tree:
     return tree
 
 
-def render_template(report: DiffReport, fmt: DiffFormat) -> str:
-    """Markdown or HTML through jinja2 templates (autoescape for HTML, StrictUndefined)."""
+PcrRow = tuple[int, str | None, str | None]
+
+
+def render_template(
+    report: DiffReport, fmt: DiffFormat, *, pcr_rows: list[PcrRow] | None = None
+) -> str:
+    """Markdown or HTML through jinja2 templates (autoescape for HTML, StrictUndefined).
+
+    ``pcr_rows``: (index, left hex, right hex) when both inputs are EIFs, for the
+    measurements table.  Markdown values are escaped by the ``md`` filter.
+    """
     import jinja2
 
     env = jinja2.Environment(
@@ -187,7 +234,11 @@ def render_template(report: DiffReport, fmt: DiffFormat) -> str:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_as_data,
     )
+    env.filters["md"] = md_escape
+    env.filters["md_block"] = visible_lines
+    env.filters["fence"] = md_fence
     name = "diff.html.j2" if fmt is DiffFormat.HTML else "diff.md.j2"
     template = env.get_template(name)
     root = report.root
@@ -199,4 +250,5 @@ def render_template(report: DiffReport, fmt: DiffFormat) -> str:
         nodes=list(root.walk()) if root is not None else [],
         sep=SEP,
         pcr_label=pcr_label,
+        pcr_rows=pcr_rows or [],
     )
