@@ -263,6 +263,7 @@ class _Inflate(io.RawIOBase):
                     self._budget.charge(len(out), self._where)
                 if self._tee is not None:
                     self._tee.write(out)
+                    self._tee.flush()  # members are re-read from it while it grows
                 view[: len(out)] = out
                 return len(out)
         return 0

@@ -1,12 +1,13 @@
 """Rendering a :class:`DiffReport`: text (rich), JSON, and markdown/HTML through templates.
 
-The text view puts the most important differences first: a headline list naming each
-differing file down to its section and symbol, with PCRs and causes, before the tree.
+Every view puts the most important differences first: security-relevant changes, then
+unexplained ones (no evidence of a benign cause), then benign ones with their evidence,
+then derived values.  The summary says how many of each there are, and says so plainly
+when a difference is unexplained or when the comparison is incomplete (INCONCLUSIVE).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 
@@ -15,7 +16,15 @@ from rich.syntax import Syntax
 from rich.text import Text
 from rich.tree import Tree
 
-from enclave_audit.model.difference import Cause, DiffNode, DiffReport, NodeKind
+from enclave_audit.model.difference import (
+    Cause,
+    CauseHint,
+    DiffNode,
+    DiffReport,
+    NodeKind,
+    Significance,
+)
+from verifier.compare.causes import items, own_hints, own_significance
 
 SEP = " › "
 HEADLINES = 10
@@ -34,30 +43,49 @@ def pcr_label(pcrs: tuple[int, ...]) -> str:
     return ", ".join(f"PCR{p}" for p in pcrs)
 
 
+def item_significance(node: DiffNode) -> Significance:
+    """The meaning of one difference by itself (not of what lies below it)."""
+    return own_significance(own_hints(node))
+
+
 def headlines(root: DiffNode, limit: int = HEADLINES) -> list[DiffNode]:
-    """The most important differences: for each differing thing, its first, deepest leaf."""
+    """The most important differences, most significant first: one per differing file."""
+    ordered = sorted(
+        items(root),
+        key=lambda n: (
+            item_significance(n).rank,
+            0 if any(h.cause is Cause.REAL for h in own_hints(n)) else 1,
+            0 if n.pcrs else 1,
+        ),
+    )
     out: list[DiffNode] = []
-    seen_parents: set[tuple[str, ...]] = set()
-    for leaf in _evidence_in_order(root):
-        if leaf.kind in (NodeKind.FIELD,) and leaf.name in ("crc32",):
+    seen_groups: dict[tuple[str, ...], Significance] = {}
+    for item in ordered:
+        if item.kind is NodeKind.FIELD and item.name == "crc32":
             continue
-        # one line per file: group by the parent of the first section-level node
-        group = _group(root, leaf)
-        if group in seen_parents:
+        significance = item_significance(item)
+        # one line per file and meaning: group by the first file-level ancestor
+        group = _group(root, item)
+        if seen_groups.get(group) is significance or (
+            group in seen_groups and significance.rank >= Significance.BENIGN.rank
+        ):
             continue
-        seen_parents.add(group)
-        out.append(leaf)
+        seen_groups.setdefault(group, significance)
+        out.append(item)
         if len(out) >= limit:
             break
     return out
 
 
-def _evidence_in_order(node: DiffNode) -> Iterator[DiffNode]:
-    """Leaves, and nodes that carry their own diff, in display order."""
-    if not node.children or node.unified_diff is not None:
-        yield node
-    for child in node.children:
-        yield from _evidence_in_order(child)
+def first_cause(node: DiffNode) -> CauseHint | None:
+    """The hint that decides the node's meaning (security, real, unexplained, then benign)."""
+    hints = own_hints(node) or list(node.causes)
+    for wanted in (Cause.SECURITY, Cause.REAL, Cause.UNEXPLAINED):
+        for h in hints:
+            if h.cause is wanted:
+                return h
+    explaining = [h for h in hints if h.explains]
+    return explaining[0] if explaining else (hints[0] if hints else None)
 
 
 def _group(root: DiffNode, leaf: DiffNode) -> tuple[str, ...]:
@@ -77,34 +105,89 @@ def _group(root: DiffNode, leaf: DiffNode) -> tuple[str, ...]:
     return leaf.path[:-1]
 
 
+def describe_hint(h: CauseHint) -> str:
+    confidence = "" if h.cause in (Cause.UNEXPLAINED,) else f" ({h.confidence.value} confidence)"
+    return f"{h.cause.value}{confidence}: {h.evidence}"
+
+
 def _causes(node: DiffNode, n: int = 2) -> str:
-    if not node.causes:
+    first = first_cause(node)
+    if first is None:
         return ""
-    return "; ".join(f"{h.cause.value}: {h.evidence}" for h in node.causes[:n])
+    rest = [h for h in node.causes if h is not first][: n - 1]
+    return "; ".join(describe_hint(h) for h in (first, *rest))
+
+
+_STYLE = {
+    Significance.SECURITY: "bold red",
+    Significance.UNEXPLAINED: "bold yellow",
+    Significance.BENIGN: "green",
+    Significance.DERIVED: "dim",
+}
+
+
+def summary_lines(report: DiffReport) -> list[str]:
+    """Plain sentences: how many differences of each meaning, and what is incomplete."""
+    root = report.root
+    lines: list[str] = []
+    counts = report.significance
+    if root is not None:
+        n_sec = counts.get(Significance.SECURITY.value, 0)
+        n_unx = counts.get(Significance.UNEXPLAINED.value, 0)
+        n_ben = counts.get(Significance.BENIGN.value, 0)
+        n_der = counts.get(Significance.DERIVED.value, 0)
+        if n_sec:
+            lines.append(f"Security-relevant: {n_sec} (listed first)")
+        if n_unx:
+            lines.append(
+                f"Unexplained: {n_unx} with no evidence of a benign cause — treat them as"
+                " real changes"
+            )
+        if n_ben:
+            benign = ", ".join(f"{c.label} {n}" for c, n in cause_summary(root))
+            lines.append(f"Explained as benign, with evidence: {n_ben} ({benign})")
+        if n_der:
+            lines.append(f"Derived from other differences: {n_der}")
+        if not n_sec and not n_unx and (n_ben or n_der):
+            lines.append("Every difference is explained by evidence of a benign cause")
+    if report.stats.limits_reached or report.stats.unreadable:
+        lines.append(
+            "INCONCLUSIVE: not everything was compared — "
+            + "; ".join((*report.stats.limits_reached, *report.stats.unreadable))
+        )
+    return lines
 
 
 def render_text(report: DiffReport, console: Console) -> None:
     root = report.root
-    if root is None:
+    if root is None and report.complete:
         console.print(
             f"[bold green]identical[/]: {report.left} and {report.right} have the same bytes"
         )
         return
+    if root is None:
+        console.print(f"[bold yellow]INCONCLUSIVE[/]: {_esc(report.left)} vs {_esc(report.right)}")
+        for line in summary_lines(report):
+            console.print(_esc(line))
+        return
     pcrs = f" — PCRs affected: {pcr_label(root.pcrs)}" if root.pcrs else ""
-    console.print(f"[bold red]different[/]: {report.left} vs {report.right}{pcrs}")
-    console.print("[bold]Most important differences[/] (file › section › symbol):")
-    for i, leaf in enumerate(headlines(root), 1):
-        where = SEP.join(leaf.path[1:]) or leaf.path[0]
-        pcr = f" [magenta]\\[{pcr_label(leaf.pcrs)}][/]" if leaf.pcrs else ""
-        console.print(f" {i:>2}. [bold]{_esc(where)}[/]{pcr}: {_esc(leaf.summary)}")
-        cause = _causes(leaf, 1)
+    verdict = "different" if report.complete else "different, INCONCLUSIVE"
+    console.print(f"[bold red]{verdict}[/]: {_esc(report.left)} vs {_esc(report.right)}{pcrs}")
+    for line in summary_lines(report):
+        console.print(_esc(line))
+    console.print(
+        "[bold]Most important differences[/] (security-relevant, then unexplained;"
+        " file › section › symbol):"
+    )
+    for i, item in enumerate(headlines(root), 1):
+        where = SEP.join(item.path[1:]) or item.path[0]
+        pcr = f" [magenta]\\[{pcr_label(item.pcrs)}][/]" if item.pcrs else ""
+        significance = item_significance(item)
+        label = f"[{_STYLE[significance]}]{significance.value.upper()}[/]"
+        console.print(f" {i:>2}. {label} [bold]{_esc(where)}[/]{pcr}: {_esc(item.summary)}")
+        cause = _causes(item, 1)
         if cause:
             console.print(f"     [yellow]cause[/] {_esc(cause)}")
-    summary = cause_summary(root)
-    if summary:
-        console.print(
-            "[bold]Likely causes[/]: " + ", ".join(f"{c.label} ({n})" for c, n in summary)
-        )
     if report.stats.truncated:
         console.print(
             "[yellow]note[/]: output limits reached; some differences are summarized only"
@@ -114,10 +197,14 @@ def render_text(report: DiffReport, console: Console) -> None:
 
 
 def cause_summary(root: DiffNode) -> list[tuple[Cause, int]]:
+    """Benign causes that explain differences, with how many each explains."""
     counts: dict[Cause, int] = {}
-    for leaf in root.leaves():
-        for hint in leaf.causes[:1]:
-            counts[hint.cause] = counts.get(hint.cause, 0) + 1
+    for item in items(root):
+        if item_significance(item) is not Significance.BENIGN:
+            continue
+        first = first_cause(item)
+        if first is not None:
+            counts[first.cause] = counts.get(first.cause, 0) + 1
     return sorted(counts.items(), key=lambda kv: -kv[1])
 
 
@@ -127,6 +214,8 @@ def _esc(text: str) -> str:
 
 def _label(node: DiffNode) -> RenderableType:
     text = Text()
+    if node.significance is not None and node.significance is not Significance.BENIGN:
+        text.append(f"{node.significance.value.upper()} ", style=_STYLE[node.significance])
     text.append(node.name or "(root)", style="bold")
     text.append(f" [{node.change.value}] ", style="dim")
     text.append(node.summary)
@@ -196,6 +285,9 @@ def render_template(report: DiffReport, fmt: DiffFormat) -> str:
         root=root,
         headlines=headlines(root) if root is not None else [],
         causes=cause_summary(root) if root is not None else [],
+        summary=summary_lines(report),
+        significance_of=item_significance,
+        first_cause=first_cause,
         nodes=list(root.walk()) if root is not None else [],
         sep=SEP,
         pcr_label=pcr_label,
