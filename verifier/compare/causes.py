@@ -712,8 +712,8 @@ def _clock_in_bytes(
             h = h.model_copy(
                 update={"evidence": f"bytes at 0x{base + start:x} read as {label}: {h.evidence}"}
             )
-            score = (0 if h.explains else 2) + (0 if (base + start) % width == 0 else 1)
-            found.append((score, h))
+            if h.explains:  # a clock-shaped value outside any window is no evidence
+                found.append((0 if (base + start) % width == 0 else 1, h))
     if not found:
         return None
     return min(found, key=lambda x: x[0])[1]
@@ -1026,9 +1026,17 @@ _LIBRARY = re.compile(r"\.so(?:\.\d+)*$")
 
 
 def security_rules(node: DiffNode) -> list[CauseHint]:
-    """Security hints for a filesystem member, from its kernel path and what it holds."""
+    """Security hints for a filesystem member, from its kernel path and what it holds.
+
+    A metadata-only change of a sensitive path counts when some of it is not explained
+    (a build-wide owner change or an mtime of the CA bundle is not a new certificate).
+    """
     path = node.fs_path
     if path is None:
+        return []
+    if node.change is Change.METADATA and all(
+        any(h.explains for h in c.causes) for c in node.children
+    ):
         return []
     candidates = [path]
     if path.startswith("rootfs/"):
@@ -1215,12 +1223,14 @@ def _dedupe(hints: Iterable[CauseHint]) -> tuple[CauseHint, ...]:
     return tuple(out)
 
 
-def _annotate(node: DiffNode, parent: DiffNode | None, env: Env, parent_role: str | None) -> DiffNode:
+def _annotate(
+    node: DiffNode, parent: DiffNode | None, env: Env, parent_role: str | None
+) -> DiffNode:
     role = _role(node, parent_role)
-    own = classify_node(node, parent, env, role)
-    node = node.model_copy(update={"causes": _dedupe((*node.causes, *own))})
     children = tuple(_annotate(c, node, env, role) for c in node.children)
     node = node.model_copy(update={"children": children})
+    own = classify_node(node, parent, env, role)
+    node = node.model_copy(update={"causes": _dedupe((*node.causes, *own))})
     if node.kind is NodeKind.ELF:
         node = _classify_elf(node)
     return _classify_siblings(node)
@@ -1292,10 +1302,77 @@ def _classify_elf(elf: DiffNode) -> DiffNode:
         else ("", "")
     )
 
+    one_sided = [
+        c
+        for c in elf.children
+        if c.kind is NodeKind.ELF_SECTION and c.change in (Change.ADDED, Change.REMOVED)
+    ]
+    one_sided_names = {c.name for c in one_sided}
+    stripped_only = bool(one_sided) and all(
+        DEBUG_SECTION.match(n) or n.startswith(".gnu_debug") for n in one_sided_names
+    )
+
     def fix(node: DiffNode) -> DiffNode:
         extra: list[CauseHint] = []
         name = node.name
-        if name == "build-id" or name.startswith(".note.gnu.build-id"):
+        explained = any(h.explains or h.cause in (Cause.REAL, Cause.SECURITY) for h in node.causes)
+        if not explained and name == "e_shnum" and node.left and node.right:
+            try:
+                delta = abs(int(node.left.value or "") - int(node.right.value or ""))
+            except ValueError:
+                delta = -1
+            if delta == len(one_sided):
+                node = node.model_copy(update={"causes": ()})
+                extra.append(
+                    hint(
+                        Cause.DERIVED,
+                        f"the section count follows the {delta} section(s) present on one"
+                        " side only",
+                        matched=f"e_shnum {node.left.value} -> {node.right.value}",
+                        against=", ".join(sorted(one_sided_names)[:6]),
+                        confidence=HIGH,
+                    )
+                )
+        elif not explained and name == ".shstrtab" and stripped_only and notes_strip:
+            changed = {
+                line[1:]
+                for line in (node.unified_diff or "").splitlines()
+                if line[:1] in "+-" and not line.startswith(("---", "+++"))
+            }
+            if changed and changed <= one_sided_names and not _TRUNCATED.search(
+                node.unified_diff or ""
+            ):
+                node = node.model_copy(update={"causes": ()})
+                extra.append(
+                    hint(
+                        Cause.DEBUG_SYMBOLS,
+                        "the section-name table differs only by the debug sections of the"
+                        " unstripped side",
+                        matched=", ".join(sorted(changed)[:6]),
+                        against=notes_strip[0],
+                        confidence=HIGH,
+                    )
+                )
+        elif (
+            not explained
+            and node.kind is NodeKind.FIELD
+            and len(node.path) >= 3
+            and node.path[-3] == "DWARF"
+            and notes_strip
+            and (node.left is None or node.right is None)
+        ):
+            node = node.model_copy(update={"causes": ()})
+            extra.append(
+                hint(
+                    Cause.DEBUG_SYMBOLS,
+                    f"{name} only on the {'left' if node.right is None else 'right'}: the"
+                    " other side carries no DWARF (stripped)",
+                    matched=name,
+                    against=notes_strip[0],
+                    confidence=HIGH,
+                )
+            )
+        elif name == "build-id" or name.startswith(".note.gnu.build-id"):
             node = node.model_copy(update={"children": (), "causes": ()})
             if others:
                 extra.append(
@@ -1413,7 +1490,6 @@ def _settle(node: DiffNode) -> DiffNode:
         if not any(h.explains or h.cause in (Cause.SECURITY, Cause.REAL) for h in causes):
             possible = "; possible: " + ", ".join(h.cause.value for h in causes) if causes else ""
             causes = (
-                *causes,
                 hint(
                     Cause.UNEXPLAINED,
                     f"no evidence of a benign cause{possible}: treat it as a real change",
@@ -1422,6 +1498,7 @@ def _settle(node: DiffNode) -> DiffNode:
                     " toolchain versions, owners, locale)",
                     confidence=HIGH,
                 ),
+                *causes,
             )
         own = own_significance(causes)
     ranks = [c.significance for c in children if c.significance is not None]
