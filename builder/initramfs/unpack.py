@@ -197,7 +197,8 @@ class _ZlibAdapter:
         return not self._tail
 
     def decompress(self, data: bytes, max_length: int = -1) -> bytes:
-        out = self._d.decompress(self._tail + data, max(max_length, 0))
+        # with input left over from the last call, no new input is passed (no copying)
+        out = self._d.decompress(self._tail or data, max(max_length, 0))
         self._tail = self._d.unconsumed_tail
         return out
 

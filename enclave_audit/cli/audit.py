@@ -9,6 +9,7 @@ from rich.table import Table
 
 from enclave_audit.cli._common import emit_json, err_console, json_option, out_console
 from enclave_audit.errors import AuditFailed
+from enclave_audit.limits import limit_options
 from enclave_audit.model.findings import Verdict
 from enclave_audit.progress import RichProgress
 
@@ -33,12 +34,15 @@ from enclave_audit.progress import RichProgress
     type=click.Path(path_type=Path, dir_okay=False),
     help="Where to write the SBOM.",
 )
+@limit_options
 @json_option
 def audit(
     image: Path,
     policy_file: Path | None,
     sbom_format: str | None,
     output: Path | None,
+    max_decompressed: int,
+    max_memory: int,
     as_json: bool,
 ) -> None:
     """Audit the binaries and files of an EIF and list its packages.
@@ -46,8 +50,10 @@ def audit(
     Checks every ELF (PIE, NX, RELRO/BIND_NOW, stack protector, FORTIFY, symbols,
     RPATH/RUNPATH, executable stack), setuid/setgid and world-writable files, shells and
     debug tools, embedded private keys and tokens, and the kernel command line.  The
-    policy decides which findings fail the audit (default: high and critical).
-    Exits 0 only when the verdict is PASS.
+    ramdisks are read as the kernel unpacks them: every archive (also after a
+    TRAILER!!!), compressed segments, normalised paths, hard links.  The policy decides
+    which findings fail the audit (default: high and critical).  What cannot be read,
+    or a budget that is hit, makes the verdict INCONCLUSIVE.  Exits 0 only on PASS.
 
     \b
     Example:
@@ -59,9 +65,12 @@ def audit(
         raise click.UsageError("--sbom needs -o FILE")
     if output is not None and sbom_format is None:
         raise click.UsageError("-o is the SBOM output: give --sbom spdx|cyclonedx")
+    from enclave_audit.limits import Limits
+
     policy = load_policy(policy_file)
+    limits = Limits(decompressed=max_decompressed, memory=max_memory)
     with RichProgress() as progress:
-        report = audit_image(image, policy, progress=progress)
+        report = audit_image(image, policy, progress=progress, limits=limits)
     if sbom_format is not None and output is not None:
         write_sbom(report, SbomFormat(sbom_format), output)
         err_console.print(

@@ -10,6 +10,7 @@ import click
 
 from enclave_audit.cli._common import json_option, out_console
 from enclave_audit.fsutil import write_text_atomic
+from enclave_audit.limits import limit_options
 
 
 @click.command("diff")
@@ -43,6 +44,7 @@ from enclave_audit.fsutil import write_text_atomic
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write the report to this file instead of stdout.",
 )
+@limit_options
 @json_option
 def diff(
     left: Path,
@@ -51,26 +53,39 @@ def diff(
     max_depth: int,
     max_nodes: int,
     output: Path | None,
+    max_decompressed: int,
+    max_memory: int,
     as_json: bool,
 ) -> None:
     """Explain why two EIFs, ramdisks, directories or files differ.
 
     Prints a tree of differences (image > section > cpio member > ELF section > symbol)
-    with the PCRs each one moves and its likely cause (timestamp, build path, file
-    order, owner/mode, toolchain...).  Exits 0 when the inputs are identical, 1 when
-    they differ.
+    with the PCRs each one moves.  Security-relevant changes (privilege bits, added
+    executables, loader configuration, /init, cmd/env, keys, the cmdline) come first,
+    then unexplained ones; a benign cause (timestamp, build path, file order, owner,
+    toolchain...) is claimed only with evidence, shown with its confidence.  Ramdisks
+    are read as the kernel unpacks them (every archive, compressed segments).  Exits 0
+    when the inputs are identical, 1 when they differ or when a part could not be
+    compared (INCONCLUSIVE: a budget was hit or data was unreadable).
 
     \b
     Example:
       enclave-audit diff a/enclave.eif b/enclave.eif --format markdown -o diff.md
     """
+    from enclave_audit.limits import Limits
     from enclave_audit.progress import RichProgress
     from verifier.compare import compare_paths
     from verifier.compare.render import DiffFormat, render_template, render_text
 
+    limits = Limits(decompressed=max_decompressed, memory=max_memory)
     with RichProgress() as progress:
         report = compare_paths(
-            left, right, max_depth=max_depth, max_nodes=max_nodes, progress=progress
+            left,
+            right,
+            max_depth=max_depth,
+            max_nodes=max_nodes,
+            limits=limits,
+            progress=progress,
         )
     chosen = DiffFormat.JSON if as_json else DiffFormat(fmt)
     match chosen:
@@ -92,4 +107,4 @@ def diff(
         write_text_atomic(output, text)
     elif text:
         sys.stdout.write(text)
-    sys.exit(0 if report.identical else 1)
+    sys.exit(0 if report.identical and report.complete else 1)

@@ -26,7 +26,7 @@ from typing import IO, cast
 
 from builder.initramfs.unpack import normalise
 from enclave_audit.errors import InvalidInput
-from enclave_audit.limits import LimitExceeded, budgeted
+from enclave_audit.limits import ByteBudget
 from enclave_audit.model.difference import Change, DiffNode, NodeKind
 from verifier.compare.base import (
     CHUNK,
@@ -35,7 +35,7 @@ from verifier.compare.base import (
     EngineApi,
     FileBlob,
     Member,
-    StreamBlob,
+    SpooledBlob,
     Unreadable,
     cheap_side,
 )
@@ -75,27 +75,29 @@ def _gzip_header(head: bytes) -> dict[str, str]:
 
 
 class _Checked(io.RawIOBase):
-    """A decompressing stream whose format errors become :class:`Unreadable`."""
+    """A decompressing stream whose every byte is charged to the decompression budget,
+    and whose format errors become :class:`Unreadable`."""
 
-    def __init__(self, inner: IO[bytes], where: str, owner: IO[bytes] | None = None) -> None:
+    def __init__(
+        self, inner: IO[bytes], where: str, budget: ByteBudget, owner: IO[bytes] | None = None
+    ) -> None:
         super().__init__()
         self._inner = inner
         self._where = where
+        self._budget = budget
         self._owner = owner
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        view = memoryview(buffer)
         try:
-            data = self._inner.read(len(view))
-        except LimitExceeded:
-            raise
+            n = self._inner.readinto(buffer)  # type: ignore[attr-defined]
         except (*_DECOMPRESS_ERRORS, zipfile.BadZipFile) as exc:
             raise Unreadable(f"{self._where}: stream unreadable: {exc}") from None
-        view[: len(data)] = data
-        return len(data)
+        if n:
+            self._budget.charge(n, self._where)
+        return int(n or 0)
 
     def close(self) -> None:
         try:
@@ -124,8 +126,8 @@ class _Compressed(abc.ABC):
 
         def open_decompressed() -> IO[bytes]:
             raw = blob.open()
-            checked = _Checked(self.decompress(raw), where, raw)
-            return budgeted(cast(IO[bytes], checked), engine.ctx.decompression, where)
+            checked = _Checked(self.decompress(raw), where, engine.ctx.decompression, raw)
+            return cast(IO[bytes], io.BufferedReader(checked, CHUNK))
 
         return open_decompressed
 
@@ -139,8 +141,9 @@ class _Compressed(abc.ABC):
             if ha.get(k) != hb.get(k)
         ]
         fallback = f"({self.kind_label}-decompressed)"
-        ia = StreamBlob(_inner_name(a, self.suffixes, fallback), self._opener(a, engine))
-        ib = StreamBlob(_inner_name(b, self.suffixes, fallback), self._opener(b, engine))
+        workdir = engine.ctx.workdir
+        ia = SpooledBlob(_inner_name(a, self.suffixes, fallback), self._opener(a, engine), workdir)
+        ib = SpooledBlob(_inner_name(b, self.suffixes, fallback), self._opener(b, engine), workdir)
         content = engine.compare(ia, ib, (*path, ia.name), depth + 1)
         if content is not None:
             children.append(content)
@@ -199,13 +202,13 @@ def _zip_time(t: tuple[int, int, int, int, int, int]) -> str:
     return "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}".format(*t)
 
 
-class _ZipMember(Blob):
-    """One zip member, decompressed on demand (never held): each open reopens the zip."""
+class _ZipMember(SpooledBlob):
+    """One zip member, inflated on first use into the work directory (never held)."""
 
     def __init__(self, archive: Blob, info: zipfile.ZipInfo, engine: EngineApi) -> None:
+        super().__init__(info.filename, self._inflate, engine.ctx.workdir)
         self.archive = archive
         self.info = info
-        self.name = info.filename
         self._engine = engine
 
     def _stored(self) -> tuple[int, int]:
@@ -244,7 +247,7 @@ class _ZipMember(Blob):
             return None
         return True
 
-    def open(self) -> IO[bytes]:
+    def _inflate(self) -> IO[bytes]:
         raw = self.archive.open()
         where = f"{self.archive.name}: {self.info.filename}"
         try:
@@ -253,8 +256,8 @@ class _ZipMember(Blob):
         except (zipfile.BadZipFile, *_DECOMPRESS_ERRORS) as exc:
             raw.close()
             raise Unreadable(f"{where}: {exc}") from None
-        checked = _Checked(cast(IO[bytes], member), where, raw)
-        return budgeted(cast(IO[bytes], checked), self._engine.ctx.decompression, where)
+        checked = _Checked(cast(IO[bytes], member), where, self._engine.ctx.decompression, raw)
+        return cast(IO[bytes], io.BufferedReader(checked, CHUNK))
 
 
 class ZipComparator:

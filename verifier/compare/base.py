@@ -231,6 +231,55 @@ class StreamBlob(Blob):
         return self._size
 
 
+class SpooledBlob(Blob):
+    """Decompressed content, produced once into a file in the work directory and read
+    from there afterwards: each byte is inflated (and charged to the budget) once, and
+    nothing large is held in memory."""
+
+    def __init__(self, name: str, opener: Callable[[], IO[bytes]], workdir: Path) -> None:
+        self.name = name
+        self._opener = opener
+        self._workdir = workdir
+        self._path: Path | None = None
+        self._error: InvalidInput | None = None
+
+    def _materialise(self) -> Path:
+        if self._error is not None:
+            raise self._error
+        if self._path is None:
+            fd, tmp = tempfile.mkstemp(prefix="inflated-", dir=self._workdir)
+            total = 0
+            try:
+                with os.fdopen(fd, "wb") as out, self._opener() as src:
+                    while chunk := src.read(CHUNK):
+                        out.write(chunk)
+                        total += len(chunk)
+            except InvalidInput as exc:
+                os.unlink(tmp)
+                self._error = exc
+                raise
+            except BaseException:
+                os.unlink(tmp)
+                raise
+            self._path = Path(tmp)
+            self._known_size = total
+        return self._path
+
+    def open(self) -> IO[bytes]:
+        return open_input(self._materialise())
+
+    def local_path(self) -> Path:
+        return self._materialise()
+
+    @property
+    def size(self) -> int | None:
+        return self.known_size_if_ready()
+
+    def known_size_if_ready(self) -> int | None:
+        known = getattr(self, "_known_size", None)
+        return known if isinstance(known, int) else None
+
+
 #: sides of containers larger than this carry no digest (it would cost a whole extra read)
 CHEAP_DIGEST = 8 << 20
 
