@@ -12,8 +12,8 @@ import re
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
 from verifier.compare.base import CHUNK, Blob, EngineApi, cheap_side, read_full
 
-WINDOW_BEFORE = 16
-WINDOW_AFTER = 48
+WINDOW_BEFORE = 32
+WINDOW_AFTER = 64
 
 
 _NONZERO = re.compile(rb"[^\x00]+")

@@ -168,8 +168,10 @@ _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]{1,15}://[^\s\"'<>]+")
 _EMAIL = re.compile(r"\b[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\b")
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9a-fA-F]{1,4}:){2,7}[0-9a-fA-F]{0,4}(?![\w:])")
+#: a host name: not a path component (a '/' before it only as in ``//host``)
 _HOST = re.compile(
-    r"(?<![\w/.-])(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}(?![\w.-])"
+    r"(?<![\w.-])(?<!(?<!/)/)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"[A-Za-z]{2,63}(?![\w.-])"
 )
 _PEM = re.compile(r"-----(?:BEGIN|END) [A-Z0-9 ]+-----")
 _DIGEST = re.compile(
@@ -1214,9 +1216,13 @@ def classify_node(
 
 
 def _dedupe(hints: Iterable[CauseHint]) -> tuple[CauseHint, ...]:
+    """Every distinct security or real finding; one hint per benign cause (the best)."""
     out: list[CauseHint] = []
     for h in hints:
-        if all((h.cause, h.confidence) != (x.cause, x.confidence) for x in out) and all(
+        if h.cause in (Cause.SECURITY, Cause.REAL):
+            if all(h.evidence != x.evidence for x in out):
+                out.append(h)
+        elif all((h.cause, h.confidence) != (x.cause, x.confidence) for x in out) and all(
             not (x.cause is h.cause and x.explains) for x in out
         ):
             out.append(h)

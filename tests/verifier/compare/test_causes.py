@@ -81,9 +81,8 @@ def test_clock_shaped_bytes_without_a_recorded_build_time_are_unexplained() -> N
     assert node is not None
     result = classified(node)
     assert result.significance is Significance.UNEXPLAINED
-    assert Cause.UNEXPLAINED in [h.cause for h in result.causes]
-    low = [h for h in result.causes if h.cause is Cause.TIMESTAMP]
-    assert low and low[0].confidence is Confidence.LOW  # shown as a possibility only
+    assert result.causes[0].cause is Cause.UNEXPLAINED
+    assert not any(h.explains for h in result.causes)
 
 
 def test_big_endian_and_64_bit_clocks() -> None:

@@ -179,8 +179,10 @@ def test_bzimage_version_string(tmp_path: Path) -> None:
     a, b = _write(tmp_path / "a", bzimage(v1)), _write(tmp_path / "b", bzimage(v2))
     root = compare_paths(a, b).root
     assert root is not None and root.kind is NodeKind.KERNEL
-    version = root.find("version")
+    version = root.find("version: build time")
     assert version is not None and version.causes[0].cause is Cause.TIMESTAMP
+    assert "KBUILD_BUILD_TIMESTAMP" in version.causes[0].evidence
+    assert root.find("version: release") is None  # the release did not change
     assert any("payload" in n for n in root.notes)
 
 
@@ -202,7 +204,7 @@ def test_report_round_trip_and_schema(tmp_path: Path, artefacts: Artefacts) -> N
     text = report.to_json()
     assert DiffReport.from_json(text) == report
     with pytest.raises(InvalidInput, match="schema version 9"):
-        DiffReport.from_json(text.replace('"schema_version": 1', '"schema_version": 9'))
+        DiffReport.from_json(text.replace('"schema_version": 2', '"schema_version": 9'))
     with pytest.raises(InvalidInput, match="not an"):
         DiffReport.from_json('{"schema": "other"}')
 
