@@ -396,8 +396,9 @@ def _scan_member(label: str, item: Unpacked, state: ScanState) -> None:
 def _hidden_findings(label: str, hidden: list[Unpacked], archives: int) -> Iterator[Finding]:
     if not hidden:
         return
-    names = ", ".join(repr(u.path) for u in hidden[:5])
-    more = f" and {len(hidden) - 5} more" if len(hidden) > 5 else ""
+    shown = sorted(hidden, key=lambda u: u.member.is_dir)[:10]  # files before directories
+    names = ", ".join(repr(u.path) for u in shown)
+    more = f" and {len(hidden) - len(shown)} more" if len(hidden) > len(shown) else ""
     yield Finding(
         rule="initramfs-hidden-members",
         severity=Severity.MEDIUM,
