@@ -170,7 +170,7 @@ def test_audit_reports_the_hidden_members_and_fails(concatenated: Path) -> None:
     assert "ramdisk[1]/rootfs/usr/bin/gdbserver" in by_rule["debug-tool"]
     hidden = next(f for f in report.findings if f.rule == "initramfs-hidden-members")
     assert all(p in hidden.message for p in HIDDEN_PATHS)
-    assert report.files == 3 + 3  # cmd, env, app + the three hidden files
+    assert report.files == 4 + 3  # init, cmd, env, app + the three hidden files
 
 
 def test_audit_cli_fails_and_names_them(concatenated: Path) -> None:
