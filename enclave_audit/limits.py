@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any, TypeVar
 
 import click
 
@@ -57,16 +58,12 @@ class LimitExceeded(InvalidInput):
         self.where = where
         self.limit = limit
         self.flag = flag
-        super().__init__(
-            f"{where}: {what} limit of {human(limit)} reached (raise it with {flag})"
-        )
+        super().__init__(f"{where}: {what} limit of {human(limit)} reached (raise it with {flag})")
 
 
 def memory_limit(where: str, size: int, limit: int) -> LimitExceeded:
     """The error for an item of ``size`` bytes that would have to be held in memory."""
-    return LimitExceeded(
-        where, f"{size}-byte item exceeds the in-memory", limit, MEMORY_FLAG
-    )
+    return LimitExceeded(where, f"{size}-byte item exceeds the in-memory", limit, MEMORY_FLAG)
 
 
 @dataclass
@@ -133,12 +130,17 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).lower()]
 
 
-class ByteSize(click.ParamType):
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ByteSize(click.ParamType[int, str]):
     """A click parameter for sizes: ``512M``, ``2G``, ``65536``."""
 
     name = "size"
 
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
         if isinstance(value, int):
             return value
         try:
@@ -150,7 +152,7 @@ class ByteSize(click.ParamType):
         return size
 
 
-def limit_options(func: object) -> object:
+def limit_options(func: F) -> F:
     """Add ``--max-decompressed`` and ``--max-memory`` to a click command."""
     func = click.option(
         MEMORY_FLAG,
@@ -160,7 +162,7 @@ def limit_options(func: object) -> object:
         show_default=True,
         help="Largest single item (member, ELF, decompressed section) held in memory;"
         " larger ones are streamed or, where they cannot be, reported as not checked.",
-    )(func)  # type: ignore[arg-type]
+    )(func)
     func = click.option(
         DECOMPRESSED_FLAG,
         "max_decompressed",

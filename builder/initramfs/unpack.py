@@ -102,7 +102,7 @@ class PathResolver:
         self._links: dict[str, str] = {}
 
     def resolve(self, name: str) -> str:
-        pending = [p for p in reversed(name.split("/"))]
+        pending = list(reversed(name.split("/")))
         out: list[str] = []
         followed = 0
         while pending:

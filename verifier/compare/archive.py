@@ -256,7 +256,7 @@ class _ZipMember(SpooledBlob):
         except (zipfile.BadZipFile, *_DECOMPRESS_ERRORS) as exc:
             raw.close()
             raise Unreadable(f"{where}: {exc}") from None
-        checked = _Checked(cast(IO[bytes], member), where, self._engine.ctx.decompression, raw)
+        checked = _Checked(member, where, self._engine.ctx.decompression, raw)
         return cast(IO[bytes], io.BufferedReader(checked, CHUNK))
 
 

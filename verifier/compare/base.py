@@ -369,13 +369,19 @@ class CompareContext:
     budget: Budget = field(default_factory=lambda: Budget(max_nodes=20000))
     progress: ProgressSink = field(default_factory=NullProgress)
     evidence: Evidence = field(default_factory=Evidence)
-    decompression: ByteBudget = field(default=None)  # type: ignore[assignment]
+    budget_override: ByteBudget | None = None
     limits_reached: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    _decompression: list[ByteBudget] = field(default_factory=list, repr=False)
 
-    def __post_init__(self) -> None:
-        if self.decompression is None:
-            object.__setattr__(self, "decompression", self.limits.decompression_budget())
+    @property
+    def decompression(self) -> ByteBudget:
+        """Every decompressed byte of this comparison, against ``limits.decompressed``."""
+        if not self._decompression:
+            self._decompression.append(
+                self.budget_override or self.limits.decompression_budget()
+            )
+        return self._decompression[0]
 
     @property
     def memory_bound(self) -> int:
@@ -393,9 +399,7 @@ class EngineApi(Protocol):
     @property
     def ctx(self) -> CompareContext: ...
 
-    def compare(
-        self, a: Blob, b: Blob, path: tuple[str, ...], depth: int
-    ) -> DiffNode | None: ...
+    def compare(self, a: Blob, b: Blob, path: tuple[str, ...], depth: int) -> DiffNode | None: ...
 
     def compare_with(
         self, comparator: Comparator, a: Blob, b: Blob, path: tuple[str, ...], depth: int

@@ -9,6 +9,7 @@ the cause classifiers decode (unix times, paths, random bytes).
 from __future__ import annotations
 
 import re
+
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
 from verifier.compare.base import CHUNK, Blob, EngineApi, cheap_side, read_full
 

@@ -657,7 +657,8 @@ def classify_bytes(node: DiffNode, env: Env, role: str | None) -> list[CauseHint
             hint(
                 Cause.REAL,
                 f"machine code changed in {where} (an instruction is never benign)",
-                matched=f"{len(diffs) or 'some'} byte(s) from 0x{base + (diffs[0] if diffs else 0):x}",
+                matched=f"{len(diffs) or 'some'} byte(s) from"
+                f" 0x{base + (diffs[0] if diffs else 0):x}",
                 against="an executable section (SHF_EXECINSTR)",
                 confidence=HIGH,
             )
@@ -685,9 +686,7 @@ def classify_bytes(node: DiffNode, env: Env, role: str | None) -> list[CauseHint
     return hints
 
 
-def _clock_in_bytes(
-    a: bytes, b: bytes, diffs: list[int], base: int, env: Env
-) -> CauseHint | None:
+def _clock_in_bytes(a: bytes, b: bytes, diffs: list[int], base: int, env: Env) -> CauseHint | None:
     """A 4- or 8-byte integer that covers every differing byte and reads as a clock inside
     each side's build window (aligned readings preferred)."""
     first, last = diffs[0], diffs[-1]
@@ -772,9 +771,7 @@ FORMAT_TIME_FIELDS = {
     "version: build time": "the kernel's build timestamp (UTS_VERSION, KBUILD_BUILD_TIMESTAMP)",
 }
 OWNER_FIELDS = frozenset({"uid", "gid", "uname", "gname", "owner", "group"})
-DERIVED_SIZES = frozenset(
-    {"sh_size", "sh_addr", "sh_offset", "size", "payload_length", "syssize"}
-)
+DERIVED_SIZES = frozenset({"sh_size", "sh_addr", "sh_offset", "size", "payload_length", "syssize"})
 COMPRESSOR_FIELDS = frozenset({"xfl", "os", "compress_type", "create_system"})
 CAPABILITY_FIELDS = ("xattr security.capability", "pax:SCHILY.xattr.security.capability")
 _PRIVILEGE_BITS = 0o7000 | 0o111 | 0o002  # setuid/setgid/sticky, execute, world-write
@@ -1080,13 +1077,9 @@ def security_rules(node: DiffNode) -> list[CauseHint]:
         verb = "added" if node.change is Change.ADDED else "removed"
         if ftype in ("char", "block"):
             add(f"device node {verb}", "device nodes give access to hardware")
-        elif ftype == "file" and (
-            content.startswith("ELF shared") or _LIBRARY.search(base)
-        ):
+        elif ftype == "file" and (content.startswith("ELF shared") or _LIBRARY.search(base)):
             add(f"library {verb}", "shared objects (ELF ET_DYN, *.so)")
-        elif ftype == "file" and (
-            content.startswith(("ELF", "script")) or mode & 0o111
-        ):
+        elif ftype == "file" and (content.startswith(("ELF", "script")) or mode & 0o111):
             add(f"executable {verb}", "ELF or script content, or an execute bit")
         if mode & 0o6000:
             add(f"setuid/setgid file {verb} (mode {mode:04o})", "the setuid/setgid bits")
@@ -1132,8 +1125,7 @@ def classify_node(
                 Cause.FILE_ORDER,
                 node.summary,
                 matched=node.summary,
-                against="a permutation of the same members; their contents are compared"
-                " one by one",
+                against="a permutation of the same members; their contents are compared one by one",
                 confidence=HIGH,
             ),
         ]
@@ -1294,9 +1286,7 @@ def _classify_elf(elf: DiffNode) -> DiffNode:
             or c.name == ".gnu_debuglink"
         )
     ]
-    causes_below = {
-        h.cause for c in others for n in c.walk() for h in n.causes if h.explains
-    }
+    causes_below = {h.cause for c in others for n in c.walk() for h in n.causes if h.explains}
     other_names = (
         ", ".join(dict.fromkeys(c.path[-1] for c in others if c.kind is not NodeKind.FIELD))
         or "fields"
@@ -1334,7 +1324,8 @@ def _classify_elf(elf: DiffNode) -> DiffNode:
                         Cause.DERIVED,
                         f"the section count follows the {delta} section(s) present on one"
                         " side only",
-                        matched=f"e_shnum {node.left.value} -> {node.right.value}",
+                        matched=f"e_shnum {node.left.value if node.left else None}"
+                        f" -> {node.right.value if node.right else None}",
                         against=", ".join(sorted(one_sided_names)[:6]),
                         confidence=HIGH,
                     )
@@ -1345,8 +1336,10 @@ def _classify_elf(elf: DiffNode) -> DiffNode:
                 for line in (node.unified_diff or "").splitlines()
                 if line[:1] in "+-" and not line.startswith(("---", "+++"))
             }
-            if changed and changed <= one_sided_names and not _TRUNCATED.search(
-                node.unified_diff or ""
+            if (
+                changed
+                and changed <= one_sided_names
+                and not _TRUNCATED.search(node.unified_diff or "")
             ):
                 node = node.model_copy(update={"causes": ()})
                 extra.append(
@@ -1384,7 +1377,8 @@ def _classify_elf(elf: DiffNode) -> DiffNode:
                 extra.append(
                     hint(
                         Cause.BUILD_ID,
-                        f"the build-id hashes the file; it follows the differences in {other_names}",
+                        "the build-id hashes the file; it follows the differences in"
+                        f" {other_names}",
                         matched="the build-id",
                         against=f"the other differences of this ELF: {other_names}",
                         confidence=HIGH,
@@ -1405,12 +1399,7 @@ def _classify_elf(elf: DiffNode) -> DiffNode:
             text_a = (node.left.value or "") if node.left else ""
             text_b = (node.right.value or "") if node.right else ""
             wa, wb = _window(text_a), _window(text_b)
-            if (
-                wa
-                and wb
-                and ids[0][2:10].encode() in wa[1]
-                and ids[1][2:10].encode() in wb[1]
-            ):
+            if wa and wb and ids[0][2:10].encode() in wa[1] and ids[1][2:10].encode() in wb[1]:
                 node = node.model_copy(update={"causes": ()})
                 extra.append(
                     hint(
@@ -1421,10 +1410,15 @@ def _classify_elf(elf: DiffNode) -> DiffNode:
                         confidence=HIGH,
                     )
                 )
-        elif node.kind is NodeKind.ELF_SECTION and node.change in (
-            Change.ADDED,
-            Change.REMOVED,
-        ) and (DEBUG_SECTION.match(name) or name.startswith(".gnu_debug")):
+        elif (
+            node.kind is NodeKind.ELF_SECTION
+            and node.change
+            in (
+                Change.ADDED,
+                Change.REMOVED,
+            )
+            and (DEBUG_SECTION.match(name) or name.startswith(".gnu_debug"))
+        ):
             if notes_strip:
                 side = "left" if node.change is Change.REMOVED else "right"
                 extra.append(
@@ -1547,7 +1541,13 @@ def _roll_up(node: DiffNode) -> DiffNode:
 #: ``matched`` of a hint rolled up from below (not the node's own evidence)
 BELOW = "below: "
 
-_CAUSE_ORDER = {Cause.SECURITY: 0, Cause.REAL: 1, Cause.UNEXPLAINED: 1, Cause.DERIVED: 9, Cause.BUILD_ID: 9}
+_CAUSE_ORDER = {
+    Cause.SECURITY: 0,
+    Cause.REAL: 1,
+    Cause.UNEXPLAINED: 1,
+    Cause.DERIVED: 9,
+    Cause.BUILD_ID: 9,
+}
 
 
 def _change_rank(node: DiffNode) -> int:

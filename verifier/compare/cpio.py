@@ -309,9 +309,10 @@ class CpioComparator:
                 return  # same content, same metadata, unpacked the same way
             diff(ea.as_member(blob_a), eb.as_member(blob_b))
 
-        with _Side(a, engine, f"{'/'.join(path)} (left)") as side_a, _Side(
-            b, engine, f"{'/'.join(path)} (right)"
-        ) as side_b:
+        with (
+            _Side(a, engine, f"{'/'.join(path)} (left)") as side_a,
+            _Side(b, engine, f"{'/'.join(path)} (right)") as side_b,
+        ):
             ea, eb = side_a.next(), side_b.next()
             while ea is not None or eb is not None:
                 if ea is not None and eb is not None and ea.key == eb.key:

@@ -11,6 +11,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
 from verifier.compare.base import EngineApi, FileBlob, Member
 from verifier.compare.nodes import describe_children

@@ -153,9 +153,7 @@ class EifComparator:
                 if node is None:
                     continue
                 if sa is not None and sa.type is SectionType.CMDLINE:
-                    node = node.model_copy(
-                        update={"causes": (*node.causes, _CMDLINE_HINT)}
-                    )
+                    node = node.model_copy(update={"causes": (*node.causes, _CMDLINE_HINT)})
                 if is_signature and sa is not None and sb is not None:
                     signatures.append((len(children), sa, sb))
                 if is_signature:

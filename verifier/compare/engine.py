@@ -28,7 +28,13 @@ from verifier.compare.base import (
     cheap_side,
     read_full,
 )
-from verifier.compare.nodes import content_type, describe_children, field_node, importance, order_node
+from verifier.compare.nodes import (
+    content_type,
+    describe_children,
+    field_node,
+    importance,
+    order_node,
+)
 
 #: what a format parser may raise on malformed input (beyond our own InvalidInput)
 _MALFORMED = (ValueError, struct.error, IndexError, KeyError, EOFError, OSError, zlib.error)
@@ -150,7 +156,11 @@ class Engine:
             )
         except _MALFORMED as exc:  # a parser tripped on malformed input: say so, go on
             return self._fallback(
-                a, b, path, depth, f"{comparator.name} comparison failed: {type(exc).__name__}: {exc}"
+                a,
+                b,
+                path,
+                depth,
+                f"{comparator.name} comparison failed: {type(exc).__name__}: {exc}",
             )
         if node is None:
             node = self._bytes(a, b, path, depth)
@@ -184,9 +194,7 @@ class Engine:
         """The byte-level difference (the registry's catch-all comparator)."""
         return self._bytes(a, b, path, 0)
 
-    def _fallback(
-        self, a: Blob, b: Blob, path: tuple[str, ...], depth: int, note: str
-    ) -> DiffNode:
+    def _fallback(self, a: Blob, b: Blob, path: tuple[str, ...], depth: int, note: str) -> DiffNode:
         node = self._bytes(a, b, path, depth)
         return node.model_copy(update={"notes": (*node.notes, note)})
 

@@ -47,9 +47,7 @@ class SideEvidence:
     build_dirs: dict[str, str] = field(default_factory=dict)
 
     def add_time(self, value: float, what: str, *, epoch: bool = True) -> None:
-        if TS_MIN <= value < TS_MAX and all(
-            t.value != value or t.what != what for t in self.times
-        ):
+        if TS_MIN <= value < TS_MAX and all(t.value != value or t.what != what for t in self.times):
             self.times.append(TimeSource(value, what, epoch))
 
     def add_build_dir(self, path: str, where: str) -> None:

@@ -114,6 +114,7 @@ def payload(
     pm_start = (setup_sects + 1) * 512
     off, length = struct.unpack_from("<II", data, 0x248)
     blob = data[pm_start + off : pm_start + off + length]
+
     def bounded(method: str, out: bytes, done: bool) -> tuple[str, bytes | None, str]:
         if budget is not None:
             budget.charge(len(out), "kernel payload")
@@ -165,7 +166,7 @@ def _zstd(blob: bytes, limit: int) -> tuple[bytes, bool]:
     """Decompress with the zstd tool, reading at most ``limit + 1`` bytes of its output."""
     zstd = tools.which("zstd")
     assert zstd is not None
-    proc = subprocess.Popen(  # noqa: S603 - a fixed tool, no shell
+    proc = subprocess.Popen(
         [zstd, "-d", "-c", "-q"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

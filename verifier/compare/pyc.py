@@ -7,6 +7,7 @@ import marshal
 import struct
 import types
 from datetime import UTC, datetime
+
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
 from verifier.compare.base import Blob, EngineApi
 from verifier.compare.binary import byte_node

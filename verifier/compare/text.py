@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side, bounded_diff
 from verifier.compare.base import Blob, EngineApi
 

@@ -50,7 +50,8 @@ def archive(*members: tuple) -> bytes:
 
 def unpacked(blob: bytes, **kw: object) -> list[tuple[str, str, int]]:
     return [
-        (u.member.name, u.path, u.archive) for u in iter_initramfs(io.BytesIO(blob), **kw)  # type: ignore[arg-type]
+        (u.member.name, u.path, u.archive)
+        for u in iter_initramfs(io.BytesIO(blob), **kw)  # type: ignore[arg-type]
     ]
 
 
@@ -139,7 +140,7 @@ def test_symlinked_parent_directories_are_followed() -> None:
 def test_symlink_loops_stop() -> None:
     resolver = PathResolver()
     blob = archive(("a", L, 0o777, b"b"), ("b", L, 0o777, b"a"))
-    for u in iter_initramfs(io.BytesIO(blob), resolver=resolver):
+    for _ in iter_initramfs(io.BytesIO(blob), resolver=resolver):
         pass
     assert resolver.resolve("a/x") == "a/x"
 

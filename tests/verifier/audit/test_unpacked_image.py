@@ -104,8 +104,17 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
     (root / "app.c").write_text(HARDENED)
     subprocess.run(
         [
-            "gcc", "-O2", "-fPIE", "-pie", "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2",
-            "-Wl,-z,relro,-z,now", "-s", "-o", str(root / "app"), str(root / "app.c"),
+            "gcc",
+            "-O2",
+            "-fPIE",
+            "-pie",
+            "-fstack-protector-strong",
+            "-D_FORTIFY_SOURCE=2",
+            "-Wl,-z,relro,-z,now",
+            "-s",
+            "-o",
+            str(root / "app"),
+            str(root / "app.c"),
         ],
         check=True,
     )
@@ -276,9 +285,7 @@ def test_a_hard_link_whose_mode_differs_takes_the_inode_mode(kit: Kit) -> None:
     "tail",
     [b"garbage!", None],  # junk after the trailer; an lz4 segment (not decompressed here)
 )
-def test_what_cannot_be_read_is_inconclusive_never_pass(
-    kit: Kit, tail: bytes | None
-) -> None:
+def test_what_cannot_be_read_is_inconclusive_never_pass(kit: Kit, tail: bytes | None) -> None:
     if tail is None:
         lz4 = need_tool("lz4", "lz4")
         tail = subprocess.run(

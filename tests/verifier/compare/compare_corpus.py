@@ -357,8 +357,7 @@ def make_base_spec(artefacts: Artefacts) -> ImageSpec:
             "etc/ssl/certs": d(),
             "etc/ssl/certs/ca-certificates.crt": FileSpec(artefacts.ca_bundle),
             "etc/service.conf": FileSpec(
-                b"kms_url=https://kms.us-east-1.amazonaws.com/\n"
-                b"model_sha256=" + b"3f" * 32 + b"\n"
+                b"kms_url=https://kms.us-east-1.amazonaws.com/\nmodel_sha256=" + b"3f" * 32 + b"\n"
             ),
             "etc/settings.json": FileSpec(b'{"model": "m", "port": 8080, "tls": true}\n'),
             "usr": d(),

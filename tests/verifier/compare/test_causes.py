@@ -145,7 +145,9 @@ def test_toolchain_versions() -> None:
     # a dependency's version is a real change, not the toolchain
     assert significance(text("libfoo 1.2.3\n", "libfoo 1.2.4\n")) is Significance.UNEXPLAINED
     # compiler flags are not a version string
-    flags = field_node(("x", "DWARF", "main.c"), "DW_AT_producer", "GNU C17 12.2.0 -O2", "GNU C17 12.2.0 -O0")
+    flags = field_node(
+        ("x", "DWARF", "main.c"), "DW_AT_producer", "GNU C17 12.2.0 -O2", "GNU C17 12.2.0 -O0"
+    )
     assert significance(flags) is Significance.UNEXPLAINED
 
 
@@ -173,7 +175,11 @@ def test_file_order_of_lines() -> None:
             "digest",
         ),
         (f"key_id={uuid.uuid4()}", f"key_id={uuid.uuid4()}", "identifier"),
-        ("token=AKIAabcdEFGH1234567890ZZzzYYyy0987654321", "token=AKIAqwerTYUI0987654321aaBBccDD1234567890", "key"),
+        (
+            "token=AKIAabcdEFGH1234567890ZZzzYYyy0987654321",
+            "token=AKIAqwerTYUI0987654321aaBBccDD1234567890",
+            "key",
+        ),
     ],
 )
 def test_hosts_urls_addresses_keys_and_digests_are_never_benign(a: str, b: str, what: str) -> None:
@@ -188,9 +194,7 @@ def test_hosts_urls_addresses_keys_and_digests_are_never_benign(a: str, b: str, 
 
 
 def test_a_change_only_partly_explained_is_unexplained() -> None:
-    node = text(
-        "built 2025-11-23 02:00:00\nthreads=4\n", "built 2025-11-23 05:00:00\nthreads=64\n"
-    )
+    node = text("built 2025-11-23 02:00:00\nthreads=4\n", "built 2025-11-23 05:00:00\nthreads=64\n")
     result = classified(node, built())
     assert result.significance is Significance.UNEXPLAINED
     partial = [h for h in result.causes if h.cause is Cause.TIMESTAMP]

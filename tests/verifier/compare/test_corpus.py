@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from compare_corpus import T0, Artefacts, FileSpec, ImageSpec
 
-from enclave_audit.model.difference import Cause, DiffNode, NodeKind, Significance
 from builder.initramfs.newc import EntryKind
+from enclave_audit.model.difference import Cause, DiffNode, Significance
 from verifier.compare import compare_paths
 from verifier.compare.causes import own_hints
 
@@ -196,7 +196,9 @@ def _base_for(case: Case, base_spec: ImageSpec) -> ImageSpec:
         stamped = b"mode=production\nthreads=4\n# generated 2023-11-14 22:13:20\n"
         later = b"mode=production\nthreads=4\n# generated 2023-11-14 23:41:07\n"
         base_spec = base_spec.with_file("etc/config.txt", FileSpec(stamped))
-        object.__setattr__(case, "change", lambda s, a: s.with_file("etc/config.txt", FileSpec(later)))
+        object.__setattr__(
+            case, "change", lambda s, a: s.with_file("etc/config.txt", FileSpec(later))
+        )
     return base_spec
 
 

@@ -47,7 +47,9 @@ def _file(name: str, **changes: object) -> Callable[[ImageSpec, Artefacts], Imag
     return change
 
 
-def _add(name: str, spec_of: Callable[[Artefacts], FileSpec]) -> Callable[[ImageSpec, Artefacts], ImageSpec]:
+def _add(
+    name: str, spec_of: Callable[[Artefacts], FileSpec]
+) -> Callable[[ImageSpec, Artefacts], ImageSpec]:
     return lambda spec, art: spec.with_file(name, spec_of(art))
 
 
@@ -59,7 +61,9 @@ def _text(name: str, old: bytes, new: bytes) -> Callable[[ImageSpec, Artefacts],
     def change(spec: ImageSpec, art: Artefacts) -> ImageSpec:
         data = spec.files[name].data
         assert old in data
-        return spec.with_file(name, FileSpec(**{**spec.files[name].__dict__, "data": data.replace(old, new)}))
+        return spec.with_file(
+            name, FileSpec(**{**spec.files[name].__dict__, "data": data.replace(old, new)})
+        )
 
     return change
 
@@ -173,9 +177,11 @@ REAL = [
     ),
     Real(
         "hard-link-to-setuid",
-        lambda s, a: s.with_file("usr/bin/hello", FileSpec(a.elf, perm=0o4755, ino=900, nlink=2))
-        .with_file("var", FileSpec(kind=EntryKind.DIRECTORY, perm=0o755))
-        .with_file("var/.h", FileSpec(b"", perm=0o4755, ino=900, nlink=2)),
+        lambda s, a: (
+            s.with_file("usr/bin/hello", FileSpec(a.elf, perm=0o4755, ino=900, nlink=2))
+            .with_file("var", FileSpec(kind=EntryKind.DIRECTORY, perm=0o755))
+            .with_file("var/.h", FileSpec(b"", perm=0o4755, ino=900, nlink=2))
+        ),
         ("ramdisk[1]", "var/.h"),
         SECURITY,
         "hard link",
@@ -249,7 +255,9 @@ REAL = [
 
 
 @pytest.fixture(scope="module")
-def real_reports(artefacts: Artefacts, base_spec: ImageSpec, base_image: Path) -> dict[str, DiffNode]:
+def real_reports(
+    artefacts: Artefacts, base_spec: ImageSpec, base_image: Path
+) -> dict[str, DiffNode]:
     out: dict[str, DiffNode] = {}
     for case in REAL:
         right = artefacts.image(case.change(base_spec, artefacts), f"real-{case.id}.eif")
@@ -335,7 +343,9 @@ def test_security_before_unexplained_before_benign(
 # --- the .rodata host pair and /bin/true vs /bin/false, as a user runs them ----------------
 
 
-def test_rodata_host_pair_prints_the_unexplained_change_first(artefacts: Artefacts, tmp_path: Path) -> None:
+def test_rodata_host_pair_prints_the_unexplained_change_first(
+    artefacts: Artefacts, tmp_path: Path
+) -> None:
     a, b = tmp_path / "client-a", tmp_path / "client-b"
     a.write_bytes(artefacts.client)
     b.write_bytes(artefacts.client_other_host)
