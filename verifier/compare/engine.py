@@ -101,14 +101,7 @@ class Engine:
             if not self.ctx.budget.take():
                 return None
             if depth > self.ctx.max_depth:
-                return DiffNode(
-                    path=path,
-                    kind=NodeKind.BINARY,
-                    change=Change.CONTENT,
-                    left=cheap_side(a, self.ctx.memory_bound),
-                    right=cheap_side(b, self.ctx.memory_bound),
-                    summary="content differs (not expanded: --max-depth reached)",
-                )
+                return self._too_deep(a, b, path)
             ca, cb = self.identify(a), self.identify(b)
         except LimitExceeded as exc:
             return self.incomplete(path, exc)
@@ -135,7 +128,19 @@ class Engine:
             return self.incomplete(path, exc)
         if not self.ctx.budget.take():
             return None
+        if depth > self.ctx.max_depth:
+            return self._too_deep(a, b, path)
         return self._run(comparator, a, b, path, depth)
+
+    def _too_deep(self, a: Blob, b: Blob, path: tuple[str, ...]) -> DiffNode:
+        return DiffNode(
+            path=path,
+            kind=NodeKind.BINARY,
+            change=Change.CONTENT,
+            left=cheap_side(a, self.ctx.memory_bound),
+            right=cheap_side(b, self.ctx.memory_bound),
+            summary="content differs (not expanded: --max-depth reached)",
+        )
 
     def _run(
         self, comparator: Comparator, a: Blob, b: Blob, path: tuple[str, ...], depth: int

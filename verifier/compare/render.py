@@ -127,7 +127,10 @@ _STYLE = {
 
 
 def summary_lines(report: DiffReport) -> list[str]:
-    """Plain sentences: how many differences of each meaning, and what is incomplete."""
+    """Plain sentences: how many differences of each meaning, and what is incomplete.
+
+    The first line always says whether anything is unexplained or security-relevant.
+    """
     root = report.root
     lines: list[str] = []
     counts = report.significance
@@ -136,20 +139,19 @@ def summary_lines(report: DiffReport) -> list[str]:
         n_unx = counts.get(Significance.UNEXPLAINED.value, 0)
         n_ben = counts.get(Significance.BENIGN.value, 0)
         n_der = counts.get(Significance.DERIVED.value, 0)
+        parts = []
         if n_sec:
-            lines.append(f"Security-relevant: {n_sec} (listed first)")
+            parts.append(f"Security-relevant: {n_sec}")
         if n_unx:
-            lines.append(
-                f"Unexplained: {n_unx} with no evidence of a benign cause — treat them as"
-                " real changes"
-            )
+            parts.append(f"Unexplained: {n_unx} (no evidence of a benign cause: real changes)")
         if n_ben:
             benign = ", ".join(f"{c.label} {n}" for c, n in cause_summary(root))
-            lines.append(f"Explained as benign, with evidence: {n_ben} ({benign})")
+            parts.append(f"Benign, with evidence: {n_ben} ({benign})")
         if n_der:
-            lines.append(f"Derived from other differences: {n_der}")
+            parts.append(f"Derived: {n_der}")
         if not n_sec and not n_unx and (n_ben or n_der):
-            lines.append("Every difference is explained by evidence of a benign cause")
+            parts.append("every difference is explained by evidence")
+        lines.append("; ".join(parts))
     if report.stats.limits_reached or report.stats.unreadable:
         lines.append(
             "INCONCLUSIVE: not everything was compared — "
