@@ -75,10 +75,14 @@ class ByteBudget:
     flag: str
     used: int = 0
 
-    def charge(self, n: int, where: str) -> None:
-        self.used += n
+    def check(self, where: str) -> None:
+        """Refuse to start more work once the budget is spent."""
         if self.used > self.limit:
             raise LimitExceeded(where, self.what, self.limit, self.flag)
+
+    def charge(self, n: int, where: str) -> None:
+        self.used += n
+        self.check(where)
 
     @property
     def spent(self) -> bool:
@@ -98,6 +102,7 @@ class BudgetedReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        self._budget.check(self._where)
         view = memoryview(buffer)
         data = self._inner.read(len(view))
         n = len(data)

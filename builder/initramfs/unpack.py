@@ -240,6 +240,8 @@ class _Inflate(io.RawIOBase):
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(buffer)
         want = len(view)
+        if self._budget is not None:
+            self._budget.check(self._where)
         while not self._finished:
             if self._d.eof:
                 self._src.unread(self._d.unused_data)

@@ -91,6 +91,7 @@ class _Checked(io.RawIOBase):
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        self._budget.check(self._where)
         try:
             n = self._inner.readinto(buffer)  # type: ignore[attr-defined]
         except (*_DECOMPRESS_ERRORS, zipfile.BadZipFile) as exc:
