@@ -235,3 +235,39 @@ def test_malformed_inputs_never_crash(tmp_path: Path) -> None:
         assert report.identical == (tail_a == tail_b)
 
     pairs()
+
+
+def test_capability_xattrs_are_security_relevant(tmp_path: Path) -> None:
+    """A file capability (pax SCHILY.xattr.security.capability; the xattr on a tree)."""
+    import os
+
+    from enclave_audit.model.difference import Significance
+
+    def tar(path: Path, caps: str | None) -> Path:
+        with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+            info = tarfile.TarInfo("usr/bin/ping")
+            data = b"\x7fELF ping"
+            info.size, info.mode, info.mtime = len(data), 0o755, 1_700_000_000
+            if caps is not None:
+                info.pax_headers = {"SCHILY.xattr.security.capability": caps}
+            tf.addfile(info, io.BytesIO(data))
+        return path
+
+    root = compare_paths(tar(tmp_path / "a.tar", None), tar(tmp_path / "b.tar", "\x01\x00")).root
+    assert root is not None
+    cap = root.find("usr/bin/ping", "pax:SCHILY.xattr.security.capability")
+    assert cap is not None and cap.significance is Significance.SECURITY
+    # the same on unpacked trees, where the kernel would keep the xattr
+    left, right = tmp_path / "l", tmp_path / "r"
+    for d in (left, right):
+        (d / "bin").mkdir(parents=True)
+        (d / "bin" / "ping").write_bytes(b"\x7fELF ping")
+    value = bytes.fromhex("0100000200200000000000000000000000000000")  # cap_net_raw, v2
+    try:
+        os.setxattr(right / "bin" / "ping", "security.capability", value)
+    except OSError:
+        pytest.skip("cannot set security.capability here (needs CAP_SETFCAP)")
+    tree = compare_paths(left, right).root
+    assert tree is not None
+    node = tree.find("bin/ping", "xattr security.capability")
+    assert node is not None and node.significance is Significance.SECURITY
