@@ -408,6 +408,18 @@ def _hidden_findings(label: str, hidden: list[Unpacked], archives: int) -> Itera
     )
 
 
+def _shadow_finding(label: str, item: Unpacked, earlier: str) -> Finding:
+    """A later member replacing an earlier one: what a reader of the first archive sees
+    is not what the kernel leaves there."""
+    return Finding(
+        rule="initramfs-shadowed-member",
+        severity=Severity.HIGH,
+        path=f"{label}/{item.path}",
+        message=f"replaces the member unpacked from {earlier} (the kernel keeps this one)",
+        evidence=f"stored as {item.member.name!r} in archive #{item.archive + 1}",
+    )
+
+
 def _renamed_findings(label: str, renamed: list[Unpacked]) -> Iterator[Finding]:
     for u in renamed[:50]:
         yield Finding(
@@ -562,6 +574,7 @@ def audit_image(
         state.findings.extend(cmdline_findings(cmdline))
         resolver = PathResolver()  # the kernel unpacks every ramdisk into one root
         view = KernelView()
+        unpacked_from: dict[str, str] = {}  # path -> where its current member came from
         for i, section in enumerate(reader.ramdisks):
             label = f"ramdisk[{i}]"
             blob = SliceBlob(reader.path, section.data_offset, section.size, label)
@@ -575,6 +588,11 @@ def audit_image(
                         stream, where=label, budget=budget, resolver=resolver
                     ):
                         archives = max(archives, item.archive + 1)
+                        where = f"{label} archive #{item.archive + 1}"
+                        earlier = unpacked_from.get(item.path)
+                        if earlier is not None and not item.member.is_dir:
+                            state.findings.append(_shadow_finding(label, item, earlier))
+                        unpacked_from[item.path] = where
                         if item.hidden:
                             hidden.append(item)
                         if item.renamed and item.path:

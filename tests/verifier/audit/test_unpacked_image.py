@@ -295,3 +295,13 @@ def test_what_cannot_be_read_is_inconclusive_never_pass(kit: Kit, tail: bytes | 
     report = audit_image(image, load_policy(None))
     assert report.verdict is Verdict.INCONCLUSIVE
     assert any("unreadable" in c.detail for c in report.checks)
+
+
+def test_a_later_archive_replacing_init_fails(kit: Kit) -> None:
+    """The first archive shows one /init; the kernel runs the one in the second."""
+    boot = archive([M("init", perm=0o755, data=b"#!/bin/sh\nexec /rootfs/usr/bin/app\n")])
+    boot += archive([M("init", perm=0o755, data=b"#!/bin/sh\nexec /bin/sh\n")])
+    report = audit_image(kit.image("shadow", archive(clean_members(kit)), boot), load_policy(None))
+    shadow = [f for f in report.findings if f.rule == "initramfs-shadowed-member"]
+    assert [f.path for f in shadow] == ["ramdisk[0]/init"]
+    assert report.verdict is Verdict.FAIL
