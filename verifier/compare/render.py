@@ -56,16 +56,18 @@ def headlines(root: DiffNode, limit: int = HEADLINES) -> list[DiffNode]:
             item_significance(n).rank,
             0 if any(h.cause is Cause.REAL for h in own_hints(n)) else 1,
             0 if n.pcrs else 1,
+            -len(n.path),  # the most precise location first (file › section › symbol)
         ),
     )
     out: list[DiffNode] = []
     seen_groups: dict[tuple[str, ...], Significance] = {}
+    by_path = {n.path: n for n in root.walk()}
     for item in ordered:
         if item.kind is NodeKind.FIELD and item.name == "crc32":
             continue
         significance = item_significance(item)
         # one line per file and meaning: group by the first file-level ancestor
-        group = _group(root, item)
+        group = _group(by_path, item)
         if seen_groups.get(group) is significance or (
             group in seen_groups and significance.rank >= Significance.BENIGN.rank
         ):
@@ -88,20 +90,22 @@ def first_cause(node: DiffNode) -> CauseHint | None:
     return explaining[0] if explaining else (hints[0] if hints else None)
 
 
-def _group(root: DiffNode, leaf: DiffNode) -> tuple[str, ...]:
-    # the first ancestor (from the top) that is a file-level thing: archive member, ELF, pyc...
-    chain = [n for n in root.walk() if leaf.path[: len(n.path)] == n.path]
-    file_kinds = (
-        NodeKind.ELF,
-        NodeKind.PYC,
-        NodeKind.TEXT,
-        NodeKind.MEMBER,
-        NodeKind.BINARY,
-        NodeKind.KERNEL,
-    )
-    for n in chain[1:]:
-        if n.kind in file_kinds:
-            return n.path
+_FILE_KINDS = (
+    NodeKind.ELF,
+    NodeKind.PYC,
+    NodeKind.TEXT,
+    NodeKind.MEMBER,
+    NodeKind.BINARY,
+    NodeKind.KERNEL,
+)
+
+
+def _group(by_path: dict[tuple[str, ...], DiffNode], leaf: DiffNode) -> tuple[str, ...]:
+    """The first ancestor (from the top) that is a file-level thing: member, ELF, pyc..."""
+    for k in range(2, len(leaf.path) + 1):
+        node = by_path.get(leaf.path[:k])
+        if node is not None and node.kind in _FILE_KINDS:
+            return node.path
     return leaf.path[:-1]
 
 

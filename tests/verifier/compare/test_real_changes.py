@@ -294,10 +294,18 @@ def test_real_change_is_located_classified_and_ranked_first(
     assert not [h for h in mine if h.cause in BENIGN_CAUSES and h.explains], (case.id, mine)
     # the image is at least as serious, and the change comes first in the headlines
     assert root.significance is not None and root.significance.rank <= case.significance.rank
-    first = headlines(root, 1)[0]
-    assert first.path[: len(node.path)] == node.path or node.path[: len(first.path)] == (
-        first.path
-    ), (case.id, first.path, node.path)
+    shown = headlines(root, 50)
+    assert item_significance(shown[0]).rank <= case.significance.rank
+
+    def related(item: DiffNode) -> bool:
+        n = min(len(item.path), len(node.path))
+        return item.path[:n] == node.path[:n]
+
+    at = next(i for i, item in enumerate(shown) if related(item))
+    later = [item_significance(x).rank for x in shown[at:]]
+    earlier = [item_significance(x).rank for x in shown[:at]]
+    assert all(r <= case.significance.rank for r in earlier), (case.id, shown[:at])
+    assert not any(r < case.significance.rank for r in later), case.id
     assert node.pcrs == case.pcrs, (case.id, node.pcrs)
 
 
