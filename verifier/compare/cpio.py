@@ -18,14 +18,17 @@ read makes the comparison incomplete (INCONCLUSIVE), with the members read so fa
 
 from __future__ import annotations
 
+import bz2
 import hashlib
 import io
+import lzma
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
 from builder.initramfs import CpioMember, EntryKind
-from builder.initramfs.unpack import Unpacked, iter_initramfs
+from builder.initramfs.unpack import Unpacked, compression_of, iter_initramfs
 from enclave_audit.errors import CpioError, InvalidInput
 from enclave_audit.limits import LimitExceeded
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
@@ -265,11 +268,34 @@ class _Side:
         return _Entry(key, item, _FTYPE.get(m.kind, str(m.kind)), meta_of(m, item.link_to), source)
 
 
+def _starts_an_initramfs(head: bytes) -> bool:
+    """A cpio archive, or a compressed segment whose first bytes inflate to one."""
+    if head[:6] in CPIO_MAGICS:
+        return True
+    method = compression_of(head)
+    try:
+        if method == "gzip":
+            inner = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 16)
+        elif method in ("xz", "lzma"):
+            fmt = lzma.FORMAT_XZ if method == "xz" else lzma.FORMAT_ALONE
+            inner = lzma.LZMADecompressor(fmt).decompress(head, 16)
+        elif method == "bzip2":
+            inner = bz2.BZ2Decompressor().decompress(head, 16)
+        else:
+            return False
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError):
+        return False
+    return inner[:6] in CPIO_MAGICS
+
+
 class CpioComparator:
+    """Initramfs ramdisks: a cpio archive, or a compressed one (the whole file is then read
+    as the kernel reads it, so what follows the compressed segment is seen too)."""
+
     name = "cpio"
 
     def recognizes(self, blob: Blob, head: bytes) -> bool:
-        return head[:6] in CPIO_MAGICS
+        return _starts_an_initramfs(head)
 
     def compare(
         self, a: Blob, b: Blob, path: tuple[str, ...], engine: EngineApi, depth: int

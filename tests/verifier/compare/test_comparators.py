@@ -271,3 +271,21 @@ def test_capability_xattrs_are_security_relevant(tmp_path: Path) -> None:
     assert tree is not None
     node = tree.find("bin/ping", "xattr security.capability")
     assert node is not None and node.significance is Significance.SECURITY
+
+
+def test_a_compressed_ramdisk_is_read_whole_as_the_kernel_reads_it(tmp_path: Path) -> None:
+    """gzip'd cpio followed by a plain archive: a gzip reader stops; the kernel does not."""
+    from builder.initramfs.newc import EntryKind
+
+    base, extra = tmp_path / "base.cpio", tmp_path / "extra.cpio"
+    write_cpio(base, {"etc": FileSpec(kind=EntryKind.DIRECTORY, perm=0o755)})
+    write_cpio(extra, {"etc/ld.so.preload": FileSpec(b"/tmp/x.so\n")})
+    a = _write(tmp_path / "a.cpio.gz", gzip.compress(base.read_bytes(), mtime=0))
+    b = _write(
+        tmp_path / "b.cpio.gz", gzip.compress(base.read_bytes(), mtime=0) + extra.read_bytes()
+    )
+    root = compare_paths(a, b).root
+    assert root is not None
+    preload = root.find("etc/ld.so.preload")
+    assert preload is not None and preload.change is Change.ADDED
+    assert preload.significance is not None and preload.significance.value == "security-relevant"
