@@ -2,19 +2,18 @@
 
 A comparison or an audit gets one :class:`Limits` (from its command-line flags) and one
 :class:`ByteBudget` for decompression, shared by every reader it opens; every
-decompressing stream is wrapped in :class:`BudgetedReader`, which charges what it
-produces and raises :class:`LimitExceeded` once the budget is spent.  A limit that is
+decompressing reader checks the budget before it inflates more and charges what it
+produced, and raises :class:`LimitExceeded` once the budget is spent.  A limit that is
 hit is never a pass: the caller records it and its verdict becomes INCONCLUSIVE, with a
 message naming the limit and the flag that raises it.
 """
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -87,40 +86,6 @@ class ByteBudget:
     @property
     def spent(self) -> bool:
         return self.used > self.limit
-
-
-class BudgetedReader(io.RawIOBase):
-    """A read-only stream that charges every byte it returns to a budget."""
-
-    def __init__(self, inner: IO[bytes], budget: ByteBudget, where: str) -> None:
-        super().__init__()
-        self._inner = inner
-        self._budget = budget
-        self._where = where
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        self._budget.check(self._where)
-        view = memoryview(buffer)
-        data = self._inner.read(len(view))
-        n = len(data)
-        if n:
-            self._budget.charge(n, self._where)
-            view[:n] = data
-        return n
-
-    def close(self) -> None:
-        try:
-            self._inner.close()
-        finally:
-            super().close()
-
-
-def budgeted(inner: IO[bytes], budget: ByteBudget, where: str) -> IO[bytes]:
-    """``inner`` behind a 1 MiB buffer, every byte charged to ``budget``."""
-    return io.BufferedReader(BudgetedReader(inner, budget, where), MIB)
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
