@@ -305,3 +305,22 @@ def test_a_later_archive_replacing_init_fails(kit: Kit) -> None:
     shadow = [f for f in report.findings if f.rule == "initramfs-shadowed-member"]
     assert [f.path for f in shadow] == ["ramdisk[0]/init"]
     assert report.verdict is Verdict.FAIL
+
+
+def test_diff_pairs_members_by_the_path_the_kernel_creates(kit: Kit, clean: Path) -> None:
+    members = [
+        *clean_members(kit),
+        M("rootfs/bin/./gdbserver", perm=0o755, data=kit.elf),
+        M("rootfs/usr/bin/../../opt/suidtool", perm=0o4755, data=kit.elf),
+    ]
+    image = kit.image("names-diff", archive(members))
+    root = compare_paths(clean, image).root
+    assert root is not None
+    for path, stored in (
+        ("rootfs/bin/gdbserver", "rootfs/bin/./gdbserver"),
+        ("rootfs/opt/suidtool", "rootfs/usr/bin/../../opt/suidtool"),
+    ):
+        node = root.find("ramdisk[1]", path)
+        assert node is not None and node.fs_path == path
+        assert node.significance is Significance.SECURITY
+        assert any(f"stored as {stored!r}" in n for n in node.notes)
