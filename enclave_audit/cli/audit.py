@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from enclave_audit.cli._common import emit_json, err_console, json_option, out_console
+from enclave_audit.cli.inputs import debian_mirror_option
 from enclave_audit.errors import AuditFailed
 from enclave_audit.limits import limit_options
 from enclave_audit.model.findings import Verdict
@@ -34,6 +35,23 @@ from enclave_audit.progress import RichProgress
     type=click.Path(path_type=Path, dir_okay=False),
     help="Where to write the SBOM.",
 )
+@click.option(
+    "--security-updates",
+    "security_updates",
+    type=click.Choice(["auto", "require", "off"]),
+    default=None,
+    help="Compare the image's Debian packages with its security suite: auto (default; an"
+    " unreachable index skips the check), require (unreachable: INCONCLUSIVE), off.",
+)
+@click.option(
+    "--security-suite",
+    "security_suites",
+    multiple=True,
+    metavar="'deb URI SUITE COMPONENT'",
+    help="Security suite to compare with (default: the -security lines of the image's"
+    " /etc/apt/sources.list). Repeatable.",
+)
+@debian_mirror_option
 @limit_options
 @json_option
 def audit(
@@ -43,17 +61,22 @@ def audit(
     output: Path | None,
     max_decompressed: int,
     max_memory: int,
+    security_updates: str | None,
+    security_suites: tuple[str, ...],
+    debian_mirrors: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Audit the binaries and files of an EIF and list its packages.
 
     Checks every ELF (PIE, NX, RELRO/BIND_NOW, stack protector, FORTIFY, symbols,
     RPATH/RUNPATH, executable stack), setuid/setgid and world-writable files, shells and
-    debug tools, embedded private keys and tokens, and the kernel command line.  The
-    ramdisks are read as the kernel unpacks them: every archive (also after a
-    TRAILER!!!), compressed segments, normalised paths, hard links.  The policy decides
-    which findings fail the audit (default: high and critical).  What cannot be read,
-    or a budget that is hit, makes the verdict INCONCLUSIVE.  Exits 0 only on PASS.
+    debug tools, embedded private keys and tokens, and the kernel command line, and
+    reports every Debian package for which the image's security suite now serves a
+    newer version (with both versions).  The ramdisks are read as the kernel unpacks
+    them: every archive (also after a TRAILER!!!), compressed segments, normalised
+    paths, hard links.  The policy decides which findings fail the audit (default: high
+    and critical).  What cannot be read, or a budget that is hit, makes the verdict
+    INCONCLUSIVE.  Exits 0 only when the verdict is PASS.
 
     \b
     Example:
@@ -65,12 +88,22 @@ def audit(
         raise click.UsageError("--sbom needs -o FILE")
     if output is not None and sbom_format is None:
         raise click.UsageError("-o is the SBOM output: give --sbom spdx|cyclonedx")
+    from builder.inputs.resolver import parse_mirror_map
     from enclave_audit.limits import Limits
+    from verifier.audit.updates import UpdatesMode
 
     policy = load_policy(policy_file)
     limits = Limits(decompressed=max_decompressed, memory=max_memory)
     with RichProgress() as progress:
-        report = audit_image(image, policy, progress=progress, limits=limits)
+        report = audit_image(
+            image,
+            policy,
+            progress=progress,
+            security_updates=UpdatesMode(security_updates) if security_updates else None,
+            security_suites=security_suites,
+            debian_mirrors=parse_mirror_map(debian_mirrors),
+            limits=limits,
+        )
     if sbom_format is not None and output is not None:
         write_sbom(report, SbomFormat(sbom_format), output)
         err_console.print(

@@ -19,13 +19,14 @@ from __future__ import annotations
 import re
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.eif import EifReader
 from builder.initramfs import EntryKind
 from builder.initramfs.unpack import Inode, KernelView, PathResolver, Unpacked, iter_initramfs
+from builder.inputs.apt import parse_source_line
 from enclave_audit.errors import CpioError, EifError, InvalidInput
 from enclave_audit.fsutil import hash_file
 from enclave_audit.limits import LimitExceeded, Limits, memory_limit
@@ -33,6 +34,12 @@ from enclave_audit.model.findings import Check, CheckOutcome, Finding, Severity,
 from enclave_audit.progress import NullProgress, ProgressSink
 from verifier.audit.policy import AuditPolicy
 from verifier.audit.report import ImageAuditReport
+from verifier.audit.updates import (
+    UpdatesMode,
+    default_mode,
+    security_sources,
+    security_update_check,
+)
 from verifier.binaries import ELF_MAGIC, BinaryInfo, analyze_elf, hardening_findings
 from verifier.compare.base import SliceBlob
 from verifier.compare.kernel import version_string
@@ -82,6 +89,7 @@ NETWORK_TOOLS = frozenset(
     }
 )
 _BIN_DIRS = frozenset({"bin", "sbin"})
+APT_SOURCES = re.compile(r"(^|/)etc/apt/sources\.list$")
 
 # --- secrets ---------------------------------------------------------------------------
 
@@ -230,6 +238,8 @@ class ScanState:
     not_run: list[str] = field(default_factory=list)
     #: budgets that were hit (each names its limit and flag): the audit is incomplete
     limits_reached: list[str] = field(default_factory=list)
+    #: the image's /etc/apt/sources.list (for the security-updates check)
+    apt_sources: str = ""
 
 
 #: tools whose presence in an enclave image is a finding: (names, rule, severity, label)
@@ -339,7 +349,11 @@ def _scan_member(label: str, item: Unpacked, state: ScanState) -> None:
     scanner = SecretScanner(path)
     first = m.data.read(CHUNK)
     is_elf = first.startswith(ELF_MAGIC)
-    is_metadata = bool(DPKG_STATUS.search(item.path) or PY_METADATA.search(item.path))
+    is_metadata = bool(
+        DPKG_STATUS.search(item.path)
+        or PY_METADATA.search(item.path)
+        or APT_SOURCES.search(item.path)
+    )
     fits = m.size <= state.limits.memory
     keep_whole = (is_elf or is_metadata) and fits
     parts: list[bytes] = [first] if keep_whole else []
@@ -387,6 +401,8 @@ def _scan_member(label: str, item: Unpacked, state: ScanState) -> None:
         state.findings.extend(hardening_findings(info))
     elif DPKG_STATUS.search(item.path):
         state.packages.extend(parse_dpkg_status(data.decode("utf-8", "replace"), path))
+    elif APT_SOURCES.search(item.path):
+        state.apt_sources = data.decode("utf-8", "replace")
     else:
         pkg = parse_python_metadata(data.decode("utf-8", "replace"), path)
         if pkg is not None:
@@ -528,12 +544,17 @@ def audit_image(
     policy: AuditPolicy,
     *,
     progress: ProgressSink | None = None,
+    security_updates: UpdatesMode | None = None,
+    security_suites: Sequence[str] = (),
+    debian_mirrors: dict[str, str] | None = None,
     limits: Limits | None = None,
 ) -> ImageAuditReport:
     """Audit every file of an EIF under ``policy`` (one read of the image, plus its digest).
 
-    ``limits`` bounds decompression (``--max-decompressed``) and what one file may hold in
-    memory (``--max-memory``); a limit that is hit makes the verdict INCONCLUSIVE.
+    ``security_suites`` (``deb URI SUITE COMPONENT`` lines) replace the image's own
+    ``-security`` sources for the security-updates check.  ``limits`` bounds
+    decompression (``--max-decompressed``) and what one file may hold in memory
+    (``--max-memory``); a limit that is hit makes the verdict INCONCLUSIVE.
     """
     progress = progress or NullProgress()
     limits = limits or Limits()
@@ -609,8 +630,19 @@ def audit_image(
             state.findings.extend(_renamed_findings(label, renamed))
             progress.done()
         _final_findings(view, state)
-    findings, suppressed = policy.apply(state.findings)
-    checks = _checks(state, findings, policy)
+    sources = (
+        [parse_source_line(line) for line in security_suites]
+        if security_suites
+        else security_sources(state.apt_sources)
+    )
+    updates_check, update_findings = security_update_check(
+        state.packages,
+        sources,
+        mode=security_updates or default_mode(),
+        mirror_map=debian_mirrors,
+    )
+    findings, suppressed = policy.apply([*state.findings, *update_findings])
+    checks = [*_checks(state, findings, policy), updates_check]
     del started
     return ImageAuditReport(
         image=str(path),
