@@ -2,7 +2,8 @@
 
 Our documents follow one convention: the first two members are ``schema``
 (``enclave-audit/NAME``) and ``schema_version`` (an integer, bumped on an incompatible
-change).  Their schemas are ``docs/schemas/NAME.v<version>.schema.json``: generated
+change).  Their schemas are ``docs/schemas/NAME.v<version>.schema.json`` (one file per
+name, for the version the CLI writes now): generated
 from the pydantic models where a model is the document, written here where the
 document is a small dict.  Documents in a peer's format keep that format and have no
 label: nitro-cli's ``describe-eif`` and measurements JSON (schemas here too), SPDX,
@@ -64,7 +65,10 @@ def _from_model(name: str, import_path: str) -> Callable[[], dict[str, Any]]:
         props = doc.setdefault("properties", {})
         props.pop("schema_", None)
         props["schema"] = {"const": f"enclave-audit/{name}"}
-        props["schema_version"] = {"const": 1}
+        # the version the model writes (diff is at 2: its causes and significance changed)
+        field = model.model_fields.get("schema_version")
+        version = field.default if field is not None else 1
+        props["schema_version"] = {"const": version if isinstance(version, int) else 1}
         required = [r for r in doc.get("required", []) if r not in ("schema", "schema_version")]
         doc["required"] = ["schema", "schema_version", *required]
         return doc
@@ -244,8 +248,8 @@ PEER: dict[str, dict[str, Any]] = {
 }
 
 
-def file_name(name: str, *, peer: bool = False) -> str:
-    return f"{name}.schema.json" if peer else f"{name}.v1.schema.json"
+def file_name(name: str, *, peer: bool = False, version: int = 1) -> str:
+    return f"{name}.schema.json" if peer else f"{name}.v{version}.schema.json"
 
 
 def generate() -> dict[str, dict[str, Any]]:
@@ -253,8 +257,9 @@ def generate() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, source in LABELLED.items():
         body = source() if callable(source) else dict(source)
-        fname = file_name(name)
-        title = f"enclave-audit/{name} v1"
+        version = int(body["properties"]["schema_version"]["const"])
+        fname = file_name(name, version=version)
+        title = f"enclave-audit/{name} v{version}"
         out[fname] = {"$schema": DRAFT, "$id": ID_BASE + fname, "title": title, **body}
     for name, body in PEER.items():
         fname = file_name(name, peer=True)

@@ -137,6 +137,25 @@ def cpio_seeds() -> list[bytes]:
     return [out.getvalue()]
 
 
+def decompression_seeds() -> list[bytes]:
+    """A ramdisk with a compressed segment after its trailer, nested gzip, a zip."""
+    import gzip
+    import lzma
+    import zipfile
+
+    plain = cpio_seeds()[0]
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a/b.txt", b"hello\n" * 100)
+        zf.writestr("zeros", bytes(1 << 16))
+    return [
+        plain + bytes(8) + gzip.compress(plain, mtime=0),
+        gzip.compress(gzip.compress(bytes(1 << 18), mtime=0), mtime=0),
+        lzma.compress(plain),
+        zipped.getvalue(),
+    ]
+
+
 # --- attestation --------------------------------------------------------------------------
 
 
@@ -526,6 +545,7 @@ SEEDS: dict[str, Callable[[], list[bytes]]] = {
     "eif_signature": eif_signature_seeds,
     "cpio": cpio_seeds,
     "cpio_extract": cpio_seeds,
+    "decompression": decompression_seeds,
     "cbor": cbor_seeds,
     "attestation": attestation_seeds,
     "cms": cms_seeds,

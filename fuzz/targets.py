@@ -124,6 +124,38 @@ def cpio_extract(data: bytes) -> None:
         shutil.rmtree(dest.parent, ignore_errors=True)
 
 
+#: small budgets for the decompression target: any input must stay inside them
+FUZZ_DECOMPRESSED = 8 << 20
+FUZZ_MEMORY = 1 << 20
+
+
+def decompression(data: bytes) -> None:
+    """Untrusted bytes through the readers that decompress: the kernel-view initramfs
+    reader and ``diff`` (gzip, xz, zip, tar, cpio, ELF...) against a one-byte variant,
+    with small budgets.  Past a budget, the result must be reported (INCONCLUSIVE) and
+    the work must stop within one buffer of it."""
+    from builder.initramfs.unpack import iter_initramfs
+    from enclave_audit.limits import MIB, ByteBudget, Limits
+    from verifier.compare import compare_paths
+
+    budget = ByteBudget(FUZZ_DECOMPRESSED, "decompressed bytes", "--max-decompressed")
+    try:
+        for item in iter_initramfs(io.BytesIO(data), budget=budget):
+            if item.member.data is not None:
+                item.member.data.read()
+    finally:
+        if budget.used > FUZZ_DECOMPRESSED + 2 * MIB:
+            raise AssertionError(f"initramfs reader decompressed {budget.used} bytes")
+    a = _as_file("budget-a", data)
+    b = _as_file("budget-b", data[:-1] + bytes([data[-1] ^ 1]) if data else b"\x00")
+    report = compare_paths(a, b, limits=Limits(decompressed=FUZZ_DECOMPRESSED, memory=FUZZ_MEMORY))
+    used = report.stats.bytes_decompressed
+    if used > FUZZ_DECOMPRESSED + 2 * MIB:
+        raise AssertionError(f"diff decompressed {used} bytes")
+    if report.stats.limits_reached and report.verdict != "INCONCLUSIVE":
+        raise AssertionError("a budget was hit but the diff is not INCONCLUSIVE")
+
+
 def _assert_contained(dest: Path, before: set[str]) -> None:
     """Nothing an archive extracts may land outside ``dest`` (checked after each input)."""
     if set(os.listdir(workdir())) != before or os.listdir(dest.parent) != ["root"]:
@@ -463,6 +495,11 @@ TARGETS: dict[str, Target] = {
         Target("eif_signature", "EIF signature section (CBOR/COSE, certificate)", eif_signature),
         Target("cpio", "newc cpio ramdisk (streaming reader)", cpio),
         Target("cpio_extract", "newc cpio extraction (path containment)", cpio_extract),
+        Target(
+            "decompression",
+            "initramfs reader and diff on compressed input (budgets hold)",
+            decompression,
+        ),
         Target("cbor", "strict CBOR decoder of attestation documents", cbor),
         Target("attestation", "Nitro attestation document (COSE_Sign1, chain)", attestation),
         Target("cms", "CMS EnvelopedData (KMS CiphertextForRecipient)", cms),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -30,6 +31,7 @@ from enclave_audit.model.manifest import BuildManifest
 from enclave_audit.model.measurements import IMAGE_PCRS, PcrSet
 from enclave_audit.progress import NullProgress, ProgressSink
 from enclave_audit.tools import run
+from verifier.compare.evidence import Evidence
 
 VERIFY_SCHEMA: Literal["enclave-audit/verify"] = "enclave-audit/verify"
 VERIFY_SCHEMA_VERSION = 1
@@ -38,11 +40,13 @@ _GIT_REF = re.compile(r"^(?P<url>.+)@(?P<commit>[0-9a-fA-F]{7,40})$")
 
 @dataclass(frozen=True)
 class Rebuilt:
-    """What a rebuild produced."""
+    """What a rebuild produced; ``eif_sha256`` is the digest the EIF writer computed as it
+    wrote the image (hex)."""
 
     eif: Path
     pcrs: PcrSet
     manifest: BuildManifest
+    eif_sha256: str
 
 
 class Rebuilder(Protocol):
@@ -84,7 +88,12 @@ class PipelineRebuilder:
             debian_mirrors=self.debian_mirrors,
             progress=progress,
         )
-        return Rebuilt(eif=result.eif, pcrs=result.pcrs, manifest=result.manifest)
+        written = result.manifest.output("enclave.eif")
+        if written is None:
+            raise InvalidInput("the rebuild's manifest records no enclave.eif output")
+        return Rebuilt(
+            eif=result.eif, pcrs=result.pcrs, manifest=result.manifest, eif_sha256=written.sha256
+        )
 
 
 class VerifyResult(BaseModel):
@@ -184,11 +193,14 @@ def verify(
     eif: Path | None = None,
     rebuilder: Rebuilder | None = None,
     progress: ProgressSink | None = None,
+    finish: Callable[[VerifyResult, Path], None] | None = None,
 ) -> VerifyResult:
     """Rebuild from ``manifest_path`` into ``out_dir`` and compare; see the module docstring.
 
     ``out_dir`` gets ``verify.json``, ``rebuild/`` (the rebuilt image and its manifest)
-    and, on a mismatch, ``diff.json`` and ``diff.txt``; it appears whole or not at all.
+    and, on a mismatch, ``diff.json`` and ``diff.txt``; ``finish(result, staging)`` may
+    add files (the reports) to the staging directory before it is committed.  The
+    directory appears whole or not at all.
     """
     started = time.monotonic()
     progress = progress or NullProgress()
@@ -255,15 +267,6 @@ def verify(
                     detail=f"rebuilt {rebuilt.eif.name} in a fresh directory",
                 )
             )
-            same_tree = rebuilt.manifest.source.tree_sha256 == manifest.source.tree_sha256
-            checks.append(
-                Check(
-                    name="source-tree",
-                    outcome=CheckOutcome.PASS if same_tree else CheckOutcome.FAIL,
-                    detail=f"sha256 {rebuilt.manifest.source.tree_sha256}"
-                    + ("" if same_tree else f" (manifest: {manifest.source.tree_sha256})"),
-                )
-            )
             checks.append(_input_check(manifest, rebuilt.manifest))
             for index in IMAGE_PCRS:
                 got, exp = rebuilt.pcrs.get(index), want.get(index)
@@ -284,7 +287,7 @@ def verify(
                         + ("" if got == exp else f" != expected {exp.hex()}"),
                     )
                 )
-            rebuilt_sha = hash_file(rebuilt.eif)["sha256"].hex()
+            rebuilt_sha = rebuilt.eif_sha256
             if want_sha is None:
                 checks.append(
                     Check(
@@ -311,7 +314,8 @@ def verify(
                     " EIF next to the manifest)"
                 )
             else:
-                diff_root = _diff(reference, rebuilt.eif, staging, progress)
+                evidence = _evidence(manifest, rebuilt.manifest)
+                diff_root = _diff(reference, rebuilt.eif, staging, progress, evidence)
         result = VerifyResult(
             manifest=str(manifest_path),
             name=manifest.name,
@@ -322,17 +326,30 @@ def verify(
             expected=want,
             rebuilt=rebuilt.pcrs if rebuilt else None,
             expected_eif_sha256=want_sha,
-            rebuilt_eif_sha256=hash_file(rebuilt.eif)["sha256"].hex() if rebuilt else None,
+            rebuilt_eif_sha256=rebuilt.eif_sha256 if rebuilt else None,
             rebuilt_eif=str(Path(out_dir) / "rebuild" / rebuilt.eif.name) if rebuilt else None,
             diff=diff_root,
             notes=notes,
             seconds=round(time.monotonic() - started, 3),
         )
         write_text_atomic(staging / "verify.json", result.to_json())
+        if finish is not None:
+            finish(result, staging)
     return result
 
 
-def _diff(reference: Path, rebuilt: Path, staging: Path, progress: ProgressSink) -> DiffNode | None:
+def _evidence(expected: BuildManifest, rebuilt: BuildManifest) -> Evidence:
+    """Each side's recorded build epochs: the window its clocks may come from."""
+    evidence = Evidence()
+    for side, m in ((evidence.left, expected), (evidence.right, rebuilt)):
+        side.add_time(m.source_date_epoch, "manifest SOURCE_DATE_EPOCH")
+        side.add_time(m.rootfs_source_date_epoch, "manifest rootfs SOURCE_DATE_EPOCH")
+    return evidence
+
+
+def _diff(
+    reference: Path, rebuilt: Path, staging: Path, progress: ProgressSink, evidence: Evidence
+) -> DiffNode | None:
     import io
 
     from rich.console import Console
@@ -340,7 +357,7 @@ def _diff(reference: Path, rebuilt: Path, staging: Path, progress: ProgressSink)
     from verifier.compare import compare_paths
     from verifier.compare.render import render_text
 
-    report = compare_paths(reference, rebuilt, progress=progress)
+    report = compare_paths(reference, rebuilt, progress=progress, evidence=evidence)
     write_text_atomic(staging / "diff.json", report.to_json() + "\n")
     console = Console(record=True, width=120, file=io.StringIO())
     render_text(report, console)

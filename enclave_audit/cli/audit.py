@@ -21,6 +21,7 @@ from enclave_audit.cli._common import (
 from enclave_audit.cli.inputs import debian_mirror_option
 from enclave_audit.errors import AuditFailed
 from enclave_audit.fsutil import write_text_atomic
+from enclave_audit.limits import limit_options
 from enclave_audit.model.findings import Verdict
 from enclave_audit.output import visible
 from enclave_audit.progress import RichProgress
@@ -84,6 +85,7 @@ def _sbom_format(path: Path, given: str | None) -> str:
     " /etc/apt/sources.list). Repeatable.",
 )
 @debian_mirror_option
+@limit_options
 @json_option
 def audit(
     image: Path,
@@ -92,6 +94,8 @@ def audit(
     output: Path | None,
     sbom_path: Path | None,
     sbom_format: str | None,
+    max_decompressed: int,
+    max_memory: int,
     security_updates: str | None,
     security_suites: tuple[str, ...],
     debian_mirrors: tuple[str, ...],
@@ -103,9 +107,11 @@ def audit(
     RPATH/RUNPATH, executable stack), setuid/setgid and world-writable files, shells and
     debug tools, embedded private keys and tokens, and the kernel command line, and
     reports every Debian package for which the image's security suite now serves a
-    newer version (with both versions).  The
-    policy decides which findings fail the audit (default: high and critical).
-    Exits 0 only when the verdict is PASS.
+    newer version (with both versions).  The ramdisks are read as the kernel unpacks
+    them: every archive (also after a TRAILER!!!), compressed segments, normalised
+    paths, hard links.  The policy decides which findings fail the audit (default: high
+    and critical).  What cannot be read, or a budget that is hit, makes the verdict
+    INCONCLUSIVE.  Exits 0 only when the verdict is PASS.
 
     \b
     Examples:
@@ -119,9 +125,11 @@ def audit(
     if sbom_format is not None and sbom_path is None:
         raise click.UsageError("--sbom-format needs --sbom FILE")
     from builder.inputs.resolver import parse_mirror_map
+    from enclave_audit.limits import Limits
     from verifier.audit.updates import UpdatesMode
 
     policy = load_policy(policy_file)
+    limits = Limits(decompressed=max_decompressed, memory=max_memory)
     with RichProgress() as progress:
         report = audit_image(
             image,
@@ -130,6 +138,7 @@ def audit(
             security_updates=UpdatesMode(security_updates) if security_updates else None,
             security_suites=security_suites,
             debian_mirrors=parse_mirror_map(debian_mirrors),
+            limits=limits,
         )
     if sbom_path is not None:
         chosen = _sbom_format(sbom_path, sbom_format)

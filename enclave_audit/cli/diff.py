@@ -11,6 +11,7 @@ import click
 
 from enclave_audit.cli._common import input_path, note_json, out_console
 from enclave_audit.fsutil import write_text_atomic
+from enclave_audit.limits import limit_options
 
 if TYPE_CHECKING:
     from enclave_audit.progress import ProgressSink
@@ -87,6 +88,7 @@ _FORMATS = ("text", "json", "html", "markdown")
     callback=note_json,
     help="JSON report on stdout, or to FILE (--json=FILE, or --json FILE after the inputs).",
 )
+@limit_options
 def diff(
     left: Path,
     right: Path,
@@ -99,13 +101,19 @@ def diff(
     html_file: Path | None,
     markdown_file: Path | None,
     json_target: str | None,
+    max_decompressed: int,
+    max_memory: int,
 ) -> None:
     """Explain why two EIFs, ramdisks, directories or files differ.
 
     Prints a tree of differences (image > section > cpio member > ELF section > symbol)
-    with the PCRs each one moves and its likely cause (timestamp, build path, file
-    order, owner/mode, toolchain...).  Exits 0 when the inputs are identical, 1 when
-    they differ.
+    with the PCRs each one moves.  Security-relevant changes (privilege bits, added
+    executables, loader configuration, /init, cmd/env, keys, the cmdline) come first,
+    then unexplained ones; a benign cause (timestamp, build path, file order, owner,
+    toolchain...) is claimed only with evidence, shown with its confidence.  Ramdisks
+    are read as the kernel unpacks them (every archive, compressed segments).  Exits 0
+    when the inputs are identical, 1 when they differ or when a part could not be
+    compared (INCONCLUSIVE: a budget was hit or data was unreadable).
 
     Several reports in one run, as diffoscope does: --text FILE, --html FILE,
     --markdown FILE and --json FILE (give --json after the inputs, or --json=FILE;
@@ -116,6 +124,7 @@ def diff(
       enclave-audit diff a/enclave.eif b/enclave.eif --format markdown -o diff.md
       enclave-audit diff a.eif b.eif --html diff.html --json=diff.json --exclude '*.pyc'
     """
+    from enclave_audit.limits import Limits
     from enclave_audit.progress import RichProgress
     from verifier.compare import compare_paths
     from verifier.compare.exclude import exclude_paths
@@ -124,9 +133,15 @@ def diff(
     as_json = json_target == "-"
     json_file = Path(json_target) if json_target not in (None, "-") else None
     targets = _targets(fmt, output, as_json, json_file, text_file, html_file, markdown_file)
+    limits = Limits(decompressed=max_decompressed, memory=max_memory)
     with RichProgress() as progress:
         report = compare_paths(
-            left, right, max_depth=max_depth, max_nodes=max_nodes, progress=progress
+            left,
+            right,
+            max_depth=max_depth,
+            max_nodes=max_nodes,
+            limits=limits,
+            progress=progress,
         )
         if excludes:
             report = exclude_paths(report, excludes)
@@ -142,7 +157,7 @@ def diff(
                 sys.stdout.flush()
         else:
             write_text_atomic(target, _render(report, chosen, pcr_rows))
-    sys.exit(0 if report.identical else 1)
+    sys.exit(0 if report.identical and report.complete else 1)
 
 
 def _targets(

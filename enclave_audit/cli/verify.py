@@ -32,7 +32,10 @@ def _write_reports(
     with_audit: bool,
     progress: RichProgress,
 ) -> None:
-    """report.{json,md,html} beside verify.json: verdict, PCR table, differences, findings."""
+    """report.{json,md,html} beside verify.json: verdict, PCR table, differences, findings.
+
+    ``output`` is the staging directory of the atomic output (the reports are committed
+    with everything else, or not at all)."""
     from enclave_audit.errors import EnclaveAuditError
     from enclave_audit.fsutil import write_text_atomic
     from enclave_audit.model.manifest import BuildManifest
@@ -41,8 +44,9 @@ def _write_reports(
     from verifier.audit import audit_image, load_policy
 
     image_audit = None
-    if with_audit and result.rebuilt_eif and Path(result.rebuilt_eif).exists():
-        image_audit = audit_image(Path(result.rebuilt_eif), load_policy(None), progress=progress)
+    staged = output / "rebuild" / Path(result.rebuilt_eif).name if result.rebuilt_eif else None
+    if with_audit and staged is not None and staged.exists():
+        image_audit = audit_image(staged, load_policy(None), progress=progress)
     try:
         loaded = BuildManifest.load(manifest)
     except EnclaveAuditError:
@@ -136,8 +140,10 @@ def verify(
             eif=eif,
             rebuilder=rebuilder,
             progress=progress,
+            finish=lambda done, staging: _write_reports(
+                done, manifest, staging, with_audit=audit, progress=progress
+            ),
         )
-        _write_reports(result, manifest, output, with_audit=audit, progress=progress)
     if as_json:
         emit_json(result)
     else:

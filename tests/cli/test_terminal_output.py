@@ -29,6 +29,7 @@ from builder.eif import write_eif
 HEX96 = re.compile(r"\b[0-9a-f]{96}\b")
 STAGE = re.compile(r"^\[\+ *[0-9]+\.[0-9]s\] .+")
 NARROW = {"COLUMNS": "40", "LINES": "10"}
+SIGNIFICANCE_ORDER = ["SECURITY-RELEVANT", "UNEXPLAINED", "BENIGN", "DERIVED"]
 NITRO = ROOT.parent / "shared" / "fixtures" / "nitro" / "attestation"
 
 
@@ -285,13 +286,22 @@ def test_diff_html_in_headless_chromium(eifs: tuple[Path, Path], tmp_path: Path)
                       x: r.left + 12, y: r.top + r.height / 2, rows: t.rows.length,
                       mismatch: mismatch, badges: badges.map(b => b.innerText),
                       badgeBg: badges.length ? getComputedStyle(badges[0]).backgroundColor : '',
+                      first: [...document.querySelectorAll('#headlines li .sig')]
+                        .map(s => s.innerText),
+                      sigBg: [...document.querySelectorAll('#headlines li .sig')]
+                        .map(s => getComputedStyle(s).backgroundColor),
                       scripts: document.scripts.length,
                       pre: [...document.querySelectorAll('pre .add, pre .del')].length};
             })()""",
         )["result"]["value"]
         assert probe["visible"] and probe["text"].startswith("DIFFERENT")
         assert probe["rows"] == 4 and probe["mismatch"] == ["PCR0", "PCR1"]
-        assert "unknown" in probe["badges"] and probe["badgeBg"] not in ("", "rgba(0, 0, 0, 0)")
+        # schema 2: a difference without evidence of a benign cause is "unexplained", and the
+        # headlines rank it (with its significance label, coloured) before anything benign
+        assert "unexplained" in probe["badges"] and probe["badgeBg"] not in ("", "rgba(0, 0, 0, 0)")
+        assert probe["first"] and probe["first"][0] in ("SECURITY-RELEVANT", "UNEXPLAINED")
+        assert probe["first"] == sorted(probe["first"], key=SIGNIFICANCE_ORDER.index)
+        assert all(bg not in ("", "rgba(0, 0, 0, 0)") for bg in probe["sigBg"])
         assert probe["scripts"] == 0 and probe["pre"] >= 2
         shot = cdp.call("Page.captureScreenshot", format="png")
         png = __import__("base64").b64decode(shot["data"])

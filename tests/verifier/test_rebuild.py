@@ -45,8 +45,10 @@ def _tree_digest(src: Path) -> str:
     return h.hexdigest()
 
 
-def _build(src: Path, out: Path) -> tuple[Path, PcrSet]:
-    """A small but real build: the source files in a ramdisk, a fixed kernel blob, an EIF."""
+def _build(src: Path, out: Path) -> tuple[Path, PcrSet, str]:
+    """A small but real build: the source files in a ramdisk, a fixed kernel blob, an EIF.
+
+    Returns the image, its PCRs and the sha256 the EIF writer computed while writing."""
     out.mkdir(parents=True)
     kernel = out / "kernel.bin"
     kernel.write_bytes(b"\x00\x01" * 2048)
@@ -58,7 +60,7 @@ def _build(src: Path, out: Path) -> tuple[Path, PcrSet]:
     ramdisk = out / "app.cpio"
     write_ramdisk(ramdisk, entries, epoch=EPOCH)
     eif = out / "enclave.eif"
-    pcrs = write_eif(
+    written = write_eif(
         eif,
         kernel=kernel,
         cmdline="reboot=k",
@@ -66,8 +68,8 @@ def _build(src: Path, out: Path) -> tuple[Path, PcrSet]:
         name="t",
         version="1",
         build_time="2026-11-23T00:00:00Z",
-    ).pcrs
-    return eif, pcrs
+    )
+    return eif, written.pcrs, written.sha256
 
 
 def _manifest(src: Path, eif: Path, pcrs: PcrSet) -> BuildManifest:
@@ -111,12 +113,19 @@ def _manifest(src: Path, eif: Path, pcrs: PcrSet) -> BuildManifest:
 
 
 class SourceRebuilder:
-    """Implements the Rebuilder protocol with the small real build above."""
+    """Implements the Rebuilder protocol with the small real build above; like the builder's
+    pipeline, it refuses a source tree that is not the manifest's (DigestMismatch)."""
 
     def __call__(
         self, manifest: BuildManifest, source_dir: Path, out_dir: Path, *, progress: ProgressSink
     ) -> Rebuilt:
-        eif, pcrs = _build(source_dir, out_dir)
+        tree = _tree_digest(source_dir)
+        if tree != manifest.source.tree_sha256:
+            raise DigestMismatch(
+                f"{source_dir}: application sources have tree digest {tree},"
+                f" the manifest records {manifest.source.tree_sha256}"
+            )
+        eif, pcrs, sha256 = _build(source_dir, out_dir)
         rebuilt = manifest.model_copy(
             update={
                 "pcrs": pcrs,
@@ -131,7 +140,7 @@ class SourceRebuilder:
                 ),
             }
         )
-        return Rebuilt(eif=eif, pcrs=pcrs, manifest=rebuilt)
+        return Rebuilt(eif=eif, pcrs=pcrs, manifest=rebuilt, eif_sha256=sha256)
 
 
 class TamperedInputRebuilder:
@@ -154,7 +163,7 @@ def original(tmp_path: Path) -> tuple[Path, Path, Path]:
     src.mkdir()
     (src / "server.py").write_text("print('serving')\n")
     (src / "config.json").write_text('{"port": 8080}\n')
-    eif, pcrs = _build(src, tmp_path / "orig")
+    eif, pcrs, _ = _build(src, tmp_path / "orig")
     manifest = tmp_path / "orig" / "build-manifest.json"
     manifest.write_text(_manifest(src, eif, pcrs).to_json())
     return src, manifest, eif
@@ -166,7 +175,6 @@ def test_identical_rebuild_passes(original: tuple[Path, Path, Path], tmp_path: P
     assert result.verdict is Verdict.PASS, result.checks
     assert [c.name for c in result.checks] == [
         "rebuild",
-        "source-tree",
         "pinned-inputs",
         "PCR0",
         "PCR1",
@@ -179,21 +187,104 @@ def test_identical_rebuild_passes(original: tuple[Path, Path, Path], tmp_path: P
     assert (tmp_path / "out" / "rebuild" / "enclave.eif").read_bytes() == eif.read_bytes()
 
 
-def test_changed_source_fails_with_diff(original: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    src, manifest, eif = original
-    (src / "server.py").write_text("print('serving!')\n")
-    result = verify(manifest, tmp_path / "out", source=src, eif=eif, rebuilder=SourceRebuilder())
+def test_published_image_from_other_source_fails_with_diff(
+    original: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """The manifest's source rebuilds; the image published with it was built from other
+    source: the PCRs differ and the diff names the file."""
+    src, manifest, _ = original
+    other = tmp_path / "other-src"
+    other.mkdir()
+    for p in src.iterdir():
+        (other / p.name).write_bytes(p.read_bytes())
+    (other / "server.py").write_text("print('serving!')\n")
+    published, _, _ = _build(other, tmp_path / "published")
+    result = verify(
+        manifest, tmp_path / "out", source=src, eif=published, rebuilder=SourceRebuilder()
+    )
     assert result.verdict is Verdict.FAIL
     outcomes = {c.name: c.outcome for c in result.checks}
+    assert outcomes["rebuild"] is CheckOutcome.PASS
     assert outcomes["PCR0"] is CheckOutcome.FAIL and outcomes["PCR1"] is CheckOutcome.FAIL
-    assert (
-        outcomes["source-tree"] is CheckOutcome.FAIL and outcomes["eif-digest"] is CheckOutcome.FAIL
-    )
+    assert "source-tree" not in outcomes  # the rebuild itself checks the tree
     assert result.diff is not None
     node = result.diff.find("app/server.py")
     assert node is not None and node.pcrs == (0, 1)
+    assert node.significance is not None and node.significance.value == "unexplained"
     assert "app/server.py" in (tmp_path / "out" / "diff.txt").read_text()
     assert json.loads((tmp_path / "out" / "diff.json").read_text())["identical"] is False
+
+
+def test_a_checkout_of_other_source_fails_the_rebuild(
+    original: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    src, manifest, _ = original
+    (src / "server.py").write_text("print('serving!')\n")
+    result = verify(manifest, tmp_path / "out", source=src, rebuilder=SourceRebuilder())
+    assert result.verdict is Verdict.FAIL
+    assert result.checks[0].name == "rebuild" and result.checks[0].outcome is CheckOutcome.FAIL
+    assert "tree digest" in result.checks[0].detail
+
+
+def test_the_writers_digest_is_carried_through(
+    original: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify does not hash the rebuilt image again: the EIF writer's digest is used."""
+    import verifier.rebuild as rebuild
+
+    src, manifest, eif = original
+    hashed: list[Path] = []
+    real = rebuild.hash_file
+
+    def counting(path: Path, *args: object, **kw: object) -> object:
+        hashed.append(Path(path))
+        return real(path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rebuild, "hash_file", counting)
+    result = verify(manifest, tmp_path / "out", source=src, rebuilder=SourceRebuilder())
+    assert result.verdict is Verdict.PASS
+    assert result.rebuilt_eif_sha256 == hashlib.sha256(eif.read_bytes()).hexdigest()
+    assert not [p for p in hashed if "rebuild" in p.parts or p.name == "enclave.eif"], hashed
+
+
+def test_reports_are_written_inside_the_atomic_output(
+    original: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    src, manifest, _ = original
+    out = tmp_path / "out"
+    seen: list[bool] = []
+
+    def finish(result: object, staging: Path) -> None:
+        seen.append(out.exists())  # not committed yet
+        (staging / "report.json").write_text("{}")
+
+    verify(manifest, out, source=src, rebuilder=SourceRebuilder(), finish=finish)
+    assert seen == [False] and (out / "report.json").exists()
+
+    def failing(result: object, staging: Path) -> None:
+        (staging / "report.json").write_text("{}")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        verify(manifest, tmp_path / "out2", source=src, rebuilder=SourceRebuilder(), finish=failing)
+    assert not (tmp_path / "out2").exists()  # nothing half-written
+
+
+def test_cli_writes_the_reports_in_the_output_directory(
+    original: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """The real command, with its real pipeline swapped for nothing: a wrong source fails
+    in the rebuild step, and the output directory still has verify.json and the reports."""
+    src, manifest, _ = original
+    (src / "server.py").write_text("changed\n")
+    out = tmp_path / "cli-out"
+    done = run_cli(["verify", "--manifest", str(manifest), "--source", str(src), "-o", str(out)])
+    assert done.exit_code != 0
+    names = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert {"verify.json", "report.json", "report.md", "report.html"} <= set(names), (
+        names,
+        done.stderr,
+    )
 
 
 def test_expected_measurements_file(original: tuple[Path, Path, Path], tmp_path: Path) -> None:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import difflib
 import json
-from typing import TYPE_CHECKING
 
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side, bounded_diff
-from verifier.compare.base import Blob
-
-if TYPE_CHECKING:
-    from verifier.compare.engine import Engine
+from verifier.compare.base import Blob, EngineApi
 
 #: texts with more lines than this get a line-set summary instead of difflib (quadratic)
 MAX_DIFF_INPUT_LINES = 50000
+#: texts larger than this are compared as bytes (a diff of them would be unreadable anyway)
+MAX_TEXT = 16 << 20
 
 
 def looks_like_text(head: bytes) -> bool:
@@ -114,8 +112,10 @@ class TextComparator:
     def recognizes(self, blob: Blob, head: bytes) -> bool:
         return looks_like_text(head)
 
-    def compare(self, a: Blob, b: Blob, path: tuple[str, ...], engine: Engine) -> DiffNode | None:
-        bound = engine.ctx.memory_bound
+    def compare(
+        self, a: Blob, b: Blob, path: tuple[str, ...], engine: EngineApi, depth: int
+    ) -> DiffNode | None:
+        bound = min(engine.ctx.memory_bound, MAX_TEXT)
         sa, sb = a.known_size(), b.known_size()
         if (sa is not None and sa > bound) or (sb is not None and sb > bound):
             return None  # the engine falls back to the byte comparison
