@@ -1487,7 +1487,9 @@ def _settle(node: DiffNode) -> DiffNode:
     causes = node.causes
     own: Significance | None = None
     if _own_evidence(node) or any(h.cause is Cause.SECURITY for h in causes):
-        if not any(h.explains or h.cause in (Cause.SECURITY, Cause.REAL) for h in causes):
+        if not any(
+            h.explains or h.cause in (Cause.SECURITY, Cause.REAL, Cause.UNEXPLAINED) for h in causes
+        ):
             possible = "; possible: " + ", ".join(h.cause.value for h in causes) if causes else ""
             causes = (
                 hint(
@@ -1586,6 +1588,22 @@ def classify(
     env = Env(evidence or Evidence(), now=time.time() if now is None else now)
     _collect_owners(root, env)
     return _sort(_roll_up(_settle(_annotate(root, None, env, None))))
+
+
+def reclassify(root: DiffNode) -> DiffNode:
+    """Significance, rolled-up causes and order again after differences were left out
+    (``diff --exclude``): each node keeps its own hints; what it said about the nodes
+    below it is recomputed from what is still there."""
+
+    def strip(node: DiffNode) -> DiffNode:
+        return node.model_copy(
+            update={
+                "children": tuple(strip(c) for c in node.children),
+                "causes": tuple(own_hints(node)),
+            }
+        )
+
+    return _sort(_roll_up(_settle(strip(root))))
 
 
 def own_hints(node: DiffNode) -> list[CauseHint]:

@@ -4,7 +4,9 @@ A node is left out when a glob matches its path below the compared inputs (the p
 joined with ``/``, e.g. ``ramdisk[1]/usr/lib/python3.11/x.pyc``) or its own name.
 Containers whose differences were all left out disappear too, and the report is
 identical when nothing is left; a container that differs in its own right (a header
-field, a size) stays.  What was left out is counted in a note on the root.
+field, a size) stays, and with nothing below it left it is judged by its own evidence.
+Significance, the causes summarised from below, the order and the counts are computed
+again from what is left.  What was left out is counted in a note on the root.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from fnmatch import fnmatchcase
 
 from enclave_audit.model.difference import DiffNode, DiffReport
+from verifier.compare.causes import reclassify, significance_counts
 
 
 def _matches(node: DiffNode, globs: Sequence[str]) -> bool:
@@ -46,7 +49,22 @@ def exclude_paths(report: DiffReport, globs: Sequence[str]) -> DiffReport:
         return report
     dropped = [0]
     root = _prune(report.root, globs, dropped)
-    if root is not None and dropped[0]:
-        note = f"--exclude {' '.join(globs)}: {dropped[0]} difference node(s) left out"
-        root = root.model_copy(update={"notes": (*root.notes, note)})
-    return report.model_copy(update={"root": root, "identical": root is None})
+    if root is not None:
+        root = reclassify(root)
+        if dropped[0]:
+            note = f"--exclude {' '.join(globs)}: {dropped[0]} difference node(s) left out"
+            root = root.model_copy(update={"notes": (*root.notes, note)})
+    verdict = (
+        "INCONCLUSIVE" if not report.complete else ("IDENTICAL" if root is None else "DIFFERENT")
+    )
+    return report.model_copy(
+        update={
+            "root": root,
+            "identical": root is None,
+            "verdict": verdict,
+            "significance": significance_counts(root) if root is not None else {},
+            "stats": report.stats.model_copy(
+                update={"nodes": root.count() if root is not None else 0}
+            ),
+        }
+    )
