@@ -352,14 +352,14 @@ def _diff(
 ) -> DiffNode | None:
     import io
 
-    from rich.console import Console
-
+    from enclave_audit.output import make_console
     from verifier.compare import compare_paths
     from verifier.compare.render import render_text
 
     report = compare_paths(reference, rebuilt, progress=progress, evidence=evidence)
     write_text_atomic(staging / "diff.json", report.to_json() + "\n")
-    console = Console(record=True, width=120, file=io.StringIO())
+    # the same safe console as `diff -o FILE`: values shown as data, nothing wraps in a file
+    console = make_console(file=io.StringIO(), record=True)
     render_text(report, console)
-    write_text_atomic(staging / "diff.txt", console.export_text())
+    write_text_atomic(staging / "diff.txt", str(console.export_text()))
     return report.root
