@@ -505,6 +505,41 @@ def gpu_report_seeds() -> list[bytes]:
     ]
 
 
+def kms_http_seeds() -> list[bytes]:
+    """One of each mutation family: the operation byte, the flags byte, the mutations."""
+    from fuzz.kms_http import OPERATIONS
+
+    def duplicate(header: int, operation: str, *, first: bool) -> int:
+        # botocore's header order: Host, Content-Type, X-Amz-Target, X-Amz-Date, Authorization
+        return next(
+            arg
+            for arg in range(256)
+            if arg % 5 == header
+            and (arg >> 3) % len(OPERATIONS) == OPERATIONS.index(operation)
+            and bool(arg & 128) == first
+        )
+
+    list_keys, create_key = OPERATIONS.index("ListKeys"), OPERATIONS.index("CreateKey")
+    return [
+        bytes([list_keys, 0, 0]),  # a plain signed ListKeys
+        bytes([create_key, 0, 0]),  # a plain signed CreateKey
+        # ListKeys + a CreateKey target placed first, then last (the finding)
+        bytes([list_keys, 0, 1, 0, duplicate(2, "CreateKey", first=True)]),
+        bytes([list_keys, 0, 1, 0, duplicate(2, "CreateKey", first=False)]),
+        bytes([list_keys, 0, 1, 0, duplicate(4, "CreateKey", first=True)]),  # two Authorization
+        bytes([list_keys, 0, 1, 0, duplicate(0, "CreateKey", first=False)]),  # two Host
+        bytes([list_keys, 4, 0, 0]),  # x-amz-target left out of SignedHeaders
+        bytes([list_keys, 1, 0, 0]),  # a 5,000-digit Limit
+        bytes([create_key, 1, 3, 0]),  # a lone surrogate in Description
+        bytes([list_keys, 0, 1, 4, 0]),  # Content-Length: superscript two
+        bytes([list_keys, 0, 1, 4, 1]),  # Content-Length: Arabic-Indic digit one
+        bytes([list_keys, 0, 1, 5, 0]),  # Transfer-Encoding: chunked
+        bytes([list_keys, 0, 1, 3, 1]),  # an unsigned X-Amz-Extra header
+        bytes([list_keys, 0, 1, 7, 1]),  # a non-ASCII byte in a value
+        bytes([OPERATIONS.index("DescribeKey"), 2]) + b'{"KeyId": "x", "KeyId": "y"}',
+    ]
+
+
 def enclave_request_seeds() -> list[bytes]:
     from reference_enclave.runtime.wire import InferenceRequest, seal_request
 
@@ -524,6 +559,7 @@ SEEDS: dict[str, Callable[[], list[bytes]]] = {
     "dsse_envelope": dsse_seeds,
     "bundle": bundle_seeds,
     "kms_request": kms_request_seeds,
+    "kms_http": kms_http_seeds,
     "kms_policy": kms_policy_seeds,
     "key_policy": key_policy_seeds,
     "manifest": manifest_seeds,
