@@ -154,3 +154,20 @@ def _kind(value: object) -> str:
 
 def contains_surrogates(text: str) -> bool:
     return _SURROGATE.search(text) is not None
+
+
+def without_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate written out visibly, so it can be encoded as UTF-8.
+
+    A file name that is not UTF-8 reaches Python as ``surrogateescape`` text
+    (U+DC80..U+DCFF for each undecodable byte): such a byte becomes ``\\xNN``; any
+    other lone surrogate becomes ``\\uNNNN``.  Text without surrogates is returned as is.
+    """
+    if not _SURROGATE.search(text):
+        return text
+    return _SURROGATE.sub(_visible, text)
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"

@@ -428,14 +428,16 @@ def manifest_seeds() -> list[bytes]:
     return [manifest.to_json().encode()]
 
 
-def trust_text(key_paths: dict[str, str], log: str = "decisions.jsonl") -> str:
+def trust_text(
+    key_paths: dict[str, str], log: str = "decisions.jsonl", gate_key: str = "gate.key"
+) -> str:
     auditors = "".join(
         f'[[auditor]]\nname = "{name}"\nkey = "{path}"\n' for name, path in key_paths.items()
     )
     return (
         "threshold = 2\nmax_vsa_age_hours = 48\nrollout_hours = 24\n"
         'required_levels = ["ENCLAVE_AUDIT_BINARY_AUDIT_PASSED"]\n'
-        f'decision_log = "{log}"\n'
+        f'decision_log = "{log}"\ngate_key = "{gate_key}"\n'
         f'[enclave]\nprincipal = "{PRINCIPAL}"\n' + auditors
     )
 
@@ -454,16 +456,14 @@ def trust_seeds() -> list[bytes]:
 
 
 def decision_log_seeds() -> list[bytes]:
-    from reports.decision_log import append
+    from fuzz.gate_scene import scene
 
-    path = workdir() / "seed-decisions.jsonl"
-    path.unlink(missing_ok=True)
-    for i in range(3):
-        append(path, decision_entry(i))
-    return [path.read_bytes()]
+    log = scene().log
+    return [log, b"\n".join(log.split(b"\n")[:2]) + b"\n"]
 
 
 def decision_entry(i: int) -> Any:
+    """A plausible decision (not yet chained or signed), for the log's fault scenario."""
     from reports.decision_log import DecisionEntry
 
     return DecisionEntry(
@@ -478,9 +478,14 @@ def decision_entry(i: int) -> Any:
         rejected=[],
         threshold=2,
         policy_sha256=None,
-        applied=False,
-        prev_hash="",
+        prev_sha256="0" * 64,
     )
+
+
+def gate_inputs_seeds() -> list[bytes]:
+    from fuzz.gate_scene import seeds
+
+    return seeds()
 
 
 # --- GPU bridge, enclave endpoint -------------------------------------------------------------
@@ -565,6 +570,7 @@ SEEDS: dict[str, Callable[[], list[bytes]]] = {
     "manifest": manifest_seeds,
     "trust_file": trust_seeds,
     "decision_log": decision_log_seeds,
+    "gate_inputs": gate_inputs_seeds,
     "gpu_report": gpu_report_seeds,
     "enclave_request": enclave_request_seeds,
 }

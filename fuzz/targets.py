@@ -375,9 +375,16 @@ def trust_file(data: bytes) -> None:
 
 
 def decision_log(data: bytes) -> None:
+    from fuzz.gate_scene import scene
     from reports.decision_log import read_log
 
-    read_log(_as_file("decisions.jsonl", data))
+    read_log(_as_file("decisions.jsonl", data), scene().keys["gate"].public_key())
+
+
+def gate_inputs(data: bytes) -> None:
+    from fuzz.gate_scene import run
+
+    run(data)
 
 
 # --- GPU bridge and the enclave endpoint ---
@@ -439,7 +446,12 @@ TARGETS: dict[str, Target] = {
         Target("key_policy", "gate key policy (parse, validate, allowed images)", key_policy),
         Target("manifest", "build manifest JSON", manifest),
         Target("trust_file", "gate trust file (TOML)", trust_file),
-        Target("decision_log", "gate decision log (hash chain)", decision_log),
+        Target("decision_log", "gate decision log (signed entries, chain)", decision_log),
+        Target(
+            "gate_inputs",
+            "the gate end to end: log, VSAs, policy, measurements (order of effects)",
+            gate_inputs,
+        ),
         Target("gpu_report", "GPU-bridge accelerator report (CBOR, ES384)", gpu_report),
         Target("enclave_request", "enclave endpoint sealed request (JSON, HPKE)", enclave_request),
     )
