@@ -222,11 +222,11 @@ def read_bytes(path: Path, *, limit: int | None = None) -> bytes:
 
 
 def read_json(path: Path, *, limit: int = 64 << 20) -> Any:
-    data = read_bytes(path, limit=limit)
-    try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise InvalidInput(f"{path}: not valid JSON: {exc}") from None
+    """A JSON file, parsed strictly (:mod:`enclave_audit.strictjson`): duplicate keys,
+    NaN, huge numbers, deep nesting and lone surrogates are :class:`InvalidInput`."""
+    from enclave_audit import strictjson
+
+    return strictjson.loads(read_bytes(path, limit=limit), what=str(path), error=InvalidInput)
 
 
 def hash_file(
