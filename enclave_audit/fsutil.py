@@ -162,7 +162,10 @@ def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
 
 
 def write_text_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"), mode=mode)
+    """UTF-8; a lone surrogate (an undecodable name) is written visibly, never an error."""
+    from enclave_audit.strictjson import without_surrogates
+
+    write_bytes_atomic(path, without_surrogates(text).encode("utf-8"), mode=mode)
 
 
 def write_json_atomic(path: Path, data: Any, *, mode: int = 0o644) -> None:

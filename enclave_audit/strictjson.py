@@ -171,3 +171,25 @@ def without_surrogates(text: str) -> str:
 def _visible(match: re.Match[str]) -> str:
     code = ord(match.group())
     return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` (JSON-shaped: dicts, lists, scalars) with every string and key made
+    encodable (:func:`without_surrogates`), so that writing it as UTF-8 cannot fail on a
+    name that came from the file system or an archive as undecodable bytes."""
+    if isinstance(value, str):
+        return without_surrogates(value)
+    if isinstance(value, dict):
+        return {without_surrogates(str(k)): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def dumps_model(model: Any, *, indent: int | None = 2) -> str:
+    """A pydantic model as JSON text (by alias), with undecodable names made visible."""
+    try:
+        return str(model.model_dump_json(indent=indent, by_alias=True))
+    except ValueError:  # pydantic refuses lone surrogates: write them out visibly instead
+        data = json_safe(model.model_dump(mode="json", by_alias=True))
+        return json.dumps(data, indent=indent, ensure_ascii=False)

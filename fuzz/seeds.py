@@ -102,8 +102,14 @@ def make_eif(
 
 
 def eif_seeds() -> list[bytes]:
+    from fuzz.hostile import METADATA_VALUES, eif_with_metadata
+
     folder = workdir() / "seed-eif"
-    return [make_eif(folder, signed=False).read_bytes(), make_eif(folder, signed=True).read_bytes()]
+    return [
+        make_eif(folder, signed=False).read_bytes(),
+        make_eif(folder, signed=True).read_bytes(),
+        *(eif_with_metadata(folder, kind).read_bytes() for kind in METADATA_VALUES),
+    ]
 
 
 def eif_signature_seeds() -> list[bytes]:

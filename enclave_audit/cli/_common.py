@@ -26,10 +26,12 @@ def json_option(func: F) -> F:
 
 def emit_json(data: Any) -> None:
     """Write a JSON document (a model or plain data) to stdout."""
+    from enclave_audit.strictjson import dumps_model, json_safe
+
     if isinstance(data, BaseModel):
-        text = data.model_dump_json(indent=2, by_alias=True)
+        text = dumps_model(data, indent=2)
     else:
-        text = json.dumps(data, indent=2)
+        text = json.dumps(json_safe(data), indent=2)
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
