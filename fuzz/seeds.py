@@ -558,6 +558,18 @@ def enclave_request_seeds() -> list[bytes]:
     return [sealed.body, InferenceRequest("hello", 4).to_bytes()]
 
 
+def enclave_infer_seeds() -> list[bytes]:
+    from fuzz.endpoint import enclave_infer_seeds as seeds
+
+    return seeds()
+
+
+def proxy_http_seeds() -> list[bytes]:
+    from fuzz.endpoint import proxy_http_seeds as seeds
+
+    return seeds()
+
+
 SEEDS: dict[str, Callable[[], list[bytes]]] = {
     "eif": eif_seeds,
     "eif_signature": eif_signature_seeds,
@@ -579,4 +591,6 @@ SEEDS: dict[str, Callable[[], list[bytes]]] = {
     "gate_inputs": gate_inputs_seeds,
     "gpu_report": gpu_report_seeds,
     "enclave_request": enclave_request_seeds,
+    "enclave_infer": enclave_infer_seeds,
+    "proxy_http": proxy_http_seeds,
 }

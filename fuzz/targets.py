@@ -423,6 +423,18 @@ def enclave_request(data: bytes) -> None:
     open_request(_enclave_key(), data)
 
 
+def enclave_infer(data: bytes) -> None:
+    from fuzz.endpoint import enclave_infer as run
+
+    run(data)
+
+
+def proxy_http(data: bytes) -> None:
+    from fuzz.endpoint import proxy_http as run
+
+    run(data)
+
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
@@ -454,6 +466,16 @@ TARGETS: dict[str, Target] = {
         ),
         Target("gpu_report", "GPU-bridge accelerator report (CBOR, ES384)", gpu_report),
         Target("enclave_request", "enclave endpoint sealed request (JSON, HPKE)", enclave_request),
+        Target(
+            "enclave_infer",
+            "enclave request path: strict JSON, HPKE, replay cache, budget, tiny model",
+            enclave_infer,
+        ),
+        Target(
+            "proxy_http",
+            "host proxy client channel over a socket: framing, deadlines, whole requests",
+            proxy_http,
+        ),
     )
 }
 
