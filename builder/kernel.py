@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.debian import fetch_deb
+from builder.inputs.refs import kernel_input
+from builder.inputs.resolver import Resolver
 from builder.spec import KernelSpec
 from builder.toolchain import toolchain_versions
 from enclave_audit.errors import BuildStepFailed, DigestMismatch, SpecInvalid
@@ -151,6 +152,7 @@ def build_kernel(
     spec: KernelSpec,
     config_path: Path,
     *,
+    resolver: Resolver,
     jobs: int | None = None,
     progress: ProgressSink | None = None,
     force: bool = False,
@@ -165,7 +167,7 @@ def build_kernel(
     meta_path = final / "kernel.json"
     if not force and meta_path.exists():
         return _verified_cached(final, digest)
-    deb = fetch_deb(spec.package, spec.version, spec.sha256)
+    deb = resolver.path(kernel_input(spec))
     jobs = jobs or max(1, len(os.sched_getaffinity(0)))
     started = time.perf_counter()
     pinned = read_bytes(config_path).decode("utf-8", "replace")
