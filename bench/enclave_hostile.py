@@ -6,7 +6,8 @@ model) and measures, each in turn:
 
 * ``long-prompt``: one client sends an 8,192-character prompt with max_tokens=1; one
   second later a second client asks a short question.  Reported: how the long
-  request ended and after how long, and how long the second client waited.
+  request ended and after how long, how long the second client waited, and how long
+  the same short ask took alone just before (the machine's own speed in this run).
 * ``idle-connections``: 64 TCP connections to the proxy's client port that send
   nothing (from 127.0.0.2, then from the client's own 127.0.0.1), then normal asks
   until one succeeds (every 0.25 s, at most 180 s).  Reported: the first ask's
@@ -102,8 +103,8 @@ def run(model: str) -> dict[str, Any]:
                 return {"outcome": outcome, "seconds": round(time.perf_counter() - started, 2)}
 
             timed_ask(SHORT_PROMPT, 4)  # warm-up
-            # --- one long prompt, one concurrent client ---
-            results: dict[str, Any] = {}
+            # --- one long prompt, one concurrent client (and the same ask alone, to compare) ---
+            results: dict[str, Any] = {"alone": timed_ask(SHORT_PROMPT, 4)}
             attacker = threading.Thread(
                 target=lambda: results.__setitem__("long", timed_ask(LONG_PROMPT, 1))
             )
