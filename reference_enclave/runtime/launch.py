@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import shutil
 import signal
@@ -31,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from enclave_audit import strictjson
 from enclave_audit.errors import (
     BridgeRefused,
     EnclaveAuditError,
@@ -187,8 +187,8 @@ def _wait_ready(running: RunningEnclave, timeout: float) -> None:
             for line in stdout:
                 log.write(line)
                 log.flush()
-                try:
-                    event = json.loads(line)
+                try:  # the image's output: parsed strictly, never trusted to be sane
+                    event = strictjson.loads(line, what="event", error=ValueError)
                 except ValueError:
                     continue
                 if isinstance(event, dict):
