@@ -179,7 +179,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     If ``final`` exists it is replaced only after the new contents are complete.
     """
     final = Path(final)
-    if final.is_symlink() or (final.exists() and not final.is_dir()):
+    if final.exists() and not final.is_dir():  # a device, FIFO or file is never moved away
         raise OutputError(
             f"refusing to replace {final} with a directory: it exists and is not a directory"
         )
