@@ -394,3 +394,68 @@ def test_an_output_that_will_be_refused_is_refused_before_the_log(
         result = world.gate(world.vsa("alice"), world.vsa("bob"))
     assert_one_line_error(result, 7, "not a regular file")
     assert not world.log.exists()  # nothing logged: the run stopped at a check
+
+
+# --- with --apply: nothing reaches the KMS before every check has passed ------------------------
+
+
+def test_apply_reaches_the_kms_only_after_every_check(world: World) -> None:
+    from reference_enclave.kms import Credential, kms_client, start_kms
+
+    admin = Credential(
+        access_key_id="AKIAGATEHOSTILE00001",
+        secret_access_key="gate-hostile-secret-" + "h" * 22,
+        principal="arn:aws:iam::111122223333:user/release-admin",
+    )
+    policy = json.loads(world.policy.read_text())
+    policy["Statement"][0]["Principal"] = {"AWS": admin.principal}
+    world.policy.write_text(json.dumps(policy))
+    with start_kms(world.root / "kms.db", credentials=[admin]) as running:
+        client = kms_client(running.url, admin.access_key_id, admin.secret_access_key)
+        key_id = client.create_key(Policy=json.dumps(policy))["KeyMetadata"]["KeyId"]
+        env = {
+            "AWS_ACCESS_KEY_ID": admin.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": admin.secret_access_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        apply = ("--apply", "--kms-endpoint", running.url, "--key-id", key_id)
+        bad = world.root / "markup.vsa.json"
+        bad.write_bytes(MALFORMED["markup"])
+        vsas = [world.vsa("alice"), bad, world.vsa("bob")]
+
+        def live() -> dict[str, Any]:
+            return dict(json.loads(client.get_key_policy(KeyId=key_id)["Policy"]))
+
+        # a check that fails late (the output target) stops the run before the log and KMS
+        os.mkfifo(world.output)
+        args = [
+            str(a)
+            for a in (
+                "gate",
+                "--policy",
+                world.policy,
+                "--measurements",
+                world.measurements(NEW),
+                "--trust",
+                world.root / "trust.toml",
+                "-o",
+                world.output,
+                *NOW,
+                *apply,
+            )
+        ]
+        for path in vsas:
+            args += ["--vsa", str(path)]
+        result = run_cli(args, env=env)
+        assert_one_line_error(result, 7, "not a regular file")
+        assert live() == policy and not world.log.exists()
+        world.output.unlink()
+        # the same run with a writable output: logged, applied, the outcome logged
+        result = run_cli(args, env=env)
+        assert result.exit_code == 0, result.stderr
+        entries = world.entries()
+        assert [e.decision for e in entries] == ["approved", "applied"]
+        assert entries[1].entry.applies == 0
+        assert live()["Id"] == decision_log.head_id(entries[0])
+        assert live() == json.loads(world.output.read_text())
+        assert any(r.startswith(bad.name) for r in entries[0].entry.rejected)
