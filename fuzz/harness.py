@@ -33,8 +33,17 @@ INSTRUMENTED_MODULES = (
     "reference_enclave.gpu_bridge.attestation",
     "reference_enclave.gpu_bridge.client",
     "reference_enclave.runtime.wire",
+    "enclave_audit.strictjson",
+    "reference_enclave.kms.server",
+    "reference_enclave.kms.sigv4",
+    "reports.gate",
+    "reference_enclave.runtime.app",
+    "reference_enclave.proxy.host",
+    "fuzz.kms_http",
+    "fuzz.gate_scene",
+    "fuzz.endpoint",
 )
-PROJECT_PACKAGES = ["enclave_audit", "builder", "verifier", "reports", "reference_enclave"]
+PROJECT_PACKAGES = ["enclave_audit", "builder", "verifier", "reports", "reference_enclave", "fuzz"]
 
 
 def main(argv: list[str]) -> None:

@@ -20,7 +20,6 @@ import atexit
 import datetime as dt
 import functools
 import io
-import json
 import os
 import re
 import shutil
@@ -291,11 +290,13 @@ def kms_request(data: bytes) -> None:
     kms = _kms()
     operation = KMS_OPERATIONS[data[0] % len(KMS_OPERATIONS)]
     body = data[1:]
-    try:
-        params = json.loads(body or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return  # the server answers SerializationException before dispatching
-    if not isinstance(params, dict):
+    from enclave_audit import strictjson
+
+    try:  # exactly the server's decoding (refusals are SerializationException answers)
+        params = strictjson.loads_object(
+            body or b"{}", what="request body", error=KmsApiError.bad_json
+        )
+    except KmsApiError:
         return
     if isinstance(params.get("KeyId"), str) and params["KeyId"] == "$key":
         params["KeyId"] = kms.key_id
@@ -307,6 +308,65 @@ def kms_request(data: bytes) -> None:
                 f"KMS answered {exc.status} {exc.code}: {exc.api_message}"
             ) from exc
         raise
+
+
+@dataclass(frozen=True)
+class _KmsServer:
+    running: Any
+    address: tuple[str, int]
+    host: str
+    key_id: str
+    admin: Any
+
+
+@functools.cache
+def _kms_server() -> _KmsServer:
+    from reference_enclave.kms import Credential, kms_client, start_kms
+
+    admin = Credential(
+        access_key_id="AKIAFUZZHTTP00000001",
+        secret_access_key="fuzz-http-secret-" + "h" * 24,
+        principal="arn:aws:iam::111122223333:user/admin",
+    )
+    running = start_kms(workdir() / "kms-http.db", credentials=[admin])
+    atexit.register(running.stop)
+    host, port = running.server.server_address[:2]
+    client = kms_client(running.url, admin.access_key_id, admin.secret_access_key)
+    key_id = str(client.create_key()["KeyMetadata"]["KeyId"])
+    return _KmsServer(running, (str(host), int(port)), f"{host}:{port}", key_id, admin)
+
+
+def kms_http(data: bytes) -> None:
+    """Signed requests, mutated at the HTTP layer, sent to a running KMS over a socket.
+
+    Properties: every request gets an HTTP answer (never a dropped connection),
+    never a 5xx, and nothing succeeds but the operation the signer meant: the audit
+    event of a 200 names that operation, and no key appears unless it was CreateKey.
+    """
+    from fuzz.kms_http import mutated_request, send
+
+    kms = _kms_server()
+    request = mutated_request(
+        data,
+        kms.host,
+        access_key=kms.admin.access_key_id,
+        secret=kms.admin.secret_access_key,
+        key_id=kms.key_id,
+    )
+    store = kms.running.store
+    keys_before = len(store.list_ids(after=None, limit=100_000))
+    reply = send(kms.address, request.data)
+    if reply.status >= 500:
+        raise AssertionError(f"KMS answered {reply.status}: {reply.body[:200]!r}")
+    if reply.status != 200 and "__type" not in reply.json():
+        raise AssertionError(f"KMS error without __type: {reply.body[:200]!r}")
+    keys_after = len(store.list_ids(after=None, limit=100_000))
+    if reply.status == 200:
+        event = store.events(limit=1)[-1]
+        if event["eventName"] != request.operation or event["errorCode"] is not None:
+            raise AssertionError(f"signed as {request.operation}, executed as {event['eventName']}")
+    if keys_after != keys_before and not (reply.status == 200 and request.operation == "CreateKey"):
+        raise AssertionError(f"a key was created by a request signed as {request.operation}")
 
 
 def kms_policy(data: bytes) -> None:
@@ -348,9 +408,16 @@ def trust_file(data: bytes) -> None:
 
 
 def decision_log(data: bytes) -> None:
+    from fuzz.gate_scene import scene
     from reports.decision_log import read_log
 
-    read_log(_as_file("decisions.jsonl", data))
+    read_log(_as_file("decisions.jsonl", data), scene().keys["gate"].public_key())
+
+
+def gate_inputs(data: bytes) -> None:
+    from fuzz.gate_scene import run
+
+    run(data)
 
 
 # --- GPU bridge and the enclave endpoint ---
@@ -488,6 +555,18 @@ def terminal_render(data: bytes) -> None:
         raise AssertionError(f"unsafe {problem} reached the terminal for input {text!r}")
 
 
+def enclave_infer(data: bytes) -> None:
+    from fuzz.endpoint import enclave_infer as run
+
+    run(data)
+
+
+def proxy_http(data: bytes) -> None:
+    from fuzz.endpoint import proxy_http as run
+
+    run(data)
+
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
@@ -507,14 +586,34 @@ TARGETS: dict[str, Target] = {
         Target("dsse_envelope", "DSSE envelope JSON", dsse_envelope),
         Target("bundle", "Sigstore / key bundle (parse and verify)", bundle),
         Target("kms_request", "reference KMS JSON request bodies", kms_request),
+        Target(
+            "kms_http",
+            "reference KMS over HTTP: signed requests mutated (headers, framing, JSON)",
+            kms_http,
+        ),
         Target("kms_policy", "KMS key policy (parse and evaluate)", kms_policy),
         Target("key_policy", "gate key policy (parse, validate, allowed images)", key_policy),
         Target("manifest", "build manifest JSON", manifest),
         Target("trust_file", "gate trust file (TOML)", trust_file),
-        Target("decision_log", "gate decision log (hash chain)", decision_log),
+        Target("decision_log", "gate decision log (signed entries, chain)", decision_log),
+        Target(
+            "gate_inputs",
+            "the gate end to end: log, VSAs, policy, measurements (order of effects)",
+            gate_inputs,
+        ),
         Target("gpu_report", "GPU-bridge accelerator report (CBOR, ES384)", gpu_report),
         Target("enclave_request", "enclave endpoint sealed request (JSON, HPKE)", enclave_request),
         Target("terminal_render", "untrusted text through the CLI's rendering", terminal_render),
+        Target(
+            "enclave_infer",
+            "enclave request path: strict JSON, HPKE, replay cache, budget, tiny model",
+            enclave_infer,
+        ),
+        Target(
+            "proxy_http",
+            "host proxy client channel over a socket: framing, deadlines, whole requests",
+            proxy_http,
+        ),
     )
 }
 

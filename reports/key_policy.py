@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from enclave_audit import strictjson
 from enclave_audit.errors import InvalidInput
 from enclave_audit.model.measurements import PcrSet
 
@@ -70,10 +71,7 @@ def _iso(when: datetime) -> str:
 
 
 def parse_policy(text: str | bytes, *, source: str = "key policy") -> dict[str, Any]:
-    try:
-        policy = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise InvalidInput(f"{source}: not valid JSON: {exc}") from None
+    policy = strictjson.loads(text, what=source, error=InvalidInput)
     validate_policy(policy, source=source)
     assert isinstance(policy, dict)
     return policy
@@ -83,6 +81,8 @@ def validate_policy(policy: object, *, source: str = "key policy") -> None:
     """Structural checks on a key policy (what KMS would call a malformed document)."""
     if not isinstance(policy, dict):
         raise InvalidInput(f"{source}: a key policy is a JSON object")
+    if "Id" in policy and not isinstance(policy["Id"], str):
+        raise InvalidInput(f"{source}: Id must be a string")
     statements = policy.get("Statement")
     if not isinstance(statements, list) or not statements:
         raise InvalidInput(f"{source}: 'Statement' must be a non-empty list")
@@ -163,15 +163,23 @@ def allowed_images(policy: Mapping[str, Any]) -> list[AllowedImage]:
                 pcrs[0] = value.lower()
             else:
                 pcrs[int(match.group(2))] = value.lower()
-        until_text = condition.get("DateLessThan", {}).get("aws:CurrentTime")
-        until = (
-            datetime.fromisoformat(until_text.replace("Z", "+00:00"))
-            if isinstance(until_text, str)
-            else None
-        )
+        window = condition.get("DateLessThan", {})
+        until_text = window.get("aws:CurrentTime") if isinstance(window, dict) else None
+        until = _parse_until(until_text, str(statement.get("Sid"))) if until_text else None
         if 0 in pcrs:
             out.append(AllowedImage(PcrSet(values=pcrs), until))
     return out
+
+
+def _parse_until(value: object, sid: str) -> datetime:
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            return when if when.tzinfo else when.replace(tzinfo=UTC)
+    raise InvalidInput(f"key policy statement {sid[:60]!r}: DateLessThan is not an ISO 8601 time")
 
 
 def propose_policy(

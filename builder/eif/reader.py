@@ -6,7 +6,6 @@ the small ones (cmdline, metadata, signature) can be read whole.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from builder.eif.format import (
     SectionType,
     unpack_section_header,
 )
+from enclave_audit import strictjson
 from enclave_audit.errors import (
     EifBadMagic,
     EifError,
@@ -269,13 +269,9 @@ class EifReader:
         if section is None:
             return {}
         raw = self.read(section)
-        try:
-            value = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise EifError(f"{self.path.name}: metadata section is not JSON: {exc}") from None
-        if not isinstance(value, dict):
-            raise EifError(f"{self.path.name}: metadata section is not a JSON object")
-        return value
+        return strictjson.loads_object(
+            raw, what=f"{self.path.name}: metadata section", error=EifError
+        )
 
 
 def _not_an_eif_hint(head: bytes) -> str | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import cbor2
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import (
@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 from builder.eif.format import MAX_SIGNATURE_SIZE
 from enclave_audit.errors import EifSignatureInvalid, InvalidInput
+from enclave_audit.x509load import load_certificate
 
 #: curve -> (COSE alg, hash, coordinate size)
 _CURVES: dict[str, tuple[int, hashes.HashAlgorithm, int]] = {
@@ -67,10 +68,7 @@ def sign_pcr0(pcr0: bytes, certificate_pem: bytes, private_key_pem: bytes) -> by
         raise InvalidInput(f"signing key: cannot load PEM private key: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name not in _CURVES:
         raise InvalidInput("signing key: must be an EC key on P-256, P-384 or P-521")
-    try:
-        cert = x509.load_pem_x509_certificate(certificate_pem)
-    except ValueError as exc:
-        raise InvalidInput(f"signing certificate: cannot parse PEM: {exc}") from None
+    cert = load_certificate(certificate_pem, what="signing certificate", error=InvalidInput)
     if cert.public_key() != key.public_key():
         raise InvalidInput("signing certificate does not match the signing key")
     alg, hash_alg, size = _CURVES[key.curve.name]
@@ -138,11 +136,9 @@ def parse_signature_section(data: bytes) -> SignatureInfo:
     entry = outer[0]
     cert_pem = _bytes_from_int_array(entry.get("signing_certificate"), "signing_certificate")
     cose_raw = _bytes_from_int_array(entry.get("signature"), "signature")
-    try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
-        _ = (cert.issuer, cert.signature_algorithm_oid, cert.not_valid_after_utc, cert.public_key())
-    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
-        raise EifSignatureInvalid(f"signature section: certificate unreadable: {exc}") from None
+    cert = load_certificate(
+        cert_pem, what="signature section: certificate", error=EifSignatureInvalid
+    )
     try:
         cose = cbor2.loads(cose_raw)
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:

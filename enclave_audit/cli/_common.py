@@ -130,14 +130,31 @@ def labelled(data: Any, schema: str | None = None) -> Any:
     return {"schema": name, "schema_version": version, **body}
 
 
-def emit_json(data: Any, *, schema: str | None = None) -> None:
-    """Write a JSON document (a model or plain data) to stdout, labelled (see labelled())."""
+def json_document(data: Any, *, schema: str | None = None) -> str:
+    """The JSON text :func:`emit_json` writes for ``data``, labelled (see labelled()).
+
+    For verbs that must have their whole output in memory before the first effect
+    (the gate).  Names that came from the file system or an archive as undecodable
+    bytes (lone surrogates) are written out visibly (``\\xNN``), never as a lone
+    ``\\udcNN`` escape that a strict reader refuses.
+    """
+    from enclave_audit.strictjson import json_safe
+
     if hasattr(data, "model_dump"):
         data = data.model_dump(mode="json", by_alias=True)
-    data = labelled(data, schema)
-    # ASCII-only: control characters, lone surrogates and bidi marks are \u escapes
-    text = json.dumps(data, indent=2, ensure_ascii=True)
-    sys.stdout.write(text + "\n")
+    data = labelled(json_safe(data), schema)
+    # ASCII-only: control characters and bidi marks are \u escapes
+    return json.dumps(data, indent=2, ensure_ascii=True) + "\n"
+
+
+def emit_json(data: Any, *, schema: str | None = None) -> None:
+    """Write a JSON document (a model or plain data) to stdout (see json_document())."""
+    write_json_text(json_document(data, schema=schema))
+
+
+def write_json_text(text: str) -> None:
+    """Write a JSON document made by :func:`json_document` to stdout."""
+    sys.stdout.write(text)
     sys.stdout.flush()
     _json_state["written"] = True
 

@@ -12,11 +12,12 @@ import click
 
 from enclave_audit.cli._common import (
     at_option,
-    emit_json,
     err_console,
     input_path,
+    json_document,
     json_option,
     parse_time,
+    write_json_text,
 )
 from enclave_audit.errors import (
     EnvironmentProblem,
@@ -25,10 +26,18 @@ from enclave_audit.errors import (
     KmsRefused,
     ServiceUnavailable,
 )
-from enclave_audit.fsutil import read_bytes, read_json, write_text_atomic
+from enclave_audit.fsutil import output_kind, read_bytes, read_json, write_text_atomic
 from enclave_audit.model.digests import Digest, HashAlgorithm
 from enclave_audit.model.measurements import PcrSet
-from reports.gate import gate_report, kms_applier, read_vsa_files, run_gate
+from reports.gate import (
+    GateResult,
+    commit_gate,
+    gate_report,
+    kms_applier,
+    load_gate_signer,
+    plan_gate,
+    read_vsa_files,
+)
 from reports.key_policy import parse_policy, policy_text
 from reports.render import Format, render
 from reports.trust import load_trust
@@ -101,8 +110,10 @@ def gate(
     auditors and, with k of them, writes the new key policy: Allow on the
     candidate's PCRs (and the current ones until the rollout window ends),
     explicit Deny for any other image, other statements untouched. Every decision
-    is appended to the hash-chained decision log named in trust.toml. Refusals
-    exit 1 and leave the output and the KMS untouched.
+    is appended, signed with trust.toml's gate_key, to the decision log named there;
+    the log must verify and hold the decision the current policy was written at
+    (its Id) before anything happens. Refusals exit 1 and leave the output and the
+    KMS untouched.
 
     \b
     Example:
@@ -111,6 +122,7 @@ def gate(
     """
     now = _now(now_text if now_text is not None else at_text)
     trust = load_trust(trust_path)
+    signer = load_gate_signer(trust)
     policy_bytes = read_bytes(policy_path, limit=32 << 10)
     current = parse_policy(policy_bytes, source=str(policy_path))
     candidate_bytes = read_bytes(measurements, limit=1 << 20)
@@ -118,6 +130,11 @@ def gate(
     artifact = _artifact(eif, eif_digest)
     if not vsas:
         raise click.UsageError("give at least one --vsa")
+    report_paths = (
+        [report_dir / f"report{fmt.suffix}" for fmt in _REPORT_FORMATS] if report_dir else []
+    )
+    for target in (output, *report_paths):
+        output_kind(target)  # a target that would be refused is refused before any effect
     applier = None
     if apply:
         if not key_id:
@@ -125,7 +142,8 @@ def gate(
         client = _kms_client(kms_endpoint, region, profile)
         _probe(client, key_id)
         applier = kms_applier(client, key_id, current)
-    result = run_gate(
+    # every check, and everything shown or written, is done before the first effect
+    plan = plan_gate(
         current_policy=current,
         current_policy_bytes=policy_bytes,
         candidate=candidate,
@@ -134,28 +152,60 @@ def gate(
         trust=trust,
         artifact=artifact,
         now=now,
-        apply=applier,
+        signer=signer,
     )
-    report = gate_report(result, now=now, current_policy=current, title="Enclave key-policy gate")
-    if report_dir is not None:
-        for fmt in (Format.JSON, Format.MARKDOWN, Format.HTML):
-            write_text_atomic(report_dir / f"report{fmt.suffix}", render(report, fmt))
-    if result.approved and result.new_policy is not None:
+    _outputs(plan.result, now, current, output, as_json, applied=apply)
+    result = commit_gate(plan, apply=applier)
+    texts, lines, json_text = _outputs(
+        result, now, current, output, as_json, applied=result.applied
+    )
+    for path in report_paths:
+        write_text_atomic(path, texts[path.suffix])
+    if result.approved and result.new_policy is not None and result.apply_error is None:
         write_text_atomic(output, policy_text(result.new_policy))
     if as_json:
-        emit_json(report)
+        write_json_text(json_text)
     else:
-        for o in result.outcomes:
-            err_console.print(f"  {o.status:<9} {o.source}: {o.auditor or '-'}: {o.detail}")
         if result.diff:
             sys.stdout.write(result.diff)
-        err_console.print(
-            f"gate {'APPROVED' if result.approved else 'REFUSED'}: {result.reason}"
-            + (f"; new policy in {output}" if result.approved else "")
-            + ("; applied to the KMS" if result.applied else "")
-        )
+        for line in lines:
+            err_console.print(line, markup=False, highlight=False)
+    if result.apply_error is not None:
+        raise result.apply_error
     if not result.approved:
         raise GateRefused(f"gate refused: {result.reason}")
+
+
+_REPORT_FORMATS = (Format.JSON, Format.MARKDOWN, Format.HTML)
+
+
+def _outputs(
+    result: GateResult,
+    now: datetime,
+    current: dict[str, object],
+    output: Path,
+    as_json: bool,
+    *,
+    applied: bool,
+) -> tuple[dict[str, str], list[str], str]:
+    """The report in every format, the terminal lines and the JSON, all in memory.
+
+    Called once before the first effect (so that nothing that is shown or written
+    can fail after the log or the KMS changed) and once after, with the outcome.
+    """
+    report = gate_report(result, now=now, current_policy=current, title="Enclave key-policy gate")
+    texts = {fmt.suffix: render(report, fmt) for fmt in _REPORT_FORMATS}
+    json_text = json_document(report) if as_json else ""
+    lines = [
+        f"  {o.status:<9} {o.source}: {o.auditor or '-'}: {o.detail}" for o in result.outcomes
+    ]
+    lines += [f"note: {n}" for n in result.notes]
+    lines.append(
+        f"gate {'APPROVED' if result.approved else 'REFUSED'}: {result.reason}"
+        + (f"; new policy in {output}" if result.approved and result.apply_error is None else "")
+        + ("; applied to the KMS" if applied else "")
+    )
+    return texts, lines, json_text
 
 
 def _now(text: str | None) -> datetime:

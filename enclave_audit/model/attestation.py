@@ -59,6 +59,7 @@ from pydantic import (
     model_validator,
 )
 
+from enclave_audit import strictjson
 from enclave_audit.errors import BundleMalformed, EnclaveAuditError
 from enclave_audit.model.digests import Digest
 from enclave_audit.model.findings import Verdict
@@ -208,11 +209,9 @@ class Statement(_Model):
 
     @classmethod
     def from_bytes(cls, data: bytes, *, source: str = "statement") -> Statement:
-        """Parse payload bytes; one-line :class:`BundleMalformed` on any problem."""
-        try:
-            obj = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BundleMalformed(f"{source}: not UTF-8 JSON: {exc}") from None
+        """Parse payload bytes strictly (a duplicated ``subject`` or ``predicate`` would let
+        two readers see two statements); one-line :class:`BundleMalformed` on any problem."""
+        obj = strictjson.loads(data, what=source, error=BundleMalformed)
         return cls.from_obj(obj, source=source)
 
     @classmethod

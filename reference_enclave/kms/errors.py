@@ -20,6 +20,11 @@ class KmsApiError(KmsRefused):
         self.api_message = message
         self.status = status
 
+    @classmethod
+    def bad_json(cls, message: str) -> KmsApiError:
+        """A request body that is not acceptable JSON (AWS: ``SerializationException``)."""
+        return cls("SerializationException", message)
+
 
 def error_body(code: str, message: str) -> bytes:
     """``{"__type": code, "message": message}`` as AWS JSON 1.1 services send it."""

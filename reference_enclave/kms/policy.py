@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from enclave_audit import strictjson
 from reference_enclave.kms.errors import malformed_policy
 
 MAX_POLICY_BYTES = 32 * 1024
@@ -295,14 +296,9 @@ def parse_policy(text: str) -> Policy:
     """Parse and validate a key policy document; MalformedPolicyDocumentException otherwise."""
     if not text.strip():
         raise malformed_policy("The policy document is empty.")
-    if len(text.encode("utf-8")) > MAX_POLICY_BYTES:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_POLICY_BYTES:
         raise malformed_policy(f"The policy is larger than {MAX_POLICY_BYTES} bytes.")
-    try:
-        data: Any = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise malformed_policy(
-            f"The policy is not valid JSON: {exc.msg} at line {exc.lineno}"
-        ) from None
+    data: Any = strictjson.loads(text, what="The policy", error=malformed_policy)
     if not isinstance(data, dict):
         raise malformed_policy("The policy must be a JSON object.")
     unknown = set(data) - {"Version", "Id", "Statement"}

@@ -117,8 +117,13 @@ def _int(params: dict[str, Any], name: str, low: int, high: int) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        shown: object = value
+        if isinstance(value, int) and abs(value) >= 10**20:
+            shown = "(out of range)"  # never print an arbitrarily long integer
+        elif not isinstance(value, int | float | str):
+            shown = type(value).__name__
         raise validation(
-            f"1 validation error detected: Value '{value}' at '{name}' failed to satisfy "
+            f"1 validation error detected: Value '{shown}' at '{name}' failed to satisfy "
             f"constraint: Member must have value between {low} and {high}"
         )
     return value

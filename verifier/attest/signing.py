@@ -33,6 +33,7 @@ from enclave_audit.model.attestation import INTOTO_PAYLOAD_TYPE, Statement
 from verifier.attest.dsse import Envelope, KeyBundle, Signature, pae
 from verifier.attest.keys import (
     PrivateKey,
+    PublicKey,
     key_hint,
     key_type_of,
     load_private_key,
@@ -73,6 +74,9 @@ class KeySigner:
 
     def describe(self) -> str:
         return f"key {self.fingerprint}"
+
+    def public_key(self) -> PublicKey:
+        return self._key.public_key()
 
     def envelope(self, payload: bytes, payload_type: str) -> Envelope:
         message = pae(payload_type, payload)

@@ -344,7 +344,7 @@ def _verify_key_bundle(
         )
     message = bundle.envelope.pae()
     for key in candidates:
-        if _signature_ok(key, signature.sig, message):
+        if signature_ok(key, signature.sig, message):
             signer = VerifiedSigner(public_key=key)
             policy.check(signer)
             return signer
@@ -356,7 +356,8 @@ def _names_key(name: str, key: PublicKey) -> bool:
     return name in ("", key_hint(key), ssh_fingerprint(key))
 
 
-def _signature_ok(key: PublicKey, sig: bytes, message: bytes) -> bool:
+def signature_ok(key: PublicKey, sig: bytes, message: bytes) -> bool:
+    """Whether ``sig`` (DER or P1363 ECDSA, or Ed25519) over ``message`` verifies with ``key``."""
     try:
         if isinstance(key, ed25519.Ed25519PublicKey):
             key.verify(sig, message)

@@ -19,6 +19,7 @@ from typing import Any
 
 from builder.eif import EifReader, EifSection, SectionType, section_pcrs
 from builder.eif.signature import SignatureInfo, parse_signature_section
+from enclave_audit import strictjson
 from enclave_audit.errors import EifError, EnclaveAuditError, InvalidInput
 from enclave_audit.model.difference import (
     Cause,
@@ -195,9 +196,10 @@ class EifComparator:
         da, db = ra.read(sa, limit=MAX_METADATA), rb.read(sb, limit=MAX_METADATA)
         if da == db:
             return None
-        try:
-            ja, jb = _flatten(json.loads(da)), _flatten(json.loads(db))
-        except (ValueError, UnicodeDecodeError):
+        try:  # strict: bounded numbers and nesting, no duplicate keys or lone surrogates
+            ja = _flatten(strictjson.loads(da, what="metadata", error=EifError))
+            jb = _flatten(strictjson.loads(db, what="metadata", error=EifError))
+        except EifError:
             return byte_node(path, da, db, kind=NodeKind.SECTION, what="metadata bytes")
         fields = [
             field_node(path, k, ja.get(k), jb.get(k))
