@@ -13,6 +13,7 @@ from enclave_audit.cli._common import (
     emit_json,
     info,
     input_path,
+    json_document,
     json_option,
     mark_json_written,
     out_console,
@@ -176,15 +177,16 @@ def _rendered(report: object, fmt: str) -> str | None:
     """The report as JSON or SARIF text (None for the text view)."""
     import json
 
+    from enclave_audit.strictjson import json_safe
     from verifier.audit import ImageAuditReport
 
     assert isinstance(report, ImageAuditReport)
-    if fmt == "json":
-        return json.dumps(report.model_dump(mode="json", by_alias=True), indent=2) + "\n"
+    if fmt == "json":  # labelled, with undecodable names written visibly (\\xNN)
+        return json_document(report)
     if fmt == "sarif":
         from verifier.audit.sarif import sarif_log
 
-        return json.dumps(sarif_log(report), indent=2) + "\n"
+        return json.dumps(json_safe(sarif_log(report)), indent=2) + "\n"
     return None
 
 

@@ -312,7 +312,10 @@ class DiffReport(BaseModel):
         return not self.stats.limits_reached and not self.stats.unreadable
 
     def to_json(self) -> str:
-        return self.model_dump_json(indent=2, by_alias=True)
+        """JSON text; names that came as undecodable bytes are written visibly (``\\xNN``)."""
+        from enclave_audit.strictjson import dumps_model
+
+        return dumps_model(self, indent=2)
 
     @classmethod
     def from_json(cls, text: str | bytes, *, source: str = "diff report") -> DiffReport:

@@ -104,10 +104,45 @@ def test_audit_text_and_sbom_with_an_undecodable_member_name(tmp_path: Path) -> 
     assert text.exit_code == 1, text.stderr
     assert "internal error" not in text.stderr
     sbom = tmp_path / "sbom.json"
-    result = run_cli(["audit", str(image), "--sbom", "spdx", "-o", str(sbom)])
+    report = tmp_path / "report.json"
+    result = run_cli(
+        [
+            "audit", str(image), "--sbom", str(sbom), "--sbom-format", "spdx",
+            "--format", "json", "-o", str(report),
+        ]
+    )  # fmt: skip
     assert result.exit_code == 1, result.stderr
     assert "internal error" not in result.stderr
     json.loads(sbom.read_bytes().decode("utf-8"))
+    saved = json.loads(report.read_bytes().decode("utf-8"))
+    assert saved["verdict"] == "FAIL"
+    assert "bad\\\\xff\\\\xfename" in json.dumps(saved)
+    sarif = run_cli(["audit", str(image), "--format", "sarif"])
+    assert sarif.exit_code == 1, sarif.stderr
+    assert "internal error" not in sarif.stderr
+    assert "rootfs/bad%FF%FEname" in sarif.stdout  # the URI carries the bytes
+
+
+def test_diff_json_with_an_undecodable_member_name(tmp_path: Path) -> None:
+    """diff --json (stdout and file) writes the name visibly, never exit 70."""
+    from builder.initramfs import write_ramdisk
+    from builder.initramfs.entries import file_bytes
+
+    for side, data in (("a", b"one\n"), ("b", b"two\n")):
+        write_ramdisk(
+            tmp_path / f"{side}.cpio", [file_bytes("bad\udcff\udcfename", data, 0o755)], epoch=0
+        )
+    a, b = str(tmp_path / "a.cpio"), str(tmp_path / "b.cpio")
+    shown = "bad\\\\xff\\\\xfename"  # the bytes, escaped, as data
+    result = run_cli(["diff", a, b, "--json"])
+    assert result.exit_code == 1, result.stderr
+    assert "internal error" not in result.stderr
+    assert shown in json.dumps(json.loads(result.stdout))
+    out = tmp_path / "diff.json"
+    result = run_cli(["diff", a, b, "--json", str(out)])
+    assert result.exit_code == 1, result.stderr
+    assert "internal error" not in result.stderr
+    assert shown in json.dumps(json.loads(out.read_bytes().decode("utf-8")))
 
 
 # --- report -------------------------------------------------------------------------------------

@@ -39,7 +39,10 @@ class ImageAuditReport(BaseModel):
     packages: list[Package]
 
     def to_json(self) -> str:
-        return self.model_dump_json(indent=2, by_alias=True)
+        """JSON text; names that came as undecodable bytes are written visibly (``\\xNN``)."""
+        from enclave_audit.strictjson import dumps_model
+
+        return dumps_model(self, indent=2)
 
     def failing(self) -> list[Finding]:
         return [f for f in self.findings if f.severity.rank >= self.fail_on.rank]

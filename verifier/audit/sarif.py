@@ -42,10 +42,14 @@ _SCORE = {
 
 
 def _uri(path: str) -> str:
-    """A relative URI reference for a path inside the image (percent-encoded)."""
+    """A relative URI reference for a path inside the image (percent-encoded).
+
+    A name that is not UTF-8 (undecodable bytes kept as ``surrogateescape``) is
+    percent-encoded byte for byte, as a URI carries any bytes.
+    """
     from urllib.parse import quote
 
-    return quote(path.lstrip("/"), safe="/-._~") or "."
+    return quote(path.lstrip("/"), safe="/-._~", errors="surrogateescape") or "."
 
 
 def _fingerprint(finding: Finding) -> str:
