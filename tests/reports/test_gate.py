@@ -220,3 +220,37 @@ def test_debug_measurements_are_never_allowed(world):
     world.measurements.write_text(json.dumps({"Measurements": zero.to_nitro()}))
     result = _gate(world, world.vsa("alice", pcrs=zero), world.vsa("bob", pcrs=zero))
     assert_one_line_error(result, 1, "debug")
+
+
+def test_gate_json_and_every_log_entry_follow_the_json_convention(world):
+    """gate --json (approved and refused) is a labelled document that validates against
+    docs/schemas (run_cli checks it); each line of decisions.jsonl is a DSSE envelope whose
+    payload is labelled enclave-audit/decision-log-entry v2 and validates against its
+    published schema."""
+    import base64
+
+    from conftest import ROOT
+    from jsonschema import Draft202012Validator
+
+    approved = _gate(world, world.vsa("alice"), world.vsa("bob"), extra=("--json",))
+    assert approved.exit_code == 0, approved.stderr
+    doc = json.loads(approved.stdout)
+    assert list(doc)[:2] == ["schema", "schema_version"]
+    assert doc["gate"]["decision"] == "approved"
+    refused = _gate(world, world.vsa("alice"), extra=("--json",))
+    assert refused.exit_code == 1, refused.stderr
+    assert json.loads(refused.stdout)["gate"]["decision"] == "refused"
+    schema = json.loads(
+        (ROOT / "docs" / "schemas" / "decision-log-entry.v2.schema.json").read_text()
+    )
+    validator = Draft202012Validator(schema)
+    lines = (world.root / "decisions.jsonl").read_bytes().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        envelope = json.loads(line)
+        assert envelope["payloadType"] == decision_log.PAYLOAD_TYPE
+        payload = json.loads(base64.b64decode(envelope["payload"]))
+        assert payload["schema"] == "enclave-audit/decision-log-entry"
+        assert payload["schema_version"] == 2
+        errors = list(validator.iter_errors(payload))
+        assert not errors, errors[0].message
