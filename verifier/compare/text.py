@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 
+from enclave_audit import strictjson
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side, bounded_diff
 from verifier.compare.base import Blob, EngineApi
 
@@ -159,7 +160,10 @@ def _json(text: str) -> tuple[object] | None:
     stripped = text.lstrip()
     if not stripped or stripped[0] not in "{[":
         return None
+    # strict (enclave_audit.strictjson): a duplicate key, NaN, a huge number or deep nesting
+    # is compared as text, never claimed "the same JSON value" (a reader may take the first
+    # of two duplicate keys, where json.loads keeps the last) nor a crash
     try:
-        return (json.loads(text),)
+        return (strictjson.loads(text, what="JSON", error=ValueError),)
     except ValueError:
         return None

@@ -41,6 +41,30 @@ def test_text_and_json(tmp_path: Path) -> None:
     assert '-  "a": 1,' in root.unified_diff and '+  "a": 2,' in root.unified_diff
 
 
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        # a reader that takes the first of two duplicate keys sees "a": 1 on the left
+        (b'{"a": 1, "a": 2}', b'{"a": 2}'),
+        (b'{"a": NaN}', b'{"a":  NaN}'),
+        (b'{"n": ' + b"1" * 5000 + b"}", b'{"n":  ' + b"1" * 5000 + b"}"),
+        (b"[" * 100_000 + b"]" * 100_000, b"[" * 100_001 + b"]" * 100_001),
+    ],
+    ids=["duplicate-key", "nan", "huge-integer", "deep-nesting"],
+)
+def test_json_that_is_not_strict_is_compared_as_text_never_benign(
+    tmp_path: Path, left: bytes, right: bytes
+) -> None:
+    """JSON the strict parser refuses is never claimed "the same JSON value" (a benign
+    key-order cause) nor a crash: it is compared as text and left unexplained."""
+    a = _write(tmp_path / "a.json", left)
+    b = _write(tmp_path / "b.json", right)
+    root = compare_paths(a, b).root
+    assert root is not None and "key order" not in root.summary
+    assert root.unified_diff is not None
+    assert [c.cause for c in root.causes] == [Cause.UNEXPLAINED]
+
+
 def test_unified_diff_is_bounded(tmp_path: Path) -> None:
     a = _write(tmp_path / "a.txt", "".join(f"line {i}\n" for i in range(5000)).encode())
     b = _write(tmp_path / "b.txt", "".join(f"LINE {i}\n" for i in range(5000)).encode())
