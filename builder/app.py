@@ -43,11 +43,29 @@ class SourceFile:
 
 
 def collect_sources(root: Path, packages: Iterable[str]) -> list[SourceFile]:
-    """Every file of the listed packages, without caches and hidden files, sorted."""
+    """Every file of the listed packages, without caches and hidden files, sorted.
+
+    The packages belong to the audited party: a package reached through a symlink,
+    or a symlink inside one whose target lies outside the source root, is a
+    :class:`SpecInvalid` (a committed link must not copy a host file into ``/app``).
+    Symlinks that stay inside the tree, FIFOs, sockets and devices are not copied.
+    """
+    root = Path(root).resolve()
     out: list[SourceFile] = []
     for pkg in packages:
         base = root / pkg
+        try:
+            real = base.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise SpecInvalid(f"app.packages: {base} does not exist") from None
+        if real != base or not real.is_dir():
+            raise SpecInvalid(
+                f"app.packages: {base} is reached through a symlink or is not a directory"
+                " (application packages must be real directories of the source tree)"
+            )
         for dirpath, dirnames, filenames in os.walk(base):
+            for name in [*dirnames, *filenames]:
+                _refuse_escaping_link(Path(dirpath) / name, root)
             dirnames[:] = sorted(
                 d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".")
             )
@@ -62,6 +80,20 @@ def collect_sources(root: Path, packages: Iterable[str]) -> list[SourceFile]:
                 out.append(SourceFile(rel, path, bool(st.st_mode & 0o111), sha256_file(path)))
     out.sort(key=lambda f: f.rel.encode())
     return out
+
+
+def _refuse_escaping_link(path: Path, root: Path) -> None:
+    if not path.is_symlink():
+        return
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):
+        target = Path("/")  # a loop or an unreadable chain counts as escaping
+    if not target.is_relative_to(root):
+        raise SpecInvalid(
+            f"app.packages: {path} is a symlink to {os.readlink(path)!r}, outside the"
+            " source tree: refused (it would copy a host file into the image)"
+        )
 
 
 def tree_digest(files: Iterable[SourceFile]) -> str:
@@ -132,7 +164,7 @@ def fetch_wheel(wheel: WheelSpec) -> Path:
         if platforms != "any":
             argv += [f"--platform={p}" for p in platforms.split(".")]
             argv += ["--python-version=3.11", "--implementation=cp", f"--abi={abi_tag}"]
-        argv.append(f"{wheel.name}=={wheel.version}")
+        argv += ["--", f"{wheel.name}=={wheel.version}"]
         done = run(argv, check=False, what="pip download")
         got_path = Path(tmp) / wheel.filename
         if done.returncode != 0 or not got_path.exists():
