@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from builder.initramfs import Entry, EntryKind, directory, file_bytes
-from builder.spec import AppSpec, WheelSpec
+from builder.spec import AppSpec, LoadedSpec, WheelSpec
 from enclave_audit.errors import DigestMismatch, PinnedInputUnavailable, SpecInvalid
 from enclave_audit.fsutil import cache_dir, sha256_file
 from enclave_audit.tools import run
@@ -94,6 +94,27 @@ def _refuse_escaping_link(path: Path, root: Path) -> None:
             f"app.packages: {path} is a symlink to {os.readlink(path)!r}, outside the"
             " source tree: refused (it would copy a host file into the image)"
         )
+
+
+def tree_files(
+    loaded: LoadedSpec, backend: str, sources: list[SourceFile] | None = None
+) -> list[SourceFile]:
+    """The source-tree files that shape the image, for the manifest's tree digest.
+
+    The application packages (``sources``, collected when not given) and, for the
+    docker backend, every file of the docker build context (the Dockerfile included).
+    """
+    files = (
+        list(sources)
+        if sources is not None
+        else collect_sources(loaded.source_root, loaded.spec.app.packages)
+    )
+    if backend == "docker":
+        from builder.rootfs.docker import context_sources
+
+        files += context_sources(loaded)
+    files.sort(key=lambda f: f.rel.encode())
+    return files
 
 
 def tree_digest(files: Iterable[SourceFile]) -> str:

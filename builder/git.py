@@ -29,6 +29,7 @@ https/http/ssh/git (``-c`` has the highest precedence of all config scopes).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import stat
@@ -419,3 +420,52 @@ def fetch_commit(url: str, prefix: str, dest: Path) -> str:
     if got != commit:
         raise BuildStepFailed(f"git checkout of {commit} left HEAD at {got}")
     return commit
+
+
+# --- comparing files with a commit --------------------------------------------------
+
+
+def blob_id(path: Path, *, sha256: bool = False) -> tuple[str, str]:
+    """(git mode, git blob id) of a file as it is on disk (a symlink as its target)."""
+    st = os.lstat(path)
+    h = hashlib.sha256() if sha256 else hashlib.sha1()  # noqa: S324 - git's object id
+    if stat.S_ISLNK(st.st_mode):
+        data = os.fsencode(os.readlink(path))
+        h.update(b"blob %d\0" % len(data) + data)
+        return "120000", h.hexdigest()
+    if not stat.S_ISREG(st.st_mode):
+        return "", ""
+    h.update(b"blob %d\0" % st.st_size)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return ("100755" if st.st_mode & stat.S_IXUSR else "100644"), h.hexdigest()
+
+
+def differing(checkout: Checkout, files: Sequence[Path]) -> list[str]:
+    """The ``files`` (paths in the work tree) whose bytes or mode are not ``HEAD``'s.
+
+    Compared byte for byte through git blob ids, independently of any index, so an
+    uncommitted, untracked or ignored file the build reads is found whatever the
+    repository's own metadata says.  A file outside the work tree counts as differing.
+    """
+    with reading(checkout) as git:
+        done = git.run("ls-tree", "-r", "-z", "--full-tree", checkout.head, what="git ls-tree")
+    tree: dict[str, tuple[str, str]] = {}
+    for record in done.stdout.split(b"\0"):
+        if not record:
+            continue
+        meta, _, name = record.partition(b"\t")
+        mode, _kind, oid = meta.decode("ascii", "replace").split(" ")
+        tree[os.fsdecode(name)] = (mode, oid)
+    sha256 = len(checkout.head) == 64
+    out: list[str] = []
+    for path in sorted(set(files)):
+        try:
+            rel = Path(path).relative_to(checkout.top).as_posix()
+        except ValueError:
+            out.append(str(path))
+            continue
+        if tree.get(rel) != blob_id(path, sha256=sha256):
+            out.append(rel)
+    return out

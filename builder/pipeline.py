@@ -35,6 +35,7 @@ from builder.app import (
     merge_dirs,
     source_entries,
     tree_digest,
+    tree_files,
     wheel_entries,
 )
 from builder.eif import tpm_extend, write_eif
@@ -323,7 +324,9 @@ def build_loaded(
             wheel_paths = [(w, fetch_wheel(w)) for w in spec.wheels]
         with timer.step("plan"):
             sources = collect_sources(root, spec.app.packages)
-            key = _app_ramdisk_key(loaded, rootfs.sha256, tree_digest(sources), epoch)
+            # the digest covers the docker context too (tree_files)
+            tree = tree_digest(tree_files(loaded, backend.name, sources))
+            key = _app_ramdisk_key(loaded, rootfs.sha256, tree, epoch)
             cached = cache_dir("ramdisk") / key
         from_cache = options.use_rootfs_cache and (cached / "ramdisk.json").exists()
         if from_cache:
@@ -454,7 +457,7 @@ def build_loaded(
             source=SourceInfo(
                 git_commit=git.commit if git else "",
                 git_dirty=git.dirty if git else False,
-                tree_sha256=tree_digest(sources),
+                tree_sha256=tree,
                 packages=spec.app.packages,
             ),
             spec=SpecInfo(
@@ -531,7 +534,7 @@ def rebuild_from_manifest(
     if not lock.is_file() or lock.read_text("utf-8") != manifest.spec.lock_text:
         raise DigestMismatch(f"{lock}: differs from the Debian lock the manifest records")
     loaded = load_spec(spec_path, source_root=source_dir)
-    tree = tree_digest(collect_sources(source_dir, loaded.spec.app.packages))
+    tree = tree_digest(tree_files(loaded, backend or manifest.builder.backend))
     if tree != manifest.source.tree_sha256:
         raise DigestMismatch(
             f"{source_dir}: application sources have tree digest {tree},"

@@ -30,6 +30,7 @@ DEBIAN_PACKAGE: dict[str, str] = {
     "diffoscope": "diffoscope",
     "openssl": "openssl",
     "unshare": "util-linux",
+    "bwrap": "bubblewrap",
     "chroot": "coreutils",
     "npm": "npm",
     "node": "nodejs",
