@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from builder.initramfs import Entry, EntryKind, directory, file_bytes
-from builder.spec import AppSpec, LoadedSpec, WheelSpec
+from builder.spec import AppSpec, LoadedSpec, WheelSpec, refuse_escaping_link
 from enclave_audit.errors import DigestMismatch, PinnedInputUnavailable, SpecInvalid
 from enclave_audit.fsutil import cache_dir, sha256_file
 from enclave_audit.tools import run
@@ -65,7 +65,7 @@ def collect_sources(root: Path, packages: Iterable[str]) -> list[SourceFile]:
             )
         for dirpath, dirnames, filenames in os.walk(base):
             for name in [*dirnames, *filenames]:
-                _refuse_escaping_link(Path(dirpath) / name, root)
+                refuse_escaping_link(Path(dirpath) / name, root)
             dirnames[:] = sorted(
                 d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".")
             )
@@ -80,20 +80,6 @@ def collect_sources(root: Path, packages: Iterable[str]) -> list[SourceFile]:
                 out.append(SourceFile(rel, path, bool(st.st_mode & 0o111), sha256_file(path)))
     out.sort(key=lambda f: f.rel.encode())
     return out
-
-
-def _refuse_escaping_link(path: Path, root: Path) -> None:
-    if not path.is_symlink():
-        return
-    try:
-        target = path.resolve()
-    except (OSError, RuntimeError):
-        target = Path("/")  # a loop or an unreadable chain counts as escaping
-    if not target.is_relative_to(root):
-        raise SpecInvalid(
-            f"app.packages: {path} is a symlink to {os.readlink(path)!r}, outside the"
-            " source tree: refused (it would copy a host file into the image)"
-        )
 
 
 def tree_files(

@@ -261,6 +261,10 @@ def build_loaded(
         git = GitInfo(options.source_commit, epoch, options.source_dirty)
     if check_spec is not None:
         check_spec(loaded)
+    # the source tree before any step runs: application packages and the docker context
+    # (symlinks leaving the tree, the Dockerfile) are refused here, not after the kernel
+    sources = collect_sources(root, spec.app.packages)
+    tree = tree_digest(tree_files(loaded, backend.name, sources))
 
     with timer.step("kernel"):
         kernel = build_kernel(
@@ -323,9 +327,6 @@ def build_loaded(
         with timer.step("wheels"):
             wheel_paths = [(w, fetch_wheel(w)) for w in spec.wheels]
         with timer.step("plan"):
-            sources = collect_sources(root, spec.app.packages)
-            # the digest covers the docker context too (tree_files)
-            tree = tree_digest(tree_files(loaded, backend.name, sources))
             key = _app_ramdisk_key(loaded, rootfs.sha256, tree, epoch)
             cached = cache_dir("ramdisk") / key
         from_cache = options.use_rootfs_cache and (cached / "ramdisk.json").exists()

@@ -630,3 +630,21 @@ def _package_dir(root: Path, pkg: str, spec_path: Path) -> None:
     init = lexical / "__init__.py"
     if not init.is_file() or init.is_symlink():
         raise SpecInvalid(f"{spec_path}: app.packages: {lexical} is not a Python package")
+    for dirpath, dirnames, filenames in os.walk(lexical):
+        for name in (*dirnames, *filenames):
+            refuse_escaping_link(Path(dirpath) / name, root)
+
+
+def refuse_escaping_link(path: Path, root: Path) -> None:
+    """A symlink in an application package whose target leaves the source tree is refused."""
+    if not path.is_symlink():
+        return
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):
+        target = Path("/")  # a loop or an unreadable chain counts as leaving
+    if not target.is_relative_to(root):
+        raise SpecInvalid(
+            f"app.packages: {path} is a symlink to {os.readlink(path)!r}, outside the"
+            " source tree: refused (it would copy a host file into the image)"
+        )

@@ -169,16 +169,17 @@ def read_regular_file(path: Path, *, limit: int) -> bytes:
         raise InputNotFound(f"{path}: no such file") from None
     except OSError as exc:
         raise InputNotFound(f"{path}: cannot read: {exc.strerror or exc}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = (
+            "a FIFO" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a directory" if stat.S_ISDIR(mode)
+            else "not a regular file"
+        )  # fmt: skip
+        raise InvalidInput(f"{path}: is {kind}, expected a regular file")
     with os.fdopen(fd, "rb") as fh:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = (
-                "a FIFO" if stat.S_ISFIFO(mode)
-                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-                else "a directory" if stat.S_ISDIR(mode)
-                else "not a regular file"
-            )  # fmt: skip
-            raise InvalidInput(f"{path}: is {kind}, expected a regular file")
         try:
             data = fh.read(limit + 1)
         except OSError as exc:

@@ -192,8 +192,15 @@ def context_directory(loaded: LoadedSpec) -> Path:
 
 
 def context_sources(loaded: LoadedSpec) -> list[SourceFile]:
-    """The docker context's files as source-tree files (for the manifest's tree digest)."""
+    """The docker context's files as source-tree files (for the manifest's tree digest).
+
+    Refuses a context outside the source tree, a symlink in it, and a Dockerfile
+    that :func:`check_dockerfile` refuses.
+    """
     context = context_directory(loaded)
+    dockerfile = context / DOCKERFILE
+    if dockerfile.is_file() and not dockerfile.is_symlink():
+        check_dockerfile(dockerfile, _read_dockerfile(dockerfile))
     return [
         SourceFile(
             rel=f.path.relative_to(loaded.source_root).as_posix(),
