@@ -24,6 +24,7 @@ ORDER = [
     ("qemu.md", "QEMU nitro-enclave boot (issue #10)"),
     ("hardening.md", "Fuzzing, faults and load (issue #11; also RELIABILITY.md)"),
     ("load_enclave.md", "Enclave endpoint: load and faults (issue #11)"),
+    ("inputs.md", "Pinned inputs: cold build from an input set vs the mirrors (issue #20)"),
 ]
 
 HEADER = """# Benchmarks

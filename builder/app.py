@@ -12,10 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import shutil
 import stat
-import sys
-import tempfile
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,9 +21,8 @@ from typing import IO
 
 from builder.initramfs import Entry, EntryKind, directory, file_bytes
 from builder.spec import AppSpec, LoadedSpec, WheelSpec, refuse_escaping_link
-from enclave_audit.errors import DigestMismatch, PinnedInputUnavailable, SpecInvalid
-from enclave_audit.fsutil import cache_dir, sha256_file
-from enclave_audit.tools import run
+from enclave_audit.errors import SpecInvalid
+from enclave_audit.fsutil import sha256_file
 
 ROOTFS = "rootfs"
 APP_DIR = "app"
@@ -147,45 +143,6 @@ def control_entries(app: AppSpec, epoch: int) -> list[Entry]:
 
 
 # --- wheels -------------------------------------------------------------------------
-
-
-def fetch_wheel(wheel: WheelSpec) -> Path:
-    """The verified wheel file: from the cache, else downloaded with pip from PyPI."""
-    store = cache_dir("wheels")
-    cached = store / f"{wheel.sha256}.whl"
-    if cached.exists():
-        got = sha256_file(cached)
-        if got != wheel.sha256:
-            raise DigestMismatch(
-                f"cached wheel {wheel.filename} at {cached} has sha256 {got}, pinned {wheel.sha256}"
-                " (delete it to download again)"
-            )
-        return cached
-    with tempfile.TemporaryDirectory(prefix="wheel-", dir=store) as tmp:
-        tags = wheel.filename[:-4].split("-")[-3:]
-        _python_tag, abi_tag, platforms = tags
-        argv = [
-            sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-            "--only-binary=:all:", "--dest", tmp,
-        ]  # fmt: skip
-        if platforms != "any":
-            argv += [f"--platform={p}" for p in platforms.split(".")]
-            argv += ["--python-version=3.11", "--implementation=cp", f"--abi={abi_tag}"]
-        argv += ["--", f"{wheel.name}=={wheel.version}"]
-        done = run(argv, check=False, what="pip download")
-        got_path = Path(tmp) / wheel.filename
-        if done.returncode != 0 or not got_path.exists():
-            raise PinnedInputUnavailable(
-                f"wheel {wheel.filename} ({wheel.name} {wheel.version}) could not be downloaded"
-                " from PyPI"
-            )
-        got = sha256_file(got_path)
-        if got != wheel.sha256:
-            raise DigestMismatch(
-                f"downloaded wheel {wheel.filename} has sha256 {got}, pinned {wheel.sha256}"
-            )
-        shutil.move(got_path, cached)
-    return cached
 
 
 def _zip_opener(zf: zipfile.ZipFile, member: str) -> IO[bytes]:

@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.debian import fetch_deb
+from builder.inputs.refs import kernel_input
+from builder.inputs.resolver import Resolver
 from builder.sandbox import Sandbox, run_sandboxed
 from builder.spec import KernelSpec
 from builder.toolchain import toolchain_versions
@@ -152,6 +153,7 @@ def build_kernel(
     spec: KernelSpec,
     config_path: Path,
     *,
+    resolver: Resolver,
     jobs: int | None = None,
     progress: ProgressSink | None = None,
     force: bool = False,
@@ -166,7 +168,7 @@ def build_kernel(
     meta_path = final / "kernel.json"
     if not force and meta_path.exists():
         return _verified_cached(final, digest)
-    deb = fetch_deb(spec.package, spec.version, spec.sha256)
+    deb = resolver.path(kernel_input(spec))
     jobs = jobs or max(1, len(os.sched_getaffinity(0)))
     started = time.perf_counter()
     pinned = read_bytes(config_path).decode("utf-8", "replace")

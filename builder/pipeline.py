@@ -1,5 +1,10 @@
 """The build: spec in, ``enclave.eif`` + measurements + manifest + provenance out.
 
+The pipeline follows the data: every pinned input is located first (store, input
+sets, mirrors, snapshot archive, PyPI: :mod:`builder.inputs`), so a pin that no
+source serves stops the build before any step runs; then each step returns a
+record and the manifest is made from the records (:func:`make_manifest`).
+
 Steps (each timed for the benchmark): kernel (cached by input digest), init
 (musl, cached by source and toolchain), bootstrap ramdisk (``dev/``, ``dev/console``, ``init``),
 rootfs (backend; cached unless told otherwise), wheels (pinned, verified), the
@@ -29,23 +34,26 @@ from typing import IO
 from pydantic import BaseModel, ConfigDict
 
 from builder.app import (
+    SourceFile,
     collect_sources,
     control_entries,
-    fetch_wheel,
     merge_dirs,
     source_entries,
     tree_digest,
     tree_files,
     wheel_entries,
 )
-from builder.eif import tpm_extend, write_eif
-from builder.init import build_init
+from builder.eif import WrittenEif, tpm_extend, write_eif
+from builder.init import InitArtifact, build_init
 from builder.initramfs import Entry, char_device, directory, file_path, plan_tar, write_newc
-from builder.kernel import build_kernel
+from builder.inputs.inputset import InputSet
+from builder.inputs.refs import make_resolver, spec_inputs, wheel_input
+from builder.inputs.resolver import Resolver, parse_mirror_map
+from builder.kernel import KernelArtifact, build_kernel
 from builder.provenance import provenance_for
-from builder.rootfs import get_backend
+from builder.rootfs import RootfsResult, get_backend
 from builder.source import GitInfo, git_info, source_date_epoch
-from builder.spec import InitSpec, LoadedSpec, load_spec
+from builder.spec import InitSpec, LoadedSpec, WheelSpec, load_spec
 from builder.toolchain import builder_code_digest, toolchain_versions
 from enclave_audit import __version__
 from enclave_audit.errors import DigestMismatch, SpecInvalid
@@ -69,8 +77,6 @@ from enclave_audit.model.manifest import (
 from enclave_audit.model.measurements import PcrSet, measurements_json
 from enclave_audit.progress import NullProgress, ProgressSink
 
-DEBIAN_ORIGIN = "deb.debian.org"
-
 
 @dataclass(frozen=True)
 class BuildOptions:
@@ -85,6 +91,10 @@ class BuildOptions:
     #: for source trees without .git (repro-test copies, tarballs): the commit they are
     source_commit: str | None = None
     source_dirty: bool = False
+    #: input sets (directories or .tar files) to resolve pinned inputs from
+    inputs: tuple[Path, ...] = ()
+    #: ``CANONICAL=URL`` pairs: fetch a spec mirror's files from another location
+    debian_mirrors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -242,6 +252,303 @@ def build(
     return build_loaded(loaded, out_dir, options=options, progress=progress)
 
 
+# --- the steps: each one takes what it needs and returns a record -------------------
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """Where the source is: its commit, dirtiness and the two epochs derived from it."""
+
+    git: GitInfo | None
+    epoch: int
+    rootfs_epoch: int
+
+
+@dataclass(frozen=True)
+class InputsRecord:
+    """Every external input of the build, located before any step runs."""
+
+    refs: tuple[PinnedInput, ...]
+    resolver: Resolver
+
+    def with_sources(self) -> tuple[PinnedInput, ...]:
+        """The references, each stamped with the source that served (or would serve) it."""
+        return tuple(
+            ref.model_copy(update={"served_by": self.resolver.served_by(ref)}) for ref in self.refs
+        )
+
+
+@dataclass(frozen=True)
+class HelperRecord:
+    name: str
+    source: str
+    built: InitArtifact
+
+
+@dataclass(frozen=True)
+class InitRecord:
+    init: InitArtifact
+    helpers: tuple[HelperRecord, ...]
+
+
+@dataclass(frozen=True)
+class AppRamdisk:
+    record: RamdiskRecord
+    path: Path
+    #: the cache entry it was read from (re-verified by the EIF writer), or None
+    cached: Path | None
+    tree_sha256: str
+
+
+def source_step(loaded: LoadedSpec, options: BuildOptions) -> SourceRecord:
+    git = git_info(loaded.source_root, watched_paths(loaded))
+    epoch = source_date_epoch(options.source_date_epoch, git, loaded.source_root)
+    if options.source_commit is not None:
+        git = GitInfo(options.source_commit, epoch, options.source_dirty)
+    rootfs_epoch = min(loaded.lock_epoch, epoch) if loaded.lock_epoch is not None else epoch
+    return SourceRecord(git=git, epoch=epoch, rootfs_epoch=rootfs_epoch)
+
+
+def tree_step(loaded: LoadedSpec, backend: str) -> tuple[list[SourceFile], str]:
+    """The source tree, before any step runs: (application files, tree digest).
+
+    The digest covers the application packages and, for the docker backend, the docker
+    context; a symlink leaving the tree or a refused Dockerfile stops the build here.
+    """
+    sources = collect_sources(loaded.source_root, loaded.spec.app.packages)
+    return sources, tree_digest(tree_files(loaded, backend, sources))
+
+
+def resolve_step(
+    loaded: LoadedSpec, options: BuildOptions, progress: ProgressSink
+) -> InputsRecord:
+    """Locate every pinned input now; a pin no source serves stops the build here."""
+    sets = tuple(InputSet(p) for p in options.inputs)
+    resolver = make_resolver(
+        loaded,
+        input_sets=sets,
+        mirror_map=parse_mirror_map(options.debian_mirrors),
+        progress=progress,
+    )
+    refs = tuple(spec_inputs(loaded))
+    progress.start("inputs: locating every pinned input", None)
+    resolver.locate(refs)
+    return InputsRecord(refs=refs, resolver=resolver)
+
+
+def init_step(loaded: LoadedSpec, work: Path, *, use_cache: bool) -> InitRecord:
+    spec = loaded.spec
+    init = build_init(
+        spec.init, loaded.resolve(spec.init.source), work / "init-build", use_cache=use_cache
+    )
+    helpers = tuple(
+        HelperRecord(
+            PurePosixPath(source).parent.name,
+            source,
+            build_init(
+                InitSpec(source=source, cflags=spec.init.cflags),
+                loaded.resolve(source),
+                work / f"helper-{number}",
+                use_cache=use_cache,
+            ),
+        )
+        for number, source in enumerate(spec.init.helpers)
+    )
+    return InitRecord(init=init, helpers=tuple(sorted(helpers, key=lambda h: h.name)))
+
+
+def bootstrap_step(
+    init: InitRecord, path: Path, boot_epoch: int, progress: ProgressSink
+) -> RamdiskRecord:
+    """``dev/``, ``dev/console``, ``init`` and the helpers: the PCR1 ramdisk."""
+    return _write_ramdisk(
+        path,
+        "bootstrap-ramdisk",
+        [
+            directory("dev", 0o755, boot_epoch),
+            char_device("dev/console", 5, 1, 0o600, boot_epoch),
+            file_path("init", init.init.path, 0o755, boot_epoch),
+            *(file_path(h.name, h.built.path, 0o755, boot_epoch) for h in init.helpers),
+        ],
+        boot_epoch,
+        progress,
+    )
+
+
+def app_ramdisk_step(
+    loaded: LoadedSpec,
+    rootfs: RootfsResult,
+    wheels: list[tuple[WheelSpec, Path]],
+    *,
+    tree: tuple[list[SourceFile], str],
+    epoch: int,
+    work: Path,
+    use_cache: bool,
+    timer: _Timer,
+    progress: ProgressSink,
+) -> AppRamdisk:
+    """``rootfs/`` (+ wheels + app sources), ``cmd``, ``env``: the PCR2 ramdisk.
+
+    ``tree`` is (the application's source files, the tree digest) from :func:`tree_step`.
+    """
+    spec = loaded.spec
+    sources, digest = tree
+    with timer.step("plan"):
+        cached = cache_dir("ramdisk") / _app_ramdisk_key(loaded, rootfs.sha256, digest, epoch)
+    if use_cache and (cached / "ramdisk.json").exists():
+        # re-verified by the EIF writer's own PCR2 pass (see _check_cached_ramdisk);
+        # the output directory only appears once it has passed
+        touch_entry(cached)
+        return AppRamdisk(_ramdisk_record(cached), cached / "application.cpio", cached, digest)
+    with timer.step("plan"):
+        entries = plan_tar(rootfs.tarball, "rootfs")
+        extra: list[Entry] = []
+        for w, path in wheels:
+            extra = merge_dirs(extra, wheel_entries(w, path, spec.app.site_packages, epoch))
+        extra = merge_dirs(extra, source_entries(sources, epoch))
+        entries = merge_dirs(entries, extra)
+        entries += control_entries(spec.app, epoch)
+    with timer.step("cpio"):
+        if not use_cache:
+            path = work / "application.cpio"
+            record = _write_ramdisk(path, "application-ramdisk", entries, epoch, progress)
+            return AppRamdisk(record, path, None, digest)
+        with atomic_directory(cached) as ramdisk_dir:
+            record = _write_ramdisk(
+                ramdisk_dir / "application.cpio", "application-ramdisk", entries, epoch, progress
+            )
+            (ramdisk_dir / "ramdisk.json").write_text(record.model_dump_json(indent=2) + "\n")
+        prune_cache(cached.parent, keep=4, marker="ramdisk.json")
+        # written just now: not a cache hit, nothing to re-verify
+        return AppRamdisk(record, cached / "application.cpio", None, digest)
+
+
+def eif_step(
+    loaded: LoadedSpec,
+    kernel: KernelArtifact,
+    bootstrap: tuple[Path, RamdiskRecord],
+    app: AppRamdisk,
+    *,
+    source: SourceRecord,
+    out: Path,
+    progress: ProgressSink,
+) -> WrittenEif:
+    spec = loaded.spec
+    git = source.git
+    written = write_eif(
+        out,
+        kernel=kernel.bzimage,
+        cmdline=spec.kernel.cmdline,
+        ramdisks=[bootstrap[0], app.path],
+        name=spec.name,
+        version=spec.version,
+        build_time=_rfc3339(source.epoch),
+        custom_metadata={
+            "SourceCommit": git.commit if git else "",
+            "SpecSha256": loaded.sha256,
+            "ModelDigest": spec.app.model_digest,
+        },
+        kernel_config=kernel.config,
+        # the header goes first, so the file is hashed as it is written
+        known_crc32={bootstrap[0]: bootstrap[1].crc32, app.path: app.record.crc32},
+        progress=progress,
+    )
+    if app.cached is not None:
+        _check_cached_ramdisk(app.cached, app.record.output, written.pcrs)
+    return written
+
+
+def make_manifest(
+    loaded: LoadedSpec,
+    *,
+    backend: str,
+    source: SourceRecord,
+    inputs: InputsRecord,
+    kernel: KernelArtifact,
+    init: InitRecord,
+    rootfs: RootfsResult,
+    bootstrap: RamdiskRecord,
+    app: AppRamdisk,
+    eif: WrittenEif,
+    measurements: BuildOutput,
+) -> BuildManifest:
+    """The manifest, made from the steps' records (and nothing else)."""
+    spec = loaded.spec
+    root = loaded.source_root
+    git = source.git
+    source_files = [
+        PinnedInput(
+            name="kernel-config",
+            kind=InputKind.SOURCE_FILE,
+            origin=_rel(loaded.resolve(spec.kernel.config), root),
+            sha256=hash_file(loaded.resolve(spec.kernel.config))["sha256"].hex(),
+        ),
+        PinnedInput(
+            name="init-source",
+            kind=InputKind.SOURCE_FILE,
+            origin=_rel(loaded.resolve(spec.init.source), root),
+            sha256=init.init.source_sha256,
+        ),
+        *(
+            PinnedInput(
+                name=f"{h.name}-source",
+                kind=InputKind.SOURCE_FILE,
+                origin=_rel(loaded.resolve(h.source), root),
+                sha256=h.built.source_sha256,
+            )
+            for h in init.helpers
+        ),
+    ]
+    served = inputs.with_sources()
+    kernel_ref = [r for r in served if r.kind is InputKind.KERNEL_SOURCE]
+    others = [r for r in served if r.kind is not InputKind.KERNEL_SOURCE]
+    lock_path = loaded.base / spec.debian.lock
+    eif_out = BuildOutput(
+        name="enclave.eif", path="enclave.eif", size=eif.size, sha256=eif.sha256,
+        sha384=eif.sha384,
+    )  # fmt: skip
+    return BuildManifest(
+        name=spec.name,
+        version=spec.version,
+        builder=BuilderInfo(version=__version__, backend=backend),
+        source_date_epoch=source.epoch,
+        rootfs_source_date_epoch=source.rootfs_epoch,
+        source=SourceInfo(
+            git_commit=git.commit if git else "",
+            git_dirty=git.dirty if git else False,
+            tree_sha256=app.tree_sha256,
+            packages=spec.app.packages,
+        ),
+        spec=SpecInfo(
+            path=_rel(loaded.path, root),
+            sha256=loaded.sha256,
+            text=loaded.path.read_text("utf-8"),
+            lock_path=_rel(lock_path, root),
+            lock_text=lock_path.read_text("utf-8"),
+            lock_resolved_at=loaded.lock_resolved_at,
+        ),
+        kernel=KernelInfo(
+            release=kernel.release,
+            cmdline=spec.kernel.cmdline,
+            bzimage_sha256=kernel.sha256,
+            config_sha256=hash_file(kernel.config)["sha256"].hex(),
+            input_digest=kernel.input_digest,
+            source_date_epoch=kernel.source_date_epoch,
+        ),
+        init_flags=init.init.flags,
+        inputs=(*kernel_ref, *source_files, *others),
+        toolchain=toolchain_versions(),
+        ramdisks=(bootstrap.output, app.record.output),
+        outputs=(eif_out, measurements),
+        pcrs=eif.pcrs,
+        app={
+            "cmd": list(spec.app.cmd),
+            "env": spec.app.env,
+            "model_digest": spec.app.model_digest,
+        },
+    )
+
+
 def build_loaded(
     loaded: LoadedSpec,
     out_dir: Path,
@@ -250,32 +557,28 @@ def build_loaded(
     progress: ProgressSink | None = None,
     check_spec: Callable[[LoadedSpec], None] | None = None,
 ) -> BuildResult:
+    """Resolve the inputs, run the steps, write the outputs (whole or not at all)."""
     progress = progress or NullProgress()
     spec = loaded.spec
-    root = loaded.source_root
     backend = get_backend(options.backend)
     timer = _Timer()
-    git = git_info(root, watched_paths(loaded))
-    epoch = source_date_epoch(options.source_date_epoch, git, root)
-    if options.source_commit is not None:
-        git = GitInfo(options.source_commit, epoch, options.source_dirty)
+    source = source_step(loaded, options)
     if check_spec is not None:
         check_spec(loaded)
-    # the source tree before any step runs: application packages and the docker context
-    # (symlinks leaving the tree, the Dockerfile) are refused here, not after the kernel
-    sources = collect_sources(root, spec.app.packages)
-    tree = tree_digest(tree_files(loaded, backend.name, sources))
-
+    tree = tree_step(loaded, backend.name)
+    with timer.step("inputs"):
+        inputs = resolve_step(loaded, options, progress)
+    resolver = inputs.resolver
     with timer.step("kernel"):
         kernel = build_kernel(
             spec.kernel,
             loaded.resolve(spec.kernel.config),
+            resolver=resolver,
             jobs=options.jobs,
             progress=progress,
             force=options.rebuild_kernel,
         )
-    boot_epoch = kernel.source_date_epoch
-    rootfs_epoch = min(loaded.lock_epoch, epoch) if loaded.lock_epoch is not None else epoch
+    use_cache = options.use_rootfs_cache
     work_parent = options.work_dir or cache_dir("build-work")
     work_parent.mkdir(parents=True, exist_ok=True)
     with (
@@ -285,209 +588,36 @@ def build_loaded(
         work = Path(tmp)
         os.chmod(staging, 0o755)  # noqa: S103 - mkdtemp gives 0700; outputs are public
         with timer.step("init"):
-            init = build_init(
-                spec.init,
-                loaded.resolve(spec.init.source),
-                work / "init-build",
-                use_cache=options.use_rootfs_cache,
-            )
-            helpers = [
-                (
-                    PurePosixPath(source).parent.name,
-                    source,
-                    build_init(
-                        InitSpec(source=source, cflags=spec.init.cflags),
-                        loaded.resolve(source),
-                        work / f"helper-{number}",
-                        use_cache=options.use_rootfs_cache,
-                    ),
-                )
-                for number, source in enumerate(spec.init.helpers)
-            ]
+            init = init_step(loaded, work, use_cache=use_cache)
         with timer.step("cpio"):
-            bootstrap = _write_ramdisk(
-                work / "bootstrap.cpio",
-                "bootstrap-ramdisk",
-                [
-                    directory("dev", 0o755, boot_epoch),
-                    char_device("dev/console", 5, 1, 0o600, boot_epoch),
-                    file_path("init", init.path, 0o755, boot_epoch),
-                    *(
-                        file_path(name, built.path, 0o755, boot_epoch)
-                        for name, _, built in sorted(helpers)
-                    ),
-                ],
-                boot_epoch,
-                progress,
-            )
+            boot_path = work / "bootstrap.cpio"
+            bootstrap = bootstrap_step(init, boot_path, kernel.source_date_epoch, progress)
         with timer.step("rootfs"):
             rootfs = backend.build_rootfs(
-                loaded, epoch=rootfs_epoch, use_cache=options.use_rootfs_cache, progress=progress
+                loaded,
+                epoch=source.rootfs_epoch,
+                use_cache=use_cache,
+                progress=progress,
+                resolver=resolver,
             )
         with timer.step("wheels"):
-            wheel_paths = [(w, fetch_wheel(w)) for w in spec.wheels]
-        with timer.step("plan"):
-            key = _app_ramdisk_key(loaded, rootfs.sha256, tree, epoch)
-            cached = cache_dir("ramdisk") / key
-        from_cache = options.use_rootfs_cache and (cached / "ramdisk.json").exists()
-        if from_cache:
-            # re-verified by the EIF writer's own PCR2 pass (see _check_cached_ramdisk);
-            # the output directory only appears once it has passed
-            application = _ramdisk_record(cached)
-            touch_entry(cached)
-            app_path = cached / "application.cpio"
-        else:
-            with timer.step("plan"):
-                entries = plan_tar(rootfs.tarball, "rootfs")
-                extra: list[Entry] = []
-                for w, path in wheel_paths:
-                    site = spec.app.site_packages
-                    extra = merge_dirs(extra, wheel_entries(w, path, site, epoch))
-                extra = merge_dirs(extra, source_entries(sources, epoch))
-                entries = merge_dirs(entries, extra)
-                entries += control_entries(spec.app, epoch)
-            with timer.step("cpio"):
-                if options.use_rootfs_cache:
-                    with atomic_directory(cached) as ramdisk_dir:
-                        application = _write_ramdisk(
-                            ramdisk_dir / "application.cpio",
-                            "application-ramdisk",
-                            entries,
-                            epoch,
-                            progress,
-                        )
-                        record = application.model_dump_json(indent=2) + "\n"
-                        (ramdisk_dir / "ramdisk.json").write_text(record)
-                    prune_cache(cached.parent, keep=4, marker="ramdisk.json")
-                    app_path = cached / "application.cpio"
-                else:
-                    app_path = work / "application.cpio"
-                    application = _write_ramdisk(
-                        app_path, "application-ramdisk", entries, epoch, progress
-                    )
+            wheels = [(w, resolver.path(wheel_input(w))) for w in spec.wheels]
+        app = app_ramdisk_step(
+            loaded, rootfs, wheels, tree=tree, epoch=source.epoch, work=work, use_cache=use_cache,
+            timer=timer, progress=progress,
+        )  # fmt: skip
         with timer.step("eif"):
-            eif_path = staging / "enclave.eif"
-            written = write_eif(
-                eif_path,
-                kernel=kernel.bzimage,
-                cmdline=spec.kernel.cmdline,
-                ramdisks=[work / "bootstrap.cpio", app_path],
-                name=spec.name,
-                version=spec.version,
-                build_time=_rfc3339(epoch),
-                custom_metadata={
-                    "SourceCommit": git.commit if git else "",
-                    "SpecSha256": loaded.sha256,
-                    "ModelDigest": spec.app.model_digest,
-                },
-                kernel_config=kernel.config,
-                # the header goes first, so the file is hashed as it is written
-                known_crc32={work / "bootstrap.cpio": bootstrap.crc32, app_path: application.crc32},
-                progress=progress,
-            )
-        pcrs = written.pcrs
-        if from_cache:
-            _check_cached_ramdisk(cached, application.output, pcrs)
-        eif_out = BuildOutput(
-            name="enclave.eif",
-            path="enclave.eif",
-            size=written.size,
-            sha256=written.sha256,
-            sha384=written.sha384,
-        )
-        (staging / "measurements.json").write_text(measurements_json(pcrs))
-        meas_out = _output(staging / "measurements.json", staging, "measurements.json")
-
-        inputs: list[PinnedInput] = [
-            PinnedInput(
-                name=spec.kernel.package,
-                kind=InputKind.KERNEL_SOURCE,
-                version=spec.kernel.version,
-                origin=f"apt://{DEBIAN_ORIGIN}/{spec.kernel.package}={spec.kernel.version}",
-                sha256=spec.kernel.sha256,
-            ),
-            PinnedInput(
-                name="kernel-config",
-                kind=InputKind.SOURCE_FILE,
-                origin=_rel(loaded.resolve(spec.kernel.config), root),
-                sha256=hash_file(loaded.resolve(spec.kernel.config))["sha256"].hex(),
-            ),
-            PinnedInput(
-                name="init-source",
-                kind=InputKind.SOURCE_FILE,
-                origin=_rel(loaded.resolve(spec.init.source), root),
-                sha256=init.source_sha256,
-            ),
-            *(
-                PinnedInput(
-                    name=f"{name}-source",
-                    kind=InputKind.SOURCE_FILE,
-                    origin=_rel(loaded.resolve(source), root),
-                    sha256=built.source_sha256,
-                )
-                for name, source, built in sorted(helpers)
-            ),
-        ]
-        inputs += [
-            PinnedInput(
-                name=p.name,
-                kind=InputKind.DEBIAN_PACKAGE,
-                version=p.version,
-                origin=f"apt://{DEBIAN_ORIGIN}/{p.name}={p.version}",
-                sha256=p.sha256,
-            )
-            for p in rootfs.packages
-        ]
-        inputs += [
-            PinnedInput(
-                name=w.name,
-                kind=InputKind.WHEEL,
-                version=w.version,
-                origin=w.url or f"https://pypi.org/project/{w.name}/{w.version}/#{w.filename}",
-                sha256=w.sha256,
-            )
-            for w in spec.wheels
-        ]
-        lock_path = loaded.base / spec.debian.lock
-        manifest = BuildManifest(
-            name=spec.name,
-            version=spec.version,
-            builder=BuilderInfo(version=__version__, backend=backend.name),
-            source_date_epoch=epoch,
-            rootfs_source_date_epoch=rootfs_epoch,
-            source=SourceInfo(
-                git_commit=git.commit if git else "",
-                git_dirty=git.dirty if git else False,
-                tree_sha256=tree,
-                packages=spec.app.packages,
-            ),
-            spec=SpecInfo(
-                path=_rel(loaded.path, root),
-                sha256=loaded.sha256,
-                text=loaded.path.read_text("utf-8"),
-                lock_path=_rel(lock_path, root),
-                lock_text=lock_path.read_text("utf-8"),
-            ),
-            kernel=KernelInfo(
-                release=kernel.release,
-                cmdline=spec.kernel.cmdline,
-                bzimage_sha256=kernel.sha256,
-                config_sha256=hash_file(kernel.config)["sha256"].hex(),
-                input_digest=kernel.input_digest,
-                source_date_epoch=boot_epoch,
-            ),
-            init_flags=init.flags,
-            inputs=tuple(inputs),
-            toolchain=toolchain_versions(),
-            ramdisks=(bootstrap.output, application.output),
-            outputs=(eif_out, meas_out),
-            pcrs=pcrs,
-            app={
-                "cmd": list(spec.app.cmd),
-                "env": spec.app.env,
-                "model_digest": spec.app.model_digest,
-            },
-        )
+            eif = eif_step(
+                loaded, kernel, (boot_path, bootstrap), app, source=source,
+                out=staging / "enclave.eif", progress=progress,
+            )  # fmt: skip
+        (staging / "measurements.json").write_text(measurements_json(eif.pcrs))
+        measurements = _output(staging / "measurements.json", staging, "measurements.json")
+        manifest = make_manifest(
+            loaded, backend=backend.name, source=source, inputs=inputs, kernel=kernel,
+            init=init, rootfs=rootfs, bootstrap=bootstrap, app=app, eif=eif,
+            measurements=measurements,
+        )  # fmt: skip
         text = manifest.to_json()
         (staging / "build-manifest.json").write_text(text)
         statement = provenance_for(
@@ -500,7 +630,7 @@ def build_loaded(
         out_dir=Path(out_dir),
         eif=Path(out_dir) / "enclave.eif",
         manifest=manifest,
-        pcrs=pcrs,
+        pcrs=eif.pcrs,
         kernel_reused=kernel.reused,
         rootfs_reused=rootfs.reused,
         timings=timer.timings,
@@ -514,6 +644,8 @@ def rebuild_from_manifest(
     *,
     backend: str | None = None,
     use_rootfs_cache: bool = True,
+    inputs: tuple[Path, ...] = (),
+    debian_mirrors: tuple[str, ...] = (),
     progress: ProgressSink | None = None,
 ) -> BuildResult:
     """Rebuild what ``manifest`` describes from a checkout of its source at ``source_dir``.
@@ -535,7 +667,7 @@ def rebuild_from_manifest(
     if not lock.is_file() or lock.read_text("utf-8") != manifest.spec.lock_text:
         raise DigestMismatch(f"{lock}: differs from the Debian lock the manifest records")
     loaded = load_spec(spec_path, source_root=source_dir)
-    tree = tree_digest(tree_files(loaded, backend or manifest.builder.backend))
+    _, tree = tree_step(loaded, backend or manifest.builder.backend)
     if tree != manifest.source.tree_sha256:
         raise DigestMismatch(
             f"{source_dir}: application sources have tree digest {tree},"
@@ -549,5 +681,7 @@ def rebuild_from_manifest(
         source_commit=manifest.source.git_commit,
         source_dirty=manifest.source.git_dirty,
         use_rootfs_cache=use_rootfs_cache,
+        inputs=inputs,
+        debian_mirrors=debian_mirrors,
     )
     return build_loaded(loaded, out_dir, options=options, progress=progress)

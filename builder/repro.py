@@ -266,7 +266,7 @@ def repro_test(
             eif_digest = eif_out.sha256
             pcrs = {f"PCR{k}": manifest.pcrs.hex(k) for k in manifest.pcrs.indices()}
             eif_bytes_digest = bytes.fromhex(eif_digest)
-            dumped = manifest.model_dump(mode="json")
+            dumped = manifest.without_sources().model_dump(mode="json")
             if control_eif is None:
                 control_eif, control_pcrs, control_manifest = eif_bytes_digest, pcrs, dumped
             outcomes.append(

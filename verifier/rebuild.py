@@ -77,9 +77,18 @@ class Rebuilder(Protocol):
 class PipelineRebuilder:
     """The builder's pipeline: pinned inputs fetched into the cache and digest-checked."""
 
-    def __init__(self, *, backend: str | None = None, use_rootfs_cache: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        backend: str | None = None,
+        use_rootfs_cache: bool = True,
+        inputs: tuple[Path, ...] = (),
+        debian_mirrors: tuple[str, ...] = (),
+    ) -> None:
         self.backend = backend
         self.use_rootfs_cache = use_rootfs_cache
+        self.inputs = inputs
+        self.debian_mirrors = debian_mirrors
 
     def __call__(
         self, manifest: BuildManifest, source_dir: Path, out_dir: Path, *, progress: ProgressSink
@@ -92,6 +101,8 @@ class PipelineRebuilder:
             out_dir,
             backend=self.backend,
             use_rootfs_cache=self.use_rootfs_cache,
+            inputs=self.inputs,
+            debian_mirrors=self.debian_mirrors,
             progress=progress,
         )
         return Rebuilt(eif=result.eif, pcrs=result.pcrs, manifest=result.manifest)

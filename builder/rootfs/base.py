@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from builder.inputs.resolver import Resolver
 from builder.spec import LoadedSpec, LockedPackage
 from enclave_audit.errors import DigestMismatch
 from enclave_audit.fsutil import sha256_file, touch_entry
@@ -73,8 +74,7 @@ class RootfsBackend(Protocol):
         epoch: int,
         use_cache: bool,
         progress: ProgressSink,
-    ) -> RootfsResult: ...
-
-    def update_lock(self, loaded: LoadedSpec, *, epoch: int, progress: ProgressSink) -> Path:
-        """Resolve the spec's packages now and (re)write its lock file."""
+        resolver: Resolver,
+    ) -> RootfsResult:
+        """The root filesystem of exactly the lock's packages (fetched through ``resolver``)."""
         ...

@@ -58,6 +58,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from builder.app import SourceFile
+from builder.inputs.resolver import Resolver
 from builder.rootfs.base import ROOTFS_CACHE_KEEP, RootfsResult
 from builder.rootfs.native import NativeBackend
 from builder.spec import LoadedSpec
@@ -678,6 +679,7 @@ class DockerBackend:
         epoch: int,
         use_cache: bool,
         progress: ProgressSink,
+        resolver: Resolver,
     ) -> RootfsResult:
         dockerfile = self.dockerfile(loaded)
         context = dockerfile.parent
@@ -687,7 +689,9 @@ class DockerBackend:
         engine = _engine_version(client)
         tool = f"docker {engine}"
         # the base is pinned by the lock whatever happens to the Dockerfile: reuse it
-        base = NativeBackend().build_rootfs(loaded, epoch=epoch, use_cache=True, progress=progress)
+        base = NativeBackend().build_rootfs(
+            loaded, epoch=epoch, use_cache=True, progress=progress, resolver=resolver
+        )
         key = self._cache_key(base.sha256, context_digest(files), dockerfile.name, epoch, engine)
         final = cache_dir("rootfs-docker") / key
         if use_cache and (final / "rootfs.json").exists():
@@ -874,10 +878,6 @@ class DockerBackend:
         """The cache entry, its tarball verified on first use (see :class:`RootfsResult`)."""
         recorded = str(self._record(final)["sha256"])
         return RootfsResult.from_cache(final, recorded, loaded.lock, tool, "cached docker rootfs")
-
-    def update_lock(self, loaded: LoadedSpec, *, epoch: int, progress: ProgressSink) -> Path:
-        """The lock pins the base image's Debian packages: resolved as the native backend does."""
-        return NativeBackend().update_lock(loaded, epoch=epoch, progress=progress)
 
 
 _STEP_IMAGE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")

@@ -1,11 +1,16 @@
-"""Native backend: Debian bookworm with mmdebstrap, every .deb checked against the lock.
+"""Native backend: Debian with mmdebstrap, installing exactly the lock from a local repository.
 
-``mmdebstrap --variant=essential`` with ``SOURCE_DATE_EPOCH`` gives a
-byte-identical tarball for identical package sets.  Pinning: every package of
-the lock is installed as ``name=version``; the .debs mmdebstrap used are copied
-out of the chroot (``--skip=essential/unlink`` keeps them) and each one's sha256
-must equal the lock's.  Python bytecode caches are removed (they embed source
-mtimes and marshal order) and the image runs with ``PYTHONDONTWRITEBYTECODE``.
+Every pinned .deb is resolved (store, input set, mirrors, snapshot archive), checked
+against the lock's sha256 and linked into a local apt repository that holds nothing
+else (:mod:`builder.inputs.localrepo`); mmdebstrap installs from that repository
+alone, so a mirror that has moved on cannot change what is installed, and the build
+needs no network.  The image's ``/etc/apt/sources.list`` is then written with the
+spec's own mirror lines, exactly as mmdebstrap writes them, so where the .debs came
+from never changes a byte of the image.  ``mmdebstrap --variant=essential`` with
+``SOURCE_DATE_EPOCH`` gives a byte-identical tarball for identical package sets;
+the .debs apt actually used are copied out (``--skip=essential/unlink``) and must be
+exactly the lock.  Python bytecode caches are removed (they embed source mtimes and
+marshal order) and the image runs with ``PYTHONDONTWRITEBYTECODE``.
 """
 
 from __future__ import annotations
@@ -13,14 +18,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from builder.debian import apt_record
+from builder.inputs.localrepo import write_local_repo
+from builder.inputs.refs import lock_input
+from builder.inputs.resolver import Resolver
 from builder.rootfs.base import ROOTFS_CACHE_KEEP, RootfsResult
-from builder.spec import LoadedSpec, LockedPackage, format_lock
+from builder.spec import LoadedSpec, LockedPackage
 from builder.toolchain import toolchain_versions
 from enclave_audit.errors import (
     DigestMismatch,
@@ -32,12 +38,12 @@ from enclave_audit.fsutil import (
     cache_dir,
     prune_cache,
     sha256_file,
-    write_text_atomic,
 )
 from enclave_audit.progress import ProgressSink
 from enclave_audit.tools import require, run
 
-RECIPE_VERSION = 1
+#: 2: installs from a local repository of exactly the lock, sources.list written after
+RECIPE_VERSION = 2
 _HOOKS = (
     # no bytecode caches: they embed mtimes and are written in a racy order
     'find "$1" -xdev -name __pycache__ -type d -prune -exec rm -rf {} +',
@@ -47,9 +53,16 @@ _HOOKS = (
 )
 
 
+def sources_list_text(mirrors: tuple[str, ...] | list[str]) -> str:
+    """``/etc/apt/sources.list`` as mmdebstrap writes it for one-line mirror arguments:
+    each line, separated by an empty line."""
+    return "\n".join(f"{line}\n" for line in mirrors)
+
+
 def _deb_fields(deb: Path) -> tuple[str, str, str]:
     done = run(
-        ["dpkg-deb", "-f", str(deb), "Package", "Version", "Architecture"], what="dpkg-deb -f"
+        ["dpkg-deb", "-f", "--", str(deb), "Package", "Version", "Architecture"],
+        what="dpkg-deb -f",
     )
     fields: dict[str, str] = {}
     for line in done.stdout.decode().splitlines():
@@ -58,15 +71,88 @@ def _deb_fields(deb: Path) -> tuple[str, str, str]:
     return fields["Package"], fields["Version"], fields["Architecture"]
 
 
+def lock_from_debs(debs: Path) -> list[LockedPackage]:
+    """The lock entries of the .debs in a directory (what apt actually used)."""
+    out: list[LockedPackage] = []
+    for deb in sorted(debs.glob("*.deb")):
+        name, version, arch = _deb_fields(deb)
+        out.append(LockedPackage(name=name, version=version, arch=arch, sha256=sha256_file(deb)))
+    return out
+
+
+def run_mmdebstrap(
+    loaded: LoadedSpec,
+    *,
+    includes: list[str],
+    epoch: int,
+    tar: Path,
+    debs: Path,
+    sources: list[str],
+    extra_hooks: tuple[str, ...] = (),
+) -> None:
+    """mmdebstrap with the spec's options, installing from ``sources``."""
+    require("mmdebstrap")
+    deb = loaded.spec.debian
+    argv = [
+        "mmdebstrap",
+        "--quiet",
+        f"--variant={deb.variant}",
+        # unprivileged builds use user namespaces; both modes give the same tarball
+        "--mode=root" if os.geteuid() == 0 else "--mode=unshare",
+        "--format=tar",
+        "--skip=essential/unlink",
+        f"--include={','.join(includes)}",
+        "--aptopt=APT::Install-Recommends false",
+        *[f"--dpkgopt=path-exclude={p}" for p in deb.path_exclude],
+        *[f"--dpkgopt=path-include={p}" for p in deb.path_include],
+        f"--customize-hook=sync-out /var/cache/apt/archives {debs}",
+        *[f"--customize-hook={h}" for h in _HOOKS],
+        *[f'--customize-hook=rm -rf "$1/{p.lstrip("/")}"' for p in deb.remove_paths],
+        *[f"--customize-hook={h}" for h in extra_hooks],
+        "--",
+        deb.suite,
+        str(tar),
+        *sources,
+    ]
+    env = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "SOURCE_DATE_EPOCH": str(epoch),
+        "LC_ALL": "C.UTF-8",
+        "TZ": "UTC",
+        "HOME": os.environ.get("HOME", "/root"),
+        "TMPDIR": str(tar.parent),
+    }
+    # the caller's umask must not leak into directories mmdebstrap creates itself
+    run(["sh", "-c", 'umask 022; exec "$@"', "sh", *argv], env=env, what="mmdebstrap")
+
+
+def check_installed(used: list[LockedPackage], lock: tuple[LockedPackage, ...]) -> None:
+    """The .debs apt used are exactly the lock: same names, versions and bytes."""
+    got = {(p.name, p.arch): p for p in used}
+    pinned = {(p.name, p.arch): p for p in lock}
+    for k, pkg in sorted(got.items()):
+        want = pinned.get(k)
+        if want is None:
+            raise PinnedInputUnavailable(
+                f"mmdebstrap installed {pkg.name} {pkg.version}, which the lock does not pin"
+            )
+        if (want.version, want.sha256) != (pkg.version, pkg.sha256):
+            raise DigestMismatch(
+                f"Debian package {pkg.name}: installed {pkg.version} sha256 {pkg.sha256},"
+                f" lock pins {want.version} sha256 {want.sha256}"
+            )
+    missing = sorted(set(pinned) - set(got))
+    if missing:
+        raise PinnedInputUnavailable(
+            f"pinned packages not installed: {', '.join(n for n, _ in missing[:5])}"
+            " (the lock holds packages the spec does not need; run enclave-audit lock update)"
+        )
+
+
 class NativeBackend:
-    """mmdebstrap on this machine's apt mirror."""
+    """mmdebstrap from a local repository of exactly the locked packages."""
 
     name = "native"
-
-    def _includes(self, loaded: LoadedSpec, *, locked: bool) -> list[str]:
-        if locked:
-            return [f"{p.name}={p.version}" for p in loaded.lock]
-        return [f"{p.name}={p.version}" for p in loaded.spec.debian.packages]
 
     def _cache_key(self, loaded: LoadedSpec, epoch: int) -> str:
         deb = loaded.spec.debian
@@ -85,64 +171,6 @@ class NativeBackend:
         }
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
-    def _check_available(self, loaded: LoadedSpec) -> None:
-        for p in loaded.lock:
-            rec = apt_record(p.name, p.version)
-            if rec is None:
-                raise PinnedInputUnavailable(
-                    f"Debian package {p.name} {p.version} (pinned in {loaded.spec.debian.lock})"
-                    " is not served by the configured apt sources"
-                )
-            if rec.sha256 != p.sha256:
-                raise DigestMismatch(
-                    f"Debian package {p.name} {p.version}: the mirror serves sha256 {rec.sha256},"
-                    f" the lock pins {p.sha256}"
-                )
-
-    def _mmdebstrap(
-        self, loaded: LoadedSpec, includes: list[str], epoch: int, tar: Path, debs: Path
-    ) -> None:
-        require("mmdebstrap")
-        deb = loaded.spec.debian
-        argv = [
-            "mmdebstrap",
-            "--quiet",
-            f"--variant={deb.variant}",
-            # unprivileged builds use user namespaces; both modes give the same tarball
-            "--mode=root" if os.geteuid() == 0 else "--mode=unshare",
-            "--format=tar",
-            "--skip=essential/unlink",
-            f"--include={','.join(includes)}",
-            "--aptopt=APT::Install-Recommends false",
-            *[f"--dpkgopt=path-exclude={p}" for p in deb.path_exclude],
-            *[f"--dpkgopt=path-include={p}" for p in deb.path_include],
-            f"--customize-hook=sync-out /var/cache/apt/archives {debs}",
-            *[f"--customize-hook={h}" for h in _HOOKS],
-            *[f'--customize-hook=rm -rf "$1/{p.lstrip("/")}"' for p in deb.remove_paths],
-            deb.suite,
-            str(tar),
-            *deb.mirrors,
-        ]
-        env = {
-            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "SOURCE_DATE_EPOCH": str(epoch),
-            "LC_ALL": "C.UTF-8",
-            "TZ": "UTC",
-            "HOME": os.environ.get("HOME", "/root"),
-            "TMPDIR": str(tar.parent),
-        }
-        # the caller's umask must not leak into directories mmdebstrap creates itself
-        run(["sh", "-c", 'umask 022; exec "$@"', "sh", *argv], env=env, what="mmdebstrap")
-
-    def _lock_from_debs(self, debs: Path) -> list[LockedPackage]:
-        out: list[LockedPackage] = []
-        for deb in sorted(debs.glob("*.deb")):
-            name, version, arch = _deb_fields(deb)
-            out.append(
-                LockedPackage(name=name, version=version, arch=arch, sha256=sha256_file(deb))
-            )
-        return out
-
     def build_rootfs(
         self,
         loaded: LoadedSpec,
@@ -150,48 +178,49 @@ class NativeBackend:
         epoch: int,
         use_cache: bool,
         progress: ProgressSink,
+        resolver: Resolver,
     ) -> RootfsResult:
         if not loaded.lock:
             raise SpecInvalid(
                 f"{loaded.base / loaded.spec.debian.lock}: missing or empty Debian lock"
-                " (create it with: enclave-audit build --update-lock)"
+                " (create it with: enclave-audit lock update)"
             )
         key = self._cache_key(loaded, epoch)
         final = cache_dir("rootfs") / key
         tool = toolchain_versions().get("mmdebstrap", "mmdebstrap")
         if use_cache and (final / "rootfs.json").exists():
             return self._verified(final, tool, loaded)
-        progress.start("rootfs: checking pins", None)
-        self._check_available(loaded)
-        progress.start("rootfs: mmdebstrap (download + install)", None)
+        refs = [lock_input(p) for p in loaded.lock]
+        resolver.locate(refs)
+        progress.start("rootfs: fetching and checking the locked packages", len(refs))
+        debs_in = []
+        for pkg, ref in zip(loaded.lock, refs, strict=True):
+            debs_in.append((pkg, resolver.path(ref)))
+            progress.advance(1)
+        progress.start("rootfs: mmdebstrap from the locked packages", None)
         started = time.perf_counter()
         with (
             atomic_directory(final) as out,
-            tempfile.TemporaryDirectory(prefix="debs-", dir=out.parent) as tmp,
+            tempfile.TemporaryDirectory(prefix="repo-", dir=out.parent) as tmp,
         ):
-            debs = Path(tmp)
-            self._mmdebstrap(
-                loaded, self._includes(loaded, locked=True), epoch, out / "rootfs.tar", debs
+            work = Path(tmp)
+            os.chmod(work, 0o755)  # noqa: S103 - apt's sandbox user reads the repository
+            repo_line = write_local_repo(work / "repo", debs_in, suite=loaded.spec.debian.suite)
+            sources = work / "sources.list"
+            sources.write_text(sources_list_text(loaded.spec.debian.mirrors))
+            os.chmod(sources, 0o644)
+            debs = work / "debs"
+            debs.mkdir()
+            run_mmdebstrap(
+                loaded,
+                includes=[f"{p.name}={p.version}" for p in loaded.lock],
+                epoch=epoch,
+                tar=out / "rootfs.tar",
+                debs=debs,
+                sources=[repo_line],
+                extra_hooks=(f"upload {sources} /etc/apt/sources.list",),
             )
-            used = {(p.name, p.arch): p for p in self._lock_from_debs(debs)}
-            pinned = {(p.name, p.arch): p for p in loaded.lock}
-            for k, got in sorted(used.items()):
-                want = pinned.get(k)
-                if want is None:
-                    raise PinnedInputUnavailable(
-                        f"mmdebstrap installed {got.name} {got.version}, not pinned by the lock"
-                        " (the mirror changed; re-run with --update-lock and review)"
-                    )
-                if (want.version, want.sha256) != (got.version, got.sha256):
-                    raise DigestMismatch(
-                        f"Debian package {got.name}: installed {got.version} sha256 {got.sha256},"
-                        f" lock pins {want.version} sha256 {want.sha256}"
-                    )
-            missing = sorted(set(pinned) - set(used))
-            if missing:
-                raise PinnedInputUnavailable(
-                    f"pinned packages not installed: {', '.join(n for n, _ in missing[:5])}"
-                )
+            check_installed(lock_from_debs(debs), loaded.lock)
             meta = {
                 "sha256": sha256_file(out / "rootfs.tar"),
                 "epoch": epoch,
@@ -214,18 +243,3 @@ class NativeBackend:
                 f"cached rootfs {final}: unreadable record ({exc}); delete it"
             ) from None
         return RootfsResult.from_cache(final, recorded, loaded.lock, tool, "cached rootfs")
-
-    def update_lock(self, loaded: LoadedSpec, *, epoch: int, progress: ProgressSink) -> Path:
-        progress.start("rootfs: resolving packages for the lock", None)
-        with tempfile.TemporaryDirectory(prefix="lock-", dir=cache_dir("rootfs")) as tmp:
-            debs = Path(tmp) / "debs"
-            debs.mkdir()
-            self._mmdebstrap(
-                loaded, self._includes(loaded, locked=False), epoch, Path(tmp) / "r.tar", debs
-            )
-            packages = self._lock_from_debs(debs)
-        path = loaded.base / loaded.spec.debian.lock
-        write_text_atomic(path, format_lock(packages, epoch))
-        progress.done()
-        shutil.rmtree(Path(tmp), ignore_errors=True)
-        return path

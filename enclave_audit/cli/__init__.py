@@ -50,6 +50,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "client": ("client", "client_group", "Ask an attested enclave a question."),
     "model": ("model", "model_group", "Encrypt and inspect model files."),
     "accelerator": ("accelerator", "accelerator_group", "Run the attested accelerator service."),
+    "inputs": ("inputs", "inputs_group", "Export and check the pinned inputs of a build."),
+    "lock": ("lock", "lock_group", "Update the Debian lock of a build spec."),
 }
 
 

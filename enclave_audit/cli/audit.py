@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from enclave_audit.cli._common import emit_json, err_console, json_option, out_console
+from enclave_audit.cli.inputs import debian_mirror_option
 from enclave_audit.errors import AuditFailed
 from enclave_audit.model.findings import Verdict
 from enclave_audit.progress import RichProgress
@@ -33,19 +34,41 @@ from enclave_audit.progress import RichProgress
     type=click.Path(path_type=Path, dir_okay=False),
     help="Where to write the SBOM.",
 )
+@click.option(
+    "--security-updates",
+    "security_updates",
+    type=click.Choice(["auto", "require", "off"]),
+    default=None,
+    help="Compare the image's Debian packages with its security suite: auto (default; an"
+    " unreachable index skips the check), require (unreachable: INCONCLUSIVE), off.",
+)
+@click.option(
+    "--security-suite",
+    "security_suites",
+    multiple=True,
+    metavar="'deb URI SUITE COMPONENT'",
+    help="Security suite to compare with (default: the -security lines of the image's"
+    " /etc/apt/sources.list). Repeatable.",
+)
+@debian_mirror_option
 @json_option
 def audit(
     image: Path,
     policy_file: Path | None,
     sbom_format: str | None,
     output: Path | None,
+    security_updates: str | None,
+    security_suites: tuple[str, ...],
+    debian_mirrors: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Audit the binaries and files of an EIF and list its packages.
 
     Checks every ELF (PIE, NX, RELRO/BIND_NOW, stack protector, FORTIFY, symbols,
     RPATH/RUNPATH, executable stack), setuid/setgid and world-writable files, shells and
-    debug tools, embedded private keys and tokens, and the kernel command line.  The
+    debug tools, embedded private keys and tokens, and the kernel command line, and
+    reports every Debian package for which the image's security suite now serves a
+    newer version (with both versions).  The
     policy decides which findings fail the audit (default: high and critical).
     Exits 0 only when the verdict is PASS.
 
@@ -59,9 +82,19 @@ def audit(
         raise click.UsageError("--sbom needs -o FILE")
     if output is not None and sbom_format is None:
         raise click.UsageError("-o is the SBOM output: give --sbom spdx|cyclonedx")
+    from builder.inputs.resolver import parse_mirror_map
+    from verifier.audit.updates import UpdatesMode
+
     policy = load_policy(policy_file)
     with RichProgress() as progress:
-        report = audit_image(image, policy, progress=progress)
+        report = audit_image(
+            image,
+            policy,
+            progress=progress,
+            security_updates=UpdatesMode(security_updates) if security_updates else None,
+            security_suites=security_suites,
+            debian_mirrors=parse_mirror_map(debian_mirrors),
+        )
     if sbom_format is not None and output is not None:
         write_sbom(report, SbomFormat(sbom_format), output)
         err_console.print(

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from enclave_audit.cli._common import emit_json, err_console, info, json_option
+from enclave_audit.cli._common import emit_json, err_console, json_option
+from enclave_audit.cli.inputs import debian_mirror_option, inputs_option
 from enclave_audit.progress import RichProgress
 
 DEFAULT_SPEC = Path("reference_enclave/enclave.toml")
@@ -51,8 +52,9 @@ def _spec_option(func: click.decorators.FC) -> click.decorators.FC:
     help="Rebuild the root filesystem, init and application ramdisk (only the kernel is reused).",
 )
 @click.option("--rebuild-kernel", is_flag=True, help="Rebuild the kernel even if cached.")
-@click.option("--update-lock", is_flag=True,
-              help="Resolve Debian packages, rewrite the lock file, exit.")  # fmt: skip
+@click.option("--update-lock", is_flag=True, hidden=True)  # enclave-audit lock update
+@inputs_option
+@debian_mirror_option
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Kernel make jobs.")
 @json_option
 def build(
@@ -67,6 +69,8 @@ def build(
     no_rootfs_cache: bool,
     rebuild_kernel: bool,
     update_lock: bool,
+    inputs: tuple[Path, ...],
+    debian_mirrors: tuple[str, ...],
     jobs: int | None,
     as_json: bool,
 ) -> None:
@@ -74,10 +78,14 @@ def build(
 
     Writes enclave.eif, measurements.json (as nitro-cli build-enclave prints),
     build-manifest.json and provenance.json (in-toto SLSA v1) to OUTPUT.
+    Every pinned input is located first (local store, --inputs, the spec's
+    mirrors, the snapshot archive, PyPI) and checked against its sha256; the
+    Debian packages are installed from a local repository of exactly the lock.
 
     \b
     Example:
       enclave-audit build --spec reference_enclave/enclave.toml -o out/
+      enclave-audit build --inputs inputs.tar -o out/      # no network needed
     """
     from builder.pipeline import BuildOptions
     from builder.pipeline import build as run_build
@@ -86,16 +94,17 @@ def build(
         raise click.BadParameter(
             "must be a full commit id (40 or 64 lowercase hex digits)", param_hint="--source-commit"
         )
-    if update_lock:
-        from builder.rootfs import get_backend
-        from builder.spec import load_spec
+    if update_lock:  # the old spelling of `enclave-audit lock update`
+        from enclave_audit.cli.lock import run_lock_update
 
-        loaded = load_spec(spec, source_root=source_root)
-        with RichProgress(bytes_mode=False) as progress:
-            path = get_backend(backend).update_lock(
-                loaded, epoch=source_date_epoch or 0, progress=progress
-            )
-        info(f"wrote {path}")
+        run_lock_update(
+            spec,
+            source_root=source_root,
+            debian_mirrors=debian_mirrors,
+            keyring=None,
+            check=False,
+            as_json=as_json,
+        )
         return
     options = BuildOptions(
         backend=backend,
@@ -107,6 +116,8 @@ def build(
         rebuild_kernel=rebuild_kernel,
         jobs=jobs,
         work_dir=work_dir,
+        inputs=inputs,
+        debian_mirrors=debian_mirrors,
     )
     with RichProgress() as progress:
         result = run_build(spec, output, options=options, progress=progress)

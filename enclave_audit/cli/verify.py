@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from enclave_audit.cli._common import emit_json, err_console, json_option, out_console
+from enclave_audit.cli.inputs import debian_mirror_option, inputs_option
 from enclave_audit.errors import AuditFailed
 from enclave_audit.model.findings import Verdict
 from enclave_audit.progress import RichProgress
@@ -91,6 +92,8 @@ def _write_reports(
     required=True,
     help="Output directory: verify.json, rebuild/, diff.json and diff.txt on mismatch.",
 )
+@inputs_option
+@debian_mirror_option
 @json_option
 def verify(
     manifest: Path,
@@ -103,6 +106,8 @@ def verify(
     no_rootfs_cache: bool,
     audit: bool,
     output: Path,
+    inputs: tuple[Path, ...],
+    debian_mirrors: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Rebuild an image from its manifest alone and compare it with the claim.
@@ -123,11 +128,17 @@ def verify(
     Example:
       enclave-audit verify --manifest out/build-manifest.json --source . -o verify/
       enclave-audit verify --manifest M.json --git https://host/repo.git@3f2a9c1 -o verify/
+      enclave-audit verify --manifest m.json --source . --inputs inputs.tar -o verify/
     """
     from verifier.rebuild import PipelineRebuilder
     from verifier.rebuild import verify as run_verify
 
-    rebuilder = PipelineRebuilder(backend=backend, use_rootfs_cache=not no_rootfs_cache)
+    rebuilder = PipelineRebuilder(
+        backend=backend,
+        use_rootfs_cache=not no_rootfs_cache,
+        inputs=inputs,
+        debian_mirrors=debian_mirrors,
+    )
     with RichProgress() as progress:
         result = run_verify(
             manifest,

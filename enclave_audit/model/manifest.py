@@ -58,6 +58,14 @@ class InputKind(StrEnum):
     WHEEL = "wheel"
     SOURCE_FILE = "source-file"
     SOURCE_TREE = "source-tree"
+    MODEL = "model"
+    #: a file of a Debian source package, by its pool path (e.g. an .orig.tar.xz)
+    DEBIAN_SOURCE = "debian-source"
+
+
+#: the kinds of input that come from outside the source tree (what an input set holds)
+EXTERNAL_KINDS = frozenset({InputKind.KERNEL_SOURCE, InputKind.DEBIAN_PACKAGE, InputKind.WHEEL,
+                            InputKind.MODEL, InputKind.DEBIAN_SOURCE})
 
 
 class PinnedInput(_Frozen):
@@ -66,13 +74,24 @@ class PinnedInput(_Frozen):
     name: str
     kind: InputKind
     version: str = ""
+    #: Debian architecture (``amd64``, ``all``) of a package
+    arch: str = ""
+    #: the file's canonical name (``pool/...`` path's last part, wheel file name)
+    filename: str = ""
     origin: str
     sha256: str
+    #: which source served the bytes for this build (store, input set, mirror, snapshot,
+    #: PyPI); informational: the bytes are the pinned ones whatever served them
+    served_by: str = ""
 
     @field_validator("sha256")
     @classmethod
     def _sha(cls, v: str) -> str:
         return _hex(v, 32, "sha256")
+
+    @property
+    def external(self) -> bool:
+        return self.kind in EXTERNAL_KINDS
 
 
 class BuildOutput(_Frozen):
@@ -113,6 +132,9 @@ class SpecInfo(_Frozen):
     text: str
     lock_path: str
     lock_text: str
+    #: when the lock was resolved against the mirrors (UTC, ``YYYYMMDDTHHMMSSZ``): the
+    #: snapshot.debian.org timestamp that serves every pinned package
+    lock_resolved_at: str = ""
 
     @field_validator("path", "lock_path")
     @classmethod
@@ -172,6 +194,12 @@ class BuildManifest(_Frozen):
             if item.name == name:
                 return item
         return None
+
+    def without_sources(self) -> BuildManifest:
+        """This manifest with every ``served_by`` emptied: what two builds of the same inputs
+        must agree on, wherever each fetched its bytes from."""
+        inputs = tuple(i.model_copy(update={"served_by": ""}) for i in self.inputs)
+        return self.model_copy(update={"inputs": inputs})
 
     def to_json(self) -> str:
         data = self.model_dump(mode="json", by_alias=True)

@@ -9,12 +9,12 @@ from pathlib import Path
 from builder.app import (
     collect_sources,
     control_entries,
-    fetch_wheel,
     source_entries,
     tree_digest,
     wheel_entries,
 )
 from builder.initramfs import EntryKind, directory, iter_members, write_newc
+from builder.inputs.refs import make_resolver, wheel_input
 from builder.reference import REFERENCE_SPEC
 from builder.spec import load_spec
 
@@ -25,7 +25,7 @@ SITE = "/usr/local/lib/python3.11/dist-packages"
 def test_pinned_wheel_unpacks_without_local_files() -> None:
     loaded = load_spec(REFERENCE_SPEC)
     (wheel,) = [w for w in loaded.spec.wheels if w.name == "pycparser"]
-    path = fetch_wheel(wheel)
+    path = make_resolver(loaded).path(wheel_input(wheel))
     entries = wheel_entries(wheel, path, SITE, EPOCH)
     names = {e.name for e in entries}
     base = "rootfs/usr/local/lib/python3.11/dist-packages"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import need_tool
 
+from builder.inputs.refs import make_resolver
 from builder.kernel import KERNEL_TOOLS, _config_lines, _make_env, build_kernel, kernel_input_digest
 from builder.reference import REFERENCE_SPEC
 from builder.spec import load_spec
@@ -79,7 +80,7 @@ def test_tampered_cached_kernel_is_refused(tmp_path: Path, monkeypatch: pytest.M
     }
     (entry / "kernel.json").write_text(json.dumps(meta))
     with pytest.raises(DigestMismatch, match="tampered or corrupt"):
-        build_kernel(loaded.spec.kernel, config)
+        build_kernel(loaded.spec.kernel, config, resolver=make_resolver(loaded))
 
 
 def test_tampered_cached_ramdisk_is_refused(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from builder.eif import EifReader, measure_parts
+from builder.inputs.refs import make_resolver
 from builder.kernel import build_kernel, kernel_input_digest
 from builder.pipeline import BuildOptions, BuildResult, build
 from builder.reference import REFERENCE_SPEC
@@ -63,7 +64,7 @@ def test_kernel_config_change_moves_pcr1(reference_image: BuildResult, tmp_path:
     assert "# CONFIG_PRINTK_TIME is not set" in text
     other = tmp_path / "enclave-printk-time.config"
     other.write_text(text.replace("# CONFIG_PRINTK_TIME is not set", "CONFIG_PRINTK_TIME=y"))
-    kernel = build_kernel(loaded.spec.kernel, other)
+    kernel = build_kernel(loaded.spec.kernel, other, resolver=make_resolver(loaded))
     with EifReader.open(reference_image.eif) as r:
         r.copy_section(r.ramdisks[0], tmp_path / "bootstrap.cpio")
         r.copy_section(r.ramdisks[1], tmp_path / "application.cpio")

@@ -13,19 +13,26 @@ import re
 import stat
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from builder.eif import EifReader
 from builder.initramfs import CpioMember, EntryKind, iter_members
+from builder.inputs.apt import parse_source_line
 from enclave_audit.errors import CpioError, EifError, InvalidInput
 from enclave_audit.fsutil import hash_file
 from enclave_audit.model.findings import Check, CheckOutcome, Finding, Severity, verdict_of
 from enclave_audit.progress import NullProgress, ProgressSink
 from verifier.audit.policy import AuditPolicy
 from verifier.audit.report import ImageAuditReport
+from verifier.audit.updates import (
+    UpdatesMode,
+    default_mode,
+    security_sources,
+    security_update_check,
+)
 from verifier.binaries import ELF_MAGIC, BinaryInfo, analyze_elf, hardening_findings
 from verifier.compare.base import SliceBlob
 from verifier.compare.kernel import version_string
@@ -78,6 +85,7 @@ NETWORK_TOOLS = frozenset(
     }
 )
 _BIN_DIRS = frozenset({"bin", "sbin"})
+APT_SOURCES = re.compile(r"(^|/)etc/apt/sources\.list$")
 
 # --- secrets ---------------------------------------------------------------------------
 
@@ -223,6 +231,8 @@ class ScanState:
     files: int = 0
     elf_count: int = 0
     not_run: list[str] = field(default_factory=list)
+    #: the image's /etc/apt/sources.list (for the security-updates check)
+    apt_sources: str = ""
 
 
 #: tools whose presence in an enclave image is a finding: (names, rule, severity, label)
@@ -320,7 +330,8 @@ def _scan_member(label: str, m: CpioMember, state: ScanState) -> None:
     first = m.data.read(CHUNK)
     is_elf = first.startswith(ELF_MAGIC)
     keep_whole = (is_elf and m.size <= MAX_ELF) or (
-        m.size <= MAX_METADATA_FILE and (DPKG_STATUS.search(m.name) or PY_METADATA.search(m.name))
+        m.size <= MAX_METADATA_FILE
+        and (DPKG_STATUS.search(m.name) or PY_METADATA.search(m.name) or APT_SOURCES.search(m.name))
     )
     parts: list[bytes] = [first] if keep_whole else []
     scanner.feed(first)
@@ -362,6 +373,8 @@ def _scan_member(label: str, m: CpioMember, state: ScanState) -> None:
         state.findings.extend(hardening_findings(info))
     elif DPKG_STATUS.search(m.name):
         state.packages.extend(parse_dpkg_status(data.decode("utf-8", "replace"), path))
+    elif APT_SOURCES.search(m.name):
+        state.apt_sources = data.decode("utf-8", "replace")
     else:
         pkg = parse_python_metadata(data.decode("utf-8", "replace"), path)
         if pkg is not None:
@@ -471,9 +484,19 @@ def cmdline_findings(cmdline: str) -> list[Finding]:
 
 
 def audit_image(
-    path: Path, policy: AuditPolicy, *, progress: ProgressSink | None = None
+    path: Path,
+    policy: AuditPolicy,
+    *,
+    progress: ProgressSink | None = None,
+    security_updates: UpdatesMode | None = None,
+    security_suites: Sequence[str] = (),
+    debian_mirrors: dict[str, str] | None = None,
 ) -> ImageAuditReport:
-    """Audit every file of an EIF under ``policy`` (one read of the image, plus its digest)."""
+    """Audit every file of an EIF under ``policy`` (one read of the image, plus its digest).
+
+    ``security_suites`` (``deb URI SUITE COMPONENT`` lines) replace the image's own
+    ``-security`` sources for the security-updates check.
+    """
     progress = progress or NullProgress()
     started = time.monotonic()
     sha = hash_file(path)["sha256"].hex()
@@ -525,8 +548,19 @@ def audit_image(
             except (CpioError, OSError, EOFError, zlib.error) as exc:
                 state.not_run.append(f"{label}: unreadable: {exc}")
             progress.done()
-    findings, suppressed = policy.apply(state.findings)
-    checks = _checks(state, findings, policy)
+    sources = (
+        [parse_source_line(line) for line in security_suites]
+        if security_suites
+        else security_sources(state.apt_sources)
+    )
+    updates_check, update_findings = security_update_check(
+        state.packages,
+        sources,
+        mode=security_updates or default_mode(),
+        mirror_map=debian_mirrors,
+    )
+    findings, suppressed = policy.apply([*state.findings, *update_findings])
+    checks = [*_checks(state, findings, policy), updates_check]
     del started
     return ImageAuditReport(
         image=str(path),

@@ -19,7 +19,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -31,9 +30,9 @@ from enclave_audit.errors import (
     BuildStepFailed,
     DigestMismatch,
     EnvironmentProblem,
-    PinnedInputUnavailable,
 )
 from enclave_audit.fsutil import atomic_directory, cache_dir, sha256_file, write_json_atomic
+from enclave_audit.model.manifest import InputKind, PinnedInput
 from enclave_audit.progress import NullProgress, ProgressSink
 from enclave_audit.tools import require, run
 
@@ -92,7 +91,6 @@ MACHINE = "nitro-enclave"
 #: ``$ENCLAVE_AUDIT_QEMU``: a QEMU binary of the user's own (must list the machine).
 QEMU_ENV = "ENCLAVE_AUDIT_QEMU"
 
-_DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 
 @dataclass(frozen=True)
@@ -204,74 +202,41 @@ def _load_cached(directory: Path) -> QemuInstall | None:
     )
 
 
-def _debian_mirror() -> str:
-    """The Debian mirror the machine's own apt sources use (deb822 or one-line form)."""
-    candidates = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
-    for path in candidates:
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError):
-            continue
-        for match in re.finditer(r"(?m)^(?:URIs:\s*|deb\s+(?:\[[^\]]*\]\s+)?)(\S+)", text):
-            uri = match.group(1).rstrip("/")
-            if uri.endswith("/debian"):
-                return uri
-    return _DEFAULT_MIRROR
+#: where the orig tarball is published (its pool path is the same in every suite that
+#: carries this upstream version: trixie, bookworm-backports) and the snapshot time that
+#: serves it once no suite does
+ORIG_POOL_PATH = f"pool/main/q/qemu/{ORIG_TARBALL}"
+DEBIAN_ARCHIVE = "deb http://deb.debian.org/debian trixie main"
+SNAPSHOT_TIME = "20261205T000000Z"
+
+
+def source_input() -> PinnedInput:
+    return PinnedInput(
+        name=ORIG_TARBALL,
+        kind=InputKind.DEBIAN_SOURCE,
+        version=DEBIAN_VERSION,
+        filename=ORIG_POOL_PATH,
+        origin=f"apt://deb.debian.org/source/qemu={DEBIAN_VERSION}",
+        sha256=ORIG_SHA256,
+    )
 
 
 def fetch_source(progress: ProgressSink | None = None) -> Path:
-    """Debian's orig tarball, downloaded with apt from a private deb-src list and pinned.
+    """Debian's orig tarball, through the resolver (store, mirror pool, snapshot archive).
 
-    The system's apt configuration is not touched: the ``deb-src`` line for
-    bookworm-backports and its index live in the cache.
+    No apt configuration is used (the host's or a private one): the file is fetched by its
+    pool path and pinned by sha256.
     """
-    progress = progress or NullProgress()
-    src_dir = cache_dir("qemu", "source")
-    tarball = src_dir / ORIG_TARBALL
-    if tarball.is_file() and sha256_file(tarball) == ORIG_SHA256:
-        return tarball
-    apt_get = require("apt-get")
-    apt_dir = cache_dir("qemu", "apt")
-    (apt_dir / "lists" / "partial").mkdir(parents=True, exist_ok=True)
-    (apt_dir / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
-    sources = apt_dir / "sources.list"
-    keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
-    signed_by = f"[signed-by={keyring}] " if Path(keyring).is_file() else ""
-    sources.write_text(f"deb-src {signed_by}{_debian_mirror()} {DEBIAN_SUITE} main\n")
-    options = [
-        "-o", f"Dir::Etc::SourceList={sources}",
-        "-o", "Dir::Etc::SourceParts=/dev/null",
-        "-o", f"Dir::State::Lists={apt_dir / 'lists'}",
-        "-o", f"Dir::Cache={apt_dir / 'cache'}",
-        "-o", "APT::Sandbox::User=root",
-    ]  # fmt: skip
-    progress.start(f"apt-get update ({DEBIAN_SUITE} deb-src)")
-    run([apt_get, *options, "update"], what=f"apt-get update for {DEBIAN_SUITE} sources")
-    progress.start(f"downloading {ORIG_TARBALL}")
-    with tempfile.TemporaryDirectory(dir=src_dir, prefix=".dl-") as tmp:
-        # Only the orig tarball is needed; the .dsc/.debian.tar.xz of a superseded
-        # backport may 404, so the exit status is not the test: the pinned digest is.
-        done = run(
-            [apt_get, *options, "source", "--download-only", f"qemu={DEBIAN_VERSION}"],
-            cwd=Path(tmp),
-            check=False,
-            what="apt-get source qemu",
-        )
-        got = Path(tmp) / ORIG_TARBALL
-        if not got.is_file():
-            last = done.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise PinnedInputUnavailable(
-                f"cannot download {ORIG_TARBALL} (qemu {DEBIAN_VERSION}) from {DEBIAN_SUITE}:"
-                f" {last[-1] if last else 'apt-get source produced no file'}"
-            )
-        digest = sha256_file(got)
-        if digest != ORIG_SHA256:
-            raise DigestMismatch(
-                f"{ORIG_TARBALL}: sha256 {digest} differs from the pinned {ORIG_SHA256}"
-            )
-        os.replace(got, tarball)
-    progress.done()
-    return tarball
+    from builder.inputs.apt import parse_source_line
+    from builder.inputs.resolver import Resolver, mirror_map_from_env
+
+    resolver = Resolver(
+        apt_sources=[parse_source_line(DEBIAN_ARCHIVE)],
+        mirror_map=mirror_map_from_env(),
+        snapshot_time=SNAPSHOT_TIME,
+        progress=progress or NullProgress(),
+    )
+    return resolver.path(source_input())
 
 
 def _check_build_tools() -> None:

@@ -52,9 +52,14 @@ def build_nsm_attest(out_dir: Path) -> InitArtifact:
 
 def reference_kernel(progress: ProgressSink | None = None) -> KernelArtifact:
     """The reference image's pinned kernel (cached by the builder; ~4 min to build once)."""
+    from builder.inputs.refs import make_resolver
+
     loaded = load_spec(reference_spec_path())
     return build_kernel(
-        loaded.spec.kernel, loaded.resolve(loaded.spec.kernel.config), progress=progress
+        loaded.spec.kernel,
+        loaded.resolve(loaded.spec.kernel.config),
+        resolver=make_resolver(loaded),
+        progress=progress,
     )
 
 
