@@ -36,6 +36,40 @@ from enclave_audit.tools import Completed, require, run
 _USR_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 #: /etc entries the toolchain needs: the dynamic linker's cache and alternatives links
 _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives")
+#: /etc entries name resolution and TLS need, for a sandbox with the network
+_NET_ETC = ("resolv.conf", "hosts", "nsswitch.conf", "gai.conf", "ssl", "ca-certificates")
+#: capabilities a sandbox never keeps: each one undoes the mount confinement
+_NEVER_CAPS = frozenset(
+    {
+        "CAP_SYS_ADMIN",
+        "CAP_MKNOD",
+        "CAP_DAC_READ_SEARCH",
+        "CAP_SYS_PTRACE",
+        "CAP_SYS_MODULE",
+        "CAP_SYS_RAWIO",
+        "CAP_SYS_BOOT",
+        "CAP_NET_ADMIN",
+        "CAP_BPF",
+        "CAP_PERFMON",
+        "CAP_SYSLOG",
+        "CAP_SYS_TIME",
+        "CAP_MAC_ADMIN",
+        "CAP_MAC_OVERRIDE",
+        "CAP_LINUX_IMMUTABLE",
+    }
+)
+#: what installing packages into a chroot as root needs, and nothing more
+INSTALL_CAPS = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_SETUID",
+    "CAP_SETGID",
+    "CAP_SETFCAP",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+)
 
 
 @dataclass(frozen=True)
@@ -50,17 +84,38 @@ class Sandbox:
     proc: bool = False
     #: /dev with null, zero, full, random, urandom and tty instead of null alone
     devices: bool = False
+    #: capabilities kept, for a step that must act as root (installing packages into a
+    #: chroot: chown, chroot, setuid); only when running as root, and then without a user
+    #: namespace (so files may belong to any uid) but never CAP_SYS_ADMIN, CAP_MKNOD or
+    #: CAP_DAC_READ_SEARCH: no mount or remount, no device node, no open-by-handle
+    caps: tuple[str, ...] = ()
+    #: share the host's network (only the input resolver, e.g. resolving a lock, needs it);
+    #: the resolver's own files (/etc/resolv.conf, /etc/hosts, CA certificates) come along
+    network: bool = False
 
     def command(
         self, argv: Sequence[str | os.PathLike[str]], *, cwd: Path, env: Mapping[str, str]
     ) -> list[str]:
         """The ``bwrap`` command line that runs ``argv`` in this sandbox."""
         bwrap = require("bwrap")
-        out = [
-            bwrap,
-            "--unshare-all",
-            "--unshare-user",
-            "--cap-drop", "ALL",
+        refused = sorted(set(self.caps) & _NEVER_CAPS)
+        if refused:
+            raise ValueError(f"the sandbox never grants {', '.join(refused)}")
+        if self.caps and os.geteuid() != 0:
+            raise EnvironmentProblem("a sandbox keeping capabilities needs root")
+        # every namespace; a user namespace only without caps (--unshare-all would try one)
+        out = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
+        if not self.network:
+            out.append("--unshare-net")
+        if self.caps:
+            # no user namespace: a chroot's files may belong to any uid; every capability
+            # but the listed ones is dropped (bwrap keeps them all for root otherwise)
+            out += ["--cap-drop", "ALL"]
+            for cap in self.caps:
+                out += ["--cap-add", cap]
+        else:
+            out += ["--unshare-user", "--cap-drop", "ALL"]
+        out += [
             "--die-with-parent",
             "--new-session",
             "--clearenv",
@@ -72,7 +127,7 @@ class Sandbox:
                 out += ["--symlink", os.readlink(host), str(host)]
             elif host.is_dir():
                 out += ["--ro-bind", str(host), str(host)]
-        for name in _ETC:
+        for name in (*_ETC, *(_NET_ETC if self.network else ())):
             host = Path("/etc") / name
             if host.exists():
                 out += ["--ro-bind", str(host), str(host)]

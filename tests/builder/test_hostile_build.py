@@ -18,6 +18,7 @@ from hostile_corpus import Host, make_host, make_tree, spec_text
 
 from builder.app import collect_sources, tree_files
 from builder.init import build_init, dependencies, init_cache_key
+from builder.inputs.refs import make_resolver
 from builder.rootfs.docker import DockerBackend, check_dockerfile, context_sources
 from builder.sandbox import Sandbox, available, run_sandboxed
 from builder.spec import InitSpec, load_spec
@@ -273,8 +274,9 @@ def test_symlinked_docker_context_is_refused(tmp_path: Path, host: Host, how: st
         context_sources(loaded)
     with pytest.raises(SpecInvalid):
         DockerBackend(client=object()).build_rootfs(
-            loaded, epoch=1700000000, use_cache=False, progress=NullProgress()
-        )
+            loaded, epoch=1700000000, use_cache=False, progress=NullProgress(),
+            resolver=make_resolver(loaded),
+        )  # fmt: skip
     # the tree digest covers the context: a symlinked one never gets that far
     with pytest.raises(SpecInvalid):
         tree_files(loaded, "docker")
@@ -327,8 +329,9 @@ def test_dockerfile_remote_sources_are_refused(tmp_path: Path, host: Host, line:
     loaded = load_spec(spec)
     with pytest.raises(SpecInvalid):
         DockerBackend(client=object()).build_rootfs(
-            loaded, epoch=1700000000, use_cache=False, progress=NullProgress()
-        )
+            loaded, epoch=1700000000, use_cache=False, progress=NullProgress(),
+            resolver=make_resolver(loaded),
+        )  # fmt: skip
     result = _build_cli(spec, tmp_path / "out", "--backend", "docker")
     # refused before any engine is asked to build (exit 30), or the engine is missing (5)
     assert result.exit_code in (30, 5), result.stderr  # type: ignore[attr-defined]
