@@ -502,3 +502,145 @@ def test_kernel_config_that_reads_host_files_is_refused(tmp_path: Path, host: Ho
         spec = make_tree(src)
         (spec.parent / "kernel" / "k.config").write_text(f"CONFIG_64BIT=y\n{option}\n")
         _refused(tmp_path / "cli" / option.split("=")[0], host, spec, "kernel build would read")
+
+
+# --- the root filesystem: mmdebstrap in the sandbox, remove_paths without a shell ----------
+
+
+def _run_hook(tmp_path: Path, paths: list[str]) -> tuple[int, str]:
+    import subprocess
+
+    from builder.rootfs.native import _REMOVE_HOOK
+
+    hook = tmp_path / "hook"
+    hook.write_text(_REMOVE_HOOK)
+    hook.chmod(0o755)
+    done = subprocess.run(
+        [str(hook), str(tmp_path / "chroot")],
+        env={"PATH": "/usr/bin:/bin", "ENCLAVE_AUDIT_REMOVE_PATHS": "\n".join(paths)},
+        capture_output=True,
+        check=False,
+    )
+    return done.returncode, done.stderr.decode()
+
+
+def test_remove_paths_hook_removes_without_following_links(tmp_path: Path, host: Host) -> None:
+    chroot = tmp_path / "chroot"
+    (chroot / "usr" / "share" / "doc" / "pkg").mkdir(parents=True)
+    (chroot / "usr" / "share" / "doc" / "pkg" / "copyright").write_text("c\n")
+    (chroot / "etc").mkdir()
+    (chroot / "etc" / "keep").write_text("k\n")
+    (chroot / "etc" / "link").symlink_to(host.secret_file)
+    (chroot / "opt").symlink_to(host.root)  # a directory link leading out of the chroot
+    rc, err = _run_hook(tmp_path, ["/usr/share/doc", "/etc/link", "/does/not/exist"])
+    assert rc == 0, err
+    assert not (chroot / "usr" / "share" / "doc").exists()
+    assert not os.path.lexists(chroot / "etc" / "link")
+    assert host.secret_file.exists() and (chroot / "etc" / "keep").exists()
+    rc, err = _run_hook(tmp_path, [f"/opt/{host.secret_file.name}"])
+    assert rc != 0 and "symlink" in err
+    assert host.secret_file.exists()
+    rc, err = _run_hook(tmp_path, ["/etc/../.."])
+    assert rc != 0 and host.root.exists()
+
+
+def test_install_sandbox_keeps_no_mount_or_device_capability(tmp_path: Path, host: Host) -> None:
+    """The capabilities mmdebstrap keeps cannot undo the sandbox."""
+    _need_sandbox()
+    from builder.sandbox import INSTALL_CAPS
+
+    need(os.geteuid() == 0, "the install sandbox runs as root")
+    work = tmp_path / "work"
+    work.mkdir()
+    script = (
+        "grep -q '^NoNewPrivs:.*1' /proc/self/status"
+        " && ! mount -o remount,rw /usr 2>/dev/null && ! mount -t tmpfs x /mnt 2>/dev/null"
+        f" && ! mknod {work}/sda b 8 0 2>/dev/null && ! touch /usr/x 2>/dev/null"
+        f" && test ! -e {host.secret_file} && test ! -e /root && test ! -e /home"
+        " && python3 -c 'import socket, sys; sys.exit(socket.if_nameindex() != [(1, \"lo\")])'"
+        f" && chroot / true && touch {work}/ok"
+    )
+    done = run_sandboxed(
+        ["/bin/bash", "-c", script],
+        sandbox=Sandbox(writable=(work,), caps=INSTALL_CAPS, proc=True, devices=True),
+        cwd=work,
+        env={"PATH": "/usr/sbin:/usr/bin:/bin"},
+        what="probe",
+        check=False,
+    )
+    assert done.returncode == 0 and (work / "ok").exists(), done.stderr
+    with pytest.raises(ValueError, match="CAP_SYS_ADMIN"):
+        Sandbox(caps=("CAP_SYS_ADMIN",)).command(["true"], cwd=work, env={})
+
+
+@pytest.mark.slow
+def test_mmdebstrap_hooks_run_in_the_sandbox(tmp_path: Path, host: Host) -> None:
+    """A hook that tries to read a host file and write a marker on the host does neither,
+    and the sandboxed install gives the same tarball as before; remove_paths apply."""
+    need_tool("mmdebstrap")
+    need(os.geteuid() == 0, "mmdebstrap installs as root")
+    _need_sandbox()
+    from builder.inputs.localrepo import write_local_repo
+    from builder.rootfs.native import lock_from_debs, run_mmdebstrap, sources_list_text
+
+    sample = Path(__file__).resolve().parent / "data" / "docker"
+    src = tmp_path / "src"
+    shutil.copytree(sample, src)
+    reference = Path(__file__).resolve().parents[2] / "reference_enclave"
+    for rel in ("kernel/enclave.config", "init/init.c"):
+        (src / "spec" / rel).parent.mkdir(exist_ok=True)
+        shutil.copy(reference / rel, src / "spec" / rel)
+    spec = src / "spec" / "enclave.toml"
+    spec.write_text(
+        spec.read_text().replace(
+            "[debian]\n",
+            '[debian]\nremove_paths = ["/usr/share/common-licenses", "/etc/issue"]\n',
+            1,
+        )
+    )
+    loaded = load_spec(spec)
+    from builder.inputs.refs import lock_input
+
+    resolver = make_resolver(loaded)
+    refs = [lock_input(p) for p in loaded.lock]
+    resolver.locate(refs)
+    work = tmp_path / "work"
+    work.mkdir()
+    os.chmod(work, 0o755)
+    repo = write_local_repo(
+        work / "repo",
+        [(p, resolver.path(r)) for p, r in zip(loaded.lock, refs, strict=True)],
+        suite=loaded.spec.debian.suite,
+    )
+    sources = work / "sources.list"
+    sources.write_text(sources_list_text(loaded.spec.debian.mirrors))
+    debs = work / "debs"
+    debs.mkdir()
+    out = work / "out"
+    out.mkdir()
+    hostile = (
+        f'cp {host.secret_file} "$1/leak" 2>/dev/null || true;'
+        f" touch {host.marker} 2>/dev/null || true;"
+        f' ls -A / > "$1/root-listing"'
+    )
+    run_mmdebstrap(
+        loaded,
+        includes=[f"{p.name}={p.version}" for p in loaded.lock],
+        epoch=1700000000,
+        tar=out / "rootfs.tar",
+        debs=debs,
+        sources=[repo],
+        extra_hooks=(f"upload {sources} /etc/apt/sources.list", hostile),
+        uploads=(sources,),
+    )
+    import tarfile
+
+    with tarfile.open(out / "rootfs.tar") as tf:
+        names = set(tf.getnames())
+        listing = tf.extractfile("./root-listing").read().decode().split()  # type: ignore[union-attr]
+    assert "./leak" not in names
+    assert "./usr/share/common-licenses" not in names and "./etc/issue" not in names
+    assert "./usr/bin/hello" in names
+    assert "root" not in listing and "home" not in listing  # the host's / is not there
+    assert {p.name for p in lock_from_debs(debs)} == {p.name for p in loaded.lock}
+    host.assert_clean(out)

@@ -176,3 +176,7 @@ def test_reference_image_rebuilds_to_pass(tmp_path: Path) -> None:
     manifest = ref.out_dir / "build-manifest.json"
     result = verify(manifest, tmp_path / "out", source=PROJECT_ROOT, eif=ref.eif)
     assert result.verdict is Verdict.PASS, (result.checks, result.notes)
+    # the same commit fetched from the repository (objects only, never its config)
+    commit = ref.manifest.source.git_commit
+    result = verify(manifest, tmp_path / "out2", git=f"{PROJECT_ROOT}@{commit[:12]}", eif=ref.eif)
+    assert result.verdict is Verdict.PASS, (result.checks, result.notes)
