@@ -341,6 +341,8 @@ def verify(
         raise InvalidInput("give --source or --git, not both")
     if source is None and git is None:
         raise InvalidInput("verify needs the source: --source DIR or --git URL@COMMIT")
+    if allow_other_commit and git is not None:
+        raise InvalidInput("--allow-other-commit applies to --source only (--git is exact)")
     if source is not None and not Path(source).is_dir():
         raise InputNotFound(f"{source}: not a directory")
     for path in (expected, eif):
