@@ -376,11 +376,7 @@ def verify(
                 " (git_dirty); the source-commit check compares the files the build reads"
                 " with the commit"
             )
-        try:
-            if src is None:
-                raise _NotBound()
-            rebuilt = rebuilder(manifest, src, staging / "rebuild", progress=progress)
-        except _NotBound:
+        if src is None:
             checks.append(
                 Check(
                     name="rebuild",
@@ -388,26 +384,8 @@ def verify(
                     detail="not run: the source is not the manifest's commit (see source-commit)",
                 )
             )
-        except SpecInvalid:
-            raise  # the audited spec is refused: an error (exit 30), not a verdict
-        except TrustError as exc:
-            # a pinned input or the checkout does not match its recorded digest: the
-            # claim "built from these inputs" is refuted, not merely unverified
-            checks.append(
-                Check(
-                    name="rebuild",
-                    outcome=CheckOutcome.FAIL,
-                    detail=f"{type(exc).__name__}: {exc.message}",
-                )
-            )
-        except EnclaveAuditError as exc:
-            checks.append(
-                Check(
-                    name="rebuild",
-                    outcome=CheckOutcome.NOT_RUN,
-                    detail=f"{type(exc).__name__}: {exc.message}",
-                )
-            )
+        else:
+            rebuilt = _rebuild(rebuilder, manifest, src, staging / "rebuild", progress, checks)
         if rebuilt is not None:
             checks.append(
                 Check(
@@ -493,8 +471,29 @@ def verify(
     return result
 
 
-class _NotBound(Exception):
-    """The source is not the manifest's commit: nothing is rebuilt."""
+def _rebuild(
+    rebuilder: Rebuilder,
+    manifest: BuildManifest,
+    src: Path,
+    out: Path,
+    progress: ProgressSink,
+    checks: list[Check],
+) -> Rebuilt | None:
+    """Run the rebuild; a failure becomes a check (FAIL for a broken pin, else NOT_RUN)."""
+    try:
+        return rebuilder(manifest, src, out, progress=progress)
+    except SpecInvalid:
+        raise  # the audited spec is refused: an error (exit 30), not a verdict
+    except TrustError as exc:
+        # a pinned input or the checkout does not match its recorded digest: the
+        # claim "built from these inputs" is refuted, not merely unverified
+        outcome = CheckOutcome.FAIL
+        detail = f"{type(exc).__name__}: {exc.message}"
+    except EnclaveAuditError as exc:
+        outcome = CheckOutcome.NOT_RUN
+        detail = f"{type(exc).__name__}: {exc.message}"
+    checks.append(Check(name="rebuild", outcome=outcome, detail=detail))
+    return None
 
 
 def _diff(reference: Path, rebuilt: Path, staging: Path, progress: ProgressSink) -> DiffNode | None:
