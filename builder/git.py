@@ -328,9 +328,15 @@ def check_url(url: str) -> str:
     if "::" in url.split("/", 1)[0] or url.startswith("ext::") or url.startswith("fd::"):
         raise InvalidInput(f"--git {url!r}: transport helpers (<transport>::) are refused")
     if "://" in url:
-        scheme = url.split("://", 1)[0].lower()
-        if scheme not in ("https", "http", "ssh", "git", "file"):
-            raise InvalidInput(f"--git {url!r}: unsupported scheme {scheme!r}")
+        scheme, _, rest = url.partition("://")
+        if scheme.lower() not in ("https", "http", "ssh", "git", "file"):
+            raise InvalidInput(f"--git {url!r}: unsupported scheme {scheme.lower()!r}")
+        authority = rest.split("/", 1)[0]
+        host = authority.rpartition("@")[2]
+        if authority.startswith("-") or host.startswith("-") or host.startswith("[-"):
+            raise InvalidInput(f"--git {url!r}: a user or host name must not start with '-'")
+    elif _local_path(url) is None and url.split(":", 1)[0].rpartition("@")[2].startswith("-"):
+        raise InvalidInput(f"--git {url!r}: a host name must not start with '-'")
     return url
 
 

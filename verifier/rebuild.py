@@ -192,7 +192,10 @@ def _source_binding(
     elif checkout_ is None:
         problem = f"{src} is not a git checkout, so it cannot be shown to be commit {recorded}"
     elif checkout_.head != recorded:
-        problem = f"the source checkout is at {checkout_.head}, the manifest records {recorded}"
+        # the commit id is shown only when the git directory is the tree's own (a .git
+        # file in a vendor's tree could name a repository elsewhere on this machine)
+        at = checkout_.head if checkout_.gitdir.is_relative_to(src) else "another commit"
+        problem = f"the source checkout is at {at}, the manifest records {recorded}"
     else:
         differ = differing(checkout_, files)
         if differ:

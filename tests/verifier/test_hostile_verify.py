@@ -201,6 +201,12 @@ def test_git_worktree_checkout_is_read(tmp_path: Path) -> None:
         "fd::7",
         "foo::bar",
         "https://host/repo\n--upload-pack=x",
+        "ssh://-oProxyCommand=touch% {marker}/x",
+        "ssh://user@-oProxyCommand=x/repo",
+        "-oProxyCommand=x:repo",
+        "user@-oProxyCommand=x:repo",
+        "remote-ext::x",
+        "gopher://host/repo",
     ],
 )
 def test_option_and_helper_urls_are_refused(tmp_path: Path, host: Host, url: str) -> None:
@@ -287,3 +293,21 @@ def test_manifest_that_is_a_fifo_or_device_is_refused(tmp_path: Path, kind: str)
         timeout=60,
     )
     assert_one_line_error(result, 30, kind if kind == "fifo" else "device")
+
+
+def test_git_file_naming_a_host_repository_leaks_nothing(tmp_path: Path) -> None:
+    """A vendor tree whose .git file points at another repository on the auditor's machine."""
+    private = tmp_path / "auditor-private"
+    make_repo(private)
+    (private / "notes.txt").write_text("the auditor's own work\n")
+    git(private, "add", "notes.txt")
+    git(private, "commit", "--quiet", "-m", "private")
+    private_head = git(private, "rev-parse", "HEAD")
+    repo = tmp_path / "vendor"
+    _, reviewed = make_repo(repo)
+    manifest = _release(tmp_path, repo, reviewed)
+    subprocess.run(["rm", "-rf", str(repo / ".git")], check=True)
+    (repo / ".git").write_text(f"gitdir: {private / '.git'}\n")
+    result = verify(manifest, tmp_path / "out", source=repo, rebuilder=SourceRebuilder())
+    assert result.verdict is Verdict.FAIL
+    assert private_head not in (tmp_path / "out" / "verify.json").read_text()
