@@ -73,7 +73,7 @@ def test_digest_mismatch_in_cache(tmp_path: Path) -> None:
     loaded = load_spec(REFERENCE_SPEC)
     sha = loaded.spec.kernel.sha256
     cache = tmp_path / "cache"
-    planted = cache / "debs" / sha[:2] / f"{sha}.deb"
+    planted = cache / "inputs" / sha[:2] / sha  # the input store
     planted.parent.mkdir(parents=True)
     planted.write_bytes(b"not the pinned kernel source package")
     out = tmp_path / "out"
