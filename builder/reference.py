@@ -14,7 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from builder.app import collect_sources, tree_digest
+from builder.app import tree_digest, tree_files
 from builder.pipeline import BuildOptions, BuildResult, build_loaded, watched_paths
 from builder.source import git_info, source_date_epoch
 from builder.spec import LoadedSpec, load_spec
@@ -37,7 +37,7 @@ def image_input_digest(loaded: LoadedSpec, epoch: int, backend: str) -> str:
         "lock": [p.model_dump() for p in loaded.lock],
         "kernel_config": hash_file(loaded.resolve(spec.kernel.config))["sha256"].hex(),
         "init": hash_file(loaded.resolve(spec.init.source))["sha256"].hex(),
-        "sources": tree_digest(collect_sources(loaded.source_root, spec.app.packages)),
+        "sources": tree_digest(tree_files(loaded, backend)),
         "epoch": epoch,
         "backend": backend,
         "builder": builder_code_digest(),

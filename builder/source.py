@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.git import find_checkout, reading
 from enclave_audit.errors import SpecInvalid
-from enclave_audit.tools import run, which
+from enclave_audit.tools import which
 
 
 @dataclass(frozen=True)
@@ -22,19 +23,30 @@ class GitInfo:
 
 
 def git_info(root: Path, paths: list[str]) -> GitInfo | None:
-    """Commit, committer time and dirtiness of ``paths`` under ``root``; None if not git."""
+    """Commit, committer time and dirtiness of ``paths`` under ``root``; None if not git.
+
+    git runs without the checkout's own config, hooks or index (see
+    :mod:`builder.git`): a source tree is the audited party's, and its
+    ``core.fsmonitor`` or filter drivers must not run here.
+    """
     if which("git") is None:
         return None
-    head = run(["git", "-C", str(root), "log", "-1", "--format=%H %ct", "HEAD"], check=False)
-    if head.returncode != 0:
+    checkout = find_checkout(root)
+    if checkout is None:
         return None
-    parts = head.stdout.decode().split()
-    if len(parts) != 2:
+    with reading(checkout) as git:
+        head = git.run("log", "-1", "--format=%H %ct", checkout.head, "--", check=False)
+        parts = head.stdout.decode("ascii", "replace").split()
+        if head.returncode != 0 or len(parts) != 2 or parts[0] != checkout.head:
+            return None
+        status = git.run(
+            "status", "--porcelain", "--untracked-files=all", "--ignore-submodules=all",
+            "--", *paths,
+            cwd=Path(root).resolve(),
+            check=False,
+        )  # fmt: skip
+    if status.returncode != 0:
         return None
-    status = run(
-        ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all", "--", *paths],
-        check=False,
-    )
     return GitInfo(commit=parts[0], commit_time=int(parts[1]), dirty=bool(status.stdout.strip()))
 
 

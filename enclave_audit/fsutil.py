@@ -224,6 +224,40 @@ def read_bytes(path: Path, *, limit: int | None = None) -> bytes:
     return data
 
 
+def read_regular_file(path: Path, *, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes, read without blocking.
+
+    For input that someone else controls: a FIFO, device, socket or directory is an
+    :class:`InvalidInput` before any byte is read (opened non-blocking, so a FIFO
+    without a writer cannot hang the caller), a missing file an :class:`InputNotFound`,
+    and a file longer than ``limit`` an :class:`InvalidInput` after ``limit + 1`` bytes.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise InputNotFound(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputNotFound(f"{path}: cannot read: {exc.strerror or exc}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = (
+            "a FIFO" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a directory" if stat.S_ISDIR(mode)
+            else "not a regular file"
+        )  # fmt: skip
+        raise InvalidInput(f"{path}: is {kind}, expected a regular file")
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise InputNotFound(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise InvalidInput(f"{path}: larger than the {limit}-byte limit for this kind of file")
+    return data
+
+
 def read_json(path: Path, *, limit: int = 64 << 20) -> Any:
     """A JSON file, parsed strictly (:mod:`enclave_audit.strictjson`): duplicate keys,
     NaN, huge numbers, deep nesting and lone surrogates are :class:`InvalidInput`."""

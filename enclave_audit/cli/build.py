@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -89,6 +90,10 @@ def build(
     from builder.pipeline import BuildOptions
     from builder.pipeline import build as run_build
 
+    if source_commit and not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", source_commit):
+        raise click.BadParameter(
+            "must be a full commit id (40 or 64 lowercase hex digits)", param_hint="--source-commit"
+        )
     if update_lock:  # the old spelling of `enclave-audit lock update`
         from enclave_audit.cli.lock import run_lock_update
 

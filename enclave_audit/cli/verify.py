@@ -67,9 +67,21 @@ def _write_reports(
 @click.option(
     "--source",
     type=click.Path(path_type=Path, file_okay=False),
-    help="A checkout of the manifest's source commit.",
+    help="A git checkout of the manifest's source commit (HEAD and every file the build"
+    " reads must be that commit's).",
 )
-@click.option("--git", "git_ref", metavar="URL@COMMIT", help="Clone URL and check out COMMIT.")
+@click.option(
+    "--git",
+    "git_ref",
+    metavar="URL@COMMIT",
+    help="Fetch COMMIT (a commit id, never a tag or branch name) from URL and check it out.",
+)
+@click.option(
+    "--allow-other-commit",
+    is_flag=True,
+    help="With --source: rebuild even when the checkout is not exactly the manifest's"
+    " commit; the verdict is then INCONCLUSIVE at best.",
+)
 @click.option("--expected", type=_file, help="Expected measurements (nitro-cli JSON).")
 @click.option("--eif", type=_file, help="The image to compare with (and diff against).")
 @click.option("--backend", default=None, help="Rootfs backend (default: the manifest's).")
@@ -98,6 +110,7 @@ def verify(
     manifest: Path,
     source: Path | None,
     git_ref: str | None,
+    allow_other_commit: bool,
     expected: Path | None,
     eif: Path | None,
     backend: str | None,
@@ -116,9 +129,16 @@ def verify(
     ELF section and symbol, with likely causes.  Writes verify.json and an audit report
     (report.json, report.md, report.html).  Exits 0 only on PASS.
 
+    The verdict binds to one exact commit: the manifest's full source.git_commit.  The
+    audited party's repository, spec, Dockerfile and manifest are treated as hostile:
+    git never reads the repository's own config or hooks, spec and manifest paths must
+    stay inside the checkout and the manifest's directory, and the steps that run
+    audited inputs run in the build sandbox (bubblewrap).
+
     \b
     Example:
       enclave-audit verify --manifest out/build-manifest.json --source . -o verify/
+      enclave-audit verify --manifest M.json --git https://host/repo.git@3f2a9c1 -o verify/
       enclave-audit verify --manifest m.json --source . --inputs inputs.tar -o verify/
     """
     from verifier.rebuild import PipelineRebuilder
@@ -140,6 +160,8 @@ def verify(
             eif=eif,
             rebuilder=rebuilder,
             progress=progress,
+            allow_other_commit=allow_other_commit,
+            backend=backend,
             finish=lambda done, staging: _write_reports(
                 done, manifest, staging, with_audit=audit, progress=progress
             ),

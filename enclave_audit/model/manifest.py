@@ -19,16 +19,32 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from enclave_audit.errors import InputNotFound, InvalidInput, SpecInvalid
-from enclave_audit.fsutil import read_json
+from enclave_audit.fsutil import read_regular_file
 from enclave_audit.model.measurements import PcrSet
 
 MANIFEST_SCHEMA = "https://enclave-audit.dev/schemas/build-manifest/v1"
 MANIFEST_MEDIA_TYPE = "application/vnd.enclave-audit.build-manifest+json"
+#: the largest manifest read (it embeds the spec and lock texts)
+MANIFEST_MAX_BYTES = 64 << 20
 
 
 def _hex(value: str, size: int, what: str) -> str:
     if len(value) != size * 2 or any(c not in "0123456789abcdef" for c in value):
         raise ValueError(f"{what} must be {size * 2} lowercase hex digits")
+    return value
+
+
+def _relative_path(value: str, what: str) -> str:
+    """A path the manifest gives relative to a directory: it must not leave that directory."""
+    if not value:
+        return value
+    if (
+        value.startswith("/")
+        or "\\" in value
+        or any(ord(c) < 0x20 for c in value)
+        or ".." in value.split("/")
+    ):
+        raise ValueError(f"{what} must be a relative path inside its directory, without '..'")
     return value
 
 
@@ -92,6 +108,11 @@ class BuildOutput(_Frozen):
     def _sha256(cls, v: str) -> str:
         return _hex(v, 32, "sha256")
 
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return _relative_path(v, "output path")
+
     @field_validator("sha384")
     @classmethod
     def _sha384(cls, v: str) -> str:
@@ -114,6 +135,11 @@ class SpecInfo(_Frozen):
     #: when the lock was resolved against the mirrors (UTC, ``YYYYMMDDTHHMMSSZ``): the
     #: snapshot.debian.org timestamp that serves every pinned package
     lock_resolved_at: str = ""
+
+    @field_validator("path", "lock_path")
+    @classmethod
+    def _paths(cls, v: str) -> str:
+        return _relative_path(v, "spec path")
 
 
 class KernelInfo(_Frozen):
@@ -192,9 +218,13 @@ class BuildManifest(_Frozen):
     def load(cls, path: Path) -> BuildManifest:
         """Read ``build-manifest.json``; a malformed one is one :class:`SpecInvalid` line."""
         try:
-            data = read_json(Path(path))
+            # a regular file only: a FIFO or device given as the manifest is refused unread
+            raw = read_regular_file(Path(path), limit=MANIFEST_MAX_BYTES)
+            data = json.loads(raw)
         except InputNotFound:
             raise
         except InvalidInput as exc:
             raise SpecInvalid(exc.message) from None
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise SpecInvalid(f"{path}: not valid JSON: {exc}") from None
         return cls.from_json_obj(data, where=str(path))

@@ -16,14 +16,17 @@ SPEC_TEXT = REFERENCE_SPEC.read_text()
 
 
 def _spec_copy(tmp_path: Path, text: str) -> Path:
-    """The reference spec dir copied next to links to the real app packages."""
+    """The reference spec dir copied next to a copy of the real app packages (a symlinked
+    package is refused: every spec path stays inside the source tree)."""
     src = tmp_path / "src"
     spec_dir = src / "reference_enclave"
-    shutil.copytree(REFERENCE_SPEC.parent / "kernel", spec_dir / "kernel")
-    shutil.copytree(REFERENCE_SPEC.parent / "init", spec_dir / "init")
+    for sub in ("kernel", "init", "nsm-attest"):
+        shutil.copytree(REFERENCE_SPEC.parent / sub, spec_dir / sub)
     shutil.copy(REFERENCE_SPEC.parent / "debian.lock", spec_dir / "debian.lock")
     (spec_dir / "__init__.py").write_text("")
-    (src / "enclave_audit").symlink_to(ROOT / "enclave_audit")
+    shutil.copytree(
+        ROOT / "enclave_audit", src / "enclave_audit", ignore=shutil.ignore_patterns("__pycache__")
+    )
     path = spec_dir / "enclave.toml"
     path.write_text(text)
     return path
