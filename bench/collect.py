@@ -25,6 +25,7 @@ ORDER = [
     ("hardening.md", "Fuzzing, faults and load (issue #11; also RELIABILITY.md)"),
     ("load_enclave.md", "Enclave endpoint: load and faults (issue #11)"),
     ("inputs.md", "Pinned inputs: cold build from an input set vs the mirrors (issue #20)"),
+    ("startup.md", "Start-up: one-document attestation verify vs python -c pass (issue #17)"),
     ("boundary.md", "The measured boundary: image size, cold build, in-image tokens/s (issue #15)"),
 ]
 

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from builder.initramfs import Entry, EntryKind, directory, file_bytes
-from builder.spec import AppSpec, WheelSpec
+from builder.spec import AppSpec, LoadedSpec, WheelSpec, refuse_escaping_link
 from enclave_audit.errors import SpecInvalid
 from enclave_audit.fsutil import sha256_file
 
@@ -39,11 +39,29 @@ class SourceFile:
 
 
 def collect_sources(root: Path, packages: Iterable[str]) -> list[SourceFile]:
-    """Every file of the listed packages, without caches and hidden files, sorted."""
+    """Every file of the listed packages, without caches and hidden files, sorted.
+
+    The packages belong to the audited party: a package reached through a symlink,
+    or a symlink inside one whose target lies outside the source root, is a
+    :class:`SpecInvalid` (a committed link must not copy a host file into ``/app``).
+    Symlinks that stay inside the tree, FIFOs, sockets and devices are not copied.
+    """
+    root = Path(root).resolve()
     out: list[SourceFile] = []
     for pkg in packages:
         base = root / pkg
+        try:
+            real = base.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise SpecInvalid(f"app.packages: {base} does not exist") from None
+        if real != base or not real.is_dir():
+            raise SpecInvalid(
+                f"app.packages: {base} is reached through a symlink or is not a directory"
+                " (application packages must be real directories of the source tree)"
+            )
         for dirpath, dirnames, filenames in os.walk(base):
+            for name in [*dirnames, *filenames]:
+                refuse_escaping_link(Path(dirpath) / name, root)
             dirnames[:] = sorted(
                 d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".")
             )
@@ -58,6 +76,27 @@ def collect_sources(root: Path, packages: Iterable[str]) -> list[SourceFile]:
                 out.append(SourceFile(rel, path, bool(st.st_mode & 0o111), sha256_file(path)))
     out.sort(key=lambda f: f.rel.encode())
     return out
+
+
+def tree_files(
+    loaded: LoadedSpec, backend: str, sources: list[SourceFile] | None = None
+) -> list[SourceFile]:
+    """The source-tree files that shape the image, for the manifest's tree digest.
+
+    The application packages (``sources``, collected when not given) and, for the
+    docker backend, every file of the docker build context (the Dockerfile included).
+    """
+    files = (
+        list(sources)
+        if sources is not None
+        else collect_sources(loaded.source_root, loaded.spec.app.packages)
+    )
+    if backend == "docker":
+        from builder.rootfs.docker import context_sources
+
+        files += context_sources(loaded)
+    files.sort(key=lambda f: f.rel.encode())
+    return files
 
 
 def tree_digest(files: Iterable[SourceFile]) -> str:

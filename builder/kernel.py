@@ -22,12 +22,13 @@ from pathlib import Path
 
 from builder.inputs.refs import kernel_input
 from builder.inputs.resolver import Resolver
+from builder.sandbox import Sandbox, run_sandboxed
 from builder.spec import KernelSpec
 from builder.toolchain import toolchain_versions
 from enclave_audit.errors import BuildStepFailed, DigestMismatch, SpecInvalid
 from enclave_audit.fsutil import atomic_directory, cache_dir, read_bytes, sha256_file
 from enclave_audit.progress import NullProgress, ProgressSink
-from enclave_audit.tools import require, run
+from enclave_audit.tools import require
 
 #: bump when the recipe below changes in a way that changes the output.
 RECIPE_VERSION = 1
@@ -187,8 +188,17 @@ def build_kernel(
             tree = trees[0]
             shutil.copyfile(config_path, tree / ".config")
             env = _make_env(epoch, jobs)
+            # the audited config drives make: it runs in the build sandbox, which
+            # sees the unpacked tree (read-write) and the toolchain, no host file
+            sandbox = Sandbox(writable=(work,), proc=True, devices=True)
             progress.start("kernel: olddefconfig", None)
-            run(["make", "olddefconfig"], cwd=tree, env=env, what="kernel make olddefconfig")
+            run_sandboxed(
+                ["make", "olddefconfig"],
+                sandbox=sandbox,
+                cwd=tree,
+                env=env,
+                what="kernel make olddefconfig",
+            )
             resolved = (tree / ".config").read_text("utf-8", "replace")
             want, got = _config_lines(pinned), _config_lines(resolved)
             changed = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
@@ -198,7 +208,9 @@ def build_kernel(
                     f" {spec.package} {spec.version}; olddefconfig changed {', '.join(changed[:5])}"
                 )
             progress.start(f"kernel: make bzImage (-j{jobs}, minutes)", None)
-            run(["make", "bzImage"], cwd=tree, env=env, what="kernel make bzImage")
+            run_sandboxed(
+                ["make", "bzImage"], sandbox=sandbox, cwd=tree, env=env, what="kernel make bzImage"
+            )
             release = (tree / "include" / "config" / "kernel.release").read_text().strip()
             shutil.copyfile(tree / "arch" / "x86" / "boot" / "bzImage", out / "bzImage")
             shutil.copyfile(tree / ".config", out / "config")

@@ -36,11 +36,13 @@ from typing import IO
 from pydantic import BaseModel, ConfigDict
 
 from builder.app import (
+    SourceFile,
     collect_sources,
     control_entries,
     merge_dirs,
     source_entries,
     tree_digest,
+    tree_files,
     wheel_entries,
 )
 from builder.eif import WrittenEif, tpm_extend, write_eif
@@ -319,6 +321,16 @@ def source_step(loaded: LoadedSpec, options: BuildOptions) -> SourceRecord:
     return SourceRecord(git=git, epoch=epoch, rootfs_epoch=rootfs_epoch)
 
 
+def tree_step(loaded: LoadedSpec, backend: str) -> tuple[list[SourceFile], str]:
+    """The source tree, before any step runs: (application files, tree digest).
+
+    The digest covers the application packages and, for the docker backend, the docker
+    context; a symlink leaving the tree or a refused Dockerfile stops the build here.
+    """
+    sources = collect_sources(loaded.source_root, loaded.spec.app.packages)
+    return sources, tree_digest(tree_files(loaded, backend, sources))
+
+
 def resolve_step(
     loaded: LoadedSpec, options: BuildOptions, progress: ProgressSink
 ) -> InputsRecord:
@@ -380,23 +392,26 @@ def app_ramdisk_step(
     rootfs: RootfsResult,
     wheels: list[tuple[WheelSpec, Path]],
     *,
+    tree: tuple[list[SourceFile], str],
     epoch: int,
     work: Path,
     use_cache: bool,
     timer: _Timer,
     progress: ProgressSink,
 ) -> AppRamdisk:
-    """``rootfs/`` (+ wheels + app sources), ``cmd``, ``env``: the PCR2 ramdisk."""
+    """``rootfs/`` (+ wheels + app sources), ``cmd``, ``env``: the PCR2 ramdisk.
+
+    ``tree`` is (the application's source files, the tree digest) from :func:`tree_step`.
+    """
     spec = loaded.spec
+    sources, digest = tree
     with timer.step("plan"):
-        sources = collect_sources(loaded.source_root, spec.app.packages)
-        tree = tree_digest(sources)
-        cached = cache_dir("ramdisk") / _app_ramdisk_key(loaded, rootfs.sha256, tree, epoch)
+        cached = cache_dir("ramdisk") / _app_ramdisk_key(loaded, rootfs.sha256, digest, epoch)
     if use_cache and (cached / "ramdisk.json").exists():
         # re-verified by the EIF writer's own PCR2 pass (see _check_cached_ramdisk);
         # the output directory only appears once it has passed
         touch_entry(cached)
-        return AppRamdisk(_ramdisk_record(cached), cached / "application.cpio", cached, tree)
+        return AppRamdisk(_ramdisk_record(cached), cached / "application.cpio", cached, digest)
     with timer.step("plan"):
         entries = plan_tar(rootfs.tarball, "rootfs")
         extra: list[Entry] = []
@@ -409,7 +424,7 @@ def app_ramdisk_step(
         if not use_cache:
             path = work / "application.cpio"
             record = _write_ramdisk(path, "application-ramdisk", entries, epoch, progress)
-            return AppRamdisk(record, path, None, tree)
+            return AppRamdisk(record, path, None, digest)
         with atomic_directory(cached) as ramdisk_dir:
             record = _write_ramdisk(
                 ramdisk_dir / "application.cpio", "application-ramdisk", entries, epoch, progress
@@ -417,7 +432,7 @@ def app_ramdisk_step(
             (ramdisk_dir / "ramdisk.json").write_text(record.model_dump_json(indent=2) + "\n")
         prune_cache(cached.parent, keep=4, marker="ramdisk.json")
         # written just now: not a cache hit, nothing to re-verify
-        return AppRamdisk(record, cached / "application.cpio", None, tree)
+        return AppRamdisk(record, cached / "application.cpio", None, digest)
 
 
 def eif_step(
@@ -564,6 +579,7 @@ def build_loaded(
     source = source_step(loaded, options)
     if check_spec is not None:
         check_spec(loaded)
+    tree = tree_step(loaded, backend.name)
     with timer.step("inputs"):
         inputs = resolve_step(loaded, options, progress)
     resolver = inputs.resolver
@@ -601,7 +617,7 @@ def build_loaded(
         with timer.step("wheels"):
             wheels = [(w, resolver.path(wheel_input(w))) for w in spec.wheels]
         app = app_ramdisk_step(
-            loaded, rootfs, wheels, epoch=source.epoch, work=work, use_cache=use_cache,
+            loaded, rootfs, wheels, tree=tree, epoch=source.epoch, work=work, use_cache=use_cache,
             timer=timer, progress=progress,
         )  # fmt: skip
         with timer.step("eif"):
@@ -665,7 +681,7 @@ def rebuild_from_manifest(
     if not lock.is_file() or lock.read_text("utf-8") != manifest.spec.lock_text:
         raise DigestMismatch(f"{lock}: differs from the Debian lock the manifest records")
     loaded = load_spec(spec_path, source_root=source_dir)
-    tree = tree_digest(collect_sources(source_dir, loaded.spec.app.packages))
+    _, tree = tree_step(loaded, backend or manifest.builder.backend)
     if tree != manifest.source.tree_sha256:
         raise DigestMismatch(
             f"{source_dir}: application sources have tree digest {tree},"

@@ -14,13 +14,14 @@ import hashlib
 import json
 from pathlib import Path
 
-from builder.app import collect_sources, tree_digest
+from builder.app import tree_digest, tree_files
 from builder.pipeline import BuildOptions, BuildResult, build_loaded
 from builder.source import image_git_info, source_date_epoch
 from builder.spec import LoadedSpec, load_spec
 from builder.toolchain import builder_code_digest
 from enclave_audit.errors import DigestMismatch
 from enclave_audit.fsutil import cache_dir, hash_file, prune_cache, touch_entry
+from enclave_audit.model import manifest as manifest_module
 from enclave_audit.model.manifest import BuildManifest
 from enclave_audit.progress import ProgressSink
 
@@ -37,10 +38,14 @@ def image_input_digest(loaded: LoadedSpec, epoch: int, backend: str) -> str:
         "lock": [p.model_dump() for p in loaded.lock],
         "kernel_config": hash_file(loaded.resolve(spec.kernel.config))["sha256"].hex(),
         "init": hash_file(loaded.resolve(spec.init.source))["sha256"].hex(),
-        "sources": tree_digest(collect_sources(loaded.source_root, spec.app.packages)),
+        "sources": tree_digest(tree_files(loaded, backend)),
         "epoch": epoch,
         "backend": backend,
         "builder": builder_code_digest(),
+        # the manifest is an output of the cached build: a new manifest format is a new build
+        "manifest_model": hashlib.sha256(
+            Path(manifest_module.__file__ or "").read_bytes()
+        ).hexdigest(),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 

@@ -136,7 +136,8 @@ def _copy_sources(loaded: LoadedSpec, dest: Path, *, reverse: bool) -> Path:
     for f in files:
         target = dest / f.relative_to(root)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f, target)
+        # a symlink stays a symlink: the snapshot's own checks refuse one that leaves it
+        shutil.copy2(f, target, follow_symlinks=False)
     return dest / loaded.path.relative_to(root)
 
 

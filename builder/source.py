@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.git import find_checkout, reading
 from builder.spec import LoadedSpec
 from enclave_audit.errors import SpecInvalid
-from enclave_audit.tools import run, which
+from enclave_audit.tools import which
 
 
 @dataclass(frozen=True)
@@ -83,28 +84,39 @@ def git_info(
     """Commit, committer time and dirtiness of ``paths`` under ``root``; None if not git.
 
     With ``epoch_paths``, also the last commit that touched one of them (``inputs_*``).
+    git runs without the checkout's own config, hooks or index (see
+    :mod:`builder.git`): a source tree is the audited party's, and its
+    ``core.fsmonitor`` or filter drivers must not run here.
     """
     if which("git") is None:
         return None
-    head = run(["git", "-C", str(root), "log", "-1", "--format=%H %ct", "HEAD"], check=False)
-    if head.returncode != 0:
+    checkout = find_checkout(root)
+    if checkout is None:
         return None
-    parts = head.stdout.decode().split()
-    if len(parts) != 2:
-        return None
-    status = run(
-        ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all", "--", *paths],
-        check=False,
-    )
-    inputs_commit, inputs_time = "", None
-    if epoch_paths:
-        last = run(
-            ["git", "-C", str(root), "log", "-1", "--format=%H %ct", "HEAD", "--", *epoch_paths],
+    with reading(checkout) as git:
+        head = git.run("log", "-1", "--format=%H %ct", checkout.head, "--", check=False)
+        parts = head.stdout.decode("ascii", "replace").split()
+        if head.returncode != 0 or len(parts) != 2 or parts[0] != checkout.head:
+            return None
+        status = git.run(
+            "status", "--porcelain", "--untracked-files=all", "--ignore-submodules=all",
+            "--", *paths,
+            cwd=Path(root).resolve(),
             check=False,
-        )
-        found = last.stdout.decode().split() if last.returncode == 0 else []
-        if len(found) == 2:
-            inputs_commit, inputs_time = found[0], int(found[1])
+        )  # fmt: skip
+        inputs_commit, inputs_time = "", None
+        if epoch_paths:
+            last = git.run(
+                "--literal-pathspecs", "log", "-1", "--format=%H %ct", checkout.head,
+                "--", *epoch_paths,
+                cwd=Path(root).resolve(),
+                check=False,
+            )  # fmt: skip
+            found = last.stdout.decode("ascii", "replace").split() if last.returncode == 0 else []
+            if len(found) == 2 and found[1].isdigit():
+                inputs_commit, inputs_time = found[0], int(found[1])
+    if status.returncode != 0:
+        return None
     return GitInfo(
         commit=parts[0],
         commit_time=int(parts[1]),

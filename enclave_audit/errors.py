@@ -225,7 +225,7 @@ class GateRefused(AuditFailed):
 
 class DecisionLogTampered(TrustError):
     exit_code = 60
-    meaning = "gate: decision log hash chain broken"
+    meaning = "gate: decision log unsigned, malformed, broken, truncated or rolled back"
 
 
 class ReportInvalid(InvalidInput):

@@ -4,30 +4,92 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from enclave_audit.errors import InvalidInput, OutputError
+from enclave_audit.errors import InputNotFound, InvalidInput, OutputError
 from enclave_runtime.files import open_input as open_input
 from enclave_runtime.files import read_bytes as read_bytes
 
 CHUNK = 1 << 20
 
 
+#: errors of a write to a stream (full device, closed pipe, I/O error, size limits)
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EPIPE, errno.EIO, errno.EFBIG, errno.EDQUOT})
+#: names that stand for the process's own streams: written in place, whatever they are
+_STREAM_NAMES = re.compile(r"^/(dev/(stdout|stderr|tty|fd/[0-9]+)|proc/self/fd/[0-9]+)$")
+
+
+def output_kind(path: Path) -> str:
+    """How :func:`atomic_write` treats ``path``: ``"file"`` (temp file, then rename over
+    it or create it) or ``"stream"`` (a character device such as ``/dev/null`` or a
+    terminal, or a name for the process's own stdout/stderr: written in place).
+
+    Anything else that exists there (a FIFO, a socket, a block device, a directory) is
+    refused with :class:`OutputError`: a rename would replace it, and a write into it
+    would block or reach something that is not a file.
+    """
+    path = Path(path)
+    if _STREAM_NAMES.match(os.path.normpath(str(path.absolute()))):
+        return "stream"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "file"
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if stat.S_ISREG(st.st_mode):
+        return "file"
+    if stat.S_ISCHR(st.st_mode):
+        return "stream"
+    kind = (
+        "a directory"
+        if stat.S_ISDIR(st.st_mode)
+        else "a FIFO"
+        if stat.S_ISFIFO(st.st_mode)
+        else "a socket"
+        if stat.S_ISSOCK(st.st_mode)
+        else "a block device"
+        if stat.S_ISBLK(st.st_mode)
+        else "not a regular file"
+    )
+    raise OutputError(f"refusing to write {path}: it is {kind}, not a regular file")
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path, *, mode: int = 0o644) -> Iterator[IO[bytes]]:
     """Write ``path`` through a temp file in the same directory, renamed on success.
 
-    On any exception the temp file is removed and ``path`` is untouched.
+    On any exception the temp file is removed and ``path`` is untouched.  A character
+    device (``/dev/null``, a terminal) or a name of the process's own output stream
+    (``/dev/stdout``) is written in place instead, deliberately: it is never renamed
+    over.  Other non-regular targets are refused (:func:`output_kind`).
     """
     path = Path(path)
+    if output_kind(path) == "stream":
+        try:
+            stream = open(path, "wb")
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        try:
+            with stream:
+                yield stream
+                stream.flush()
+        except OSError as exc:
+            if exc.errno not in _WRITE_ERRNOS:
+                raise
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -39,6 +101,7 @@ def atomic_write(path: Path, *, mode: int = 0o644) -> Iterator[IO[bytes]]:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
+        output_kind(path)  # still nothing but a regular file (or nothing) there
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -101,7 +164,10 @@ def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
 
 
 def write_text_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"), mode=mode)
+    """UTF-8; a lone surrogate (an undecodable name) is written visibly, never an error."""
+    from enclave_runtime.strictjson import without_surrogates
+
+    write_bytes_atomic(path, without_surrogates(text).encode("utf-8"), mode=mode)
 
 
 def write_json_atomic(path: Path, data: Any, *, mode: int = 0o644) -> None:
@@ -115,6 +181,10 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     If ``final`` exists it is replaced only after the new contents are complete.
     """
     final = Path(final)
+    if final.exists() and not final.is_dir():  # a device, FIFO or file is never moved away
+        raise OutputError(
+            f"refusing to replace {final} with a directory: it exists and is not a directory"
+        )
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(
@@ -136,12 +206,46 @@ def atomic_directory(final: Path) -> Iterator[Path]:
         raise
 
 
-def read_json(path: Path, *, limit: int = 64 << 20) -> Any:
-    data = read_bytes(path, limit=limit)
+def read_regular_file(path: Path, *, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes, read without blocking.
+
+    For input that someone else controls: a FIFO, device, socket or directory is an
+    :class:`InvalidInput` before any byte is read (opened non-blocking, so a FIFO
+    without a writer cannot hang the caller), a missing file an :class:`InputNotFound`,
+    and a file longer than ``limit`` an :class:`InvalidInput` after ``limit + 1`` bytes.
+    """
     try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise InvalidInput(f"{path}: not valid JSON: {exc}") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise InputNotFound(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputNotFound(f"{path}: cannot read: {exc.strerror or exc}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = (
+            "a FIFO" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a directory" if stat.S_ISDIR(mode)
+            else "not a regular file"
+        )  # fmt: skip
+        raise InvalidInput(f"{path}: is {kind}, expected a regular file")
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise InputNotFound(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise InvalidInput(f"{path}: larger than the {limit}-byte limit for this kind of file")
+    return data
+
+
+def read_json(path: Path, *, limit: int = 64 << 20) -> Any:
+    """A JSON file, parsed strictly (:mod:`enclave_runtime.strictjson`): duplicate keys,
+    NaN, huge numbers, deep nesting and lone surrogates are :class:`InvalidInput`."""
+    from enclave_runtime import strictjson
+
+    return strictjson.loads(read_bytes(path, limit=limit), what=str(path), error=InvalidInput)
 
 
 def hash_file(

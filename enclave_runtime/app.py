@@ -16,6 +16,7 @@ Boot, in order (each step fails closed; nothing is served before the last one):
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import http.server
@@ -25,6 +26,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,72 @@ from enclave_runtime.nsm.client import NsmClient, open_nsm
 
 MAX_MODEL_BYTES = 2 << 30
 KEY_ENCRYPTION_ALGORITHM = "RSAES_OAEP_SHA_256"
+#: client connections served at once (each one a thread); more are closed at once
+MAX_CLIENT_CONNECTIONS = 64
+#: seconds a client connection may take for each read (request line, headers, body)
+CLIENT_READ_TIMEOUT = 15
+#: encapsulated keys remembered (one per request answered within the replay window)
+REPLAY_CAPACITY = 100_000
+
+
+class ReplayGuard:
+    """Each sealed request (its HPKE ``enc``) is answered once, and only around ``sent_at``.
+
+    ``enc`` is fresh randomness of the client's for every request, and the request
+    decrypts only with it: the same ``enc`` twice is the same request twice.  Keys are
+    remembered for :data:`wire.REPLAY_WINDOW` seconds; a request whose ``sent_at`` is
+    further than that from the enclave's clock is refused, so forgetting older keys
+    lets nothing through.  A full cache refuses new requests (fail closed).
+    """
+
+    def __init__(
+        self,
+        *,
+        window: float = wire.REPLAY_WINDOW,
+        capacity: int = REPLAY_CAPACITY,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.window = window
+        self.capacity = capacity
+        self.clock = clock
+        self._seen: collections.OrderedDict[bytes, float] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def admit(self, enc: bytes, sent_at: float) -> None:
+        now = self.clock()
+        if not now - self.window <= sent_at <= now + self.window:
+            raise wire.Replayed("request outside the replay window (check the client's clock)")
+        with self._lock:
+            while self._seen and next(iter(self._seen.values())) < now - self.window:
+                self._seen.popitem(last=False)
+            if enc in self._seen:
+                raise wire.Replayed("request already answered")
+            if len(self._seen) >= self.capacity:
+                raise wire.Busy("replay cache full")
+            self._seen[enc] = now
+
+
+class InferenceQueue:
+    """One inference at a time; at most ``depth`` requests wait, each at most ``timeout`` s."""
+
+    def __init__(self, depth: int, timeout: float) -> None:
+        self.timeout = timeout
+        self._slots = threading.BoundedSemaphore(depth + 1)  # the running one and the waiting
+        self._model = threading.Lock()
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        if not self._slots.acquire(blocking=False):
+            raise wire.Busy("busy: the inference queue is full")
+        try:
+            if not self._model.acquire(timeout=self.timeout):
+                raise wire.Busy(f"busy: no turn within {self.timeout:g} s")
+            try:
+                yield
+            finally:
+                self._model.release()
+        finally:
+            self._slots.release()
 
 
 def log(event: str, **fields: Any) -> None:
@@ -191,8 +259,11 @@ class Enclave:
         self.keys = EnclaveKeys.generate()
         self.chat: Any = None
         self.model_digest = b""
-        self._infer_lock = threading.Lock()
+        limits = config.limits
+        self.queue = InferenceQueue(limits.queue_depth, limits.queue_seconds)
+        self.replays = ReplayGuard()
         self._nsm_lock = threading.Lock()
+        self._connections = threading.BoundedSemaphore(MAX_CLIENT_CONNECTIONS)
 
     def boot(self) -> None:
         t0 = time.perf_counter()
@@ -247,11 +318,29 @@ class Enclave:
             )
 
     def infer(self, body: bytes) -> bytes:
+        """Open, admit (once, in the window), check the budget, wait a turn, answer.
+
+        Everything that can refuse a request is done before it waits for the model:
+        a refused request costs a decryption and a tokenization, never inference time.
+        """
+        from enclave_runtime.model.chat import Message
+
         opened = wire.open_request(self.keys.client_key, body)
         request = opened.request
-        with self._infer_lock:
-            generation = self.chat.generate(
-                request.prompt, max_new_tokens=min(request.max_tokens, self.config.max_tokens)
+        self.replays.admit(opened.enc, request.sent_at)
+        limits = self.config.limits
+        ids = self.chat.prompt_ids([Message("user", request.prompt)])
+        if len(ids) > limits.max_prompt_tokens:
+            raise wire.OverBudget(
+                f"prompt is {len(ids)} tokens, the budget is {limits.max_prompt_tokens}"
+            )
+        max_new = min(request.max_tokens, self.config.max_tokens)
+        context = self.chat.model.config.context_length
+        if len(ids) + max_new > context:
+            raise wire.OverBudget(f"prompt and answer exceed the model's {context} positions")
+        with self.queue.turn():
+            generation = self.chat.generate_ids(
+                ids, max_new, deadline=time.monotonic() + limits.request_seconds
             )
         answer = wire.InferenceAnswer(
             text=generation.text,
@@ -273,15 +362,21 @@ class Enclave:
             _close(listener)
 
         threading.Thread(target=watch, daemon=True, name="stop-watch").start()
-        enclave = self
         while not stop.is_set():
             try:
                 conn, _ = listener.accept()
             except OSError:
                 break
-            threading.Thread(
-                target=_Handler, args=(conn, ("enclave-client", 0), enclave), daemon=True
-            ).start()
+            if not self._connections.acquire(blocking=False):
+                _close(conn)  # over the limit: refuse rather than grow without bound
+                continue
+            threading.Thread(target=self._serve_one, args=(conn,), daemon=True).start()
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        try:
+            _Handler(conn, ("enclave-client", 0), self)
+        finally:
+            self._connections.release()
 
 
 def _close(sock: socket.socket) -> None:
@@ -294,7 +389,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "enclave-audit-enclave/1"
     sys_version = ""
-    timeout = 120
+    timeout = CLIENT_READ_TIMEOUT
 
     def __init__(self, request: socket.socket, address: Any, enclave: Enclave) -> None:
         self.enclave = enclave
@@ -350,8 +445,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         try:
             answer = self.enclave.infer(body)
+        except wire.Replayed as exc:
+            self._error(409, exc.message)
+            return
+        except wire.OverBudget as exc:
+            self._error(413, exc.message)
+            return
         except ProtocolError:
             self._error(400, "bad request")
+            return
+        except ServiceUnavailable as exc:  # busy, or the request's time budget was spent
+            self._error(503, exc.message)
             return
         except EnclaveAuditError:
             self._error(500, "inference failed")

@@ -8,7 +8,15 @@
      "model": {"name": "smollm2-135m-instruct", "file": "model.cimf",
                "sha256": "<64 hex: SHA-256 of the decrypted GGUF>"},
      "kms": {"region": "us-east-1"},
-     "max_tokens": 64}
+     "max_tokens": 64,
+     "limits": {"max_prompt_tokens": 512, "request_seconds": 30,
+                "queue_depth": 4, "queue_seconds": 30}}
+
+``limits`` (optional, these are the defaults) bound what one client can take: the
+prompt's length in tokens (checked before the request waits for the model), the
+wall-clock time of one inference (prefill is processed in chunks and decoding stops
+when it is spent), and the queue: at most ``queue_depth`` requests wait for the
+model, each at most ``queue_seconds``; others are answered 503 at once.
 
 The pinned ``sha256`` (the digest CIMF files carry) is what the enclave extends
 into PCR16 after checking the decrypted model against it, so an attestation names
@@ -23,13 +31,13 @@ Imports: standard library only (runs in the image).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from enclave_runtime import strictjson
 from enclave_runtime.channels import PARENT_CID, Endpoint
 from enclave_runtime.errors import InputNotFound, InvalidInput
 
@@ -51,12 +59,59 @@ _FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What one request may take of the enclave (see the module docstring)."""
+
+    max_prompt_tokens: int = 512
+    request_seconds: float = 30.0
+    queue_depth: int = 4
+    queue_seconds: float = 30.0
+
+    @classmethod
+    def from_json(cls, data: object, *, source: str) -> Limits:
+        if not isinstance(data, dict):
+            raise InvalidInput(f"{source}: 'limits' must be an object")
+        unknown = set(data) - {
+            "max_prompt_tokens",
+            "request_seconds",
+            "queue_depth",
+            "queue_seconds",
+        }
+        if unknown:
+            raise InvalidInput(f"{source}: unknown limits {sorted(unknown)}")
+        base = cls()
+
+        def number(name: str, low: float, high: float, *, integer: bool) -> float:
+            value = data.get(name, getattr(base, name))
+            kinds = (int,) if integer else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+                raise InvalidInput(f"{source}: limits.{name} must be {low:g}..{high:g}")
+            return value
+
+        return cls(
+            max_prompt_tokens=int(number("max_prompt_tokens", 1, 8192, integer=True)),
+            request_seconds=float(number("request_seconds", 0.1, 3600, integer=False)),
+            queue_depth=int(number("queue_depth", 0, 1024, integer=True)),
+            queue_seconds=float(number("queue_seconds", 0, 3600, integer=False)),
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "max_prompt_tokens": self.max_prompt_tokens,
+            "request_seconds": self.request_seconds,
+            "queue_depth": self.queue_depth,
+            "queue_seconds": self.queue_seconds,
+        }
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     model_name: str
     model_file: str
     model_sha256: bytes
     kms_region: str
     max_tokens: int
+    limits: Limits = Limits()
 
     @classmethod
     def from_json(cls, data: object, *, source: str) -> RuntimeConfig:
@@ -80,6 +135,7 @@ class RuntimeConfig:
             model_sha256=bytes.fromhex(digest),
             kms_region=str(kms.get("region", "us-east-1")),
             max_tokens=max_tokens,
+            limits=Limits.from_json(data.get("limits", {}), source=source),
         )
 
     @classmethod
@@ -101,7 +157,7 @@ class RuntimeConfig:
         return cls.from_json(data, source="environment")
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "schema": SCHEMA,
             "model": {
                 "name": self.model_name,
@@ -111,6 +167,9 @@ class RuntimeConfig:
             "kms": {"region": self.kms_region},
             "max_tokens": self.max_tokens,
         }
+        if self.limits != Limits():  # the default limits are not written (same file as before)
+            out["limits"] = self.limits.to_json()
+        return out
 
     @classmethod
     def load(cls, path: str | None = None) -> RuntimeConfig:
@@ -123,10 +182,9 @@ class RuntimeConfig:
             raise InputNotFound(
                 f"{where}: cannot read the runtime config: {exc.strerror}"
             ) from None
-        try:
-            return cls.from_json(json.loads(raw), source=str(where))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise InvalidInput(f"{where}: not JSON") from None
+        return cls.from_json(
+            strictjson.loads(raw, what=str(where), error=InvalidInput), source=str(where)
+        )
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,11 @@ class EnclaveAuditError(Exception):
     exit_code: ClassVar[int] = 70
     meaning: ClassVar[str] = "internal error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        #: what to try instead, printed by the CLI on a second line ("hint: ...")
+        self.hint = hint
 
     def diagnostic(self) -> str:
         """One line for a person: what failed and what it was about."""

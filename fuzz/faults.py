@@ -228,28 +228,35 @@ _APPENDER = """
 import sys
 from pathlib import Path
 from fuzz.seeds import decision_entry
-from reports.decision_log import append
+from reports.decision_log import append, next_entry, read_log
+from verifier.attest.signing import KeySigner
 path = Path(sys.argv[1])
+signer = KeySigner.from_path(Path(sys.argv[2]))
 i = 0
 while True:
-    entry = append(path, decision_entry(i % 60))
-    print(entry.seq, entry.hash, flush=True)
+    logged = next_entry(read_log(path, signer.public_key()), decision_entry(i % 60), signer)
+    append(path, logged, signer.public_key())
+    print(logged.seq, logged.sha256, flush=True)
     i += 1
 """
 
 
 def decision_log_kill(folder: Path, *, runs: int, seed: int = 2) -> FaultResult:
     from reports.decision_log import read_log
+    from verifier.attest.keys import KeyType, generate_key_pair
+    from verifier.attest.signing import KeySigner
 
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "decisions.jsonl"
+    key = generate_key_pair(KeyType.ED25519, folder / "gate", overwrite=True).private
+    public = KeySigner.from_path(key).public_key()
     result = FaultResult("gate decision log: SIGKILL during append")
     started = time.monotonic()
     acked: dict[int, str] = {}
     for _ in range(runs):
         proc = subprocess.Popen(
-            [sys.executable, "-c", _APPENDER, str(log)],
+            [sys.executable, "-c", _APPENDER, str(log), str(key)],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env=_env(),
@@ -261,8 +268,8 @@ def decision_log_kill(folder: Path, *, runs: int, seed: int = 2) -> FaultResult:
             seq, digest = line.split()
             acked[int(seq)] = digest
         result.runs += 1
-        entries = read_log(log)  # raises DecisionLogTampered if the chain broke
-        have = {e.seq: e.hash for e in entries}
+        entries = read_log(log, public)  # raises DecisionLogTampered on any break
+        have = {e.seq: e.sha256 for e in entries}
         result.lost += sum(1 for seq, digest in acked.items() if have.get(seq) != digest)
     result.acknowledged = len(acked)
     result.seconds = round(time.monotonic() - started, 1)

@@ -33,8 +33,25 @@ INSTRUMENTED_MODULES = (
     "enclave_runtime.gpu_bridge.attestation",
     "enclave_runtime.gpu_bridge.client",
     "enclave_runtime.wire",
+    "enclave_runtime.strictjson",
+    "reference_enclave.kms.server",
+    "reference_enclave.kms.sigv4",
+    "reports.gate",
+    "enclave_runtime.app",
+    "reference_enclave.proxy.host",
+    "fuzz.kms_http",
+    "fuzz.gate_scene",
+    "fuzz.endpoint",
 )
-PROJECT_PACKAGES = ["enclave_audit", "builder", "verifier", "reports", "reference_enclave"]
+PROJECT_PACKAGES = [
+    "enclave_runtime",
+    "enclave_audit",
+    "builder",
+    "verifier",
+    "reports",
+    "reference_enclave",
+    "fuzz",
+]
 
 
 def main(argv: list[str]) -> None:

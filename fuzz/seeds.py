@@ -102,8 +102,14 @@ def make_eif(
 
 
 def eif_seeds() -> list[bytes]:
+    from fuzz.hostile import METADATA_VALUES, eif_with_metadata
+
     folder = workdir() / "seed-eif"
-    return [make_eif(folder, signed=False).read_bytes(), make_eif(folder, signed=True).read_bytes()]
+    return [
+        make_eif(folder, signed=False).read_bytes(),
+        make_eif(folder, signed=True).read_bytes(),
+        *(eif_with_metadata(folder, kind).read_bytes() for kind in METADATA_VALUES),
+    ]
 
 
 def eif_signature_seeds() -> list[bytes]:
@@ -135,6 +141,25 @@ def cpio_seeds() -> list[bytes]:
         epoch=0,
     )
     return [out.getvalue()]
+
+
+def decompression_seeds() -> list[bytes]:
+    """A ramdisk with a compressed segment after its trailer, nested gzip, a zip."""
+    import gzip
+    import lzma
+    import zipfile
+
+    plain = cpio_seeds()[0]
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a/b.txt", b"hello\n" * 100)
+        zf.writestr("zeros", bytes(1 << 16))
+    return [
+        plain + bytes(8) + gzip.compress(plain, mtime=0),
+        gzip.compress(gzip.compress(bytes(1 << 18), mtime=0), mtime=0),
+        lzma.compress(plain),
+        zipped.getvalue(),
+    ]
 
 
 # --- attestation --------------------------------------------------------------------------
@@ -428,14 +453,16 @@ def manifest_seeds() -> list[bytes]:
     return [manifest.to_json().encode()]
 
 
-def trust_text(key_paths: dict[str, str], log: str = "decisions.jsonl") -> str:
+def trust_text(
+    key_paths: dict[str, str], log: str = "decisions.jsonl", gate_key: str = "gate.key"
+) -> str:
     auditors = "".join(
         f'[[auditor]]\nname = "{name}"\nkey = "{path}"\n' for name, path in key_paths.items()
     )
     return (
         "threshold = 2\nmax_vsa_age_hours = 48\nrollout_hours = 24\n"
         'required_levels = ["ENCLAVE_AUDIT_BINARY_AUDIT_PASSED"]\n'
-        f'decision_log = "{log}"\n'
+        f'decision_log = "{log}"\ngate_key = "{gate_key}"\n'
         f'[enclave]\nprincipal = "{PRINCIPAL}"\n' + auditors
     )
 
@@ -454,16 +481,14 @@ def trust_seeds() -> list[bytes]:
 
 
 def decision_log_seeds() -> list[bytes]:
-    from reports.decision_log import append
+    from fuzz.gate_scene import scene
 
-    path = workdir() / "seed-decisions.jsonl"
-    path.unlink(missing_ok=True)
-    for i in range(3):
-        append(path, decision_entry(i))
-    return [path.read_bytes()]
+    log = scene().log
+    return [log, b"\n".join(log.split(b"\n")[:2]) + b"\n"]
 
 
 def decision_entry(i: int) -> Any:
+    """A plausible decision (not yet chained or signed), for the log's fault scenario."""
     from reports.decision_log import DecisionEntry
 
     return DecisionEntry(
@@ -478,9 +503,14 @@ def decision_entry(i: int) -> Any:
         rejected=[],
         threshold=2,
         policy_sha256=None,
-        applied=False,
-        prev_hash="",
+        prev_sha256="0" * 64,
     )
+
+
+def gate_inputs_seeds() -> list[bytes]:
+    from fuzz.gate_scene import seeds
+
+    return seeds()
 
 
 # --- GPU bridge, enclave endpoint -------------------------------------------------------------
@@ -505,6 +535,41 @@ def gpu_report_seeds() -> list[bytes]:
     ]
 
 
+def kms_http_seeds() -> list[bytes]:
+    """One of each mutation family: the operation byte, the flags byte, the mutations."""
+    from fuzz.kms_http import OPERATIONS
+
+    def duplicate(header: int, operation: str, *, first: bool) -> int:
+        # botocore's header order: Host, Content-Type, X-Amz-Target, X-Amz-Date, Authorization
+        return next(
+            arg
+            for arg in range(256)
+            if arg % 5 == header
+            and (arg >> 3) % len(OPERATIONS) == OPERATIONS.index(operation)
+            and bool(arg & 128) == first
+        )
+
+    list_keys, create_key = OPERATIONS.index("ListKeys"), OPERATIONS.index("CreateKey")
+    return [
+        bytes([list_keys, 0, 0]),  # a plain signed ListKeys
+        bytes([create_key, 0, 0]),  # a plain signed CreateKey
+        # ListKeys + a CreateKey target placed first, then last (the finding)
+        bytes([list_keys, 0, 1, 0, duplicate(2, "CreateKey", first=True)]),
+        bytes([list_keys, 0, 1, 0, duplicate(2, "CreateKey", first=False)]),
+        bytes([list_keys, 0, 1, 0, duplicate(4, "CreateKey", first=True)]),  # two Authorization
+        bytes([list_keys, 0, 1, 0, duplicate(0, "CreateKey", first=False)]),  # two Host
+        bytes([list_keys, 4, 0, 0]),  # x-amz-target left out of SignedHeaders
+        bytes([list_keys, 1, 0, 0]),  # a 5,000-digit Limit
+        bytes([create_key, 1, 3, 0]),  # a lone surrogate in Description
+        bytes([list_keys, 0, 1, 4, 0]),  # Content-Length: superscript two
+        bytes([list_keys, 0, 1, 4, 1]),  # Content-Length: Arabic-Indic digit one
+        bytes([list_keys, 0, 1, 5, 0]),  # Transfer-Encoding: chunked
+        bytes([list_keys, 0, 1, 3, 1]),  # an unsigned X-Amz-Extra header
+        bytes([list_keys, 0, 1, 7, 1]),  # a non-ASCII byte in a value
+        bytes([OPERATIONS.index("DescribeKey"), 2]) + b'{"KeyId": "x", "KeyId": "y"}',
+    ]
+
+
 def enclave_request_seeds() -> list[bytes]:
     from enclave_runtime.wire import InferenceRequest, seal_request
 
@@ -512,11 +577,33 @@ def enclave_request_seeds() -> list[bytes]:
     return [sealed.body, InferenceRequest("hello", 4).to_bytes()]
 
 
+def terminal_seeds() -> list[bytes]:
+    return [
+        b"usr/bin/hello",
+        b"\x1b[2J\x1b]0;owned\x07[link=https://evil.example]i-legit[/link]",
+        b"[bold red]PASS[/] [/] \r\x9b2J \xe2\x80\xaegnp.exe \xff\xfe",
+    ]
+
+
+def enclave_infer_seeds() -> list[bytes]:
+    from fuzz.endpoint import enclave_infer_seeds as seeds
+
+    return seeds()
+
+
+def proxy_http_seeds() -> list[bytes]:
+    from fuzz.endpoint import proxy_http_seeds as seeds
+
+    return seeds()
+
+
 SEEDS: dict[str, Callable[[], list[bytes]]] = {
+    "terminal_render": terminal_seeds,
     "eif": eif_seeds,
     "eif_signature": eif_signature_seeds,
     "cpio": cpio_seeds,
     "cpio_extract": cpio_seeds,
+    "decompression": decompression_seeds,
     "cbor": cbor_seeds,
     "attestation": attestation_seeds,
     "cms": cms_seeds,
@@ -524,11 +611,15 @@ SEEDS: dict[str, Callable[[], list[bytes]]] = {
     "dsse_envelope": dsse_seeds,
     "bundle": bundle_seeds,
     "kms_request": kms_request_seeds,
+    "kms_http": kms_http_seeds,
     "kms_policy": kms_policy_seeds,
     "key_policy": key_policy_seeds,
     "manifest": manifest_seeds,
     "trust_file": trust_seeds,
     "decision_log": decision_log_seeds,
+    "gate_inputs": gate_inputs_seeds,
     "gpu_report": gpu_report_seeds,
     "enclave_request": enclave_request_seeds,
+    "enclave_infer": enclave_infer_seeds,
+    "proxy_http": proxy_http_seeds,
 }

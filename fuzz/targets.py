@@ -20,8 +20,8 @@ import atexit
 import datetime as dt
 import functools
 import io
-import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -121,6 +121,38 @@ def cpio_extract(data: bytes) -> None:
     finally:
         _assert_contained(dest, before)
         shutil.rmtree(dest.parent, ignore_errors=True)
+
+
+#: small budgets for the decompression target: any input must stay inside them
+FUZZ_DECOMPRESSED = 8 << 20
+FUZZ_MEMORY = 1 << 20
+
+
+def decompression(data: bytes) -> None:
+    """Untrusted bytes through the readers that decompress: the kernel-view initramfs
+    reader and ``diff`` (gzip, xz, zip, tar, cpio, ELF...) against a one-byte variant,
+    with small budgets.  Past a budget, the result must be reported (INCONCLUSIVE) and
+    the work must stop within one buffer of it."""
+    from builder.initramfs.unpack import iter_initramfs
+    from enclave_audit.limits import MIB, ByteBudget, Limits
+    from verifier.compare import compare_paths
+
+    budget = ByteBudget(FUZZ_DECOMPRESSED, "decompressed bytes", "--max-decompressed")
+    try:
+        for item in iter_initramfs(io.BytesIO(data), budget=budget):
+            if item.member.data is not None:
+                item.member.data.read()
+    finally:
+        if budget.used > FUZZ_DECOMPRESSED + 2 * MIB:
+            raise AssertionError(f"initramfs reader decompressed {budget.used} bytes")
+    a = _as_file("budget-a", data)
+    b = _as_file("budget-b", data[:-1] + bytes([data[-1] ^ 1]) if data else b"\x00")
+    report = compare_paths(a, b, limits=Limits(decompressed=FUZZ_DECOMPRESSED, memory=FUZZ_MEMORY))
+    used = report.stats.bytes_decompressed
+    if used > FUZZ_DECOMPRESSED + 2 * MIB:
+        raise AssertionError(f"diff decompressed {used} bytes")
+    if report.stats.limits_reached and report.verdict != "INCONCLUSIVE":
+        raise AssertionError("a budget was hit but the diff is not INCONCLUSIVE")
 
 
 def _assert_contained(dest: Path, before: set[str]) -> None:
@@ -258,11 +290,13 @@ def kms_request(data: bytes) -> None:
     kms = _kms()
     operation = KMS_OPERATIONS[data[0] % len(KMS_OPERATIONS)]
     body = data[1:]
-    try:
-        params = json.loads(body or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return  # the server answers SerializationException before dispatching
-    if not isinstance(params, dict):
+    from enclave_runtime import strictjson
+
+    try:  # exactly the server's decoding (refusals are SerializationException answers)
+        params = strictjson.loads_object(
+            body or b"{}", what="request body", error=KmsApiError.bad_json
+        )
+    except KmsApiError:
         return
     if isinstance(params.get("KeyId"), str) and params["KeyId"] == "$key":
         params["KeyId"] = kms.key_id
@@ -274,6 +308,65 @@ def kms_request(data: bytes) -> None:
                 f"KMS answered {exc.status} {exc.code}: {exc.api_message}"
             ) from exc
         raise
+
+
+@dataclass(frozen=True)
+class _KmsServer:
+    running: Any
+    address: tuple[str, int]
+    host: str
+    key_id: str
+    admin: Any
+
+
+@functools.cache
+def _kms_server() -> _KmsServer:
+    from reference_enclave.kms import Credential, kms_client, start_kms
+
+    admin = Credential(
+        access_key_id="AKIAFUZZHTTP00000001",
+        secret_access_key="fuzz-http-secret-" + "h" * 24,
+        principal="arn:aws:iam::111122223333:user/admin",
+    )
+    running = start_kms(workdir() / "kms-http.db", credentials=[admin])
+    atexit.register(running.stop)
+    host, port = running.server.server_address[:2]
+    client = kms_client(running.url, admin.access_key_id, admin.secret_access_key)
+    key_id = str(client.create_key()["KeyMetadata"]["KeyId"])
+    return _KmsServer(running, (str(host), int(port)), f"{host}:{port}", key_id, admin)
+
+
+def kms_http(data: bytes) -> None:
+    """Signed requests, mutated at the HTTP layer, sent to a running KMS over a socket.
+
+    Properties: every request gets an HTTP answer (never a dropped connection),
+    never a 5xx, and nothing succeeds but the operation the signer meant: the audit
+    event of a 200 names that operation, and no key appears unless it was CreateKey.
+    """
+    from fuzz.kms_http import mutated_request, send
+
+    kms = _kms_server()
+    request = mutated_request(
+        data,
+        kms.host,
+        access_key=kms.admin.access_key_id,
+        secret=kms.admin.secret_access_key,
+        key_id=kms.key_id,
+    )
+    store = kms.running.store
+    keys_before = len(store.list_ids(after=None, limit=100_000))
+    reply = send(kms.address, request.data)
+    if reply.status >= 500:
+        raise AssertionError(f"KMS answered {reply.status}: {reply.body[:200]!r}")
+    if reply.status != 200 and "__type" not in reply.json():
+        raise AssertionError(f"KMS error without __type: {reply.body[:200]!r}")
+    keys_after = len(store.list_ids(after=None, limit=100_000))
+    if reply.status == 200:
+        event = store.events(limit=1)[-1]
+        if event["eventName"] != request.operation or event["errorCode"] is not None:
+            raise AssertionError(f"signed as {request.operation}, executed as {event['eventName']}")
+    if keys_after != keys_before and not (reply.status == 200 and request.operation == "CreateKey"):
+        raise AssertionError(f"a key was created by a request signed as {request.operation}")
 
 
 def kms_policy(data: bytes) -> None:
@@ -318,9 +411,16 @@ def trust_file(data: bytes) -> None:
 
 
 def decision_log(data: bytes) -> None:
+    from fuzz.gate_scene import scene
     from reports.decision_log import read_log
 
-    read_log(_as_file("decisions.jsonl", data))
+    read_log(_as_file("decisions.jsonl", data), scene().keys["gate"].public_key())
+
+
+def gate_inputs(data: bytes) -> None:
+    from fuzz.gate_scene import run
+
+    run(data)
 
 
 # --- GPU bridge and the enclave endpoint ---
@@ -359,6 +459,117 @@ def enclave_request(data: bytes) -> None:
     open_request(_enclave_key(), data)
 
 
+#: what a terminal may receive from the CLI besides text: SGR colour/style codes only
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
+_TERMINAL_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]"
+)
+
+
+def render_untrusted(text: str) -> str:
+    """``text`` through every rendering path of the CLI, as on a colour terminal.
+
+    The console (plain strings, a table cell, styled text), the diff tree and headlines
+    with ``text`` as a member name, symlink target, summary and note, the progress bar
+    and the stage lines with ``text`` as a stage description, and the error line.
+    """
+    from rich.table import Table
+
+    from enclave_audit.model.difference import (
+        Cause,
+        CauseHint,
+        Change,
+        DiffNode,
+        DiffReport,
+        DiffStats,
+        NodeKind,
+        Side,
+    )
+    from enclave_audit.output import make_console, styled, visible
+    from enclave_audit.progress import RichProgress, StageLines
+    from verifier.compare.render import render_text
+
+    buffer = io.StringIO()
+    console = make_console(
+        file=buffer, force_terminal=True, no_color=False, color_system="standard", width=80
+    )
+    console.print(text)
+    console.print(styled(("PASS", "bold green"), " " + text))
+    table = Table("key", "value")
+    table.add_row(text, text)
+    console.print(table)
+    leaf = DiffNode(
+        path=("a vs b", text, text),
+        kind=NodeKind.MEMBER,
+        change=Change.CONTENT,
+        left=Side.of(value=text),
+        right=Side.of(value="->" + text),
+        summary=text,
+        unified_diff=f"--- a/{text}\n+++ b/{text}\n-{text}\n+x",
+        notes=(text,),
+        causes=(CauseHint(cause=Cause.UNKNOWN, evidence=text),),
+        pcrs=(2,),
+    )
+    root = DiffNode(
+        path=("a vs b",),
+        kind=NodeKind.IMAGE,
+        change=Change.CONTENT,
+        left=None,
+        right=None,
+        summary=text,
+        pcrs=(2,),
+        children=(leaf,),
+    )
+    report = DiffReport(
+        left=text,
+        right=text,
+        identical=False,
+        root=root,
+        stats=DiffStats(nodes=2, truncated=False, bytes_compared=1, seconds=0.0),
+    )
+    render_text(report, console)
+    lines = StageLines(buffer)
+    lines.start(text, 10)
+    lines.done()
+    bar = RichProgress(force=True)
+    bar.start(text, 10)  # the bar's rows, as its live display draws them
+    bar.advance(5)
+    if bar._bar is not None:
+        console.print(bar._bar.get_renderable())
+    bar.done()
+    buffer.write("error: " + visible(text) + "\n")
+    return buffer.getvalue()
+
+
+def terminal_unsafe(output: str) -> str | None:
+    """The first character a terminal would act on (besides SGR styles), if any."""
+    if "\x1b]8;" in output:
+        return "OSC 8 hyperlink"
+    found = _TERMINAL_UNSAFE.search(_SGR.sub("", output))
+    return None if found is None else repr(found.group(0))
+
+
+def terminal_render(data: bytes) -> None:
+    """Untrusted text through the CLI's rendering layer: nothing reaches a terminal raw."""
+    text = data.decode("utf-8", "surrogateescape")
+    output = render_untrusted(text)
+    problem = terminal_unsafe(output)
+    if problem is not None:
+        raise AssertionError(f"unsafe {problem} reached the terminal for input {text!r}")
+
+
+def enclave_infer(data: bytes) -> None:
+    from fuzz.endpoint import enclave_infer as run
+
+    run(data)
+
+
+def proxy_http(data: bytes) -> None:
+    from fuzz.endpoint import proxy_http as run
+
+    run(data)
+
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
@@ -366,6 +577,11 @@ TARGETS: dict[str, Target] = {
         Target("eif_signature", "EIF signature section (CBOR/COSE, certificate)", eif_signature),
         Target("cpio", "newc cpio ramdisk (streaming reader)", cpio),
         Target("cpio_extract", "newc cpio extraction (path containment)", cpio_extract),
+        Target(
+            "decompression",
+            "initramfs reader and diff on compressed input (budgets hold)",
+            decompression,
+        ),
         Target("cbor", "strict CBOR decoder of attestation documents", cbor),
         Target("attestation", "Nitro attestation document (COSE_Sign1, chain)", attestation),
         Target("cms", "CMS EnvelopedData (KMS CiphertextForRecipient)", cms),
@@ -373,13 +589,34 @@ TARGETS: dict[str, Target] = {
         Target("dsse_envelope", "DSSE envelope JSON", dsse_envelope),
         Target("bundle", "Sigstore / key bundle (parse and verify)", bundle),
         Target("kms_request", "reference KMS JSON request bodies", kms_request),
+        Target(
+            "kms_http",
+            "reference KMS over HTTP: signed requests mutated (headers, framing, JSON)",
+            kms_http,
+        ),
         Target("kms_policy", "KMS key policy (parse and evaluate)", kms_policy),
         Target("key_policy", "gate key policy (parse, validate, allowed images)", key_policy),
         Target("manifest", "build manifest JSON", manifest),
         Target("trust_file", "gate trust file (TOML)", trust_file),
-        Target("decision_log", "gate decision log (hash chain)", decision_log),
+        Target("decision_log", "gate decision log (signed entries, chain)", decision_log),
+        Target(
+            "gate_inputs",
+            "the gate end to end: log, VSAs, policy, measurements (order of effects)",
+            gate_inputs,
+        ),
         Target("gpu_report", "GPU-bridge accelerator report (CBOR, ES384)", gpu_report),
         Target("enclave_request", "enclave endpoint sealed request (JSON, HPKE)", enclave_request),
+        Target("terminal_render", "untrusted text through the CLI's rendering", terminal_render),
+        Target(
+            "enclave_infer",
+            "enclave request path: strict JSON, HPKE, replay cache, budget, tiny model",
+            enclave_infer,
+        ),
+        Target(
+            "proxy_http",
+            "host proxy client channel over a socket: framing, deadlines, whole requests",
+            proxy_http,
+        ),
     )
 }
 

@@ -1,16 +1,21 @@
 """The KMS policy gate: k-of-n verified, agreeing audits before any key policy changes.
 
-Fails closed: a VSA that cannot be verified never counts; a trusted auditor
-who disagrees (another verdict, other PCRs) blocks the change; too few agreeing
-auditors block it.  Every decision, approval or refusal, is appended to the
-hash-chained decision log.
+Fails closed: a VSA that cannot be verified never counts (a malformed one is a
+rejection with its reason, whatever it holds); a trusted auditor who disagrees
+(another verdict, other PCRs) blocks the change; too few agreeing auditors block it.
+
+Order of effects: :func:`plan_gate` runs every check and builds everything (the
+signed decision-log entry, the new policy with the log head in its ``Id``) without
+writing anything; only then does :func:`commit_gate` write, in this order: the
+decision to the log (write-ahead), the policy to the KMS (``--apply``), and the
+outcome of that apply to the log.  A run that stops at any check has written nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,9 +33,11 @@ from enclave_audit.model.digests import Digest
 from enclave_audit.model.findings import Verdict
 from enclave_audit.model.measurements import PcrSet
 from enclave_audit.model.report import AuditReport, GateSection, PcrRow, SignedStatementEntry
+from enclave_runtime import strictjson
 from reports import decision_log
-from reports.key_policy import KeyPolicy, allowed_images, policy_diff, propose_policy
+from reports.key_policy import allowed_images, policy_diff, propose_policy, validate_policy
 from reports.trust import Auditor, TrustConfig
+from verifier.attest.signing import KeySigner
 from verifier.attest.verify import VerifiedStatement, verify_bundle
 
 
@@ -50,11 +57,12 @@ class GateResult:
     reason: str
     outcomes: list[VsaOutcome]
     threshold: int
-    new_policy: KeyPolicy | None
+    new_policy: dict[str, Any] | None
     diff: str
     candidate: PcrSet
-    log_entry: decision_log.DecisionEntry | None = None
+    log_entry: decision_log.LoggedEntry | None = None
     applied: bool = False
+    apply_error: EnclaveAuditError | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -101,6 +109,37 @@ def _identify(
 
 
 def evaluate_vsa(
+    bundle: bytes,
+    trust: TrustConfig,
+    *,
+    candidate: PcrSet,
+    artifact: Digest | None,
+    now: datetime,
+    source: str,
+) -> VsaOutcome:
+    """Verify one VSA and classify it: agrees, dissents (trusted but negative) or rejected.
+
+    Whatever a VSA holds, it can only be rejected or counted: an input that makes any
+    step of its evaluation fail (a value out of range, an unexpected type) is a
+    rejection naming that failure, never an error that stops the gate.
+    """
+    source = strictjson.without_surrogates(source)
+    try:
+        return _evaluate_vsa(
+            bundle, trust, candidate=candidate, artifact=artifact, now=now, source=source
+        )
+    except EnclaveAuditError as exc:
+        return VsaOutcome(source, None, "rejected", exc.message)
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
+        return VsaOutcome(
+            source,
+            None,
+            "rejected",
+            f"malformed VSA ({type(exc).__name__}: {str(exc)[:200]})",
+        )
+
+
+def _evaluate_vsa(
     bundle: bytes,
     trust: TrustConfig,
     *,
@@ -209,9 +248,28 @@ def _sha256_text(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def run_gate(
+@dataclass
+class GatePlan:
+    """Everything one gate run decided, checked and built; nothing written yet."""
+
+    result: GateResult
+    trust: TrustConfig
+    signer: KeySigner
+    entry: decision_log.LoggedEntry
+
+    @property
+    def policy(self) -> dict[str, Any] | None:
+        return self.result.new_policy
+
+
+def load_gate_signer(trust: TrustConfig) -> KeySigner:
+    """The gate's signing key (trust.toml ``gate_key``); KeyFileError when unusable."""
+    return KeySigner.from_path(trust.gate_key)
+
+
+def plan_gate(
     *,
-    current_policy: KeyPolicy,
+    current_policy: Mapping[str, Any],
     current_policy_bytes: bytes,
     candidate: PcrSet,
     candidate_bytes: bytes,
@@ -219,13 +277,29 @@ def run_gate(
     trust: TrustConfig,
     artifact: Digest | None,
     now: datetime,
-    apply: Callable[[KeyPolicy], None] | None = None,
-) -> GateResult:
-    """Decide, log the decision, and (when approved and asked) apply the policy."""
-    decision_log.read_log(trust.decision_log)  # a broken chain stops the gate before anything
+    signer: KeySigner,
+) -> GatePlan:
+    """Run every check and decide; build the signed log entry and the new policy.
+
+    Writes nothing.  Raises before deciding when the log does not verify (signature,
+    types, chain) or does not hold the decision the current policy was written at
+    (truncated or rolled back), when the current policy is malformed, or when the
+    candidate lacks a pinned PCR.
+    """
+    validate_policy(current_policy, source="current key policy")
+    public = signer.public_key()
+    entries = decision_log.read_log(trust.decision_log, public)
+    head = decision_log.check_head(
+        dict(current_policy), entries, where=f"decision log {trust.decision_log}"
+    )
     for index in trust.pinned_pcrs:
         if candidate.get(index) is None:
             raise PolicyNotMet(f"candidate measurements lack PCR{index}, which trust.toml pins")
+    notes: list[str] = []
+    if head is None and any(e.decision == "approved" for e in entries):
+        notes.append(
+            "the current key policy carries no decision-log head: it was not written by this gate"
+        )
     if candidate.is_debug():
         outcomes: list[VsaOutcome] = []
         reason = "candidate measurements are all-zero (debug mode) and are never allowed"
@@ -245,7 +319,7 @@ def run_gate(
             )
         else:
             until = now + timedelta(hours=trust.rollout_hours) if trust.rollout_hours > 0 else None
-            new_policy = propose_policy(
+            result.new_policy = propose_policy(
                 current_policy,
                 candidate=candidate,
                 principal=trust.principal,
@@ -259,20 +333,11 @@ def run_gate(
                 f"{len(result.agreeing)} of {trust.threshold} required auditors agree: "
                 + ", ".join(result.agreeing)
             )
-            result.new_policy = new_policy
-            result.diff = policy_diff(current_policy, new_policy)
-    failure: EnclaveAuditError | None = None
-    if result.approved and apply is not None and result.new_policy is not None:
-        try:
-            apply(result.new_policy)
-            result.applied = True
-        except EnclaveAuditError as exc:
-            failure = exc
-            result.reason += f"; NOT applied: {exc.message}"
+    result.notes.extend(notes)
     inputs = {
         "current_policy": _sha256_text(current_policy_bytes),
         "measurements": _sha256_text(candidate_bytes),
-        **{f"vsa:{name}": _sha256_text(data) for name, data in vsas},
+        **{f"vsa:{strictjson.without_surrogates(n)}": _sha256_text(d) for n, d in vsas},
     }
     if artifact is not None:
         inputs["image"] = str(artifact)
@@ -285,45 +350,118 @@ def run_gate(
         inputs=inputs,
         agreeing=result.agreeing,
         dissenting=result.dissenting,
-        rejected=result.rejected,
+        rejected=[strictjson.without_surrogates(r) for r in result.rejected],
         threshold=trust.threshold,
         policy_sha256=(
-            hashlib.sha256(
-                json.dumps(result.new_policy.to_document(), sort_keys=True).encode()
-            ).hexdigest()
-            if result.new_policy
-            else None
+            decision_log.policy_sha256(result.new_policy) if result.new_policy else None
         ),
-        applied=result.applied,
-        prev_hash="",
+        prev_sha256=decision_log.GENESIS,
     )
-    result.log_entry = decision_log.append(trust.decision_log, entry)
-    if failure is not None:
-        raise failure
+    logged = decision_log.next_entry(entries, entry, signer)
+    if result.new_policy is not None:
+        result.new_policy = _with_head(result.new_policy, decision_log.head_id(logged))
+        validate_policy(result.new_policy, source="proposed key policy")
+        result.diff = policy_diff(current_policy, result.new_policy)
+    result.log_entry = logged
+    return GatePlan(result, trust, signer, logged)
+
+
+def _with_head(policy: dict[str, Any], head: str) -> dict[str, Any]:
+    """``policy`` with its ``Id`` set to the log head (Version, Id, then the rest)."""
+    out: dict[str, Any] = {}
+    if "Version" in policy:
+        out["Version"] = policy["Version"]
+    out["Id"] = head
+    out.update((k, v) for k, v in policy.items() if k not in ("Version", "Id"))
+    return out
+
+
+def commit_gate(
+    plan: GatePlan, *, apply: Callable[[dict[str, Any]], None] | None = None
+) -> GateResult:
+    """The effects, in order: the decision to the log, the policy to the KMS, the outcome.
+
+    An apply that fails is logged (``apply-failed``) and kept in ``result.apply_error``.
+    """
+    result = plan.result
+    public = plan.signer.public_key()
+    decision_log.append(plan.trust.decision_log, plan.entry, public)
+    if not (result.approved and apply is not None and result.new_policy is not None):
+        return result
+    try:
+        apply(result.new_policy)
+        result.applied = True
+        outcome, reason = "applied", "written to the KMS and read back"
+    except EnclaveAuditError as exc:
+        result.apply_error = exc
+        result.reason += f"; NOT applied: {exc.message}"
+        outcome, reason = "apply-failed", exc.message
+    entries = decision_log.read_log(plan.trust.decision_log, public)
+    follow = plan.entry.entry.model_copy(
+        update={
+            "decision": outcome,
+            "reason": strictjson.without_surrogates(reason),
+            "applies": plan.entry.seq,
+        }
+    )
+    decision_log.append(
+        plan.trust.decision_log, decision_log.next_entry(entries, follow, plan.signer), public
+    )
+    return result
+
+
+def run_gate(
+    *,
+    current_policy: Mapping[str, Any],
+    current_policy_bytes: bytes,
+    candidate: PcrSet,
+    candidate_bytes: bytes,
+    vsas: Sequence[tuple[str, bytes]],
+    trust: TrustConfig,
+    artifact: Digest | None,
+    now: datetime,
+    signer: KeySigner,
+    apply: Callable[[dict[str, Any]], None] | None = None,
+) -> GateResult:
+    """:func:`plan_gate` then :func:`commit_gate`; raises the apply error, if any, last."""
+    plan = plan_gate(
+        current_policy=current_policy,
+        current_policy_bytes=current_policy_bytes,
+        candidate=candidate,
+        candidate_bytes=candidate_bytes,
+        vsas=vsas,
+        trust=trust,
+        artifact=artifact,
+        now=now,
+        signer=signer,
+    )
+    result = commit_gate(plan, apply=apply)
+    if result.apply_error is not None:
+        raise result.apply_error
     return result
 
 
 def kms_applier(
-    client: Any, key_id: str, expected_current: KeyPolicy
-) -> Callable[[KeyPolicy], None]:
+    client: Any, key_id: str, expected_current: Mapping[str, Any]
+) -> Callable[[dict[str, Any]], None]:
     """PutKeyPolicy through boto3, refusing if the live policy is not the one audited."""
 
-    def apply(policy: KeyPolicy) -> None:
+    def apply(policy: dict[str, Any]) -> None:
         try:
             live = json.loads(client.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
         except Exception as exc:  # botocore errors are foreign: one line
             raise PolicyApplyFailed(f"reading the key policy of {key_id}: {exc}") from None
-        if live != expected_current.to_document():
+        if live != expected_current:
             raise PolicyApplyFailed(
                 f"the live key policy of {key_id} is not the --policy file the gate evaluated;"
                 " refusing to overwrite a policy that changed underneath"
             )
         try:
-            client.put_key_policy(KeyId=key_id, PolicyName="default", Policy=policy.to_json())
+            client.put_key_policy(KeyId=key_id, PolicyName="default", Policy=json.dumps(policy))
             back = json.loads(client.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
         except Exception as exc:
             raise PolicyApplyFailed(f"PutKeyPolicy on {key_id}: {exc}") from None
-        if back != policy.to_document():
+        if back != policy:
             raise PolicyApplyFailed(f"{key_id}: the policy read back differs from the one written")
 
     return apply
@@ -334,7 +472,7 @@ def read_vsa_files(paths: Sequence[Path]) -> list[tuple[str, bytes]]:
 
 
 def gate_report(
-    result: GateResult, *, now: datetime, current_policy: KeyPolicy, title: str
+    result: GateResult, *, now: datetime, current_policy: Mapping[str, Any], title: str
 ) -> AuditReport:
     """The audit report of one gate run (what the CI job posts)."""
     rows = [
@@ -381,7 +519,7 @@ def gate_report(
             dissenting=result.dissenting,
             rejected=result.rejected,
             applied=result.applied,
-            log_entry_hash=result.log_entry.hash if result.log_entry else None,
+            log_entry_hash=result.log_entry.sha256 if result.log_entry else None,
         ),
         notes=result.notes,
     )

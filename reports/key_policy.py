@@ -1,7 +1,11 @@
 """The gate's edits to AWS KMS key policies bound to enclave measurements.
 
 The policy itself is the shared typed model (:mod:`enclave_audit.model.key_policy`),
-the same one the reference KMS evaluates and the demo writes.  The gate owns exactly
+the same one the reference KMS evaluates and the demo writes: every policy the gate
+reads or proposes is checked by its grammar, and the gate's statements are built by
+its builders.  :func:`propose` works on the model; :func:`propose_policy`,
+:func:`parse_policy` and the other functions taking a mapping serve the gate, which
+signs, hashes and writes the policy's JSON object.  The gate owns exactly
 the statements whose ``Sid`` starts with :data:`SID_PREFIX`; every other statement of
 the current policy is kept as written (same content, same order, before the gate's).
 For each allowed measurement set it writes one Allow statement whose condition is
@@ -16,8 +20,10 @@ no attestation at all.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from enclave_audit.model.key_policy import (
     IMAGE_KEY,
@@ -46,7 +52,9 @@ __all__ = [
     "pcr_key",
     "policy_diff",
     "policy_text",
+    "propose",
     "propose_policy",
+    "validate_policy",
 ]
 
 SID_PREFIX = "EnclaveAudit"
@@ -56,26 +64,38 @@ DEFAULT_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey")
 DENY_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncrypt*")
 
 
-def parse_policy(text: str | bytes, *, source: str = "key policy") -> KeyPolicy:
-    """A key policy document, checked (one :class:`InvalidInput` line when malformed)."""
-    return KeyPolicy.parse(text, source=source)
+def parse_policy(text: str | bytes, *, source: str = "key policy") -> dict[str, Any]:
+    """A key policy document, checked by the shared model (one :class:`InvalidInput` line
+    when malformed), as the JSON object the gate signs, hashes and writes."""
+    return KeyPolicy.parse(text, source=source).to_document()
+
+
+def validate_policy(policy: object, *, source: str = "key policy") -> None:
+    """Check a decoded key policy against the shared model's grammar."""
+    KeyPolicy.from_document(policy, source=source)
+
+
+def _typed(policy: Mapping[str, Any] | KeyPolicy, source: str) -> KeyPolicy:
+    if isinstance(policy, KeyPolicy):
+        return policy
+    return KeyPolicy.from_document(policy, source=source)
 
 
 def is_gate_statement(statement: Statement) -> bool:
     return statement.sid is not None and statement.sid.startswith(SID_PREFIX)
 
 
-def allowed_images(policy: KeyPolicy) -> list[AllowedImage]:
+def allowed_images(policy: Mapping[str, Any] | KeyPolicy) -> list[AllowedImage]:
     """The measurement sets the gate's Allow statements currently name."""
     out: list[AllowedImage] = []
-    for statement in policy.statements:
+    for statement in _typed(policy, "key policy").statements:
         image = allowed_image(statement) if is_gate_statement(statement) else None
         if image is not None:
             out.append(image)
     return out
 
 
-def propose_policy(
+def propose(
     current: KeyPolicy,
     *,
     candidate: PcrSet,
@@ -115,15 +135,41 @@ def propose_policy(
     return KeyPolicy.parse(proposed.to_json(), source="proposed key policy")
 
 
-def policy_text(policy: KeyPolicy) -> str:
-    return policy.to_json()
+def propose_policy(
+    current: Mapping[str, Any],
+    *,
+    candidate: PcrSet,
+    principal: str,
+    pinned_pcrs: Sequence[int],
+    now: datetime,
+    rollout_until: datetime | None,
+    actions: Sequence[str] = DEFAULT_ACTIONS,
+) -> dict[str, Any]:
+    """:func:`propose` on the JSON object the gate reads and writes."""
+    return propose(
+        _typed(current, "current key policy"),
+        candidate=candidate,
+        principal=principal,
+        pinned_pcrs=pinned_pcrs,
+        now=now,
+        rollout_until=rollout_until,
+        actions=actions,
+    ).to_document()
 
 
-def policy_diff(old: KeyPolicy, new: KeyPolicy) -> str:
+def _document(policy: Mapping[str, Any] | KeyPolicy) -> Mapping[str, Any]:
+    return policy.to_document() if isinstance(policy, KeyPolicy) else policy
+
+
+def policy_text(policy: Mapping[str, Any] | KeyPolicy) -> str:
+    return json.dumps(_document(policy), indent=2) + "\n"
+
+
+def policy_diff(old: Mapping[str, Any] | KeyPolicy, new: Mapping[str, Any] | KeyPolicy) -> str:
     """A unified diff of the two policies' pretty JSON (empty when equal)."""
     lines = difflib.unified_diff(
-        old.to_json().splitlines(keepends=True),
-        new.to_json().splitlines(keepends=True),
+        policy_text(old).splitlines(keepends=True),
+        policy_text(new).splitlines(keepends=True),
         fromfile="current-policy.json",
         tofile="proposed-policy.json",
     )

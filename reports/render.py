@@ -13,6 +13,7 @@ from pathlib import Path
 import jinja2
 
 from enclave_audit.model.report import AuditReport
+from enclave_audit.output import visible, visible_lines
 
 
 class Format(StrEnum):
@@ -27,11 +28,23 @@ class Format(StrEnum):
 
 
 def _md_escape(value: object) -> str:
-    """Keep user-controlled text from breaking a Markdown table or injecting HTML."""
-    text = str(value).replace("\n", " ")
-    for ch in ("\\", "|", "<", ">", "`"):
+    """Keep user-controlled text from breaking a Markdown table or injecting HTML/markup."""
+    text = visible(value)
+    for ch in ("\\", "|", "<", ">", "`", "*", "_", "[", "]", "#", "!"):
         text = text.replace(ch, "\\" + ch)
     return text
+
+
+def _as_data(value: object) -> object:
+    """Every value a template prints: control and bidi characters made visible.
+
+    Markup (a macro's output, already built from finalized values) passes unchanged.
+    """
+    from markupsafe import Markup
+
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return visible_lines(value)
+    return value
 
 
 def _environment(autoescape: bool) -> jinja2.Environment:
@@ -44,6 +57,7 @@ def _environment(autoescape: bool) -> jinja2.Environment:
         trim_blocks=False,
         lstrip_blocks=False,
         keep_trailing_newline=True,
+        finalize=_as_data,
     )
     env.filters["md"] = _md_escape
     return env

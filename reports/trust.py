@@ -9,6 +9,7 @@ Example::
     required_levels = ["ENCLAVE_AUDIT_BINARY_AUDIT_PASSED"]   # must be in verifiedLevels
     pinned_pcrs = [0, 1, 2]            # PCRs bound in the key policy (0 = ImageSha384)
     decision_log = "decisions.jsonl"   # relative to this file
+    gate_key = "keys/gate.key"         # signs the decision log (`enclave-audit keys generate`)
 
     [enclave]
     principal = "arn:aws:iam::111122223333:role/enclave-parent"
@@ -59,6 +60,7 @@ class TrustConfig:
     principal: str
     actions: tuple[str, ...]
     decision_log: Path
+    gate_key: Path
     verifier_id: str | None = None
     trusted_root: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -72,6 +74,7 @@ _TOP_KEYS = {
     "required_levels",
     "pinned_pcrs",
     "decision_log",
+    "gate_key",
     "verifier_id",
     "trusted_root",
     "enclave",
@@ -153,6 +156,12 @@ def load_trust(path: Path) -> TrustConfig:
     log_name = data.get("decision_log", "decisions.jsonl")
     if not isinstance(log_name, str):
         raise SpecInvalid(f"{path}: decision_log must be a path")
+    gate_key = data.get("gate_key")
+    if not isinstance(gate_key, str) or not gate_key:
+        raise SpecInvalid(
+            f"{path}: 'gate_key' must name the private key that signs the decision log"
+            " (make one with `enclave-audit keys generate -o keys/gate`)"
+        )
     root = data.get("trusted_root")
     return TrustConfig(
         source=path,
@@ -166,6 +175,7 @@ def load_trust(path: Path) -> TrustConfig:
         principal=enclave["principal"],
         actions=tuple(actions),
         decision_log=(base / log_name).resolve(),
+        gate_key=(base / gate_key).resolve(),
         verifier_id=data.get("verifier_id"),
         trusted_root=(base / str(root)).resolve() if isinstance(root, str) else None,
     )

@@ -4,45 +4,72 @@ The rebuild runs in a fresh directory through a :class:`Rebuilder` (by default t
 builder's pipeline, which fetches every pinned input into the cache and checks its
 digest).  The result is compared with the expected measurements (a nitro-cli
 measurements file, an EIF, or the manifest's own record): PCR0, PCR1, PCR2 and the EIF
-digest, plus the source-tree and pinned-input digests of the rebuilt manifest.  On a
-mismatch the two images are diffed and the difference tree (with causes) is attached.
+digest, plus the pinned-input digests of the rebuilt manifest (the source tree is bound
+by the ``source-commit`` check below, and the rebuild itself checks the tree digest).  On
+a mismatch the two images are diffed and the difference tree (with causes, the two
+manifests' build epochs as evidence) is attached.
 
 Verdict: PASS only when every comparison ran and matched; FAIL when one differs;
 INCONCLUSIVE when the rebuild (or a comparison) could not run.
+
+The verdict binds to one exact commit (check ``source-commit``, first).  ``--git
+URL@COMMIT`` resolves COMMIT among commit objects only (a tag or branch named like a
+commit id never wins; see :mod:`builder.git`), and the commit checked out must be the
+manifest's full ``source.git_commit``.  With ``--source DIR`` the checkout's ``HEAD``
+must be that commit and every file the build reads (spec, lock, kernel config, C
+sources, application packages, docker context) must be byte for byte that commit's;
+otherwise FAIL, or INCONCLUSIVE when the caller asked for the rebuild anyway
+(``allow_other_commit``).  No git command reads the audited repository's config,
+hooks or index.  Every path the manifest names resolves inside the manifest's
+directory or the source checkout, else :class:`SpecInvalid`.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from enclave_audit.errors import EnclaveAuditError, InputNotFound, InvalidInput, TrustError
+from builder.git import check_url, differing, fetch_commit, find_checkout
+from builder.spec import contained
+from enclave_audit.errors import (
+    EnclaveAuditError,
+    InputNotFound,
+    InvalidInput,
+    SpecInvalid,
+    TrustError,
+)
 from enclave_audit.fsutil import atomic_directory, hash_file, write_text_atomic
 from enclave_audit.model.difference import DiffNode
 from enclave_audit.model.findings import Check, CheckOutcome, Verdict, verdict_of
 from enclave_audit.model.manifest import BuildManifest
 from enclave_audit.model.measurements import IMAGE_PCRS, PcrSet
 from enclave_audit.progress import NullProgress, ProgressSink
-from enclave_audit.tools import run
+from verifier.compare.evidence import Evidence
 
 VERIFY_SCHEMA: Literal["enclave-audit/verify"] = "enclave-audit/verify"
 VERIFY_SCHEMA_VERSION = 1
-_GIT_REF = re.compile(r"^(?P<url>.+)@(?P<commit>[0-9a-fA-F]{7,40})$")
+_GIT_REF = re.compile(r"^(?P<url>.+)@(?P<commit>[0-9a-fA-F]{7,64})$")
+_FULL_COMMIT = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 
 
 @dataclass(frozen=True)
 class Rebuilt:
-    """What a rebuild produced."""
+    """What a rebuild produced; ``eif_sha256`` is the digest the EIF writer computed as it
+    wrote the image (hex)."""
 
     eif: Path
     pcrs: PcrSet
     manifest: BuildManifest
+    eif_sha256: str
 
 
 class Rebuilder(Protocol):
@@ -84,7 +111,12 @@ class PipelineRebuilder:
             debian_mirrors=self.debian_mirrors,
             progress=progress,
         )
-        return Rebuilt(eif=result.eif, pcrs=result.pcrs, manifest=result.manifest)
+        written = result.manifest.output("enclave.eif")
+        if written is None:
+            raise InvalidInput("the rebuild's manifest records no enclave.eif output")
+        return Rebuilt(
+            eif=result.eif, pcrs=result.pcrs, manifest=result.manifest, eif_sha256=written.sha256
+        )
 
 
 class VerifyResult(BaseModel):
@@ -114,26 +146,138 @@ class VerifyResult(BaseModel):
 
 
 def parse_git_ref(text: str) -> tuple[str, str]:
-    """``URL@COMMIT`` -> (url, commit); the commit must be hex (7 to 40 digits)."""
-    m = _GIT_REF.match(text.strip())
+    """``URL@COMMIT`` -> (url, commit); the commit must be hex (7 to 64 digits).
+
+    A URL that git could take as an option (leading ``-``), a transport helper
+    (``ext::``...) or control characters are refused here, before git runs.
+    """
+    m = _GIT_REF.match(text)
     if not m:
-        raise InvalidInput(f"--git {text!r}: expected URL@COMMIT with a hex commit id")
-    return m.group("url"), m.group("commit").lower()
+        raise InvalidInput(f"--git {text[:200]!r}: expected URL@COMMIT with a hex commit id")
+    return check_url(m.group("url")), m.group("commit").lower()
 
 
-def checkout(url: str, commit: str, dest: Path) -> Path:
-    """Clone ``url`` and check out ``commit`` (detached) into ``dest``."""
-    run(["git", "clone", "--quiet", "--no-checkout", url, str(dest)], what="git clone")
-    run(
-        ["git", "-C", str(dest), "-c", "advice.detachedHead=false", "checkout", "--quiet", commit],
-        what=f"git checkout {commit}",
+def checkout(url: str, commit: str, dest: Path) -> str:
+    """Check out ``commit`` of ``url`` into ``dest``; returns the full commit id."""
+    return fetch_commit(url, commit, dest)
+
+
+def _manifest_commit(manifest: BuildManifest) -> str:
+    commit = manifest.source.git_commit
+    return commit if _FULL_COMMIT.match(commit) else ""
+
+
+def _build_files(src: Path, manifest: BuildManifest, backend: str) -> list[Path]:
+    """Every file of the source checkout the rebuild reads (resolved, inside ``src``).
+
+    Loading the checkout's spec also validates it (bounds, grammar, containment): a
+    hostile spec is a :class:`SpecInvalid` here, before anything is built.
+    """
+    from builder.app import tree_files
+    from builder.spec import load_spec
+
+    spec = contained(src, src, manifest.spec.path, "manifest spec.path")
+    lock = contained(src, src, manifest.spec.lock_path, "manifest spec.lock_path")
+    for path, what in ((spec, "spec"), (lock, "Debian lock")):
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise SpecInvalid(f"{path}: the manifest's {what} is not a regular file")
+    loaded = load_spec(spec, source_root=src)
+    files = [*loaded.input_paths(), lock]
+    files += [f.path for f in tree_files(loaded, backend)]
+    return files
+
+
+def _source_binding(
+    src: Path, manifest: BuildManifest, backend: str, allow_other_commit: bool
+) -> Check:
+    """Is the source checkout exactly the manifest's commit (see the module docstring)?"""
+    files = _build_files(src, manifest, backend)
+    recorded = _manifest_commit(manifest)
+    checkout_ = find_checkout(src)
+    problem = ""
+    if not recorded:
+        problem = (
+            "the manifest names no exact commit"
+            f" (source.git_commit {manifest.source.git_commit[:80]!r})"
+        )
+    elif checkout_ is None:
+        problem = f"{src} is not a git checkout, so it cannot be shown to be commit {recorded}"
+    elif checkout_.head != recorded:
+        # the commit id is shown only when the git directory is the tree's own (a .git
+        # file in a vendor's tree could name a repository elsewhere on this machine)
+        at = checkout_.head if checkout_.gitdir.is_relative_to(src) else "another commit"
+        problem = f"the source checkout is at {at}, the manifest records {recorded}"
+    else:
+        differ = differing(checkout_, files)
+        if differ:
+            shown = ", ".join(differ[:5]) + (" ..." if len(differ) > 5 else "")
+            problem = (
+                f"{len(differ)} file(s) the build reads are not commit {recorded}'s"
+                f" (uncommitted, untracked or ignored): {shown}"
+            )
+    if not problem:
+        return Check(
+            name="source-commit",
+            outcome=CheckOutcome.PASS,
+            detail=f"checkout at {recorded}; every file the build reads is that commit's",
+        )
+    if allow_other_commit:
+        return Check(
+            name="source-commit",
+            outcome=CheckOutcome.NOT_RUN,
+            detail=f"{problem} (rebuilt anyway: --allow-other-commit; the verdict cannot be PASS)",
+        )
+    return Check(name="source-commit", outcome=CheckOutcome.FAIL, detail=problem)
+
+
+def _git_binding(
+    git: str, manifest: BuildManifest, dest: Path, backend: str
+) -> tuple[Check, Path | None]:
+    """Fetch and check out the ``--git`` commit when it is the manifest's commit."""
+    url, prefix = parse_git_ref(git)
+    recorded = _manifest_commit(manifest)
+    if not recorded:
+        problem = (
+            "the manifest names no exact commit"
+            f" (source.git_commit {manifest.source.git_commit[:80]!r})"
+        )
+        return Check(name="source-commit", outcome=CheckOutcome.FAIL, detail=problem), None
+    if not recorded.startswith(prefix):
+        return (
+            Check(
+                name="source-commit",
+                outcome=CheckOutcome.FAIL,
+                detail=f"--git names commit {prefix}, the manifest records {recorded}",
+            ),
+            None,
+        )
+    got = checkout(url, prefix, dest)
+    if got != recorded:
+        return (
+            Check(
+                name="source-commit",
+                outcome=CheckOutcome.FAIL,
+                detail=f"the repository's commit {got} is not the manifest's {recorded}",
+            ),
+            None,
+        )
+    _build_files(dest, manifest, backend)  # the checkout's spec, validated before any build
+    return (
+        Check(
+            name="source-commit",
+            outcome=CheckOutcome.PASS,
+            detail=f"checked out commit {recorded} (resolved as a commit object, not a ref)",
+        ),
+        dest,
     )
-    return dest
 
 
-def _head(source: Path) -> str | None:
-    done = run(["git", "-C", str(source), "rev-parse", "HEAD"], check=False)
-    return done.stdout.decode().strip() if done.returncode == 0 else None
+def _check_manifest_paths(manifest: BuildManifest, manifest_path: Path) -> None:
+    """Every output the manifest names lies inside the manifest's directory."""
+    base = manifest_path.resolve().parent
+    for item in (*manifest.outputs, *manifest.ramdisks):
+        if item.path:
+            contained(base, base, item.path, f"{manifest_path}: outputs[{item.name}].path")
 
 
 def _expected(
@@ -148,7 +292,10 @@ def _expected(
         return f"image {eif}", desc.pcrs, hash_file(eif)["sha256"].hex(), eif
     image = None  # the EIF the build left next to its manifest, to diff against
     if recorded is not None:
-        candidate = manifest_path.parent / (recorded.path or "enclave.eif")
+        base = manifest_path.resolve().parent
+        candidate = contained(
+            base, base, recorded.path or "enclave.eif", "enclave.eif", must_exist=False
+        )
         if candidate.is_file():
             image = candidate
     want_sha = recorded.sha256 if recorded else None
@@ -184,28 +331,43 @@ def verify(
     eif: Path | None = None,
     rebuilder: Rebuilder | None = None,
     progress: ProgressSink | None = None,
+    allow_other_commit: bool = False,
+    backend: str | None = None,
+    finish: Callable[[VerifyResult, Path], None] | None = None,
 ) -> VerifyResult:
     """Rebuild from ``manifest_path`` into ``out_dir`` and compare; see the module docstring.
 
+    ``allow_other_commit`` rebuilds a ``--source`` checkout that is not exactly the
+    manifest's commit; the verdict is then INCONCLUSIVE at best.  ``backend`` is the
+    rebuild's rootfs backend when it is not the manifest's (for the list of files the
+    build reads).
+
     ``out_dir`` gets ``verify.json``, ``rebuild/`` (the rebuilt image and its manifest)
-    and, on a mismatch, ``diff.json`` and ``diff.txt``; it appears whole or not at all.
+    and, on a mismatch, ``diff.json`` and ``diff.txt``; ``finish(result, staging)`` may
+    add files (the reports) to the staging directory before it is committed.  The
+    directory appears whole or not at all.
     """
     started = time.monotonic()
     progress = progress or NullProgress()
     rebuilder = rebuilder or PipelineRebuilder()
     manifest_path = Path(manifest_path)
-    if not manifest_path.is_file():
+    if not manifest_path.exists():
         raise InputNotFound(f"{manifest_path}: no such file")
-    manifest = BuildManifest.load(manifest_path)
+    manifest = BuildManifest.load(manifest_path)  # a FIFO or device is refused unread
     if source is not None and git is not None:
         raise InvalidInput("give --source or --git, not both")
     if source is None and git is None:
         raise InvalidInput("verify needs the source: --source DIR or --git URL@COMMIT")
+    if allow_other_commit and git is not None:
+        raise InvalidInput("--allow-other-commit applies to --source only (--git is exact)")
     if source is not None and not Path(source).is_dir():
         raise InputNotFound(f"{source}: not a directory")
     for path in (expected, eif):
         if path is not None and not Path(path).is_file():
             raise InputNotFound(f"{path}: no such file")
+    if git is not None:
+        parse_git_ref(git)  # a malformed or option-like URL is refused before anything runs
+    _check_manifest_paths(manifest, manifest_path)
     expected_from, want, want_sha, reference = _expected(manifest, manifest_path, expected, eif)
     checks: list[Check] = []
     notes: list[str] = []
@@ -214,54 +376,39 @@ def verify(
         atomic_directory(Path(out_dir)) as staging,
         tempfile.TemporaryDirectory(prefix="enclave-audit-src-") as tmp,
     ):
+        src: Path | None
+        backend = backend or manifest.builder.backend
         if git is not None:
-            url, commit = parse_git_ref(git)
-            recorded = manifest.source.git_commit
-            if recorded and not recorded.startswith(commit) and not commit.startswith(recorded):
-                raise InvalidInput(f"--git commit {commit} is not the manifest's {recorded}")
-            src = checkout(url, commit, Path(tmp) / "src")
+            binding, src = _git_binding(git, manifest, Path(tmp) / "src", backend)
         else:
             assert source is not None
             src = Path(source).resolve()
-            head = _head(src) if (src / ".git").exists() else None
-            recorded = manifest.source.git_commit
-            if head and recorded and head != recorded:
-                notes.append(f"source checkout is at {head}, the manifest records {recorded}")
-        try:
-            rebuilt = rebuilder(manifest, src, staging / "rebuild", progress=progress)
-        except TrustError as exc:
-            # a pinned input or the checkout does not match its recorded digest: the
-            # claim "built from these inputs" is refuted, not merely unverified
-            checks.append(
-                Check(
-                    name="rebuild",
-                    outcome=CheckOutcome.FAIL,
-                    detail=f"{type(exc).__name__}: {exc.message}",
-                )
+            binding = _source_binding(src, manifest, backend, allow_other_commit)
+            if binding.outcome is CheckOutcome.FAIL:
+                src = None
+        checks.append(binding)
+        if manifest.source.git_dirty:
+            notes.append(
+                "the manifest records a build from a checkout with uncommitted changes"
+                " (git_dirty); the source-commit check compares the files the build reads"
+                " with the commit"
             )
-        except EnclaveAuditError as exc:
+        if src is None:
             checks.append(
                 Check(
                     name="rebuild",
                     outcome=CheckOutcome.NOT_RUN,
-                    detail=f"{type(exc).__name__}: {exc.message}",
+                    detail="not run: the source is not the manifest's commit (see source-commit)",
                 )
             )
+        else:
+            rebuilt = _rebuild(rebuilder, manifest, src, staging / "rebuild", progress, checks)
         if rebuilt is not None:
             checks.append(
                 Check(
                     name="rebuild",
                     outcome=CheckOutcome.PASS,
                     detail=f"rebuilt {rebuilt.eif.name} in a fresh directory",
-                )
-            )
-            same_tree = rebuilt.manifest.source.tree_sha256 == manifest.source.tree_sha256
-            checks.append(
-                Check(
-                    name="source-tree",
-                    outcome=CheckOutcome.PASS if same_tree else CheckOutcome.FAIL,
-                    detail=f"sha256 {rebuilt.manifest.source.tree_sha256}"
-                    + ("" if same_tree else f" (manifest: {manifest.source.tree_sha256})"),
                 )
             )
             checks.append(_input_check(manifest, rebuilt.manifest))
@@ -284,7 +431,7 @@ def verify(
                         + ("" if got == exp else f" != expected {exp.hex()}"),
                     )
                 )
-            rebuilt_sha = hash_file(rebuilt.eif)["sha256"].hex()
+            rebuilt_sha = rebuilt.eif_sha256
             if want_sha is None:
                 checks.append(
                     Check(
@@ -311,7 +458,8 @@ def verify(
                     " EIF next to the manifest)"
                 )
             else:
-                diff_root = _diff(reference, rebuilt.eif, staging, progress)
+                evidence = _evidence(manifest, rebuilt.manifest)
+                diff_root = _diff(reference, rebuilt.eif, staging, progress, evidence)
         result = VerifyResult(
             manifest=str(manifest_path),
             name=manifest.name,
@@ -322,27 +470,65 @@ def verify(
             expected=want,
             rebuilt=rebuilt.pcrs if rebuilt else None,
             expected_eif_sha256=want_sha,
-            rebuilt_eif_sha256=hash_file(rebuilt.eif)["sha256"].hex() if rebuilt else None,
+            rebuilt_eif_sha256=rebuilt.eif_sha256 if rebuilt else None,
             rebuilt_eif=str(Path(out_dir) / "rebuild" / rebuilt.eif.name) if rebuilt else None,
             diff=diff_root,
             notes=notes,
             seconds=round(time.monotonic() - started, 3),
         )
         write_text_atomic(staging / "verify.json", result.to_json())
+        if finish is not None:
+            finish(result, staging)
     return result
 
 
-def _diff(reference: Path, rebuilt: Path, staging: Path, progress: ProgressSink) -> DiffNode | None:
+def _rebuild(
+    rebuilder: Rebuilder,
+    manifest: BuildManifest,
+    src: Path,
+    out: Path,
+    progress: ProgressSink,
+    checks: list[Check],
+) -> Rebuilt | None:
+    """Run the rebuild; a failure becomes a check (FAIL for a broken pin, else NOT_RUN)."""
+    try:
+        return rebuilder(manifest, src, out, progress=progress)
+    except SpecInvalid:
+        raise  # the audited spec is refused: an error (exit 30), not a verdict
+    except TrustError as exc:
+        # a pinned input or the checkout does not match its recorded digest: the
+        # claim "built from these inputs" is refuted, not merely unverified
+        outcome = CheckOutcome.FAIL
+        detail = f"{type(exc).__name__}: {exc.message}"
+    except EnclaveAuditError as exc:
+        outcome = CheckOutcome.NOT_RUN
+        detail = f"{type(exc).__name__}: {exc.message}"
+    checks.append(Check(name="rebuild", outcome=outcome, detail=detail))
+    return None
+
+
+def _evidence(expected: BuildManifest, rebuilt: BuildManifest) -> Evidence:
+    """Each side's recorded build epochs: the window its clocks may come from."""
+    evidence = Evidence()
+    for side, m in ((evidence.left, expected), (evidence.right, rebuilt)):
+        side.add_time(m.source_date_epoch, "manifest SOURCE_DATE_EPOCH")
+        side.add_time(m.rootfs_source_date_epoch, "manifest rootfs SOURCE_DATE_EPOCH")
+    return evidence
+
+
+def _diff(
+    reference: Path, rebuilt: Path, staging: Path, progress: ProgressSink, evidence: Evidence
+) -> DiffNode | None:
     import io
 
-    from rich.console import Console
-
+    from enclave_audit.output import make_console
     from verifier.compare import compare_paths
     from verifier.compare.render import render_text
 
-    report = compare_paths(reference, rebuilt, progress=progress)
+    report = compare_paths(reference, rebuilt, progress=progress, evidence=evidence)
     write_text_atomic(staging / "diff.json", report.to_json() + "\n")
-    console = Console(record=True, width=120, file=io.StringIO())
+    # the same safe console as `diff -o FILE`: values shown as data, nothing wraps in a file
+    console = make_console(file=io.StringIO(), record=True)
     render_text(report, console)
-    write_text_atomic(staging / "diff.txt", console.export_text())
+    write_text_atomic(staging / "diff.txt", str(console.export_text()))
     return report.root

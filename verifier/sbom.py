@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from enclave_audit import __version__
 
 DPKG_STATUS = re.compile(r"(^|/)var/lib/dpkg/status$")
+OS_RELEASE = re.compile(r"(^|/)(etc|usr/lib)/os-release$")
 PY_METADATA = re.compile(r"(^|/)[^/]+\.(dist-info/METADATA|egg-info/PKG-INFO)$")
 #: fixed namespace for deterministic identifiers
 _NS = uuid.UUID("6c1f3a52-8f0e-4d0a-9f0b-3d2c5e7a9b10")
@@ -40,12 +41,25 @@ class Package(BaseModel):
     source: str | None = None
     license: str | None = None
     found_at: str
+    #: the Debian release the package belongs to (os-release VERSION_CODENAME), for purls
+    distro: str | None = None
 
     @property
     def purl(self) -> str:
+        """The package URL (purl spec): for Debian ``pkg:deb/debian/NAME@VERSION?arch=&distro=``.
+
+        Qualifiers are sorted and percent-encoded; an epoch's ``:`` is ``%3A``, as
+        packageurl-python writes and reads it.
+        """
         if self.ecosystem is Ecosystem.DEBIAN:
-            qual = f"?arch={self.architecture}" if self.architecture else ""
-            return f"pkg:deb/debian/{quote(self.name)}@{quote(self.version)}{qual}"
+            qualifiers = [
+                f"{key}={quote(value, safe='')}"
+                for key, value in (("arch", self.architecture), ("distro", self.distro))
+                if value
+            ]
+            qual = "?" + "&".join(qualifiers) if qualifiers else ""
+            name, version = quote(self.name, safe=":"), quote(self.version, safe=":")
+            return f"pkg:deb/debian/{name}@{version}{qual}"
         name = re.sub(r"[-_.]+", "-", self.name).lower()
         return f"pkg:pypi/{quote(name)}@{quote(self.version)}"
 
@@ -85,6 +99,23 @@ def parse_dpkg_status(text: str, path: str) -> list[Package]:
     return out
 
 
+def parse_os_release(text: str) -> str | None:
+    """The distro qualifier for Debian purls: VERSION_CODENAME, else debian-VERSION_ID."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            fields[key.strip()] = value.strip().strip("\"'")
+    codename = fields.get("VERSION_CODENAME")
+    if codename and re.fullmatch(r"[a-z0-9][a-z0-9.+-]{0,63}", codename):
+        return codename
+    version_id = fields.get("VERSION_ID")
+    distro_id = fields.get("ID", "debian")
+    if version_id and re.fullmatch(r"[0-9][0-9.]{0,15}", version_id):
+        return f"{distro_id}-{version_id}" if re.fullmatch(r"[a-z0-9]+", distro_id) else None
+    return None
+
+
 def parse_python_metadata(text: str, path: str) -> Package | None:
     headers = HeaderParser().parsestr(text, headersonly=True)
     name, version = headers.get("Name"), headers.get("Version")
@@ -117,6 +148,23 @@ def _spdx_id(p: Package) -> str:
     return "SPDXRef-Package-" + re.sub(r"[^A-Za-z0-9.-]", "-", raw)
 
 
+def spdx_time(created: str) -> str:
+    """SPDX's ``creationInfo.created`` form, ``YYYY-MM-DDThh:mm:ssZ`` (UTC, no fraction)."""
+    from datetime import UTC, datetime
+
+    from enclave_audit.errors import InvalidInput
+
+    try:
+        when = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(
+            f"the image's BuildTime {created[:80]!r} is not an ISO 8601 time (SBOM creation time)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def spdx_document(
     packages: list[Package], *, image_name: str, image_sha256: str, created: str
 ) -> dict[str, Any]:
@@ -129,7 +177,10 @@ def spdx_document(
         "SPDXID": "SPDXRef-DOCUMENT",
         "name": f"{image_name} SBOM",
         "documentNamespace": f"https://enclave-audit.invalid/spdx/{image_sha256}",
-        "creationInfo": {"created": created, "creators": [f"Tool: enclave-audit-{__version__}"]},
+        "creationInfo": {
+            "created": spdx_time(created),
+            "creators": [f"Tool: enclave-audit-{__version__}"],
+        },
         "packages": [
             {
                 "SPDXID": image_id,
@@ -207,7 +258,7 @@ def cyclonedx_document(
         "serialNumber": f"urn:uuid:{uuid.uuid5(_NS, image_sha256)}",
         "version": 1,
         "metadata": {
-            "timestamp": created,
+            "timestamp": spdx_time(created),
             "tools": {
                 "components": [
                     {"type": "application", "name": "enclave-audit", "version": __version__}

@@ -12,12 +12,12 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from enclave_audit.errors import InvalidInput
 from enclave_audit.fsutil import CHUNK, open_input
 from enclave_audit.model.measurements import PcrSet
+from enclave_runtime.x509load import load_certificate
 
 PCR_SIZE = 48
 ZERO = bytes(PCR_SIZE)
@@ -35,13 +35,7 @@ def extend_string(text: str) -> bytes:
 
 def certificate_der(pem_or_der: bytes) -> bytes:
     """DER of a certificate given as PEM (first block) or DER."""
-    try:
-        if pem_or_der.lstrip().startswith(b"-----BEGIN"):
-            cert = x509.load_pem_x509_certificate(pem_or_der)
-        else:
-            cert = x509.load_der_x509_certificate(pem_or_der)
-    except ValueError as exc:
-        raise InvalidInput(f"signing certificate: cannot parse: {exc}") from None
+    cert = load_certificate(pem_or_der, what="signing certificate", error=InvalidInput)
     return cert.public_bytes(Encoding.DER)
 
 

@@ -6,7 +6,6 @@ the small ones (cmdline, metadata, signature) can be read whole.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +36,7 @@ from enclave_audit.errors import (
     InvalidInput,
 )
 from enclave_audit.fsutil import CHUNK, atomic_write, open_input
+from enclave_runtime import strictjson
 
 
 class EifReader:
@@ -82,7 +82,10 @@ class EifReader:
         self._fh.seek(0)
         raw = self._fh.read(HEADER_SIZE)
         if raw[:4] != MAGIC:
-            raise EifBadMagic(f"{name}: wrong magic {raw[:4].hex()} (an EIF starts with '.eif')")
+            raise EifBadMagic(
+                f"{name}: wrong magic {raw[:4].hex()} (an EIF starts with '.eif')",
+                hint=_not_an_eif_hint(raw),
+            )
         if len(raw) < HEADER_SIZE:
             raise EifTruncated(
                 f"{name}: {self.file_size} bytes, shorter than the {HEADER_SIZE}-byte EIF header"
@@ -266,10 +269,26 @@ class EifReader:
         if section is None:
             return {}
         raw = self.read(section)
-        try:
-            value = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise EifError(f"{self.path.name}: metadata section is not JSON: {exc}") from None
-        if not isinstance(value, dict):
-            raise EifError(f"{self.path.name}: metadata section is not a JSON object")
-        return value
+        return strictjson.loads_object(
+            raw, what=f"{self.path.name}: metadata section", error=EifError
+        )
+
+
+def _not_an_eif_hint(head: bytes) -> str | None:
+    """What the file looks like instead, when that is recognisable (a ramdisk, a kernel)."""
+    if head[:2] == b"\x1f\x8b":
+        what = "a gzip file (a compressed ramdisk?)"
+    elif head[:6] in (b"070701", b"070702"):
+        what = "a cpio archive (a ramdisk)"
+    elif head[:4] == b"\x7fELF":
+        what = "an ELF file (a kernel or a binary?)"
+    elif len(head) > 0x206 and head[0x202:0x206] == b"HdrS":
+        what = "a Linux bzImage kernel"
+    elif head.lstrip()[:1] == b"{":
+        what = "JSON"
+    else:
+        return None
+    return (
+        f"this is {what}, not an EIF; to compare ramdisks or files use 'enclave-audit diff',"
+        " to build an EIF from a kernel and ramdisks 'enclave-audit eif assemble'"
+    )

@@ -16,7 +16,6 @@ from typing import Any
 
 import cbor2
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -24,6 +23,7 @@ from builder.eif.format import MAX_SIGNATURE_SIZE
 from enclave_audit import cose
 from enclave_audit.errors import EifSignatureInvalid, InvalidInput
 from enclave_runtime import cbor
+from enclave_runtime.x509load import load_certificate
 
 
 def _int_array(data: bytes) -> list[int]:
@@ -55,10 +55,7 @@ def sign_pcr0(pcr0: bytes, certificate_pem: bytes, private_key_pem: bytes) -> by
         a.curve == key.curve.name for a in cose.ECDSA.values()
     ):
         raise InvalidInput("signing key: must be an EC key on P-256, P-384 or P-521")
-    try:
-        cert = x509.load_pem_x509_certificate(certificate_pem)
-    except ValueError as exc:
-        raise InvalidInput(f"signing certificate: cannot parse PEM: {exc}") from None
+    cert = load_certificate(certificate_pem, what="signing certificate", error=InvalidInput)
     if cert.public_key() != key.public_key():
         raise InvalidInput("signing certificate does not match the signing key")
     # RFC 6979 deterministic ECDSA: identical inputs give a byte-identical image
@@ -115,11 +112,9 @@ def parse_signature_section(data: bytes) -> SignatureInfo:
     entry = outer[0]
     cert_pem = _bytes_from_int_array(entry.get("signing_certificate"), "signing_certificate")
     cose_raw = _bytes_from_int_array(entry.get("signature"), "signature")
-    try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
-        _ = (cert.issuer, cert.signature_algorithm_oid, cert.not_valid_after_utc, cert.public_key())
-    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
-        raise EifSignatureInvalid(f"signature section: certificate unreadable: {exc}") from None
+    cert = load_certificate(
+        cert_pem, what="signature section: certificate", error=EifSignatureInvalid
+    )
     message = cose.Sign1.decode(
         cose_raw, what="signature section: COSE_Sign1", error=EifSignatureInvalid
     )

@@ -33,16 +33,36 @@ from enclave_audit.fsutil import open_input
 _CHUNK = 1 << 20
 
 
-class _Counting:
-    """Reads from a stream and keeps the offset (works on pipes too)."""
+class CountingReader:
+    """Reads from a stream and keeps the offset (works on pipes too).
+
+    Bytes can be pushed back (:meth:`unread`), so a reader can look ahead, or hand
+    back what a decompressor did not consume.
+    """
 
     def __init__(self, fh: IO[bytes]) -> None:
         self._fh = fh
         self.offset = 0
+        self._back = b""
+
+    def unread(self, data: bytes) -> None:
+        if data:
+            self._back = data + self._back
+            self.offset -= len(data)
+
+    def peek(self, n: int) -> bytes:
+        data = self.read(n)
+        self.unread(data)
+        return data
 
     def read(self, n: int) -> bytes:
         parts: list[bytes] = []
         want = n
+        if self._back and want > 0:
+            taken = self._back[:want]
+            self._back = self._back[want:]
+            parts.append(taken)
+            want -= len(taken)
         while want > 0:
             chunk = self._fh.read(want)
             if not chunk:
@@ -72,7 +92,7 @@ class _Counting:
 class _MemberData(io.RawIOBase):
     """A bounded view of one member's data in the underlying stream."""
 
-    def __init__(self, src: _Counting, size: int, name: str) -> None:
+    def __init__(self, src: CountingReader, size: int, name: str) -> None:
         super().__init__()
         self._src = src
         self._left = size
@@ -113,7 +133,16 @@ def iter_members(fileobj: IO[bytes], *, verify_checksums: bool = True) -> Iterat
     the data checksum is verified (when ``verify_checksums``) once the data has
     been passed over.
     """
-    src = _Counting(fileobj)
+    yield from iter_archive(CountingReader(fileobj), verify_checksums=verify_checksums)
+
+
+def iter_archive(src: CountingReader, *, verify_checksums: bool = True) -> Iterator[CpioMember]:
+    """The members of one archive read from ``src``, stopping after its trailer.
+
+    Offsets (``header_offset``, ``data_offset``) are ``src`` offsets, so a caller that
+    reads several archives from one stream (:mod:`builder.initramfs.unpack`) gets
+    offsets into that stream.
+    """
     while True:
         offset = src.offset
         head = src.read(HEADER_SIZE)
@@ -183,7 +212,7 @@ def iter_members(fileobj: IO[bytes], *, verify_checksums: bool = True) -> Iterat
 class _ChecksumReader(_MemberData):
     """Member data that verifies the 070702 byte-sum once fully passed."""
 
-    def __init__(self, src: _Counting, size: int, name: str, expected: int) -> None:
+    def __init__(self, src: CountingReader, size: int, name: str, expected: int) -> None:
         super().__init__(src, size, name)
         self._sum = 0
         self._expected = expected

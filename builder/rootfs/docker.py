@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from builder.app import SourceFile
 from builder.inputs.resolver import Resolver
 from builder.rootfs.base import ROOTFS_CACHE_KEEP, RootfsResult
 from builder.rootfs.native import NativeBackend
@@ -65,9 +66,16 @@ from enclave_audit.errors import (
     BuildStepFailed,
     DigestMismatch,
     EnvironmentProblem,
+    InvalidInput,
     SpecInvalid,
 )
-from enclave_audit.fsutil import atomic_directory, cache_dir, prune_cache, sha256_file
+from enclave_audit.fsutil import (
+    atomic_directory,
+    cache_dir,
+    prune_cache,
+    read_regular_file,
+    sha256_file,
+)
 from enclave_audit.progress import ProgressSink
 
 RECIPE_VERSION = 4
@@ -146,6 +154,11 @@ class _ContextFile:
 
 
 def _context_files(context: Path) -> list[_ContextFile]:
+    """The build context: regular files and directories only, never a symlink.
+
+    The context belongs to the audited party; a symlink in it (wherever it points) is
+    refused rather than followed or sent, so no host file can reach the image.
+    """
     out: list[_ContextFile] = []
     for dirpath, dirnames, filenames in os.walk(context):
         dirnames.sort()
@@ -154,8 +167,11 @@ def _context_files(context: Path) -> list[_ContextFile]:
             rel = path.relative_to(context).as_posix()
             st = os.lstat(path)
             if stat.S_ISLNK(st.st_mode):
-                out.append(_ContextFile(rel, path, "symlink", 0o777, "", os.readlink(path)))
-            elif stat.S_ISDIR(st.st_mode):
+                raise SpecInvalid(
+                    f"{path}: the docker context holds a symlink (to {os.readlink(path)!r});"
+                    " symlinks are refused in the build context"
+                )
+            if stat.S_ISDIR(st.st_mode):
                 out.append(_ContextFile(rel, path, "dir", 0o755, ""))
             elif stat.S_ISREG(st.st_mode):
                 mode = 0o755 if st.st_mode & 0o111 else 0o644
@@ -164,6 +180,155 @@ def _context_files(context: Path) -> list[_ContextFile]:
                 raise SpecInvalid(f"{path}: not a file, directory or symlink (docker context)")
     out.sort(key=lambda f: f.rel.encode())
     return out
+
+
+def context_directory(loaded: LoadedSpec) -> Path:
+    """The spec's docker context (``docker/`` next to the spec), inside the source root."""
+    from builder.spec import contained
+
+    context = contained(loaded.source_root, loaded.base, DOCKER_DIR, "docker context")
+    if not context.is_dir():
+        raise SpecInvalid(f"{context}: the docker context is not a directory")
+    return context
+
+
+def context_sources(loaded: LoadedSpec) -> list[SourceFile]:
+    """The docker context's files as source-tree files (for the manifest's tree digest).
+
+    Refuses a context outside the source tree, a symlink in it, and a Dockerfile
+    that :func:`check_dockerfile` refuses.
+    """
+    context = context_directory(loaded)
+    dockerfile = context / DOCKERFILE
+    if dockerfile.is_file() and not dockerfile.is_symlink():
+        check_dockerfile(dockerfile, _read_dockerfile(dockerfile))
+    return [
+        SourceFile(
+            rel=f.path.relative_to(loaded.source_root).as_posix(),
+            path=f.path,
+            executable=f.mode == 0o755,
+            sha256=f.sha256,
+        )
+        for f in _context_files(context)
+        if f.kind == "file"
+    ]
+
+
+# --- what a Dockerfile may do -----------------------------------------------------------
+
+_URL = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)")
+_BASE_REFS = ("${BASE}", "$BASE")
+
+
+def _instructions(text: str) -> list[tuple[int, str, str]]:
+    """(line, INSTRUCTION, arguments) of a Dockerfile, continuation lines joined."""
+    escape = "\\"
+    lines = text.splitlines()
+    for line in lines:  # parser directives come first
+        m = re.match(r"^#\s*escape\s*=\s*(\S)\s*$", line, re.IGNORECASE)
+        if m:
+            escape = m.group(1)
+            continue
+        if not re.match(r"^#\s*[a-zA-Z]+\s*=", line):
+            break
+    out: list[tuple[int, str, str]] = []
+    pending = ""
+    start = 0
+    for n, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if pending and (not stripped or stripped.startswith("#")):
+            continue  # empty and comment lines inside a continuation are dropped
+        if not pending:
+            start = n
+        if stripped.endswith(escape):
+            pending += stripped[: -len(escape)] + " "
+            continue
+        full = pending + stripped
+        pending = ""
+        out.append(_split_instruction(start, full))
+    if pending:
+        out.append(_split_instruction(start, pending))
+    return out
+
+
+def _split_instruction(line: int, text: str) -> tuple[int, str, str]:
+    parts = text.strip().split(None, 1)
+    return line, parts[0].upper(), parts[1].strip() if len(parts) > 1 else ""
+
+
+def _words(args: str) -> tuple[list[str], list[str]]:
+    """(--flags, operands) of an instruction; JSON array form understood."""
+    if args.startswith("["):
+        try:
+            items = json.loads(args)
+        except ValueError:
+            items = None
+        if isinstance(items, list) and all(isinstance(i, str) for i in items):
+            return [], [str(i) for i in items]
+    parts = args.split()
+    flags = [p for p in parts if p.startswith("--")]
+    rest = [p for p in parts if not p.startswith("--")]
+    if args.startswith("--") and rest and rest[0].startswith("["):
+        return flags, _words(args[args.index("[") :])[1]
+    return flags, rest
+
+
+def check_dockerfile(path: Path, text: str) -> None:
+    """Refuse what would bring unpinned bytes or host state into the image.
+
+    Every ``FROM`` is the pinned base (``${BASE}``) or an earlier stage; ``COPY
+    --from`` names an earlier stage; ``ADD`` takes no URL or git source and no
+    variable in its sources (which could hold one); no ``ONBUILD``; ``RUN`` takes no
+    ``--mount``/``--network``/``--security`` options.
+    """
+    stages: list[str] = []
+    for line, word, args in _instructions(text):
+        where = f"{path}:{line}"
+        flags, operands = _words(args)
+        if word == "FROM":
+            if flags or not operands:
+                raise SpecInvalid(f"{where}: FROM takes no options here; use FROM ${{BASE}}")
+            image = operands[0]
+            if image not in _BASE_REFS and image.lower() not in stages:
+                raise SpecInvalid(
+                    f"{where}: FROM {image[:80]!r}: every stage must start from the pinned base"
+                    " (ARG BASE / FROM ${BASE}) or an earlier stage"
+                )
+            if len(operands) >= 3 and operands[1].lower() == "as":
+                stages.append(operands[2].lower())
+            else:
+                stages.append(str(len(stages)))
+        elif word == "ADD":
+            for source in operands[:-1]:
+                # quotes and escapes are resolved by the engine's word expansion, so a
+                # source holding one could spell a URL: refused like a variable
+                if _URL.match(source) or any(c in source for c in "$\"'\\`"):
+                    raise SpecInvalid(
+                        f"{where}: ADD {source[:80]!r}: remote sources (URLs, git), variables,"
+                        " quotes and escapes are refused; the image may only hold pinned bytes"
+                        " (COPY from the context)"
+                    )
+            for flag in flags:
+                if not flag.startswith(("--chown=", "--chmod=")):
+                    raise SpecInvalid(f"{where}: ADD {flag[:40]}: option refused")
+        elif word == "COPY":
+            for flag in flags:
+                if flag.startswith("--from="):
+                    ref = flag.split("=", 1)[1].lower()
+                    earlier = ref in stages or (ref.isdigit() and int(ref) < len(stages) - 1)
+                    if not earlier or ref == (stages[-1] if stages else ""):
+                        raise SpecInvalid(
+                            f"{where}: COPY {flag[:80]}: only an earlier stage may be copied"
+                            " from (not an image)"
+                        )
+                elif not flag.startswith(("--chown=", "--chmod=", "--link")):
+                    raise SpecInvalid(f"{where}: COPY {flag[:40]}: option refused")
+        elif word == "ONBUILD":
+            raise SpecInvalid(f"{where}: ONBUILD is refused")
+        elif word == "RUN" and args.startswith("--"):
+            raise SpecInvalid(f"{where}: RUN {args.split()[0][:40]}: options are refused")
 
 
 def context_digest(files: Iterable[_ContextFile]) -> str:
@@ -193,6 +358,13 @@ def _context_tar(files: list[_ContextFile], epoch: int, dest: IO[bytes]) -> None
                 info.size = f.path.stat().st_size
                 with open(f.path, "rb") as fh:
                     tf.addfile(info, fh)
+
+
+def _read_dockerfile(path: Path) -> str:
+    try:
+        return read_regular_file(path, limit=1 << 20).decode("utf-8", "replace")
+    except InvalidInput as exc:
+        raise SpecInvalid(f"cannot read the Dockerfile: {exc.message}") from None
 
 
 # --- streams --------------------------------------------------------------------------
@@ -471,11 +643,19 @@ class DockerBackend:
         return cls(client=connect())
 
     def dockerfile(self, loaded: LoadedSpec) -> Path:
-        path = self._dockerfile or loaded.base / DOCKER_DIR / DOCKERFILE
-        if not path.is_file():
+        """The Dockerfile: given explicitly, or ``docker/Dockerfile`` inside the source tree."""
+        if self._dockerfile is not None:
+            path = self._dockerfile
+        else:
+            default = loaded.base / DOCKER_DIR / DOCKERFILE
+            if not default.is_file():
+                path = default
+            else:
+                path = context_directory(loaded) / DOCKERFILE
+        if not path.is_file() or path.is_symlink():
             raise SpecInvalid(
                 f"{path}: the docker backend builds the Dockerfile next to the spec"
-                f" ({DOCKER_DIR}/{DOCKERFILE}); it does not exist"
+                f" ({DOCKER_DIR}/{DOCKERFILE}); it does not exist or is not a regular file"
             )
         return path.resolve()
 
@@ -504,6 +684,7 @@ class DockerBackend:
         dockerfile = self.dockerfile(loaded)
         context = dockerfile.parent
         files = _context_files(context)
+        check_dockerfile(dockerfile, _read_dockerfile(dockerfile))
         client = self._client or connect()
         engine = _engine_version(client)
         tool = f"docker {engine}"

@@ -11,6 +11,14 @@ from never changes a byte of the image.  ``mmdebstrap --variant=essential`` with
 the .debs apt actually used are copied out (``--skip=essential/unlink``) and must be
 exactly the lock.  Python bytecode caches are removed (they embed source mtimes and
 marshal order) and the image runs with ``PYTHONDONTWRITEBYTECODE``.
+
+mmdebstrap (its hooks and the packages' maintainer scripts) runs in the build
+sandbox (:mod:`builder.sandbox`): as root, without a user namespace but with only the
+capabilities installing into a chroot needs (no mount, no device node), the local
+repository and uploaded files read-only, the output directories read-write, nothing
+else of the host, and no network unless the sources are remote (resolving a lock).
+The spec's ``remove_paths`` are removed by a hook program that reads them from its
+environment: no spec string ever reaches a shell.
 """
 
 from __future__ import annotations
@@ -19,7 +27,6 @@ import hashlib
 import json
 import os
 import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,10 +35,12 @@ from builder.inputs.localrepo import write_local_repo
 from builder.inputs.refs import lock_input
 from builder.inputs.resolver import Resolver
 from builder.rootfs.base import ROOTFS_CACHE_KEEP, RootfsResult
+from builder.sandbox import INSTALL_CAPS, Sandbox, run_sandboxed
 from builder.spec import LoadedSpec, LockedPackage
 from builder.toolchain import toolchain_versions
 from enclave_audit.errors import (
     DigestMismatch,
+    EnvironmentProblem,
     PinnedInputUnavailable,
     SpecInvalid,
 )
@@ -59,7 +68,7 @@ _HOOKS = (
 PRUNE_SCRIPT = Path(__file__).with_name("prune.py")
 
 
-def purge_hooks(packages: tuple[str, ...]) -> tuple[str, ...]:
+def purge_hooks(packages: tuple[str, ...], prune_hook: Path) -> tuple[str, ...]:
     """Customize hooks removing ``packages`` with the image's own dpkg, then tidying up.
 
     The purged packages' maintainer scripts and trigger declarations are deleted first:
@@ -69,7 +78,9 @@ def purge_hooks(packages: tuple[str, ...]) -> tuple[str, ...]:
     the runtime needs none of what depends on them (libpam0g on debconf, ...);
     ``--force-bad-path``: coreutils, tar and diff, which dpkg wants on PATH, are among
     what goes, and dpkg may remove itself and the libraries it runs with, already loaded.
-    The image's own ``ldconfig`` (static) then rewrites the library cache.
+    The image's own ``ldconfig`` (static) then rewrites the library cache, and
+    ``prune_hook`` (a copy of :data:`PRUNE_SCRIPT` the sandbox can see, run by the host's
+    ``/usr/bin/python3``) tidies up.
     """
     if not packages:
         return ()
@@ -82,8 +93,54 @@ def purge_hooks(packages: tuple[str, ...]) -> tuple[str, ...]:
         f'chroot "$1" dpkg --purge --force-remove-essential --force-depends --force-bad-path'
         f" {names}",
         'chroot "$1" /sbin/ldconfig',
-        f'{quote(sys.executable)} -I {quote(str(PRUNE_SCRIPT))} "$1"',
+        f'{quote(str(prune_hook))} "$1"',
     )
+
+
+#: removes the spec's remove_paths (one per line in ENCLAVE_AUDIT_REMOVE_PATHS) from the
+#: chroot given as argv[1]: no shell, no symlink followed (a parent that is a symlink is
+#: an error, the target itself is removed as the link it is)
+_REMOVE_HOOK = r"""#!/usr/bin/python3
+import os, shutil, stat, sys
+
+root = sys.argv[1]
+for path in os.environ.get("ENCLAVE_AUDIT_REMOVE_PATHS", "").split("\n"):
+    if not path:
+        continue
+    parts = [p for p in path.split("/") if p]
+    if not path.startswith("/") or not parts or any(p in (".", "..") for p in parts):
+        sys.exit(f"remove_paths: {path!r} is not a plain absolute path")
+    here = root
+    for part in parts[:-1]:
+        here = os.path.join(here, part)
+        try:
+            mode = os.lstat(here).st_mode
+        except FileNotFoundError:
+            break
+        if stat.S_ISLNK(mode):
+            sys.exit(f"remove_paths: {path} passes through a symlink in the image")
+    else:
+        target = os.path.join(root, *parts)
+        try:
+            mode = os.lstat(target).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(mode):
+            shutil.rmtree(target)
+        else:
+            os.unlink(target)
+"""
+
+
+def _local_dirs(sources: list[str]) -> list[Path]:
+    """The directories of ``copy://`` and ``file://`` sources (shown read-only to mmdebstrap)."""
+    out = []
+    for line in sources:
+        for word in line.split():
+            for scheme in ("copy://", "file://"):
+                if word.startswith(scheme):
+                    out.append(Path(word[len(scheme) :]))
+    return out
 
 
 def sources_list_text(mirrors: tuple[str, ...] | list[str]) -> str:
@@ -122,16 +179,33 @@ def run_mmdebstrap(
     debs: Path,
     sources: list[str],
     extra_hooks: tuple[str, ...] = (),
+    uploads: tuple[Path, ...] = (),
 ) -> None:
-    """mmdebstrap with the spec's options, installing from ``sources``."""
+    """mmdebstrap with the spec's options, installing from ``sources``, in the sandbox.
+
+    ``uploads`` are host files the hooks copy into the image (shown read-only).
+    """
     require("mmdebstrap")
+    if os.geteuid() != 0:
+        raise EnvironmentProblem(
+            "installing the root filesystem needs root: mmdebstrap runs as root inside the"
+            " build sandbox (no mount, no device node, no network); run the build as root"
+        )
     deb = loaded.spec.debian
+    hook = tar.parent / ".remove-paths-hook"
+    hook.write_text(_REMOVE_HOOK)
+    hook.chmod(0o755)
+    prune = tar.parent / ".prune-hook"
+    prune.write_text("#!/usr/bin/python3 -I\n" + PRUNE_SCRIPT.read_text())
+    prune.chmod(0o755)
     argv = [
         "mmdebstrap",
         "--quiet",
         f"--variant={deb.variant}",
-        # unprivileged builds use user namespaces; both modes give the same tarball
-        "--mode=root" if os.geteuid() == 0 else "--mode=unshare",
+        "--mode=root",
+        # the sandbox grants no mount: /proc, /sys and /dev stay empty in the chroot
+        # (the tarball's /dev entries are written by mmdebstrap itself either way)
+        "--skip=chroot/mount",
         "--format=tar",
         "--skip=essential/unlink",
         f"--include={','.join(includes)}",
@@ -140,9 +214,9 @@ def run_mmdebstrap(
         *[f"--dpkgopt=path-include={p}" for p in deb.path_include],
         f"--customize-hook=sync-out /var/cache/apt/archives {debs}",
         *[f"--customize-hook={h}" for h in _HOOKS],
-        *[f"--customize-hook={h}" for h in purge_hooks(deb.purge)],
+        *[f"--customize-hook={h}" for h in purge_hooks(deb.purge, prune)],
         # after the purge: the purge hooks still run the image's ldconfig
-        *[f'--customize-hook=rm -rf "$1/{p.lstrip("/")}"' for p in deb.remove_paths],
+        f"--customize-hook={hook}",
         *[f"--customize-hook={h}" for h in extra_hooks],
         "--",
         deb.suite,
@@ -154,11 +228,33 @@ def run_mmdebstrap(
         "SOURCE_DATE_EPOCH": str(epoch),
         "LC_ALL": "C.UTF-8",
         "TZ": "UTC",
-        "HOME": os.environ.get("HOME", "/root"),
+        "HOME": str(tar.parent),
         "TMPDIR": str(tar.parent),
+        # read by the remove-paths hook (each one a validated plain absolute path)
+        "ENCLAVE_AUDIT_REMOVE_PATHS": "\n".join(deb.remove_paths),
     }
+    remote = any("://" in line and "copy://" not in line and "file://" not in line
+                 for line in sources)  # fmt: skip
+    sandbox = Sandbox(
+        writable=(tar.parent, debs),
+        readable=(*_local_dirs(sources), *uploads),
+        proc=True,
+        devices=True,
+        caps=INSTALL_CAPS,
+        network=remote,
+    )
     # the caller's umask must not leak into directories mmdebstrap creates itself
-    run(["sh", "-c", 'umask 022; exec "$@"', "sh", *argv], env=env, what="mmdebstrap")
+    try:
+        run_sandboxed(
+            ["/bin/sh", "-c", 'umask 022; exec "$@"', "sh", *argv],
+            sandbox=sandbox,
+            cwd=tar.parent,
+            env=env,
+            what="mmdebstrap",
+        )
+    finally:
+        hook.unlink(missing_ok=True)
+        prune.unlink(missing_ok=True)
 
 
 def check_installed(used: list[LockedPackage], lock: tuple[LockedPackage, ...]) -> None:
@@ -197,7 +293,7 @@ class NativeBackend:
             "variant": deb.variant,
             "mirrors": list(deb.mirrors),
             "lock": [p.model_dump() for p in loaded.lock],
-            "hooks": list(_HOOKS),
+            "hooks": [*_HOOKS, *([_REMOVE_HOOK] if deb.remove_paths else [])],
             "remove": list(deb.remove_paths),
             "purge": list(deb.purge),
             "prune": hashlib.sha256(PRUNE_SCRIPT.read_bytes()).hexdigest() if deb.purge else "",
@@ -263,6 +359,7 @@ class NativeBackend:
                 debs=debs,
                 sources=[repo_line],
                 extra_hooks=(f"upload {sources} /etc/apt/sources.list",),
+                uploads=(sources,),
             )
             check_installed(lock_from_debs(debs), loaded.lock)
             meta = {

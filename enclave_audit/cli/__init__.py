@@ -7,9 +7,11 @@ This is the only place where exceptions become exit codes.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 import click
 
@@ -56,10 +58,48 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 def _exit_code_epilog() -> str:
-    lines = ["Exit codes:"]
+    # "\b" keeps click from reflowing the table into a paragraph
+    lines = ["\b", "Exit codes:"]
     for code, meaning, _ in exit_code_table():
         lines.append(f"  {code:>3}  {meaning}")
+    lines += [
+        "",
+        "\b",
+        "Shell completion (bash; zsh and fish likewise):",
+        '  eval "$(_ENCLAVE_AUDIT_COMPLETE=bash_source enclave-audit)"',
+        "",
+        "Flags mean the same in every verb: see README.md, section Flags.",
+    ]
     return "\n".join(lines)
+
+
+def _quiet_callback(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        from enclave_audit.progress import set_quiet
+
+        set_quiet(True)
+    return value
+
+
+def _quiet_option() -> click.Option:
+    return click.Option(
+        ["-q", "--quiet"],
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_quiet_callback,
+        help="No progress bars, stage lines or notes on stderr.",
+    )
+
+
+def _with_common_options(command: click.Command) -> click.Command:
+    """Give every verb (and sub-verb) the options that mean the same everywhere."""
+    if not any(p.name == "quiet" for p in command.params):
+        command.params.append(_quiet_option())
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _with_common_options(sub)
+    return command
 
 
 class LazyGroup(click.Group):
@@ -75,7 +115,7 @@ class LazyGroup(click.Group):
         command = getattr(module, attr)
         if not isinstance(command, click.Command):
             raise TypeError(f"{module_name}.{attr} is not a click command")
-        return command
+        return _with_common_options(command)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # short help from the table, so --help imports nothing heavy
@@ -91,16 +131,50 @@ class LazyGroup(click.Group):
 )
 @click.version_option(__version__, prog_name="enclave-audit")
 @click.option("--debug", is_flag=True, envvar="ENCLAVE_AUDIT_DEBUG", help="Show tracebacks.")
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_quiet_callback,
+    help="No progress bars, stage lines or notes on stderr (also after any verb).",
+)
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Make confidential-AI enclaves auditable: build, measure, verify, attest, gate.
 
     \b
-    Example:
+    Examples:
+      enclave-audit attestation verify doc.cbor --at document
       enclave-audit build -o out/ && enclave-audit describe-eif out/enclave.eif
+      enclave-audit VERB --help     (each verb explained, with an example)
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+
+
+def _fail(code: int, error_class: str, message: str, hint: str | None = None) -> NoReturn:
+    """One line on stderr (plus a hint line), the JSON error document if --json, exit."""
+    from enclave_audit.cli._common import emit_json, error_document, json_requested, json_written
+    from enclave_audit.output import visible
+
+    line = visible(message)
+    if not line.startswith("error: "):
+        line = f"error: {line}"
+    _stderr_line(line)
+    if hint:
+        _stderr_line(f"hint: {visible(hint)}")
+    if json_requested() and not json_written():
+        with contextlib.suppress(OSError, ValueError):
+            emit_json(error_document(code, error_class, line.removeprefix("error: ")))
+    sys.exit(code)
+
+
+def _stderr_line(text: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,31 +184,41 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         cli.main(args=argv, prog_name="enclave-audit", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # a group without its subcommand: the normal help, as --help prints it
+        assert exc.ctx is not None
+        sys.stdout.write(exc.ctx.get_help() + "\n")
+        sys.stdout.flush()
+        sys.exit(0)
     except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
-        sys.exit(130)
+        _fail(130, "Aborted", "aborted")
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         if debug:
             raise
-        click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
-        sys.exit(exc.exit_code)
+        where = ""
+        ctx = getattr(exc, "ctx", None)
+        if isinstance(exc, click.UsageError) and ctx is not None:
+            where = f"Try '{ctx.command_path} --help'."
+        _fail(exc.exit_code, "UsageError", " ".join(exc.format_message().split()), where or None)
     except EnclaveAuditError as exc:
         if debug:
             raise
-        click.echo(exc.diagnostic(), err=True)
-        sys.exit(exc.exit_code)
+        _fail(exc.exit_code, type(exc).__name__, exc.diagnostic(), exc.hint)
     except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
+        _fail(130, "KeyboardInterrupt", "interrupted")
     except BrokenPipeError:
+        # the reader went away (| head): nothing more to say, and no traceback at exit
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     except Exception as exc:
         if debug:
             raise
-        click.echo(
-            f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True
+        _fail(
+            Internal.exit_code,
+            "Internal",
+            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
         )
-        sys.exit(Internal.exit_code)
     sys.exit(0)

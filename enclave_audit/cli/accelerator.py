@@ -16,7 +16,7 @@ from types import FrameType
 
 import click
 
-from enclave_audit.cli._common import emit_json, err_console, json_option
+from enclave_audit.cli._common import emit_json, err_console, json_option, warn
 from enclave_audit.errors import InvalidInput
 from enclave_runtime.gpu_bridge.client import load_reference_values
 from reference_enclave.gpu_bridge.service import (
@@ -86,7 +86,7 @@ def serve(
             raise InvalidInput(f"--measurement {item!r}: expected NAME=HEX")
         measurements[name] = value
     if allow_insecure_plaintext:
-        err_console.print("[bold red]warning:[/] insecure plaintext baseline accepted")
+        warn("insecure plaintext baseline accepted")
 
     def backend() -> DeviceBackend:
         return CudaDevice() if device == "cuda" else NumpyDevice()
@@ -123,7 +123,7 @@ def reference_values(as_json: bool) -> None:
     """
     summary = load_reference_values().summary()
     if as_json:
-        emit_json(summary)
+        emit_json(summary, schema="enclave-audit/accelerator-reference-values")
     else:
         err_console.print(f"vendor root sha256: {summary['vendor_root_sha256']}")
         for name, value in summary["rim"]["measurements"].items():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from enclave_audit.cli._common import emit_json, json_option, out_console, warn
+from enclave_audit.cli._common import emit_json, input_path, json_option, out_console, warn
 from enclave_audit.errors import InvalidInput
 from enclave_audit.fsutil import read_bytes, write_bytes_atomic
 from enclave_audit.model.attestation import (
@@ -20,6 +20,7 @@ from enclave_audit.model.findings import Verdict
 from enclave_audit.model.measurements import PcrSet
 
 _file = click.Path(path_type=Path, dir_okay=False)
+_in = input_path()
 _STATEMENT_LIMIT = 16 << 20
 
 
@@ -27,8 +28,10 @@ _STATEMENT_LIMIT = 16 << 20
 def attest_group() -> None:
     """Write and verify signed in-toto attestations (DSSE in Sigstore bundles v0.3).
 
-    Keys are named by URI: file:PATH (a local ECDSA P-256 or Ed25519 key from
-    `enclave-audit keys generate`) or sigstore: (keyless, ambient OIDC in CI).
+    --key KEY names a key the same way when signing and verifying: file:PATH or a
+    plain PATH (a local ECDSA P-256 or Ed25519 key from `enclave-audit keys generate`:
+    the .key file signs, the .pub file verifies), or sigstore: to sign keyless
+    (ambient OIDC in CI).
 
     \b
     Example:
@@ -55,11 +58,22 @@ def _signed_summary(
 
 
 @attest_group.command("provenance")
-@click.option("--manifest", type=_file, help="Build manifest (build-manifest.json) to describe.")
 @click.option(
-    "--statement", "statement_path", type=_file, help="Existing provenance statement to sign as is."
+    "--manifest", type=_in, help="Build manifest (build-manifest.json) to describe."
 )
-@click.option("--key", "key_uri", required=True, metavar="URI", help="file:PATH or sigstore:")
+@click.option(
+    "--statement",
+    "statement_path",
+    type=_in,
+    help="Existing provenance statement to sign as is.",
+)
+@click.option(
+    "--key",
+    "key_uri",
+    required=True,
+    metavar="KEY",
+    help="Signing key: file:PATH or PATH (a private key from 'keys generate'), or sigstore:.",
+)
 @click.option("-o", "--output", required=True, type=_file, help="Bundle to write (.sigstore.json).")
 @json_option
 def provenance(
@@ -100,15 +114,15 @@ def provenance(
     _write_bundle(output, signed.bundle)
     summary = _signed_summary(output, statement, signed.payload, signed.signer)
     if as_json:
-        emit_json(summary)
+        emit_json(summary, schema="enclave-audit/attest-signed")
     else:
         out_console.print(f"wrote {output} (SLSA provenance v1, signed by {signed.signer})")
 
 
 @attest_group.command("vsa")
-@click.option("--eif", required=True, type=_file, help="The image the summary is about.")
+@click.option("--eif", required=True, type=_in, help="The image the summary is about.")
 @click.option(
-    "--measurements", required=True, type=_file, help="Measurements JSON (nitro-cli form)."
+    "--measurements", required=True, type=_in, help="Measurements JSON (nitro-cli form)."
 )
 @click.option(
     "--verdict",
@@ -116,7 +130,9 @@ def provenance(
     type=click.Choice([v.value for v in Verdict]),
     help="Audit verdict; only PASS gives verificationResult PASSED.",
 )
-@click.option("--policy", required=True, type=_file, help="The policy file the audit applied.")
+@click.option(
+    "--policy", required=True, type=_in, help="The policy file the audit applied."
+)
 @click.option("--policy-uri", help="URI recorded for the policy (default file:NAME).")
 @click.option(
     "--rebuilds",
@@ -131,10 +147,16 @@ def provenance(
     "--input-attestation",
     "inputs",
     multiple=True,
-    type=_file,
+    type=_in,
     help="Bundle used as input (repeatable).",
 )
-@click.option("--key", "key_uri", required=True, metavar="URI", help="file:PATH or sigstore:")
+@click.option(
+    "--key",
+    "key_uri",
+    required=True,
+    metavar="KEY",
+    help="Signing key: file:PATH or PATH (a private key from 'keys generate'), or sigstore:.",
+)
 @click.option("-o", "--output", required=True, type=_file, help="Bundle to write (.sigstore.json).")
 @json_option
 def vsa(
@@ -181,17 +203,62 @@ def vsa(
     signed = sign_statement(statement, signer)
     _write_bundle(output, signed.bundle)
     if as_json:
-        emit_json(_signed_summary(output, statement, signed.payload, signed.signer))
+        emit_json(
+            _signed_summary(output, statement, signed.payload, signed.signer),
+            schema="enclave-audit/attest-signed",
+        )
     else:
         out_console.print(f"wrote {output} (VSA v1, verdict {verdict}, signed by {signed.signer})")
 
 
+def _key_path(key: str) -> Path:
+    """--key KEY when verifying: ``file:PATH`` or ``PATH`` (the syntax signing takes)."""
+    scheme, sep, rest = key.partition(":")
+    if sep and scheme == "file":
+        return Path(rest[2:] if rest.startswith("//") else rest)
+    if sep and scheme == "sigstore":
+        raise click.UsageError(
+            "--key sigstore: signs keyless; verify keyless bundles with --identity and --issuer"
+        )
+    return Path(key)
+
+
+def _looks_like_bundle(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return head.lstrip().startswith(b"{") and (
+        b'"mediaType"' in head or b'"dsseEnvelope"' in head or b'"payloadType"' in head
+    )
+
+
+def _check_not_swapped(bundle: Path, artifact: Path | None) -> None:
+    """BUNDLE and --artifact given the other way round: say so, with the right order."""
+    if artifact is None or _looks_like_bundle(bundle) or not _looks_like_bundle(artifact):
+        return
+    from enclave_audit.errors import BundleMalformed
+
+    raise BundleMalformed(
+        f"{bundle}: not a Sigstore bundle or DSSE envelope, while --artifact {artifact} is one",
+        hint=f"the arguments look swapped: enclave-audit attest verify {artifact}"
+        f" --artifact {bundle} ...",
+    )
+
+
 @attest_group.command("verify")
-@click.argument("bundle", type=_file)
-@click.option("--artifact", type=_file, help="The artifact the statement must be about.")
+@click.argument("bundle", type=_in)
+@click.option(
+    "--artifact", type=_in, help="The artifact the statement must be about (- = stdin)."
+)
 @click.option("--digest", "digest_text", metavar="ALG:HEX", help="Or its digest, e.g. sha256:...")
 @click.option(
-    "--key", "keys", multiple=True, type=_file, help="Trusted public key PEM (repeatable)."
+    "--key",
+    "keys",
+    multiple=True,
+    metavar="KEY",
+    help="Trusted public key: file:PATH or PATH of a PEM public key (repeatable).",
 )
 @click.option("--identity", help="Expected certificate identity (SAN), exact.")
 @click.option("--issuer", help="Expected OIDC issuer, exact.")
@@ -202,7 +269,7 @@ def vsa(
 @click.option("--runner-environment", help="Expected runner, e.g. github-hosted (keyless).")
 @click.option(
     "--trusted-root",
-    type=_file,
+    type=_in,
     help="Sigstore trusted_root.json (default: the production root pinned in this tool).",
 )
 @click.option("--predicate-type", help="Require this predicateType (URI).")
@@ -216,7 +283,7 @@ def verify(
     bundle: Path,
     artifact: Path | None,
     digest_text: str | None,
-    keys: tuple[Path, ...],
+    keys: tuple[str, ...],
     identity: str | None,
     issuer: str | None,
     repository: str | None,
@@ -267,7 +334,7 @@ def verify(
         raise click.UsageError("give --key, or --identity/--issuer, not both")
     policy: VerificationPolicy
     if keys:
-        policy = KeyPolicy([load_public_key(k) for k in keys])
+        policy = KeyPolicy([load_public_key(_key_path(k)) for k in keys])
     elif identity and issuer:
         parts: list[VerificationPolicy] = [IdentityPolicy(identity=identity, issuer=issuer)]
         if github:
@@ -284,6 +351,7 @@ def verify(
     else:
         raise click.UsageError("give --key PUB, or both --identity and --issuer")
 
+    _check_not_swapped(bundle, artifact)
     digest: Digest | None = None
     if artifact is not None:
         digest = digest_of_file(artifact)

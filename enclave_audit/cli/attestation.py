@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from datetime import UTC, datetime, timedelta
@@ -9,10 +10,9 @@ from pathlib import Path
 from typing import Literal
 
 import click
-from rich.table import Table
 
-from enclave_audit.cli._common import emit_json, json_option, out_console
-from enclave_audit.errors import AttestationMalformed, InvalidInput
+from enclave_audit.cli._common import at_option, emit_json, input_path, json_option, parse_time
+from enclave_audit.errors import AttestationExpired, AttestationMalformed, InvalidInput
 from enclave_audit.fsutil import read_bytes
 from enclave_audit.model.attestation_doc import (
     AttestationDocument,
@@ -20,8 +20,9 @@ from enclave_audit.model.attestation_doc import (
     iso_utc,
 )
 from enclave_audit.model.digests import parse_hex
-from enclave_audit.model.findings import CheckOutcome, Verdict
+from enclave_audit.model.findings import Verdict
 from enclave_audit.model.measurements import PcrSet
+from enclave_audit.output import columns, visible, write_lines
 from verifier.nitro.certs import parse_der, summarize
 from verifier.nitro.document import MAX_TEXT_BYTES, parse_attestation, unwrap_transport
 from verifier.nitro.roots import TrustRoot
@@ -31,12 +32,7 @@ from verifier.nitro.verify import require_pass, verify_attestation
 # judged by the profile checks, and the CLI's contract is one error line, so keep them quiet.
 warnings.filterwarnings("ignore", module=r"verifier\.nitro\.")
 
-_OUTCOME_STYLE = {
-    CheckOutcome.PASS: "green",
-    CheckOutcome.FAIL: "bold red",
-    CheckOutcome.NOT_RUN: "yellow",
-    CheckOutcome.SKIPPED: "dim",
-}
+_DOC = click.Path(dir_okay=False, path_type=Path, allow_dash=True)
 
 
 @click.group(name="attestation")
@@ -50,7 +46,7 @@ def attestation_group() -> None:
 
 
 @attestation_group.command(name="verify")
-@click.argument("doc", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("doc", type=_DOC)
 @click.option(
     "--root",
     "root_paths",
@@ -58,19 +54,15 @@ def attestation_group() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Trust this root CA (PEM) instead of the pinned AWS Nitro root; repeatable.",
 )
-@click.option(
-    "--at",
-    "at_text",
-    default="now",
-    show_default=True,
-    metavar="now|document|ISO8601",
-    help="Time the certificates must be valid at: now, the document's own timestamp "
+@at_option(
+    document=True,
+    help_text="Time the certificates must be valid at: now, the document's own timestamp "
     "(archived documents), or an ISO 8601 time (UTC if no offset).",
 )
 @click.option(
     "--expect",
     "expect_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=input_path(),
     metavar="MEASUREMENTS.json",
     help="Expected PCRs: nitro-cli build-enclave output, describe-eif --json, or verify --json.",
 )
@@ -95,11 +87,12 @@ def verify(
 ) -> None:
     """Verify an attestation document: signature, chain to the pinned root, policy.
 
-    Exits 0 only when the verdict is PASS.
+    DOC is a file or - (standard input).  Exits 0 only when the verdict is PASS.
 
     \b
-    Example:
+    Examples:
       enclave-audit attestation verify doc.b64 --at document --allow-debug --json
+      curl -s https://enclave.example/attestation | enclave-audit attestation verify -
     """
     now = datetime.now(UTC)  # the only clock read: the library takes time as an argument
     roots = tuple(TrustRoot.from_file(p) for p in root_paths) or None
@@ -117,11 +110,14 @@ def verify(
         emit_json(result)
     else:
         _render_result(result)
-    require_pass(result)
+    try:
+        require_pass(result)
+    except AttestationExpired as exc:
+        raise _expired(result, at_text) from exc
 
 
 @attestation_group.command(name="show")
-@click.argument("doc", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("doc", type=_DOC)
 @json_option
 def show(doc: Path, as_json: bool) -> None:
     """Print a decoded attestation document without judging it.
@@ -155,68 +151,81 @@ def _parse_at(text: str) -> datetime | Literal["document"] | None:
         return None
     if text == "document":
         return "document"
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(
-            f"--at: expected now, document or an ISO 8601 time, got {text!r}"
-        ) from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return parse_time(text, flag="--at (now, document or ISO 8601)")
+
+
+def _expired(result: AttestationResult, at_text: str) -> AttestationExpired:
+    """The expiry error in one short line, with the way out for archived documents."""
+    failing = next((c for c in result.failed() if "valid" in c.name), None)
+    detail = failing.detail if failing is not None else "a certificate is not valid"
+    bounds = re.findall(r"\((not(?:After|Before) [^)]+)\)", detail)
+    count = len(bounds) or 1
+    state = "not yet valid" if bounds and bounds[0].startswith("notBefore") else "expired"
+    role = detail.split(" ", 1)[0] if detail.split(" ", 1)[0].isalpha() else "certificate"
+    first = f"{count} certificate(s) {state}, first the {role}" + (
+        f" ({bounds[0]})" if bounds else ""
+    )
+    when = iso_utc(result.verification_time) if result.verification_time else "now"
+    hint = None
+    if at_text == "now":
+        hint = (
+            "Nitro certificates live for hours; to check an archived document as of its own"
+            f" timestamp ({iso_utc(result.timestamp)}), add --at document"
+        )
+    return AttestationExpired(
+        f"attestation {result.module_id}: certificate chain not valid at {when}:"
+        f" {first}",
+        hint=hint,
+    )
 
 
 def _opt(value: bytes | None) -> str:
     return "(none)" if value is None else f"{value.hex()} ({len(value)} bytes)"
 
 
-def _fields_table(
+def _fields(
     module_id: str, timestamp: datetime, pcrs: PcrSet, extra: list[tuple[str, str]]
-) -> Table:
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(no_wrap=True)
-    table.add_column(overflow="fold")
-    table.add_row("module_id", module_id)
-    table.add_row("timestamp", iso_utc(timestamp))
-    for index in pcrs.indices():
-        table.add_row(f"PCR{index}", pcrs.hex(index))
-    for key, value in extra:
-        table.add_row(key, value)
-    return table
+) -> list[tuple[str, str]]:
+    rows = [("module_id", module_id), ("timestamp", iso_utc(timestamp))]
+    rows += [(f"PCR{index}", pcrs.hex(index)) for index in pcrs.indices()]
+    return rows + extra
+
+
+_VERDICT_STYLE = {Verdict.PASS: "bold green", Verdict.FAIL: "bold red"}
 
 
 def _render_result(result: AttestationResult) -> None:
-    style = "bold green" if result.verdict is Verdict.PASS else "bold red"
-    out_console.print(f"[{style}]{result.verdict}[/] {result.module_id}")
-    out_console.print(
-        _fields_table(
-            result.module_id,
-            result.timestamp,
-            result.pcrs,
-            [
-                ("public_key", _opt(result.public_key)),
-                ("user_data", _opt(result.user_data)),
-                ("nonce", _opt(result.nonce)),
-                (
-                    "root",
-                    f"{result.root_name} ({result.root_sha256})" if result.root_name else "(none)",
-                ),
-                (
-                    "verified at",
-                    f"{iso_utc(result.verification_time)} ({result.time_source})"
-                    if result.verification_time
-                    else "(no time)",
-                ),
-            ],
+    write_lines(
+        [f"{result.verdict} {visible(result.module_id)}"],
+        style=_VERDICT_STYLE.get(result.verdict, "bold yellow"),
+    )
+    rows = _fields(
+        result.module_id,
+        result.timestamp,
+        result.pcrs,
+        [
+            ("public_key", _opt(result.public_key)),
+            ("user_data", _opt(result.user_data)),
+            ("nonce", _opt(result.nonce)),
+            (
+                "root",
+                f"{result.root_name} ({result.root_sha256})" if result.root_name else "(none)",
+            ),
+            (
+                "verified at",
+                f"{iso_utc(result.verification_time)} ({result.time_source})"
+                if result.verification_time
+                else "(no time)",
+            ),
+        ],
+    )
+    write_lines(columns(rows))
+    write_lines(
+        columns(
+            [("check", "outcome", "detail")]
+            + [(c.name, str(c.outcome), c.detail) for c in result.checks]
         )
     )
-    checks = Table(show_header=True, box=None, pad_edge=False)
-    checks.add_column("check")
-    checks.add_column("outcome")
-    checks.add_column("detail", overflow="fold")
-    for check in result.checks:
-        checks.add_row(
-            check.name, f"[{_OUTCOME_STYLE[check.outcome]}]{check.outcome}[/]", check.detail
-        )
-    out_console.print(checks)
 
 
 def _describe_cert(der: bytes) -> str:
@@ -231,26 +240,22 @@ def _describe_cert(der: bytes) -> str:
 
 
 def _render_document(document: AttestationDocument) -> None:
-    out_console.print(
-        _fields_table(
-            document.module_id,
-            document.timestamp,
-            document.pcrs,
-            [
-                ("digest", document.digest),
-                ("public_key", _opt(document.public_key)),
-                ("user_data", _opt(document.user_data)),
-                ("nonce", _opt(document.nonce)),
-                ("certificate", _describe_cert(document.certificate)),
-                *(
-                    (f"cabundle[{i}]", _describe_cert(der))
-                    for i, der in enumerate(document.cabundle)
-                ),
-                ("cose algorithm", str(document.cose_algorithm)),
-                ("envelope", ("tagged" if document.tagged else "untagged") + " COSE_Sign1"),
-                ("payload map", f"{document.payload_map}-length"),
-                ("unknown fields", ", ".join(document.unknown_fields) or "(none)"),
-            ],
-        )
+    rows = _fields(
+        document.module_id,
+        document.timestamp,
+        document.pcrs,
+        [
+            ("digest", document.digest),
+            ("public_key", _opt(document.public_key)),
+            ("user_data", _opt(document.user_data)),
+            ("nonce", _opt(document.nonce)),
+            ("certificate", _describe_cert(document.certificate)),
+            *((f"cabundle[{i}]", _describe_cert(der)) for i, der in enumerate(document.cabundle)),
+            ("cose algorithm", str(document.cose_algorithm)),
+            ("envelope", ("tagged" if document.tagged else "untagged") + " COSE_Sign1"),
+            ("payload map", f"{document.payload_map}-length"),
+            ("unknown fields", ", ".join(document.unknown_fields) or "(none)"),
+        ],
     )
-    out_console.print("[dim]not verified: use 'enclave-audit attestation verify'[/]")
+    write_lines(columns(rows))
+    write_lines(["not verified: use 'enclave-audit attestation verify'"])

@@ -2,38 +2,73 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
-from rich.text import Text
 
-from enclave_audit.cli._common import emit_json, err_console, json_option, out_console
+from enclave_audit.cli._common import (
+    emit_json,
+    info,
+    input_path,
+    json_document,
+    json_option,
+    mark_json_written,
+    out_console,
+    styled,
+    warn,
+)
 from enclave_audit.cli.inputs import debian_mirror_option
 from enclave_audit.errors import AuditFailed
+from enclave_audit.fsutil import write_text_atomic
+from enclave_audit.limits import limit_options
 from enclave_audit.model.findings import Verdict
+from enclave_audit.output import visible
 from enclave_audit.progress import RichProgress
 
 
+def _sbom_format(path: Path, given: str | None) -> str:
+    if given is not None:
+        return given
+    name = path.name.lower()
+    return "cyclonedx" if ("cdx" in name or "cyclonedx" in name) else "spdx"
+
+
 @click.command("audit")
-@click.argument("image", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("image", type=input_path())
 @click.option(
     "--policy",
     "policy_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="TOML policy: fail_on, [severity] overrides, [allow] path globs.",
+    type=input_path(),
+    help="TOML policy: fail_on, [severity] overrides, [allow] path globs (README: Audit policy).",
 )
 @click.option(
-    "--sbom",
-    "sbom_format",
-    type=click.Choice(["spdx", "cyclonedx"]),
-    help="Also write an SBOM (SPDX 2.3 or CycloneDX 1.5 JSON); needs -o.",
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "sarif"]),
+    default="text",
+    show_default=True,
+    help="Report format on stdout or in -o FILE (sarif: SARIF 2.1.0 for code scanning).",
 )
 @click.option(
     "-o",
     "--output",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    help="Write the --format report to FILE (default: stdout).",
+)
+@click.option(
+    "--sbom",
+    "sbom_path",
+    metavar="FILE",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Where to write the SBOM.",
+    help="Also write an SBOM (SPDX 2.3 JSON; CycloneDX 1.5 when FILE names cdx/cyclonedx).",
+)
+@click.option(
+    "--sbom-format",
+    type=click.Choice(["spdx", "cyclonedx"]),
+    help="SBOM format, whatever --sbom's file name says.",
 )
 @click.option(
     "--security-updates",
@@ -52,12 +87,17 @@ from enclave_audit.progress import RichProgress
     " /etc/apt/sources.list). Repeatable.",
 )
 @debian_mirror_option
+@limit_options
 @json_option
 def audit(
     image: Path,
     policy_file: Path | None,
-    sbom_format: str | None,
+    fmt: str,
     output: Path | None,
+    sbom_path: Path | None,
+    sbom_format: str | None,
+    max_decompressed: int,
+    max_memory: int,
     security_updates: str | None,
     security_suites: tuple[str, ...],
     debian_mirrors: tuple[str, ...],
@@ -69,24 +109,29 @@ def audit(
     RPATH/RUNPATH, executable stack), setuid/setgid and world-writable files, shells and
     debug tools, embedded private keys and tokens, and the kernel command line, and
     reports every Debian package for which the image's security suite now serves a
-    newer version (with both versions).  The
-    policy decides which findings fail the audit (default: high and critical).
-    Exits 0 only when the verdict is PASS.
+    newer version (with both versions).  The ramdisks are read as the kernel unpacks
+    them: every archive (also after a TRAILER!!!), compressed segments, normalised
+    paths, hard links.  The policy decides which findings fail the audit (default: high
+    and critical).  What cannot be read, or a budget that is hit, makes the verdict
+    INCONCLUSIVE.  Exits 0 only when the verdict is PASS.
 
     \b
-    Example:
-      enclave-audit audit out/enclave.eif --sbom spdx -o out/sbom.spdx.json
+    Examples:
+      enclave-audit audit out/enclave.eif --sbom out/sbom.spdx.json
+      enclave-audit audit out/enclave.eif --format sarif -o audit.sarif
     """
     from verifier.audit import SbomFormat, audit_image, load_policy, write_sbom
 
-    if sbom_format is not None and output is None:
-        raise click.UsageError("--sbom needs -o FILE")
-    if output is not None and sbom_format is None:
-        raise click.UsageError("-o is the SBOM output: give --sbom spdx|cyclonedx")
+    if as_json and fmt not in ("text", "json") and output is None:
+        raise click.UsageError(f"--json and --format {fmt} both write to stdout: add -o FILE")
+    if sbom_format is not None and sbom_path is None:
+        raise click.UsageError("--sbom-format needs --sbom FILE")
     from builder.inputs.resolver import parse_mirror_map
+    from enclave_audit.limits import Limits
     from verifier.audit.updates import UpdatesMode
 
     policy = load_policy(policy_file)
+    limits = Limits(decompressed=max_decompressed, memory=max_memory)
     with RichProgress() as progress:
         report = audit_image(
             image,
@@ -95,14 +140,23 @@ def audit(
             security_updates=UpdatesMode(security_updates) if security_updates else None,
             security_suites=security_suites,
             debian_mirrors=parse_mirror_map(debian_mirrors),
+            limits=limits,
         )
-    if sbom_format is not None and output is not None:
-        write_sbom(report, SbomFormat(sbom_format), output)
-        err_console.print(
-            f"SBOM ({sbom_format}, {len(report.packages)} packages) written to {output}"
-        )
-    if as_json:
-        emit_json(report)
+    if sbom_path is not None:
+        chosen = _sbom_format(sbom_path, sbom_format)
+        write_sbom(report, SbomFormat(chosen), sbom_path)
+        info(f"SBOM ({chosen}, {len(report.packages)} packages) written to {sbom_path}")
+    rendered = _rendered(report, "json" if as_json and output is None else fmt)
+    if output is not None and str(output) != "-":
+        write_text_atomic(output, rendered if rendered is not None else _plain(report))
+        info(f"{fmt} report written to {output}")
+        if as_json:
+            emit_json(report)
+    elif rendered is not None:
+        sys.stdout.write(rendered)
+        sys.stdout.flush()
+        if as_json or fmt == "json":
+            mark_json_written()
     else:
         _print(report)
     if report.verdict is not Verdict.PASS:
@@ -120,57 +174,85 @@ def audit(
         )
 
 
-def _cell(text: str) -> Text:
-    """Image-controlled text as plain data: no markup, control characters escaped."""
-    return Text("".join(c if c.isprintable() or c == "\n" else f"\\x{ord(c):02x}" for c in text))
+def _rendered(report: object, fmt: str) -> str | None:
+    """The report as JSON or SARIF text (None for the text view)."""
+    import json
 
-
-def _print(report: object) -> None:
+    from enclave_runtime.strictjson import json_safe
     from verifier.audit import ImageAuditReport
 
     assert isinstance(report, ImageAuditReport)
+    if fmt == "json":  # labelled, with undecodable names written visibly (\\xNN)
+        return json_document(report)
+    if fmt == "sarif":
+        from verifier.audit.sarif import sarif_log
+
+        return json.dumps(json_safe(sarif_log(report)), indent=2) + "\n"
+    return None
+
+
+def _plain(report: object) -> str:
+    import io
+
+    from enclave_audit.output import make_console
+
+    buffer = io.StringIO()
+    _print(report, make_console(file=buffer))
+    return buffer.getvalue()
+
+
+def _print(report: object, console: Any = None) -> None:
+    from verifier.audit import ImageAuditReport
+
+    assert isinstance(report, ImageAuditReport)
+    out = console if console is not None else out_console
     colour = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "yellow"}[report.verdict.value]
-    out_console.print(
-        f"[bold {colour}]{report.verdict.value}[/] {report.image}"
-        f"  (policy {report.policy}, fails on {report.fail_on.value} and above)"
+    out.print(
+        styled(
+            (report.verdict.value, f"bold {colour}"),
+            f" {visible(report.image)}  (policy {visible(report.policy)},"
+            f" fails on {report.fail_on.value} and above)",
+        )
     )
-    out_console.print(f"kernel: {report.kernel_version or 'unknown'}; cmdline: {report.cmdline!r}")
-    out_console.print(
+    out.print(
+        f"kernel: {visible(report.kernel_version or 'unknown')}; cmdline: {visible(report.cmdline)}"
+    )
+    out.print(
         f"{report.files} files, {len(report.binaries)} ELF binaries,"
         f" {len(report.packages)} packages; {report.suppressed} finding(s) suppressed"
     )
-    out_console.print(f"findings: {report.summary()}")
+    out.print(f"findings: {report.summary()}")
     checks = Table(title="Checks", show_lines=False)
     for col in ("check", "outcome", "detail"):
         checks.add_column(col)
     for c in report.checks:
-        checks.add_row(c.name, c.outcome.value, c.detail)
-    out_console.print(checks)
+        checks.add_row(c.name, c.outcome.value, visible(c.detail))
+    out.print(checks)
     groups: dict[tuple[str, str], list[str]] = {}
     for f in report.findings:
-        groups.setdefault((f.severity.value, f.rule), []).append(f"{f.path}: {f.message}")
+        groups.setdefault((f.severity.value, f.rule), []).append(visible(f"{f.path}: {f.message}"))
     table = Table(title="Findings (most severe first)")
     for col in ("severity", "rule", "count", "examples"):
         table.add_column(col)
     for (severity, rule), items in groups.items():
         examples = "\n".join(items[:3]) + (f"\n… {len(items) - 3} more" if len(items) > 3 else "")
-        table.add_row(severity, rule, str(len(items)), _cell(examples))
-    out_console.print(table)
+        table.add_row(severity, rule, str(len(items)), examples)
+    out.print(table)
     if report.waived:
-        waived = Table(title=f"Waived by {report.policy} (reported, not failing)")
+        waived = Table(title=f"Waived by {visible(report.policy)} (reported, not failing)")
         for col in ("severity", "rule", "count", "reason", "examples"):
             waived.add_column(col)
         by_reason: dict[tuple[str, str, str], list[str]] = {}
         for item in report.waived:
             key = (item.finding.severity.value, item.finding.rule, item.reason)
-            by_reason.setdefault(key, []).append(item.finding.path)
+            by_reason.setdefault(key, []).append(visible(item.finding.path))
         for (severity, rule, reason), paths in by_reason.items():
             more = f"\n… {len(paths) - 2} more" if len(paths) > 2 else ""
-            waived.add_row(
-                severity, rule, str(len(paths)), _cell(reason), _cell("\n".join(paths[:2]) + more)
-            )
-        out_console.print(waived)
+            examples = "\n".join(paths[:2]) + more
+            waived.add_row(severity, visible(rule), str(len(paths)), visible(reason), examples)
+        out.print(waived)
     for unused in report.unused_waivers:
-        err_console.print(
-            _cell(f"unused waiver: {unused.rule} {unused.path} (matched nothing; remove it?)")
+        warn(
+            f"unused waiver: {visible(unused.rule)} {visible(unused.path)}"
+            " (matched nothing; remove it?)"
         )

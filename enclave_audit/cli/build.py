@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
 
-from enclave_audit.cli._common import emit_json, err_console, json_option
+from enclave_audit.cli._common import emit_json, err_console, json_option, styled
 from enclave_audit.cli.inputs import debian_mirror_option, inputs_option
 from enclave_audit.progress import RichProgress
 
@@ -89,6 +90,10 @@ def build(
     from builder.pipeline import BuildOptions
     from builder.pipeline import build as run_build
 
+    if source_commit and not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", source_commit):
+        raise click.BadParameter(
+            "must be a full commit id (40 or 64 lowercase hex digits)", param_hint="--source-commit"
+        )
     if update_lock:  # the old spelling of `enclave-audit lock update`
         from enclave_audit.cli.lock import run_lock_update
 
@@ -125,7 +130,8 @@ def build(
                 "kernel_reused": result.kernel_reused,
                 "rootfs_reused": result.rootfs_reused,
                 "timings": {k: round(v, 3) for k, v in result.timings.items()},
-            }
+            },
+            schema="enclave-audit/build",
         )
         return
     from enclave_audit.model.measurements import measurements_json
@@ -188,12 +194,12 @@ def repro_test(
             if not v.tested:
                 state = f"not tested ({v.note})" if v.note else "not tested"
             elif v.eif_identical and v.pcrs_equal:
-                state = "[green]identical EIF, equal PCRs[/]"
+                state = styled(("identical EIF, equal PCRs", "green"))
             elif v.pcrs_equal:
-                state = "[red]EIF differs[/], PCRs equal"
+                state = styled(("EIF differs", "red"), ", PCRs equal")
             else:
-                state = "[red]EIF and PCRs differ[/]"
-            err_console.print(f"{v.name:<13} {v.varied:<48} {state}")
+                state = styled(("EIF and PCRs differ", "red"))
+            err_console.print(styled(f"{v.name:<13} {v.varied:<48} "), state, sep="")
         for run in report.runs:
             if run.manifest_differences:
                 fields = ", ".join(run.manifest_differences[:8])

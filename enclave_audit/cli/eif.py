@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,17 +24,26 @@ from builder.eif import (
     describe_eif as describe,
 )
 from builder.eif.describe import SectionSummary
-from enclave_audit.cli._common import emit_json, err_console, json_option, out_console
+from enclave_audit.cli._common import (
+    emit_json,
+    info,
+    input_path,
+    json_option,
+    mark_json_written,
+    out_console,
+)
 from enclave_audit.errors import EifCrcMismatch, EifSignatureInvalid, InvalidInput
 from enclave_audit.fsutil import hash_file, read_bytes, read_json
 from enclave_audit.model.measurements import measurements_json
+from enclave_audit.output import visible
 from enclave_audit.progress import RichProgress
 
 _path = click.Path(path_type=Path, dir_okay=False)
+_in = input_path()
 
 
 @click.command("describe-eif")
-@click.argument("image", type=_path)
+@click.argument("image", type=input_path())
 @json_option
 def describe_eif(image: Path, as_json: bool) -> None:
     """Describe an EIF: PCRs, CRC, signature and metadata, as nitro-cli describe-eif.
@@ -49,6 +59,7 @@ def describe_eif(image: Path, as_json: bool) -> None:
         desc = describe(image, progress=progress)
     if as_json:
         sys.stdout.write(json.dumps(desc.to_nitro(), indent=2) + "\n")
+        mark_json_written()  # nitro-cli's own format; a failure below adds no error document
     else:
         _print_table(desc.to_nitro(), desc.sections)
     if not desc.crc_ok:
@@ -69,34 +80,38 @@ def _print_table(nitro: dict[str, object], sections: list[SectionSummary]) -> No
     table.add_row("EifVersion", str(nitro["EifVersion"]))
     for key, value in measurements.items():
         if key != "HashAlgorithm":
-            table.add_row(key, str(value))
+            table.add_row(key, visible(value))
     for key in ("IsSigned", "CheckCRC", "SignatureCheck", "ImageName", "ImageVersion"):
         if key in nitro:
-            table.add_row(key, str(nitro[key]))
+            table.add_row(key, visible(nitro[key]))
     metadata = nitro.get("Metadata")
     if isinstance(metadata, dict):
         for key in ("BuildTime", "BuildTool", "BuildToolVersion", "KernelVersion"):
             if key in metadata:
-                table.add_row(key, str(metadata[key]))
+                table.add_row(key, visible(metadata[key]))
     out_console.print(table)
     sec = Table(title="Sections")
     for col in ("#", "type", "offset", "size", "PCRs"):
         sec.add_column(col)
     for s in sections:
         sec.add_row(
-            str(s.index), s.type, str(s.offset), str(s.size), ",".join(map(str, s.pcrs)) or "-"
+            str(s.index),
+            visible(s.type),
+            str(s.offset),
+            str(s.size),
+            ",".join(map(str, s.pcrs)) or "-",
         )
     out_console.print(sec)
 
 
 @click.command("pcr")
-@click.option("--kernel", type=_path, help="Kernel image (bzImage).")
+@click.option("--kernel", type=_in, help="Kernel image (bzImage).")
 @click.option("--cmdline", help="Kernel command line (default: nitro-cli's x86_64 line).")
-@click.option("--ramdisk", "ramdisks", multiple=True, type=_path, help="Ramdisk, in order.")
-@click.option("--signing-certificate", type=_path, help="PEM/DER certificate: print PCR8.")
+@click.option("--ramdisk", "ramdisks", multiple=True, type=_in, help="Ramdisk, in order.")
+@click.option("--signing-certificate", type=_in, help="PEM/DER certificate: print PCR8.")
 @click.option("--role-arn", help="Parent instance IAM role ARN: print PCR3.")
 @click.option("--instance-id", help="Parent instance id (i-...): print PCR4.")
-@click.option("--input", "input_file", type=_path, help="Any file: extend(SHA384(file)).")
+@click.option("--input", "input_file", type=_in, help="Any file: extend(SHA384(file)).")
 @json_option
 def pcr(
     kernel: Path | None,
@@ -130,9 +145,9 @@ def pcr(
     if signing_certificate is not None:
         result["PCR8"] = pcr8_from_certificate(read_bytes(signing_certificate, limit=1 << 20)).hex()
     if role_arn is not None:
-        result["PCR3"] = extend_string(role_arn).hex()
+        result["PCR3"] = extend_string(_check_role_arn(role_arn)).hex()
     if instance_id is not None:
-        result["PCR4"] = extend_string(instance_id).hex()
+        result["PCR4"] = extend_string(_check_instance_id(instance_id)).hex()
     if input_file is not None:
         result["PCR"] = tpm_extend(hash_file(input_file, ("sha384",))["sha384"]).hex()
     if not result:
@@ -142,7 +157,7 @@ def pcr(
         )
     ordered = dict(sorted(result.items()))
     if as_json:
-        emit_json(ordered)
+        emit_json(ordered, schema="enclave-audit/pcr")
     else:
         for key, value in ordered.items():
             out_console.print(f"{key}  {value}")
@@ -159,19 +174,19 @@ def eif_group() -> None:
 
 
 @eif_group.command("assemble")
-@click.option("--kernel", type=_path, required=True, help="Kernel image (bzImage).")
-@click.option("--kernel-config", type=_path, help="Kernel .config (for KernelVersion metadata).")
+@click.option("--kernel", type=_in, required=True, help="Kernel image (bzImage).")
+@click.option("--kernel-config", type=_in, help="Kernel .config (for KernelVersion metadata).")
 @click.option("--cmdline", default=NITRO_DEFAULT_CMDLINE, show_default=True)
-@click.option("--ramdisk", "ramdisks", multiple=True, type=_path, required=True)
+@click.option("--ramdisk", "ramdisks", multiple=True, type=_in, required=True)
 @click.option("--name", default="enclave", show_default=True, help="ImageName metadata.")
 @click.option("--version", "image_version", default="1.0", show_default=True)
 @click.option(
     "--build-time",
     help="RFC 3339 BuildTime (default: from SOURCE_DATE_EPOCH, else 1970-01-01T00:00:00+00:00).",
 )
-@click.option("--metadata", "metadata_file", type=_path, help="Custom metadata JSON file.")
-@click.option("--sign-cert", type=_path, help="PEM signing certificate (PCR8).")
-@click.option("--sign-key", type=_path, help="PEM EC private key for the certificate.")
+@click.option("--metadata", "metadata_file", type=_in, help="Custom metadata JSON file.")
+@click.option("--sign-cert", type=_in, help="PEM signing certificate (PCR8).")
+@click.option("--sign-key", type=_in, help="PEM EC private key for the certificate.")
 @click.option("-o", "--output", type=_path, required=True)
 @json_option
 def assemble(
@@ -219,8 +234,37 @@ def assemble(
             progress=progress,
         ).pcrs
     sys.stdout.write(measurements_json(pcrs))
+    mark_json_written()
     if not as_json:
-        err_console.print(f"wrote {output}")
+        info(f"wrote {output}")
+
+
+_ROLE_ARN = re.compile(
+    r"arn:aws(?:-[a-z]+)*:iam::\d{12}:role/(?:[\x21-\x7e]{1,512}/)?[\w+=,.@-]{1,64}"
+)
+_INSTANCE_ID = re.compile(r"i-(?:[0-9a-f]{8}|[0-9a-f]{17})")
+
+
+def _check_role_arn(text: str) -> str:
+    """PCR3 hashes the ARN's exact characters: a typo gives a wrong PCR, so refuse it."""
+    if _ROLE_ARN.fullmatch(text):
+        return text
+    hint = "an IAM role ARN looks like arn:aws:iam::123456789012:role/NAME"
+    if ":instance-profile/" in text:
+        hint = "PCR3 is the role's ARN, not the instance profile's (…:role/NAME)"
+    elif text.strip() != text:
+        hint = "remove the surrounding whitespace"
+    raise InvalidInput(f"--role-arn {visible(text)!s}: not an IAM role ARN", hint=hint)
+
+
+def _check_instance_id(text: str) -> str:
+    """PCR4 hashes the instance id's exact characters: refuse anything that is not one."""
+    if _INSTANCE_ID.fullmatch(text):
+        return text
+    hint = "an EC2 instance id is i- and 8 or 17 lowercase hex digits, e.g. i-0123456789abcdef0"
+    if _INSTANCE_ID.fullmatch(text.strip().lower()):
+        hint = f"did you mean {text.strip().lower()}? (ids are lowercase, without spaces)"
+    raise InvalidInput(f"--instance-id {visible(text)!s}: not an EC2 instance id", hint=hint)
 
 
 def _default_build_time() -> str:

@@ -58,7 +58,10 @@ def sim_ca(output: Path, as_json: bool) -> None:
     ca.save(output)
     fingerprint = ca.root.fingerprint(hashes.SHA256()).hex()
     if as_json:
-        emit_json({"root": str(output / "root.pem"), "root_sha256": fingerprint})
+        emit_json(
+            {"root": str(output / "root.pem"), "root_sha256": fingerprint},
+            schema="enclave-audit/sim-ca",
+        )
     else:
         out_console.print(f"{output / 'root.pem'}  sha256:{fingerprint}")
 
@@ -203,7 +206,10 @@ def run(
     signal.signal(signal.SIGINT, _stop)
     try:
         if as_json:
-            emit_json({"url": enclave.url, "module_id": enclave.nsm.module_id, "pid": os.getpid()})
+            emit_json(
+                {"url": enclave.url, "module_id": enclave.nsm.module_id, "pid": os.getpid()},
+                schema="enclave-audit/enclave-run",
+            )
         else:
             out_console.print(enclave.url)
             info(f"enclave {enclave.nsm.module_id} ready; log {enclave.log_path}; Ctrl-C stops it")

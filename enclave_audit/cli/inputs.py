@@ -37,7 +37,13 @@ def debian_mirror_option(func: click.decorators.FC) -> click.decorators.FC:
 
 @click.group("inputs")
 def inputs_group() -> None:
-    """Export and check the pinned inputs of a build (for rebuilds without a network)."""
+    """Export and check the pinned inputs of a build (for rebuilds without a network).
+
+    \b
+    Example:
+      enclave-audit inputs export --manifest out/build-manifest.json -o inputs.tar
+      enclave-audit verify --manifest out/build-manifest.json --inputs inputs.tar -o verify/
+    """
 
 
 @inputs_group.command("export")

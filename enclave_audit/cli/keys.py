@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from enclave_audit.cli._common import emit_json, err_console, json_option, out_console
+from enclave_audit.cli._common import emit_json, info, json_option, out_console
 from enclave_audit.errors import KeyFileError
 from verifier.attest.keys import KeyType, generate_key_pair
 
@@ -18,7 +18,7 @@ def keys_group() -> None:
 
     \b
     Example:
-      enclave-audit keys generate --type ed25519 -o keys/release
+      enclave-audit keys generate --type ed25519 --prefix keys/release
     """
 
 
@@ -32,12 +32,18 @@ def keys_group() -> None:
     help="Key algorithm.",
 )
 @click.option(
-    "-o",
-    "--output",
+    "--prefix",
     "prefix",
-    required=True,
     type=click.Path(path_type=Path, dir_okay=False),
     help="Writes PREFIX.key (private, 0600) and PREFIX.pub (public, PEM).",
+)
+@click.option(
+    "-o",
+    "--output",
+    "old_prefix",
+    hidden=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Old spelling of --prefix.",
 )
 @click.option(
     "--passphrase-env",
@@ -47,7 +53,12 @@ def keys_group() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing key pair.")
 @json_option
 def generate(
-    key_type: str, prefix: Path, passphrase_env: str | None, force: bool, as_json: bool
+    key_type: str,
+    prefix: Path | None,
+    old_prefix: Path | None,
+    passphrase_env: str | None,
+    force: bool,
+    as_json: bool,
 ) -> None:
     """Generate an ECDSA P-256 or Ed25519 key pair.
 
@@ -57,8 +68,12 @@ def generate(
 
     \b
     Example:
-      enclave-audit keys generate --type ecdsa-p256 -o keys/release
+      enclave-audit keys generate --type ecdsa-p256 --prefix keys/release
     """
+    if (prefix is None) == (old_prefix is None):
+        raise click.UsageError("give --prefix PATH (keys go to PATH.key and PATH.pub)")
+    prefix = prefix or old_prefix
+    assert prefix is not None
     passphrase: bytes | None = None
     if passphrase_env:
         value = os.environ.get(passphrase_env)
@@ -75,11 +90,12 @@ def generate(
                 "fingerprint": files.fingerprint,
                 "hint": files.hint,
                 "encrypted": passphrase is not None,
-            }
+            },
+            schema="enclave-audit/keys",
         )
         return
     out_console.print(f"private key: {files.private} (0600{', encrypted' if passphrase else ''})")
     out_console.print(f"public key:  {files.public}")
     out_console.print(f"fingerprint: {files.fingerprint}")
     if passphrase is None:
-        err_console.print("note: the private key is not encrypted; keep it out of the repository")
+        info("note: the private key is not encrypted; keep it out of the repository")

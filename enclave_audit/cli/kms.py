@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from enclave_audit.cli._common import emit_json, info, json_option, out_console, warn
+from enclave_audit.cli._common import emit_json, info, input_path, json_option, out_console, warn
 from enclave_audit.errors import InvalidInput
 from enclave_audit.fsutil import read_bytes
 
@@ -181,7 +181,7 @@ def create_key(
     client = _client(endpoint, region)
     meta = _call("CreateKey", client.create_key, **kwargs)["KeyMetadata"]
     if as_json:
-        emit_json({"KeyId": meta["KeyId"], "Arn": meta["Arn"]})
+        emit_json({"KeyId": meta["KeyId"], "Arn": meta["Arn"]}, schema="enclave-audit/kms-key")
     else:
         out_console.print(meta["Arn"])
 
@@ -204,7 +204,7 @@ def get_policy(endpoint: str, region: str, key_id: str) -> None:
 @kms_group.command(name="put-policy")
 @_endpoint_options
 @click.argument("key_id")
-@click.argument("policy_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("policy_path", type=input_path())
 def put_policy(endpoint: str, region: str, key_id: str, policy_path: Path) -> None:
     """Replace a key's policy with POLICY_PATH (validated by the KMS).
 
@@ -224,7 +224,7 @@ def put_policy(endpoint: str, region: str, key_id: str, policy_path: Path) -> No
 
 
 @kms_group.command(name="check-policy")
-@click.argument("policy_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("policy_path", type=input_path())
 @json_option
 def check_policy(policy_path: Path, as_json: bool) -> None:
     """Validate a key policy offline as the reference KMS would.
@@ -241,6 +241,9 @@ def check_policy(policy_path: Path, as_json: bool) -> None:
     except KmsApiError as exc:
         raise InvalidInput(f"{policy_path}: {exc.api_message}") from None
     if as_json:
-        emit_json({"path": str(policy_path), "valid": True, "statements": len(policy.statements)})
+        emit_json(
+            {"path": str(policy_path), "valid": True, "statements": len(policy.statements)},
+            schema="enclave-audit/kms-policy-check",
+        )
     else:
         out_console.print(f"{policy_path}: valid key policy, {len(policy.statements)} statement(s)")

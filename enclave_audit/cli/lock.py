@@ -84,7 +84,12 @@ def run_lock_update(
 
 @click.group("lock")
 def lock_group() -> None:
-    """Maintain the Debian lock of a build spec."""
+    """Maintain the Debian lock of a build spec.
+
+    \b
+    Example:
+      enclave-audit lock update --spec reference_enclave/enclave.toml --check
+    """
 
 
 @lock_group.command("update")

@@ -9,10 +9,10 @@ from typing import Any
 
 import click
 
-from enclave_audit.cli._common import emit_json, err_console, json_option, out_console
+from enclave_audit.cli._common import emit_json, err_console, input_path, json_option, out_console
 from enclave_audit.errors import InvalidInput
 
-RUN_SCHEMA = "enclave-audit/model-run/v1"
+RUN_SCHEMA = "enclave-audit/model-run"
 
 
 def _parse_sha256(value: str | None) -> bytes | None:
@@ -52,7 +52,7 @@ def model_group() -> None:
 
 
 @model_group.command("encrypt")
-@click.argument("src", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("src", type=input_path())
 @click.option(
     "-o",
     "--output",
@@ -177,7 +177,7 @@ def _kms_data_key(
 
 
 @model_group.command("info")
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("file", type=input_path())
 @json_option
 def info(file: Path, as_json: bool) -> None:
     """Show an encrypted model file's header (not authenticated without the key).
@@ -201,7 +201,7 @@ def info(file: Path, as_json: bool) -> None:
 
 
 @model_group.command("decrypt")
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("file", type=input_path())
 @click.option(
     "-o",
     "--output",

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from enclave_audit.cli._common import emit_json, err_console, json_option, out_console
+from enclave_audit.cli._common import emit_json, err_console, json_option, out_console, styled
 from enclave_audit.errors import AuditFailed
 from enclave_audit.model.digests import parse_hex
 from enclave_audit.model.findings import CheckOutcome, Verdict
@@ -48,7 +48,8 @@ def qemu_setup(force: bool, jobs: int, as_json: bool) -> None:
                 "version": install.version,
                 "source": install.source,
                 "build_seconds": install.build_seconds,
-            }
+            },
+            schema="enclave-audit/qemu-build",
         )
         return
     out_console.print(f"{install.version}: {install.binary} ({install.source})")
@@ -93,12 +94,12 @@ def run_qemu(
         table.add_column("from")
         table.add_column("")
         for c in result.comparisons:
-            mark = "[green]match[/]" if c.match else "[bold red]DIFFERS[/]"
+            mark = styled(("match", "green")) if c.match else styled(("DIFFERS", "bold red"))
             table.add_row(str(c.index), c.expected, c.guest or "(absent)", c.source, mark)
         out_console.print(table)
         for check in result.checks:
             if check.outcome is CheckOutcome.FAIL:
-                out_console.print(f"[bold red]FAIL[/] {check.name}: {check.detail}")
+                out_console.print(styled(("FAIL", "bold red"), f" {check.name}: {check.detail}"))
         t = result.timings
         vsock = {True: "document copy matched", False: "DOCUMENT COPY DIFFERS", None: "no copy"}
         out_console.print(
@@ -113,8 +114,10 @@ def run_qemu(
         )
         out_console.print(f"verdict: {result.verdict.value}")
     err_console.print(
-        "[bold yellow]INSECURE (emulator):[/] the document is unsigned; not checked: "
-        + "; ".join(result.not_checked)
+        styled(
+            ("INSECURE (emulator):", "bold yellow"),
+            " the document is unsigned; not checked: " + "; ".join(result.not_checked),
+        )
     )
     if result.verdict is not Verdict.PASS:
         differing = ", ".join(f"PCR{i}" for i in result.mismatched()) or "checks failed"

@@ -7,14 +7,21 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from enclave_audit.cli._common import emit_json, err_console, json_option, out_console
+from enclave_audit.cli._common import (
+    emit_json,
+    err_console,
+    input_path,
+    json_option,
+    out_console,
+    styled,
+)
 from enclave_audit.cli.inputs import debian_mirror_option, inputs_option
 from enclave_audit.errors import AuditFailed
 from enclave_audit.model.findings import Verdict
 from enclave_audit.progress import RichProgress
 from verifier.rebuild import VerifyResult
 
-_file = click.Path(path_type=Path, dir_okay=False)
+_file = input_path()
 
 
 def _write_reports(
@@ -25,7 +32,10 @@ def _write_reports(
     with_audit: bool,
     progress: RichProgress,
 ) -> None:
-    """report.{json,md,html} beside verify.json: verdict, PCR table, differences, findings."""
+    """report.{json,md,html} beside verify.json: verdict, PCR table, differences, findings.
+
+    ``output`` is the staging directory of the atomic output (the reports are committed
+    with everything else, or not at all)."""
     from enclave_audit.errors import EnclaveAuditError
     from enclave_audit.fsutil import write_text_atomic
     from enclave_audit.model.manifest import BuildManifest
@@ -34,8 +44,9 @@ def _write_reports(
     from verifier.audit import audit_image, load_policy
 
     image_audit = None
-    if with_audit and result.rebuilt_eif and Path(result.rebuilt_eif).exists():
-        image_audit = audit_image(Path(result.rebuilt_eif), load_policy(None), progress=progress)
+    staged = output / "rebuild" / Path(result.rebuilt_eif).name if result.rebuilt_eif else None
+    if with_audit and staged is not None and staged.exists():
+        image_audit = audit_image(staged, load_policy(None), progress=progress)
     try:
         loaded = BuildManifest.load(manifest)
     except EnclaveAuditError:
@@ -56,9 +67,21 @@ def _write_reports(
 @click.option(
     "--source",
     type=click.Path(path_type=Path, file_okay=False),
-    help="A checkout of the manifest's source commit.",
+    help="A git checkout of the manifest's source commit (HEAD and every file the build"
+    " reads must be that commit's).",
 )
-@click.option("--git", "git_ref", metavar="URL@COMMIT", help="Clone URL and check out COMMIT.")
+@click.option(
+    "--git",
+    "git_ref",
+    metavar="URL@COMMIT",
+    help="Fetch COMMIT (a commit id, never a tag or branch name) from URL and check it out.",
+)
+@click.option(
+    "--allow-other-commit",
+    is_flag=True,
+    help="With --source: rebuild even when the checkout is not exactly the manifest's"
+    " commit; the verdict is then INCONCLUSIVE at best.",
+)
 @click.option("--expected", type=_file, help="Expected measurements (nitro-cli JSON).")
 @click.option("--eif", type=_file, help="The image to compare with (and diff against).")
 @click.option("--backend", default=None, help="Rootfs backend (default: the manifest's).")
@@ -87,6 +110,7 @@ def verify(
     manifest: Path,
     source: Path | None,
     git_ref: str | None,
+    allow_other_commit: bool,
     expected: Path | None,
     eif: Path | None,
     backend: str | None,
@@ -105,9 +129,16 @@ def verify(
     ELF section and symbol, with likely causes.  Writes verify.json and an audit report
     (report.json, report.md, report.html).  Exits 0 only on PASS.
 
+    The verdict binds to one exact commit: the manifest's full source.git_commit.  The
+    audited party's repository, spec, Dockerfile and manifest are treated as hostile:
+    git never reads the repository's own config or hooks, spec and manifest paths must
+    stay inside the checkout and the manifest's directory, and the steps that run
+    audited inputs run in the build sandbox (bubblewrap).
+
     \b
     Example:
       enclave-audit verify --manifest out/build-manifest.json --source . -o verify/
+      enclave-audit verify --manifest M.json --git https://host/repo.git@3f2a9c1 -o verify/
       enclave-audit verify --manifest m.json --source . --inputs inputs.tar -o verify/
     """
     from verifier.rebuild import PipelineRebuilder
@@ -129,15 +160,21 @@ def verify(
             eif=eif,
             rebuilder=rebuilder,
             progress=progress,
+            allow_other_commit=allow_other_commit,
+            backend=backend,
+            finish=lambda done, staging: _write_reports(
+                done, manifest, staging, with_audit=audit, progress=progress
+            ),
         )
-        _write_reports(result, manifest, output, with_audit=audit, progress=progress)
     if as_json:
         emit_json(result)
     else:
         colour = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "yellow"}[result.verdict.value]
         out_console.print(
-            f"[bold {colour}]{result.verdict.value}[/] {result.name} {result.version}"
-            f" (expected from {result.expected_from})"
+            styled(
+                (result.verdict.value, f"bold {colour}"),
+                f" {result.name} {result.version} (expected from {result.expected_from})",
+            )
         )
         table = Table()
         for col in ("check", "outcome", "detail"):

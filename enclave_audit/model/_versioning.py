@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from enclave_audit.errors import InvalidInput
+from enclave_runtime import strictjson
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -22,10 +22,7 @@ def load_versioned(
     error: type[InvalidInput] = InvalidInput,
 ) -> M:
     """Parse ``text`` as ``model``; refuse another schema or an unknown version first."""
-    try:
-        data: Any = json.loads(text)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise error(f"{source}: not valid JSON: {exc}") from None
+    data: Any = strictjson.loads(text, what=source, error=error)
     if not isinstance(data, dict) or data.get("schema") != schema:
         raise error(f"{source}: not an {schema} document")
     if data.get("schema_version") != version:

@@ -24,13 +24,13 @@ README):
   subject", and measurements must *not* be custom subject digest keys
   (sigstore-python rejects those).  ``internalParameters`` is deliberately not
   used: the spec says verifiers need not check it.
-* **VSA**: vendor extension fields prefixed ``enclaveaudit_`` (the SLSA
-  ``<vendor>_<field>`` convention; ignoring them never turns FAILED into
-  PASSED because ``verificationResult`` is always set from the verdict, failing
-  closed): ``enclaveaudit_pcrs`` (object ``"PCR<n>"`` -> hex),
-  ``enclaveaudit_sourceCommit`` (git commit hex), ``enclaveaudit_rebuilds``
-  (number of independent rebuilds that matched), ``enclaveaudit_verdict``
-  (``PASS``/``FAIL``/``INCONCLUSIVE``).
+* **VSA**: extension fields named by URIs under :data:`VSA_EXT_BASE`
+  (docs/vsa-extensions.md; in-toto extension fields are URIs; ignoring them never
+  turns FAILED into PASSED because ``verificationResult`` is always set from the
+  verdict, failing closed): ``#pcrs`` (object ``"PCR<n>"`` -> hex),
+  ``#sourceCommit`` (git commit hex), ``#rebuilds`` (number of independent
+  rebuilds that matched), ``#verdict`` (``PASS``/``FAIL``/``INCONCLUSIVE``).
+  VSAs signed with the earlier ``enclaveaudit_*`` names are still read.
 
 Serialisation (:meth:`Statement.to_bytes`) is compact JSON with sorted keys,
 UTF-8, no ``null`` members: the same model always gives the same bytes.  The
@@ -49,6 +49,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -62,6 +63,7 @@ from enclave_audit.errors import BundleMalformed, EnclaveAuditError
 from enclave_audit.model.digests import Digest
 from enclave_audit.model.findings import Verdict
 from enclave_audit.model.measurements import PcrSet, measurements_json
+from enclave_runtime import strictjson
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -76,10 +78,20 @@ DEFAULT_VERIFIER_ID = "https://github.com/enclave-audit/enclave-audit/verifier/v
 PCRS_BYPRODUCT_NAME = "pcrs"
 PCRS_MEDIA_TYPE = "application/vnd.enclave-audit.measurements+json"
 
-VSA_EXT_PCRS = "enclaveaudit_pcrs"
-VSA_EXT_SOURCE_COMMIT = "enclaveaudit_sourceCommit"
-VSA_EXT_REBUILDS = "enclaveaudit_rebuilds"
-VSA_EXT_VERDICT = "enclaveaudit_verdict"
+#: VSA extension fields are named by URIs (in-toto/SLSA: extension field names are URIs);
+#: each resolves to its definition in docs/vsa-extensions.md.
+VSA_EXT_BASE = "https://github.com/enclave-audit/enclave-audit/blob/main/docs/vsa-extensions.md"
+VSA_EXT_PCRS = f"{VSA_EXT_BASE}#pcrs"
+VSA_EXT_SOURCE_COMMIT = f"{VSA_EXT_BASE}#sourceCommit"
+VSA_EXT_REBUILDS = f"{VSA_EXT_BASE}#rebuilds"
+VSA_EXT_VERDICT = f"{VSA_EXT_BASE}#verdict"
+#: the names VSAs signed before the extension fields were URIs carry (read, never written)
+VSA_EXT_LEGACY = {
+    VSA_EXT_PCRS: "enclaveaudit_pcrs",
+    VSA_EXT_SOURCE_COMMIT: "enclaveaudit_sourceCommit",
+    VSA_EXT_REBUILDS: "enclaveaudit_rebuilds",
+    VSA_EXT_VERDICT: "enclaveaudit_verdict",
+}
 
 _LOWER_HEX = re.compile(r"^[0-9a-f]+$")
 #: digest algorithms whose values are hex (in-toto digest_set.md); others are kept verbatim.
@@ -197,11 +209,9 @@ class Statement(_Model):
 
     @classmethod
     def from_bytes(cls, data: bytes, *, source: str = "statement") -> Statement:
-        """Parse payload bytes; one-line :class:`BundleMalformed` on any problem."""
-        try:
-            obj = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BundleMalformed(f"{source}: not UTF-8 JSON: {exc}") from None
+        """Parse payload bytes strictly (a duplicated ``subject`` or ``predicate`` would let
+        two readers see two statements); one-line :class:`BundleMalformed` on any problem."""
+        obj = strictjson.loads(data, what=source, error=BundleMalformed)
         return cls.from_obj(obj, source=source)
 
     @classmethod
@@ -364,10 +374,33 @@ class VsaPredicate(_Predicate):
     slsa_version: str | None = Field(default=None, alias="slsaVersion")
 
     # extension fields
-    pcrs_ext: dict[str, str] | None = Field(default=None, alias=VSA_EXT_PCRS)
-    source_commit: str | None = Field(default=None, alias=VSA_EXT_SOURCE_COMMIT)
-    rebuilds: int | None = Field(default=None, alias=VSA_EXT_REBUILDS, ge=0)
-    verdict: Verdict | None = Field(default=None, alias=VSA_EXT_VERDICT)
+    pcrs_ext: dict[str, str] | None = Field(
+        default=None,
+        alias=VSA_EXT_PCRS,
+        validation_alias=AliasChoices(VSA_EXT_PCRS, VSA_EXT_LEGACY[VSA_EXT_PCRS], "pcrs_ext"),
+    )
+    source_commit: str | None = Field(
+        default=None,
+        alias=VSA_EXT_SOURCE_COMMIT,
+        validation_alias=AliasChoices(
+            VSA_EXT_SOURCE_COMMIT, VSA_EXT_LEGACY[VSA_EXT_SOURCE_COMMIT], "source_commit"
+        ),
+    )
+    rebuilds: int | None = Field(
+        default=None,
+        alias=VSA_EXT_REBUILDS,
+        ge=0,
+        validation_alias=AliasChoices(
+            VSA_EXT_REBUILDS, VSA_EXT_LEGACY[VSA_EXT_REBUILDS], "rebuilds"
+        ),
+    )
+    verdict: Verdict | None = Field(
+        default=None,
+        alias=VSA_EXT_VERDICT,
+        validation_alias=AliasChoices(
+            VSA_EXT_VERDICT, VSA_EXT_LEGACY[VSA_EXT_VERDICT], "verdict"
+        ),
+    )
 
     @field_serializer("time_verified")
     def _ts(self, v: datetime | None) -> str | None:

@@ -34,8 +34,8 @@ from enclave_audit.model.digests import parse_hex
 from enclave_audit.model.findings import Check, CheckOutcome, Verdict
 from enclave_audit.model.measurements import PcrSet
 
-DOCUMENT_SCHEMA: Final = "enclave-audit/nitro-attestation-document/v1"
-RESULT_SCHEMA: Final = "enclave-audit/nitro-attestation-result/v1"
+DOCUMENT_SCHEMA: Final = "enclave-audit/nitro-attestation-document"
+RESULT_SCHEMA: Final = "enclave-audit/nitro-attestation-result"
 
 
 def iso_utc(value: datetime) -> str:
@@ -134,9 +134,10 @@ class AttestationDocument(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    schema_: Literal["enclave-audit/nitro-attestation-document/v1"] = Field(
+    schema_: Literal["enclave-audit/nitro-attestation-document"] = Field(
         default=DOCUMENT_SCHEMA, alias="schema"
     )
+    schema_version: Literal[1] = 1
     module_id: str
     digest: str
     timestamp: UtcTime
@@ -171,9 +172,10 @@ class AttestationResult(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    schema_: Literal["enclave-audit/nitro-attestation-result/v1"] = Field(
+    schema_: Literal["enclave-audit/nitro-attestation-result"] = Field(
         default=RESULT_SCHEMA, alias="schema"
     )
+    schema_version: Literal[1] = 1
     verdict: Verdict
     module_id: str
     timestamp: UtcTime

@@ -22,7 +22,7 @@ from enclave_audit.errors import InvalidInput
 from enclave_audit.model._versioning import load_versioned
 
 SCHEMA: Literal["enclave-audit/diff"] = "enclave-audit/diff"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: a bounded unified diff keeps at most this many lines (diffoscope's per-diff limit idea)
 MAX_DIFF_LINES = 200
@@ -58,47 +58,125 @@ class Change(StrEnum):
 
 
 class Cause(StrEnum):
-    """Likely causes of a difference (ordered roughly by how often they explain rebuild noise)."""
+    """Causes of a difference.
+
+    The benign ones (timestamp ... random) explain rebuild noise; a classifier claims one
+    only with positive evidence.  DERIVED and BUILD_ID follow from other differences.
+    SECURITY, REAL and UNEXPLAINED are never benign: a security-relevant change, a change
+    positively identified as real (a host, URL, key, digest or instruction), and a
+    difference no classifier found evidence for.
+    """
 
     TIMESTAMP = "timestamp"
     BUILD_PATH = "build-path"
+    BUILD_ENVIRONMENT = "build-environment"  # build user, host, build counter
     FILE_ORDER = "file-order"
-    OWNERSHIP = "ownership"  # owner, group or mode
+    OWNERSHIP = "ownership"  # owner, group or permission bits (not privilege bits)
     LOCALE = "locale"
     TOOLCHAIN = "toolchain"
     BUILD_ID = "build-id"  # build-id that follows from other differences
     DEBUG_SYMBOLS = "debug-symbols"  # stripped on one side, not the other
     RANDOM = "random"
     DERIVED = "derived"  # a checksum, digest or signature over other differences
-    UNKNOWN = "unknown"
+    SECURITY = "security-relevant"
+    REAL = "real-change"
+    UNEXPLAINED = "unexplained"
+    UNKNOWN = "unexplained"  # the name before schema version 2 (an alias)
 
     @property
     def label(self) -> str:
         return _CAUSE_LABELS[self]
 
+    @property
+    def benign(self) -> bool:
+        return self in BENIGN_CAUSES
+
 
 _CAUSE_LABELS: dict[Cause, str] = {
     Cause.TIMESTAMP: "embedded timestamp",
     Cause.BUILD_PATH: "build path",
+    Cause.BUILD_ENVIRONMENT: "build environment (user, host, counter)",
     Cause.FILE_ORDER: "file order",
-    Cause.OWNERSHIP: "owner/mode",
+    Cause.OWNERSHIP: "owner/mode of the build",
     Cause.LOCALE: "locale",
     Cause.TOOLCHAIN: "toolchain version",
     Cause.BUILD_ID: "build-id derived from other changes",
     Cause.DEBUG_SYMBOLS: "stripped vs unstripped",
-    Cause.RANDOM: "random data",
+    Cause.RANDOM: "randomized by design",
     Cause.DERIVED: "follows from other differences (checksum, digest, signature)",
-    Cause.UNKNOWN: "unknown (a real content change?)",
+    Cause.SECURITY: "security-relevant change",
+    Cause.REAL: "real change",
+    Cause.UNEXPLAINED: "unexplained (no evidence of a benign cause)",
+}
+
+#: nondeterminism: claimed only with positive evidence
+BENIGN_CAUSES = frozenset(
+    {
+        Cause.TIMESTAMP,
+        Cause.BUILD_PATH,
+        Cause.BUILD_ENVIRONMENT,
+        Cause.FILE_ORDER,
+        Cause.OWNERSHIP,
+        Cause.LOCALE,
+        Cause.TOOLCHAIN,
+        Cause.DEBUG_SYMBOLS,
+        Cause.RANDOM,
+    }
+)
+#: values computed from other differences
+DERIVED_CAUSES = frozenset({Cause.DERIVED, Cause.BUILD_ID})
+
+
+class Confidence(StrEnum):
+    """How strongly the evidence supports a cause; LOW never explains a difference away."""
+
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+class Significance(StrEnum):
+    """What a difference means for the auditor, most important first."""
+
+    SECURITY = "security-relevant"  # privilege bits, loader config, init, keys, cmdline ...
+    UNEXPLAINED = "unexplained"  # no evidence of a benign cause: treat it as real
+    BENIGN = "benign"  # nondeterminism, with evidence
+    DERIVED = "derived"  # follows from other differences
+
+    @property
+    def rank(self) -> int:
+        return _SIGNIFICANCE_RANK[self]
+
+
+_SIGNIFICANCE_RANK = {
+    Significance.SECURITY: 0,
+    Significance.UNEXPLAINED: 1,
+    Significance.BENIGN: 2,
+    Significance.DERIVED: 3,
 }
 
 
 class CauseHint(BaseModel):
-    """A likely cause and the evidence that suggests it (shown to the reader)."""
+    """A cause, what the classifier matched, what it checked that against, and how sure it is.
+
+    ``evidence`` is the one line shown to the reader; ``matched`` and ``against`` are its
+    parts (for example ``'/tmp/a' vs '/tmp/b'`` against ``DW_AT_comp_dir of both sides``).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     cause: Cause
     evidence: str
+    matched: str = ""
+    against: str = ""
+    confidence: Confidence = Confidence.MEDIUM
+
+    @property
+    def explains(self) -> bool:
+        """A benign or derived cause with enough evidence to explain the difference away."""
+        return (
+            self.cause in BENIGN_CAUSES or self.cause in DERIVED_CAUSES
+        ) and self.confidence is not Confidence.LOW
 
 
 class Side(BaseModel):
@@ -109,15 +187,22 @@ class Side(BaseModel):
     digest: str | None = None  # "sha256:<hex>"
     size: int | None = None
     value: str | None = None  # a short rendering: a field value, hex bytes, a line
+    #: for an archive member: its metadata on this side (type, mode, uid, gid, link, content)
+    meta: dict[str, str] | None = None
 
     @classmethod
     def of(
-        cls, *, digest: str | None = None, size: int | None = None, value: object = None
+        cls,
+        *,
+        digest: str | None = None,
+        size: int | None = None,
+        value: object = None,
+        meta: dict[str, str] | None = None,
     ) -> Side:
         text = None if value is None else str(value)
         if text is not None and len(text) > MAX_VALUE_CHARS:
             text = text[: MAX_VALUE_CHARS - 1] + "…"
-        return cls(digest=digest, size=size, value=text)
+        return cls(digest=digest, size=size, value=text, meta=meta)
 
 
 class DiffNode(BaseModel):
@@ -134,6 +219,11 @@ class DiffNode(BaseModel):
     unified_diff: str | None = None
     notes: tuple[str, ...] = ()
     causes: tuple[CauseHint, ...] = ()
+    #: set by the classifier: the most important meaning of this node or anything below it
+    significance: Significance | None = None
+    #: for a filesystem member (ramdisk, rootfs tree, tar): its path as the kernel unpacks
+    #: it (``.``, ``..`` and ``//`` resolved, relative to the root)
+    fs_path: str | None = None
     pcrs: tuple[int, ...] = ()
     children: tuple[DiffNode, ...] = ()
 
@@ -191,6 +281,12 @@ class DiffStats(BaseModel):
     truncated: bool  # the node budget was reached; some differences are summarized only
     bytes_compared: int
     seconds: float
+    bytes_decompressed: int = 0
+    #: budgets that were hit, each naming the limit and the flag that raises it: the
+    #: comparison is incomplete (INCONCLUSIVE)
+    limits_reached: tuple[str, ...] = ()
+    #: parts that could not be read at all (the comparison is incomplete)
+    unreadable: tuple[str, ...] = ()
 
 
 class DiffReport(BaseModel):
@@ -203,11 +299,23 @@ class DiffReport(BaseModel):
     identical: bool
     root: DiffNode | None
     stats: DiffStats
+    #: IDENTICAL, DIFFERENT, or INCONCLUSIVE when a part could not be read or compared
+    verdict: Literal["IDENTICAL", "DIFFERENT", "INCONCLUSIVE"] = "DIFFERENT"
+    #: how many differences (leaves) have each significance, most important first
+    significance: dict[str, int] = Field(default_factory=dict)
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
+    @property
+    def complete(self) -> bool:
+        """Every part was read and compared (no budget hit, nothing unreadable)."""
+        return not self.stats.limits_reached and not self.stats.unreadable
+
     def to_json(self) -> str:
-        return self.model_dump_json(indent=2, by_alias=True)
+        """JSON text; names that came as undecodable bytes are written visibly (``\\xNN``)."""
+        from enclave_runtime.strictjson import dumps_model
+
+        return dumps_model(self, indent=2)
 
     @classmethod
     def from_json(cls, text: str | bytes, *, source: str = "diff report") -> DiffReport:

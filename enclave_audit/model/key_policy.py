@@ -40,6 +40,7 @@ from typing import Any, Final
 
 from enclave_audit.errors import EnclaveAuditError, InvalidInput
 from enclave_audit.model.measurements import PcrSet
+from enclave_runtime import strictjson
 
 VERSIONS: Final = ("2012-10-17", "2008-10-17")
 DEFAULT_VERSION: Final = "2012-10-17"
@@ -234,15 +235,13 @@ class KeyPolicy:
         error: type[EnclaveAuditError] = InvalidInput,
     ) -> KeyPolicy:
         """Parse and check a policy document; every problem is one ``error`` naming it."""
-        raw = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
         if not raw.strip():
             raise error(f"{source}: the policy document is empty")
         if len(raw) > MAX_POLICY_BYTES:
             raise error(f"{source}: the policy is larger than {MAX_POLICY_BYTES} bytes")
-        try:
-            document = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise error(f"{source}: not valid JSON: {exc}") from None
+        # strict: duplicate keys (which statement would AWS read?), NaN, lone surrogates...
+        document = strictjson.loads(raw, what=source, error=error)
         return cls.from_document(document, source=source, error=error)
 
     @classmethod
@@ -334,7 +333,7 @@ def deny_other_images(
     """
     return Statement(
         Effect.DENY,
-        (ANYONE,),
+        (Principal("AWS", "*"),),
         tuple(actions),
         conditions=(
             Condition("StringNotEqualsIgnoreCase", IMAGE_KEY, tuple(image_pcr0s), listed=True),

@@ -16,19 +16,47 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from enclave_audit.errors import InputNotFound, InvalidInput, SpecInvalid
-from enclave_audit.fsutil import read_json
+from enclave_audit.fsutil import read_regular_file
 from enclave_audit.model.measurements import PcrSet
 
-MANIFEST_SCHEMA = "https://enclave-audit.dev/schemas/build-manifest/v1"
+MANIFEST_SCHEMA = "enclave-audit/build-manifest"
+#: 2: inputs name their architecture, file name and the source that served them; the
+#: spec records when its lock was resolved
+MANIFEST_SCHEMA_VERSION = 2
+#: how version 1 labelled itself; manifests of older releases stay readable
+LEGACY_MANIFEST_SCHEMA = "https://enclave-audit.dev/schemas/build-manifest/v1"
 MANIFEST_MEDIA_TYPE = "application/vnd.enclave-audit.build-manifest+json"
+#: the largest manifest read (it embeds the spec and lock texts)
+MANIFEST_MAX_BYTES = 64 << 20
 
 
 def _hex(value: str, size: int, what: str) -> str:
     if len(value) != size * 2 or any(c not in "0123456789abcdef" for c in value):
         raise ValueError(f"{what} must be {size * 2} lowercase hex digits")
+    return value
+
+
+def _relative_path(value: str, what: str) -> str:
+    """A path the manifest gives relative to a directory: it must not leave that directory."""
+    if not value:
+        return value
+    if (
+        value.startswith("/")
+        or "\\" in value
+        or any(ord(c) < 0x20 for c in value)
+        or ".." in value.split("/")
+    ):
+        raise ValueError(f"{what} must be a relative path inside its directory, without '..'")
     return value
 
 
@@ -92,6 +120,11 @@ class BuildOutput(_Frozen):
     def _sha256(cls, v: str) -> str:
         return _hex(v, 32, "sha256")
 
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return _relative_path(v, "output path")
+
     @field_validator("sha384")
     @classmethod
     def _sha384(cls, v: str) -> str:
@@ -120,6 +153,11 @@ class SpecInfo(_Frozen):
     #: snapshot.debian.org timestamp that serves every pinned package
     lock_resolved_at: str = ""
 
+    @field_validator("path", "lock_path")
+    @classmethod
+    def _paths(cls, v: str) -> str:
+        return _relative_path(v, "spec path")
+
 
 class KernelInfo(_Frozen):
     release: str
@@ -138,6 +176,7 @@ class BuilderInfo(_Frozen):
 
 class BuildManifest(_Frozen):
     schema_: str = Field(default=MANIFEST_SCHEMA, alias="schema")
+    schema_version: int = MANIFEST_SCHEMA_VERSION
     name: str
     version: str
     builder: BuilderInfo
@@ -155,11 +194,31 @@ class BuildManifest(_Frozen):
     pcrs: PcrSet
     app: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_label(cls, data: Any) -> Any:
+        """A version-1 manifest (URL label, no schema_version) reads as version 1."""
+        if isinstance(data, dict) and data.get("schema") == LEGACY_MANIFEST_SCHEMA:
+            if "schema_version" in data:
+                raise ValueError("a version-1 manifest carries no schema_version")
+            return {**data, "schema": MANIFEST_SCHEMA, "schema_version": 1}
+        return data
+
     @field_validator("schema_")
     @classmethod
     def _schema(cls, v: str) -> str:
         if v != MANIFEST_SCHEMA:
             raise ValueError(f"unknown manifest schema {v!r} (expected {MANIFEST_SCHEMA})")
+        return v
+
+    @field_validator("schema_version")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v not in (1, MANIFEST_SCHEMA_VERSION):
+            raise ValueError(
+                f"unsupported manifest schema_version {v} (this tool reads 1 and"
+                f" {MANIFEST_SCHEMA_VERSION})"
+            )
         return v
 
     def input(self, name: str) -> PinnedInput | None:
@@ -197,9 +256,13 @@ class BuildManifest(_Frozen):
     def load(cls, path: Path) -> BuildManifest:
         """Read ``build-manifest.json``; a malformed one is one :class:`SpecInvalid` line."""
         try:
-            data = read_json(Path(path))
+            # a regular file only: a FIFO or device given as the manifest is refused unread
+            raw = read_regular_file(Path(path), limit=MANIFEST_MAX_BYTES)
+            data = json.loads(raw)
         except InputNotFound:
             raise
         except InvalidInput as exc:
             raise SpecInvalid(exc.message) from None
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise SpecInvalid(f"{path}: not valid JSON: {exc}") from None
         return cls.from_json_obj(data, where=str(path))

@@ -88,6 +88,10 @@ class PcrSet(BaseModel):
         if "Measurements" in data:
             data = data["Measurements"]
         elif "pcrs" in data and isinstance(data["pcrs"], Mapping):
+            if not data["pcrs"]:
+                raise InvalidInput(
+                    f"{source}: 'pcrs' is empty; an expectation must name at least one PCR"
+                )
             return cls(values=dict(data["pcrs"]))
         if not isinstance(data, Mapping):
             raise InvalidInput(f"{source}: 'Measurements' is not an object")

@@ -6,9 +6,10 @@ report can be re-rendered without recomputing anything.
 
 from __future__ import annotations
 
+import re
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from enclave_audit.errors import ReportInvalid
 from enclave_audit.model._versioning import load_versioned
@@ -17,6 +18,10 @@ from enclave_audit.model.findings import Check, Finding, Verdict
 
 SCHEMA: Final = "enclave-audit/report"
 SCHEMA_VERSION: Final = 1
+
+
+_PCR_INDEX = re.compile(r"^([0-9]|[12][0-9]|3[01])$")
+_HEX = re.compile(r"^([0-9a-f]{2}){0,64}$")
 
 
 class _Frozen(BaseModel):
@@ -36,6 +41,16 @@ class PcrRow(_Frozen):
     source: str
     role: Literal["builder", "rebuild", "attestation", "policy", "candidate", "expected"]
     pcrs: dict[str, str]  # "0" -> lowercase hex
+
+    @field_validator("pcrs")
+    @classmethod
+    def _pcr_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not _PCR_INDEX.match(key):
+                raise ValueError(f"PCR key {key[:20]!r} is not an index 0..31")
+            if not _HEX.match(value):
+                raise ValueError(f"PCR{key} is not lowercase hex")
+        return v
 
     def value(self, index: int) -> str | None:
         return self.pcrs.get(str(index))
@@ -105,7 +120,9 @@ class AuditReport(_Frozen):
         return out
 
     def to_json(self) -> str:
-        return self.model_dump_json(indent=2, by_alias=True) + "\n"
+        from enclave_runtime.strictjson import dumps_model
+
+        return dumps_model(self, indent=2) + "\n"
 
     @classmethod
     def from_json(cls, text: str | bytes, *, source: str = "report") -> AuditReport:

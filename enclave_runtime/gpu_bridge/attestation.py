@@ -21,8 +21,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from enclave_runtime import cbor
+from enclave_runtime import cbor, strictjson
 from enclave_runtime.errors import BridgeRefused, InvalidInput
+from enclave_runtime.x509load import load_certificate
 
 REPORT_VERSION = 1
 MAX_REPORT = 64 << 10
@@ -72,9 +73,11 @@ class ReferenceValues:
 
     @classmethod
     def from_json(cls, text: str | bytes, *, source: str = "reference values") -> ReferenceValues:
+        data = strictjson.loads(text, what=source, error=InvalidInput)
         try:
-            data = json.loads(text)
-            root = x509.load_pem_x509_certificate(data["vendor_root_pem"].encode())
+            root = load_certificate(
+                data["vendor_root_pem"].encode(), what=f"{source}: vendor root", error=InvalidInput
+            )
             rim = bytes.fromhex(data["signed_rim_hex"])
             revoked = frozenset(int(s) for s in data.get("revoked_serials", []))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from enclave_runtime.errors import InvalidInput
+from enclave_runtime.errors import InvalidInput, ServiceUnavailable
 from enclave_runtime.model.gguf_read import Buffer, GGUFFile
 from enclave_runtime.model.llama import LlamaModel, MatmulBackend
 from enclave_runtime.model.tokenizer import ByteBPETokenizer
@@ -27,6 +27,8 @@ IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 END_OF_TEXT = "<|endoftext|>"
 ROLES = frozenset({"system", "user", "assistant"})
+#: prompt tokens per forward pass when a deadline is set (checked between chunks)
+PREFILL_CHUNK = 128
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class Generation:
     text: str
     prompt_tokens: int
     token_ids: tuple[int, ...]
-    stop_reason: str  # "end" (an end-of-turn token) or "length"
+    stop_reason: str  # "end" (an end-of-turn token), "length" or "time" (budget spent)
     prefill_seconds: float  # prompt processing up to the first answer token
     decode_seconds: float  # the single-token forward passes after that
     decode_steps: int
@@ -173,18 +175,61 @@ class ChatModel:
         yield from self.tokenizer.stream_decode(self.stream_token_ids(ids, max_new_tokens))
 
     def generate(self, prompt: str | Sequence[Message], max_new_tokens: int = 64) -> Generation:
-        ids = self.prompt_ids(self._messages(prompt))
+        return self.generate_ids(self.prompt_ids(self._messages(prompt)), max_new_tokens)
+
+    def generate_ids(
+        self,
+        ids: Sequence[int],
+        max_new_tokens: int,
+        *,
+        deadline: float | None = None,
+        prefill_chunk: int = PREFILL_CHUNK,
+    ) -> Generation:
+        """Greedy answer to prompt ``ids``; with a ``deadline`` (``time.monotonic()``) the
+        work stops when it passes: a prompt longer than ``prefill_chunk`` tokens is
+        processed in chunks and :class:`ServiceUnavailable` is raised between two of them;
+        decoding ends with ``stop_reason`` "time"."""
+        if max_new_tokens < 0:
+            raise InvalidInput("chat: max_new_tokens must not be negative")
+        if not ids:
+            raise InvalidInput("chat: empty prompt")
         out: list[int] = []
         stamps: list[float] = []
         t0 = time.perf_counter()
-        for tid in self.stream_token_ids(ids, max_new_tokens):
-            out.append(tid)
+        if max_new_tokens == 0:
+            return Generation("", len(ids), (), "length", 0.0, 0.0, 0)
+        cache = self.model.new_cache(len(ids) + max_new_tokens)
+        if deadline is None or len(ids) <= prefill_chunk:
+            logits = self.model.forward(list(ids), cache, last_only=True)
+        else:
+            for start in range(0, len(ids), prefill_chunk):
+                logits = self.model.forward(
+                    list(ids[start : start + prefill_chunk]), cache, last_only=True
+                )
+                if start + prefill_chunk < len(ids) and time.monotonic() > deadline:
+                    done = start + prefill_chunk
+                    raise ServiceUnavailable(
+                        f"inference stopped: its time budget was spent after {done}"
+                        f" of {len(ids)} prompt tokens"
+                    )
+        reason = "length"
+        for step in range(max_new_tokens):
+            next_id = int(np.argmax(logits[-1]))
+            if next_id in self.stop_ids:
+                reason = "end"
+                break
+            out.append(next_id)
             stamps.append(time.perf_counter())
+            if step + 1 >= max_new_tokens:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                reason = "time"
+                break
+            logits = self.model.forward([next_id], cache)
         t_end = time.perf_counter()
         # the first token's time is prompt processing; the rest is decoding
         prefill = (stamps[0] if stamps else t_end) - t0
         decode = t_end - (stamps[0] if stamps else t_end)
-        reason = "length" if len(out) == max_new_tokens else "end"
         # after the first token: one forward per further token, plus one that found the end
         steps = max(0, len(out) - 1) + (1 if reason == "end" and out else 0)
         return Generation(

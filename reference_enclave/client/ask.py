@@ -149,8 +149,27 @@ class _Endpoint:
         if len(data) > _MAX_RESPONSE:
             raise ProtocolError(f"enclave endpoint {self.url}: response too large")
         if resp.status != 200:
-            raise ProtocolError(f"enclave endpoint {self.url}{path}: HTTP {resp.status}")
+            reason = _reason(data)
+            where = f"enclave endpoint {self.url}{path}: HTTP {resp.status}{reason}"
+            if resp.status in (429, 503):  # busy, over a limit: an outage, try again later
+                raise ServiceUnavailable(where)
+            if resp.status == 413:
+                raise InvalidInput(where)
+            raise ProtocolError(where)
         return data
+
+
+def _reason(body: bytes) -> str:
+    """``: <reason>`` from an ``{"error": ...}`` body, printable and short, else empty."""
+    try:
+        obj = wire.json_object(body[:4096], "error body")
+    except ProtocolError:
+        return ""
+    text = obj.get("error")
+    if not isinstance(text, str):
+        return ""
+    shown = "".join(ch if ch.isprintable() else "?" for ch in text[:200])
+    return f": {shown}"
 
 
 def verify_enclave_document(
@@ -230,8 +249,9 @@ def ask(
     t1 = time.perf_counter()
     sealed = wire.seal_request(public_key, request)
     answer_body = ep.call("POST", "/v1/infer", sealed.body)
-    try:
-        answer = wire.open_answer(sealed, answer_body)
+    envelope = wire.parse_answer(answer_body)  # malformed on the way: ProtocolError
+    try:  # the enclave's authenticated answer: any problem with it is a trust failure
+        answer = wire.open_answer(sealed, envelope)
     except ProtocolError as exc:
         raise EnclaveRefused(f"enclave answer refused: {exc.message}") from None
     t2 = time.perf_counter()

@@ -19,7 +19,6 @@ Each credential maps an access key to the principal ARN that key policies see.
 
 from __future__ import annotations
 
-import json
 import re
 import tomllib
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from enclave_audit.errors import InvalidInput
 from enclave_audit.fsutil import read_bytes
+from enclave_runtime import strictjson
 
 ACCOUNT_RE = re.compile(r"^\d{12}$")
 #: principals a credential may stand for: IAM users and roles, STS assumed-role sessions, root.
@@ -146,13 +146,13 @@ class KmsConfig(BaseModel):
 def load_config(path: Path) -> KmsConfig:
     """Read a TOML or JSON KMS config; root paths are resolved against its directory."""
     raw = read_bytes(path, limit=1 << 20)
-    try:
-        text = raw.decode("utf-8")
-        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise InvalidInput(
-            f"{path}: not valid {path.suffix.lstrip('.') or 'TOML'}: {exc}"
-        ) from None
+    if path.suffix.lower() == ".json":
+        data = strictjson.loads(raw, what=str(path), error=InvalidInput)
+    else:
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidInput(f"{path}: not valid TOML: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidInput(f"{path}: expected a table/object at the top level")
     roots = data.get("roots", [])

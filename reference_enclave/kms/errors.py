@@ -20,6 +20,11 @@ class KmsApiError(KmsRefused):
         self.api_message = message
         self.status = status
 
+    @classmethod
+    def bad_json(cls, message: str) -> KmsApiError:
+        """A request body that is not acceptable JSON (AWS: ``SerializationException``)."""
+        return cls("SerializationException", message)
+
 
 def error_body(code: str, message: str) -> bytes:
     """``{"__type": code, "message": message}`` as AWS JSON 1.1 services send it."""
@@ -38,7 +43,10 @@ def access_denied(message: str) -> KmsApiError:
     return KmsApiError("AccessDeniedException", message)
 
 
-def invalid_ciphertext(message: str = "") -> KmsApiError:
+def invalid_ciphertext(
+    message: str = "The ciphertext is invalid: it was not produced by this KMS, it was"
+    " modified, or the encryption context differs from the one it was encrypted with.",
+) -> KmsApiError:
     return KmsApiError("InvalidCiphertextException", message)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sqlite3
 import sys
 import threading
@@ -24,17 +25,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from enclave_audit.errors import EnclaveAuditError, ServiceUnavailable
+from enclave_runtime import strictjson
 from reference_enclave.kms.config import Credential, KmsConfig
 from reference_enclave.kms.errors import KmsApiError, error_body
 from reference_enclave.kms.recipient import RecipientVerifier
 from reference_enclave.kms.service import AuditNote, KmsService
-from reference_enclave.kms.sigv4 import verify_request
+from reference_enclave.kms.sigv4 import single_valued, verify_request
 from reference_enclave.kms.store import KeyStore
 from verifier.nitro import TrustRoot, aws_nitro_root
 
 MAX_BODY = 1 << 20
 TARGET_PREFIX = "TrentService."
 CONTENT_TYPE = "application/x-amz-json-1.1"
+_CONTENT_LENGTH_RE = re.compile(r"^[0-9]{1,10}$")
+_TARGET_RE = re.compile(r"^TrentService\.[A-Za-z0-9]{1,64}$")
 
 
 class _CallerError(KmsApiError):
@@ -82,6 +86,8 @@ class KmsRequestHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", CONTENT_TYPE)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("x-amzn-RequestId", request_id)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
@@ -99,35 +105,65 @@ class KmsRequestHandler(BaseHTTPRequestHandler):
 
     def _reject_method(self) -> None:
         request_id = str(uuid.uuid4())
-        length = self.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) <= MAX_BODY:
-            self.rfile.read(int(length))
-        self.close_connection = True
+        self.close_connection = True  # the body (if any) is not read: never reuse the stream
         self._error(KmsApiError("UnknownOperationException", "Only POST / is served"), request_id)
 
-    def do_POST(self) -> None:
-        request_id = str(uuid.uuid4())
-        length_text = self.headers.get("Content-Length")
-        if length_text is None or not length_text.isdigit():
+    def _framing(self, request_id: str) -> tuple[dict[str, str], int] | None:
+        """The request's headers (each once) and its body length; None after an error reply.
+
+        Anything that makes the body's extent or the request's meaning ambiguous is
+        answered 400 and the connection closed: a repeated header, a Content-Length
+        that is not plain ASCII digits, a Transfer-Encoding (this server reads
+        Content-Length bodies only, so a chunked body would be read as the next request).
+        """
+        try:
+            headers = single_valued(self.headers.items())
+        except KmsApiError as exc:
+            self.close_connection = True
+            self._error(exc, request_id)
+            return None
+        if "transfer-encoding" in headers:
             self.close_connection = True
             self._error(
-                KmsApiError("ValidationException", "Content-Length is required"), request_id
+                KmsApiError("ValidationException", "Transfer-Encoding is not supported"),
+                request_id,
             )
-            return
+            return None
+        length_text = headers.get("content-length")
+        if length_text is None or not _CONTENT_LENGTH_RE.match(length_text):
+            self.close_connection = True
+            self._error(
+                KmsApiError(
+                    "ValidationException", "Content-Length is required (ASCII decimal digits)"
+                ),
+                request_id,
+            )
+            return None
         length = int(length_text)
         if length > MAX_BODY:
             self.close_connection = True
             self._error(
                 KmsApiError("ValidationException", "Request body too large", status=413), request_id
             )
+            return None
+        return headers, length
+
+    def do_POST(self) -> None:
+        request_id = str(uuid.uuid4())
+        framing = self._framing(request_id)
+        if framing is None:
             return
+        headers, length = framing
         body = self.rfile.read(length)
+        if len(body) != length:
+            self.close_connection = True
+            return  # the client went away mid-body: nothing to answer
         started = time.perf_counter()
         operation = ""
         caller: Credential | None = None
         note = AuditNote()
         try:
-            operation, caller, response = self._handle(body, note)
+            operation, caller, response = self._handle(headers, body, note)
             status, payload, error_code = 200, json.dumps(response).encode("utf-8"), None
         except KmsApiError as exc:
             if isinstance(exc, _CallerError):
@@ -146,20 +182,21 @@ class KmsRequestHandler(BaseHTTPRequestHandler):
         self._send(status, payload, request_id)
 
     def _handle(
-        self, body: bytes, note: AuditNote
+        self, headers: dict[str, str], body: bytes, note: AuditNote
     ) -> tuple[str, Credential | None, dict[str, Any]]:
-        target = self.headers.get("X-Amz-Target", "")
-        if not target.startswith(TARGET_PREFIX):
-            raise KmsApiError("UnknownOperationException", f"Unknown target {target!r}")
+        # one map of single-valued headers feeds the signature check and the dispatcher
+        target = headers.get("x-amz-target", "")
+        if not _TARGET_RE.match(target):
+            raise KmsApiError("UnknownOperationException", f"Unknown target {target[:80]!r}")
         operation = target[len(TARGET_PREFIX) :]
-        content_type = self.headers.get("Content-Type", "").split(";")[0].strip()
+        content_type = headers.get("content-type", "").split(";")[0].strip()
         parts = urlsplit(self.path)
         try:
             caller = verify_request(
                 method="POST",
                 path=parts.path,
                 query=parts.query,
-                headers={k.lower(): v for k, v in self.headers.items()},
+                headers=headers,
                 body=body,
                 region=self.server.config.region,
                 lookup=self.server.config.credential,
@@ -173,14 +210,9 @@ class KmsRequestHandler(BaseHTTPRequestHandler):
                 raise KmsApiError("UnknownOperationException", "Only POST / is served")
             if content_type not in (CONTENT_TYPE, "application/json"):
                 raise KmsApiError("SerializationException", f"Content-Type must be {CONTENT_TYPE}")
-            try:
-                params = json.loads(body or b"{}")
-            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-                raise KmsApiError(
-                    "SerializationException", "The request body is not JSON"
-                ) from None
-            if not isinstance(params, dict):
-                raise KmsApiError("SerializationException", "The request body must be an object")
+            params = strictjson.loads_object(
+                body or b"{}", what="request body", error=KmsApiError.bad_json
+            )
             return operation, caller, self.server.service.call(operation, params, caller, note)
         except KmsApiError as exc:
             raise _CallerError(exc, operation, caller) from None

@@ -51,6 +51,10 @@ MAX_PLAINTEXT = 4096
 MAX_DESCRIPTION = 8192
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _KEY_ARN_RE = re.compile(r"^arn:aws:kms:([a-z0-9-]+):(\d{12}):key/(.+)$")
+_ALIAS_ARN_RE = re.compile(r"^arn:aws:kms:([a-z0-9-]+):(\d{12}):(alias/.+)$")
+#: AWS: alias/ then 1-250 of these characters; alias/aws/ is reserved for AWS managed keys
+_ALIAS_NAME_RE = re.compile(r"^alias/[a-zA-Z0-9/_-]{1,250}$")
+DAY_SECONDS = 86400
 _DATA_KEY_SPECS = {"AES_256": 32, "AES_128": 16}
 
 
@@ -113,8 +117,13 @@ def _int(params: dict[str, Any], name: str, low: int, high: int) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        shown: object = value
+        if isinstance(value, int) and abs(value) >= 10**20:
+            shown = "(out of range)"  # never print an arbitrarily long integer
+        elif not isinstance(value, int | float | str):
+            shown = type(value).__name__
         raise validation(
-            f"1 validation error detected: Value '{value}' at '{name}' failed to satisfy "
+            f"1 validation error detected: Value '{shown}' at '{name}' failed to satisfy "
             f"constraint: Member must have value between {low} and {high}"
         )
     return value
@@ -178,6 +187,10 @@ class KmsService:
             "GenerateRandom": self.generate_random,
             "GetKeyPolicy": self.get_key_policy,
             "PutKeyPolicy": self.put_key_policy,
+            "CreateAlias": self.create_alias,
+            "ListAliases": self.list_aliases,
+            "DeleteAlias": self.delete_alias,
+            "ScheduleKeyDeletion": self.schedule_key_deletion,
         }
 
     def call(
@@ -195,9 +208,22 @@ class KmsService:
     def _arn(self, key_id: str) -> str:
         return f"arn:aws:kms:{self.config.region}:{self.config.account_id}:key/{key_id}"
 
-    def _resolve(self, ref: str) -> KeyRecord:
+    def _alias_arn(self, name: str) -> str:
+        return f"arn:aws:kms:{self.config.region}:{self.config.account_id}:{name}"
+
+    def _resolve(self, ref: str, *, allow_pending: bool = False) -> KeyRecord:
+        """A key by id, key ARN, alias name or alias ARN; usable unless ``allow_pending``."""
         if ref.startswith("alias/") or ":alias/" in ref:
-            raise not_found(f"Alias {ref} is not found.")
+            name = ref
+            match_alias = _ALIAS_ARN_RE.match(ref)
+            if match_alias is not None:
+                region, account, name = match_alias.groups()
+                if region != self.config.region or account != self.config.account_id:
+                    raise not_found(f"Alias {self._alias_arn(name)} is not found.")
+            target = self.store.alias(name)
+            if target is None:
+                raise not_found(f"Alias {self._alias_arn(name)} is not found.")
+            ref = target[0]
         key_id = ref
         match = _KEY_ARN_RE.match(ref)
         if match is not None:
@@ -211,6 +237,8 @@ class KmsService:
             raise not_found(f"Key '{self._arn(key_id)}' does not exist")
         if not record.enabled:
             raise KmsApiError("DisabledException", f"{record.arn} is disabled.")
+        if not allow_pending and self.store.deletion_date(record.key_id) is not None:
+            raise KmsApiError("KMSInvalidStateException", f"{record.arn} is pending deletion.")
         return record
 
     def _require_own_account(self, caller: Credential, action: str) -> None:
@@ -274,15 +302,18 @@ class KmsService:
             ) from None
 
     def _metadata(self, record: KeyRecord) -> dict[str, Any]:
-        return {
+        deletion = self.store.deletion_date(record.key_id)
+        pending = {"DeletionDate": deletion} if deletion is not None else {}
+        state = "PendingDeletion" if deletion is not None else None
+        return pending | {
             "AWSAccountId": record.account,
             "KeyId": record.key_id,
             "Arn": record.arn,
             "CreationDate": record.created,
-            "Enabled": record.enabled,
+            "Enabled": record.enabled and deletion is None,
             "Description": record.description,
             "KeyUsage": "ENCRYPT_DECRYPT",
-            "KeyState": "Enabled" if record.enabled else "Disabled",
+            "KeyState": state or ("Enabled" if record.enabled else "Disabled"),
             "Origin": "AWS_KMS",
             "KeyManager": "CUSTOMER",
             "CustomerMasterKeySpec": SYMMETRIC,
@@ -340,7 +371,7 @@ class KmsService:
     def describe_key(
         self, params: dict[str, Any], caller: Credential, note: AuditNote
     ) -> dict[str, Any]:
-        record = self._resolve(str(_string(params, "KeyId", required=True)))
+        record = self._resolve(str(_string(params, "KeyId", required=True)), allow_pending=True)
         note.key_arn = record.arn
         self._authorize(record, "kms:DescribeKey", caller)
         return {"KeyMetadata": self._metadata(record)}
@@ -366,7 +397,7 @@ class KmsService:
     def get_key_policy(
         self, params: dict[str, Any], caller: Credential, note: AuditNote
     ) -> dict[str, Any]:
-        record = self._resolve(str(_string(params, "KeyId", required=True)))
+        record = self._resolve(str(_string(params, "KeyId", required=True)), allow_pending=True)
         note.key_arn = record.arn
         name = params.get("PolicyName", "default")
         if name != "default":
@@ -390,6 +421,101 @@ class KmsService:
         )
         self.store.set_policy(record.key_id, policy_text)
         return {}
+
+    # --- aliases and key deletion -------------------------------------------------------
+
+    def _alias_name(self, params: dict[str, Any]) -> str:
+        name = str(_string(params, "AliasName", required=True, limit=256))
+        if not _ALIAS_NAME_RE.match(name):
+            raise validation(
+                f"1 validation error detected: Value '{name[:256]}' at 'aliasName' failed to"
+                " satisfy constraint: Member must satisfy regular expression pattern:"
+                " ^alias/[a-zA-Z0-9/_-]+$"
+            )
+        return name
+
+    def create_alias(
+        self, params: dict[str, Any], caller: Credential, note: AuditNote
+    ) -> dict[str, Any]:
+        name = self._alias_name(params)
+        if name.startswith("alias/aws/"):
+            raise not_found("Cannot create alias with prefix 'alias/aws/'")
+        target = str(_string(params, "TargetKeyId", required=True))
+        if target.startswith("alias/") or ":alias/" in target:
+            raise validation("TargetKeyId must be a key id or key ARN, not an alias")
+        record = self._resolve(target)
+        note.key_arn = record.arn
+        self._authorize(record, "kms:CreateAlias", caller)
+        if not self.store.create_alias(name, record.key_id, self.clock()):
+            raise KmsApiError(
+                "AlreadyExistsException",
+                f"An alias with the name {self._alias_arn(name)} already exists",
+            )
+        return {}
+
+    def delete_alias(
+        self, params: dict[str, Any], caller: Credential, note: AuditNote
+    ) -> dict[str, Any]:
+        name = self._alias_name(params)
+        target = self.store.alias(name)
+        if target is None:
+            raise not_found(f"Alias {self._alias_arn(name)} is not found.")
+        record = self.store.get(target[0])
+        if record is not None:
+            note.key_arn = record.arn
+            self._authorize(record, "kms:DeleteAlias", caller)
+        self.store.delete_alias(name)
+        return {}
+
+    def list_aliases(
+        self, params: dict[str, Any], caller: Credential, note: AuditNote
+    ) -> dict[str, Any]:
+        self._require_own_account(caller, "kms:ListAliases")
+        limit = _int(params, "Limit", 1, 100) or 50
+        marker = _string(params, "Marker", limit=320)
+        if marker is not None and not _ALIAS_NAME_RE.match(marker):
+            raise KmsApiError("InvalidMarkerException", "The Marker is not valid")
+        key_ref = _string(params, "KeyId")
+        key_id = None
+        if key_ref is not None:
+            key_id = self._resolve(key_ref, allow_pending=True).key_id
+        rows = self.store.list_aliases(key_id=key_id, after=marker, limit=limit + 1)
+        page = rows[:limit]
+        out: dict[str, Any] = {
+            "Aliases": [
+                {
+                    "AliasName": name,
+                    "AliasArn": self._alias_arn(name),
+                    "TargetKeyId": target,
+                    "CreationDate": created,
+                    "LastUpdatedDate": updated,
+                }
+                for name, target, created, updated in page
+            ],
+            "Truncated": len(rows) > limit,
+        }
+        if len(rows) > limit:
+            out["NextMarker"] = page[-1][0]
+        return out
+
+    def schedule_key_deletion(
+        self, params: dict[str, Any], caller: Credential, note: AuditNote
+    ) -> dict[str, Any]:
+        record = self._resolve(str(_string(params, "KeyId", required=True)), allow_pending=True)
+        note.key_arn = record.arn
+        days = _int(params, "PendingWindowInDays", 7, 30) or 30
+        self._authorize(record, "kms:ScheduleKeyDeletion", caller)
+        current = self.store.deletion_date(record.key_id)
+        if current is not None:
+            raise KmsApiError("KMSInvalidStateException", f"{record.arn} is pending deletion.")
+        deletion = float(int(self.clock()) + days * DAY_SECONDS)
+        self.store.schedule_deletion(record.key_id, deletion)
+        return {
+            "KeyId": record.arn,
+            "DeletionDate": deletion,
+            "KeyState": "PendingDeletion",
+            "PendingWindowInDays": days,
+        }
 
     # --- cryptographic operations -----------------------------------------------------
 

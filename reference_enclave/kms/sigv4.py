@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
 from botocore.auth import SigV4Auth
@@ -30,6 +30,8 @@ _AUTH_RE = re.compile(
 )
 _AMZ_DATE_FMT = "%Y%m%dT%H%M%SZ"
 _HEADER_NAME_RE = re.compile(r"^[a-z0-9-]+$")
+#: visible ASCII plus space and tab (RFC 9110 field-value without obs-text)
+_FIELD_VALUE_RE = re.compile(r"^[\t\x20-\x7e]*$")
 
 
 def _incomplete(message: str) -> KmsApiError:
@@ -38,6 +40,28 @@ def _incomplete(message: str) -> KmsApiError:
 
 def _invalid(message: str) -> KmsApiError:
     return KmsApiError("InvalidSignatureException", message)
+
+
+def single_valued(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The request headers as lower-case name -> value, refusing ambiguous ones.
+
+    Refused (``IncompleteSignatureException``, as AWS answers a request it cannot
+    canonicalise): a second copy of any header (``x-amz-*``, ``authorization``,
+    ``host`` and the body's framing above all: a second copy would let the
+    signature check and the dispatcher read different values), and values with
+    control characters or bytes outside ASCII.  Every reader of the request (the
+    signature check, the dispatcher, the body reader) then sees one and the same
+    value.
+    """
+    out: dict[str, str] = {}
+    for raw_name, value in items:
+        name = raw_name.lower()
+        if name in out:
+            raise _incomplete(f"The request has more than one '{name}' header.")
+        if not _FIELD_VALUE_RE.match(value):
+            raise _incomplete(f"The '{name}' header holds characters that are not allowed.")
+        out[name] = value.strip(" \t")
+    return out
 
 
 def verify_request(
@@ -54,7 +78,9 @@ def verify_request(
 ) -> Credential:
     """Authenticate one request; returns the caller's credential or raises KmsApiError.
 
-    ``headers`` maps lower-case names to values (one value per name).
+    ``headers`` maps lower-case names to values (one value per name, as
+    :func:`single_valued` makes them).  Every ``x-amz-*`` header present must be
+    among the signed ones, as AWS requires.
     """
     authorization = headers.get("authorization")
     if authorization is None:
@@ -94,6 +120,12 @@ def verify_request(
     for required in ("host", "x-amz-date"):
         if required not in signed_names:
             raise _incomplete(f"Signed headers must include '{required}'.")
+    unsigned = sorted(n for n in headers if n.startswith("x-amz-") and n not in signed_names)
+    if unsigned:
+        raise _invalid(
+            "There were headers present in the request which were not signed: "
+            + ", ".join(unsigned)
+        )
     if cred.session_token is None and "x-amz-security-token" in headers:
         raise KmsApiError(
             "UnrecognizedClientException", "The security token included in the request is invalid."

@@ -42,6 +42,16 @@ CREATE TABLE IF NOT EXISTS keys (
     material BLOB NOT NULL CHECK (length(material) = 32),
     policy TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS aliases (
+    name TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL REFERENCES keys (key_id),
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deletions (
+    key_id TEXT PRIMARY KEY REFERENCES keys (key_id),
+    deletion_date REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     time REAL NOT NULL,
@@ -215,3 +225,55 @@ class KeyStore:
         with self._reading() as db:
             row = db.execute("PRAGMA integrity_check").fetchone()
         return str(row[0])
+
+    # --- aliases and scheduled deletion ---------------------------------------------------
+
+    def create_alias(self, name: str, key_id: str, now: float) -> bool:
+        """Add ``name`` for ``key_id``; False if the alias exists already."""
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM aliases WHERE name = ?", (name,)).fetchone():
+                return False
+            db.execute(
+                "INSERT INTO aliases (name, key_id, created, updated) VALUES (?, ?, ?, ?)",
+                (name, key_id, now, now),
+            )
+            return True
+
+    def delete_alias(self, name: str) -> bool:
+        with self._transaction() as db:
+            return db.execute("DELETE FROM aliases WHERE name = ?", (name,)).rowcount == 1
+
+    def alias(self, name: str) -> tuple[str, float, float] | None:
+        """(key id, created, updated) of an alias."""
+        with self._reading() as db:
+            row = db.execute(
+                "SELECT key_id, created, updated FROM aliases WHERE name = ?", (name,)
+            ).fetchone()
+        return None if row is None else (row[0], row[1], row[2])
+
+    def list_aliases(
+        self, *, key_id: str | None, after: str | None, limit: int
+    ) -> list[tuple[str, str, float, float]]:
+        """(name, key id, created, updated), by name, after ``after``."""
+        query = "SELECT name, key_id, created, updated FROM aliases WHERE name > ?"
+        args: list[Any] = [after or ""]
+        if key_id is not None:
+            query += " AND key_id = ?"
+            args.append(key_id)
+        with self._reading() as db:
+            rows = db.execute(query + " ORDER BY name LIMIT ?", (*args, limit)).fetchall()
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def schedule_deletion(self, key_id: str, deletion_date: float) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO deletions (key_id, deletion_date) VALUES (?, ?)",
+                (key_id, deletion_date),
+            )
+
+    def deletion_date(self, key_id: str) -> float | None:
+        with self._reading() as db:
+            row = db.execute(
+                "SELECT deletion_date FROM deletions WHERE key_id = ?", (key_id,)
+            ).fetchone()
+        return None if row is None else float(row[0])

@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from enclave_audit.errors import InvalidInput, KeyFileError
 from enclave_audit.fsutil import atomic_directory, read_bytes, write_bytes_atomic
+from enclave_runtime.x509load import load_certificate
 
 ROOT_CERT = "root.pem"
 ROOT_KEY = "root.key.pem"
@@ -120,10 +121,9 @@ class SimulationCa:
     @classmethod
     def load(cls, directory: Path) -> SimulationCa:
         def cert(name: str) -> x509.Certificate:
-            try:
-                return x509.load_pem_x509_certificate(read_bytes(directory / name))
-            except ValueError:
-                raise InvalidInput(f"{directory / name}: not a PEM certificate") from None
+            return load_certificate(
+                read_bytes(directory / name), what=str(directory / name), error=InvalidInput
+            )
 
         def key(name: str) -> ec.EllipticCurvePrivateKey:
             path = directory / name

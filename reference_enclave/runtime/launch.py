@@ -16,10 +16,11 @@ for tests, no image).
 from __future__ import annotations
 
 import contextlib
-import json
+import errno
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,7 @@ from enclave_audit.errors import (
     ServiceUnavailable,
 )
 from enclave_audit.tools import require
+from enclave_runtime import strictjson
 from enclave_runtime.channels import Endpoint
 from reference_enclave.nsm.sim_ca import SimulationCa
 from reference_enclave.nsm.simulator import NsmSocketServer, SimulatedNsm
@@ -185,8 +187,8 @@ def _wait_ready(running: RunningEnclave, timeout: float) -> None:
             for line in stdout:
                 log.write(line)
                 log.flush()
-                try:
-                    event = json.loads(line)
+                try:  # the image's output: parsed strictly, never trusted to be sane
+                    event = strictjson.loads(line, what="event", error=ValueError)
                 except ValueError:
                     continue
                 if isinstance(event, dict):
@@ -274,8 +276,66 @@ class UnpackedImage:
     env: dict[str, str]
 
 
+#: directories of the image's root file system that the launcher mounts over
+MOUNT_POINTS = ("proc", "sys", "dev", "tmp", "run")
+#: the largest /cmd or /env read
+MAX_LAUNCH_FILE = 1 << 20
+
+
+def _launch_file(path: Path, image: Path) -> str:
+    """An image's ``/cmd`` or ``/env``: a regular file of the image, never a link out of it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise InvalidInput(
+            f"{image}: the ramdisks have no /{path.name} (not a nitro-cli layout)"
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InvalidInput(
+                f"{image}: /{path.name} is a symbolic link; /cmd and /env must be files"
+                " of the image itself"
+            ) from None
+        raise InvalidInput(f"{image}: cannot read /{path.name}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidInput(f"{image}: /{path.name} is not a regular file")
+        data = os.read(fd, MAX_LAUNCH_FILE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_LAUNCH_FILE:
+        raise InvalidInput(f"{image}: /{path.name} is larger than {MAX_LAUNCH_FILE} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{image}: /{path.name} is not UTF-8") from None
+
+
+def _real_directory(path: Path, what: str, image: Path) -> None:
+    """``path`` is a directory of the extracted image itself (not a link to one elsewhere)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        raise InvalidInput(
+            f"{image}: the ramdisks have no {what} (not a nitro-cli layout)"
+        ) from None
+    if stat.S_ISLNK(mode):
+        raise InvalidInput(
+            f"{image}: {what} is a symbolic link; the launcher chroots into and mounts over it,"
+            " so it must be a directory of the image itself"
+        )
+    if not stat.S_ISDIR(mode):
+        raise InvalidInput(f"{image}: {what} is not a directory")
+
+
 def unpack_image(image: Path, dest: Path) -> UnpackedImage:
-    """Extract every ramdisk of ``image`` in order into ``dest``; read ``/cmd`` and ``/env``."""
+    """Extract every ramdisk of ``image`` in order into ``dest``; read ``/cmd`` and ``/env``.
+
+    The image is untrusted input to the host: ``/cmd`` and ``/env`` must be regular
+    files and ``/rootfs`` (and each directory the launcher mounts over in it) a real
+    directory, none of them a symbolic link, so nothing the launcher reads, chroots
+    into or mounts over resolves outside the extracted image.
+    """
     from builder.eif import EifReader
     from builder.initramfs import extract
 
@@ -289,14 +349,15 @@ def unpack_image(image: Path, dest: Path) -> UnpackedImage:
             finally:
                 part.unlink(missing_ok=True)
     root = dest
-    cmd_file, env_file, rootfs = root / "cmd", root / "env", root / "rootfs"
-    for needed in (cmd_file, env_file, rootfs):
-        if not needed.exists():
-            raise InvalidInput(
-                f"{image}: the ramdisks have no /{needed.name} (not a nitro-cli layout)"
-            )
-    cmd = [line for line in cmd_file.read_text().split("\n") if line]
-    env = dict(line.split("=", 1) for line in env_file.read_text().split("\n") if "=" in line)
+    cmd_text = _launch_file(root / "cmd", image)
+    env_text = _launch_file(root / "env", image)
+    rootfs = root / "rootfs"
+    _real_directory(rootfs, "/rootfs", image)
+    for sub in MOUNT_POINTS:
+        if os.path.lexists(rootfs / sub):
+            _real_directory(rootfs / sub, f"/rootfs/{sub}", image)
+    cmd = [line for line in cmd_text.split("\n") if line]
+    env = dict(line.split("=", 1) for line in env_text.split("\n") if "=" in line)
     if not cmd:
         raise InvalidInput(f"{image}: /cmd is empty")
     return UnpackedImage(root, rootfs, cmd, env)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -36,10 +37,32 @@ def _mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True)
 
 
+class UnsafeImage(Exception):
+    """A path of the image that would lead the launcher outside it."""
+
+
+def _inside(rootfs: str, sub: str) -> str:
+    """``rootfs/sub``, refused unless it is a directory of the image itself (or absent,
+    then created): a symbolic link there would make a mount land on the host."""
+    path = os.path.join(rootfs, sub)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        os.mkdir(path, 0o755)
+        mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode) or not stat.S_ISDIR(mode):
+        raise UnsafeImage(f"/rootfs/{sub} is not a directory of the image")
+    if os.path.realpath(path) != os.path.join(os.path.realpath(rootfs), sub):
+        raise UnsafeImage(f"/rootfs/{sub} resolves outside the image")
+    return path
+
+
 def prepare(rootfs: str, sockdir: str, accelerator_dir: str | None = None) -> None:
+    if os.path.islink(rootfs) or not os.path.isdir(rootfs):
+        raise UnsafeImage("/rootfs is not a directory of the image")
     _mount("--make-rprivate", "/")
     for sub in ("proc", "sys", "dev", "tmp", "run"):
-        os.makedirs(os.path.join(rootfs, sub), exist_ok=True)
+        _inside(rootfs, sub)
     _mount("-t", "proc", "-o", "nosuid,nodev,noexec", "proc", os.path.join(rootfs, "proc"))
     _mount("-t", "sysfs", "-o", "nosuid,nodev,noexec,ro", "sysfs", os.path.join(rootfs, "sys"))
     dev = os.path.join(rootfs, "dev")
@@ -62,7 +85,8 @@ def prepare(rootfs: str, sockdir: str, accelerator_dir: str | None = None) -> No
 
 
 def read_lines(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as fh:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)  # the launcher checked: a file, no link
+    with open(fd, encoding="utf-8") as fh:
         return [line for line in fh.read().split("\n") if line]
 
 
@@ -78,7 +102,11 @@ def main(argv: list[str]) -> int:  # returns only on usage errors; else it execs
         print("sandbox: /cmd is empty", file=sys.stderr)
         return 2
     loopback_up()
-    prepare(rootfs, sockdir, accelerator_dir)
+    try:
+        prepare(rootfs, sockdir, accelerator_dir)
+    except UnsafeImage as exc:
+        print(f"sandbox: refusing the image: {exc}", file=sys.stderr)
+        return 2
     os.chroot(rootfs)
     os.chdir("/")
     os.execve(cmd[0], cmd, env)  # noqa: S606 - exactly /init's execve(argv[0], argv, envp)

@@ -34,7 +34,6 @@ from builder.rootfs.native import NativeBackend
 from builder.spec import LoadedSpec, load_spec
 from enclave_audit.errors import (
     BuildStepFailed,
-    DigestMismatch,
     EnvironmentProblem,
     SpecInvalid,
 )
@@ -42,7 +41,6 @@ from enclave_audit.fsutil import cache_dir
 from enclave_audit.progress import NullProgress
 
 DATA = Path(__file__).resolve().parent / "data" / "docker"
-SPEC = DATA / "spec" / "enclave.toml"
 EPOCH = 1700000000
 #: the sample's source commit (fixed: a commit landing between two builds must not differ them)
 COMMIT = "0" * 40
@@ -79,10 +77,23 @@ def _engine_state() -> tuple[set[str], set[str]]:
 
 
 @pytest.fixture(scope="module")
-def sample_spec() -> LoadedSpec:
+def sample_spec_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample source tree (a copy of data/docker/) with the reference kernel config and
+    init copied in: every spec path stays inside the source tree."""
+    root = tmp_path_factory.mktemp("docker-sample") / "docker"
+    shutil.copytree(DATA, root)
+    reference = REFERENCE_SPEC.parent
+    for rel in ("kernel/enclave.config", "init/init.c"):
+        (root / "spec" / rel).parent.mkdir(exist_ok=True)
+        shutil.copy(reference / rel, root / "spec" / rel)
+    return root / "spec" / "enclave.toml"
+
+
+@pytest.fixture(scope="module")
+def sample_spec(sample_spec_path: Path) -> LoadedSpec:
     _need_engine()
     _need_build_tools()
-    loaded = load_spec(SPEC)
+    loaded = load_spec(sample_spec_path)
     # the pinned base (mmdebstrap), built once and cached like the native backend's
     NativeBackend().build_rootfs(
         loaded, epoch=EPOCH, use_cache=True, progress=NullProgress(),
@@ -105,7 +116,7 @@ def sample_builds(
             use_rootfs_cache=False,  # a fresh docker build each time, no engine cache
             work_dir=out / f"work{n}",
         )
-        results.append(build(SPEC, out / f"run{n}", options=options))
+        results.append(build(sample_spec.path, out / f"run{n}", options=options))
     return results[0], results[1]
 
 
@@ -227,11 +238,12 @@ def test_image_cmd_must_match_the_spec(sample_spec: LoadedSpec, tmp_path: Path) 
 @pytest.mark.docker
 @pytest.mark.slow
 def test_cli_docker_build_gives_the_same_pcrs(
-    sample_builds: tuple[BuildResult, BuildResult], tmp_path: Path
+    sample_spec: LoadedSpec, sample_builds: tuple[BuildResult, BuildResult], tmp_path: Path
 ) -> None:
     first, _ = sample_builds
     result = run_cli(
-        ["build", "--backend", "docker", "--spec", str(SPEC), "-o", str(tmp_path / "out"),
+        ["build", "--backend", "docker", "--spec", str(sample_spec.path), "-o",
+         str(tmp_path / "out"),
          "--source-date-epoch", str(EPOCH), "--source-commit", COMMIT, "--json"]
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
@@ -246,21 +258,15 @@ def test_cli_docker_build_gives_the_same_pcrs(
 def test_cli_failing_dockerfile_exits_33_without_output(
     sample_spec: LoadedSpec, tmp_path: Path
 ) -> None:
-    spec_dir = tmp_path / "spec"
-    (spec_dir / "docker").mkdir(parents=True)
-    text = SPEC.read_text()
-    for rel in ("../../../../../reference_enclave/kernel/enclave.config",
-                "../../../../../reference_enclave/init/init.c"):  # fmt: skip
-        text = text.replace(f'"{rel}"', f'"{(SPEC.parent / rel).resolve()}"')
-    (spec_dir / "enclave.toml").write_text(text)
-    shutil.copy(SPEC.parent / "debian.lock", spec_dir / "debian.lock")
-    (spec_dir / "docker" / "Dockerfile").write_text(
+    src = tmp_path / "src"
+    shutil.copytree(sample_spec.source_root, src)
+    (src / "spec" / "docker" / "Dockerfile").write_text(
         "ARG BASE\nFROM ${BASE}\nRUN echo 'the step that breaks' >&2; false\n"
     )
     out = tmp_path / "out"
     result = run_cli(
-        ["build", "--backend", "docker", "--spec", str(spec_dir / "enclave.toml"),
-         "--source-root", str(DATA), "--source-date-epoch", str(EPOCH), "-o", str(out)]
+        ["build", "--backend", "docker", "--spec", str(src / "spec" / "enclave.toml"),
+         "--source-date-epoch", str(EPOCH), "-o", str(out)]
     )  # fmt: skip
     assert_one_line_error(result, 33, "docker build", "returned a non-zero code: 1")
     assert not out.exists()
@@ -274,24 +280,33 @@ def test_image_not_built_on_the_pinned_base_is_refused(
 ) -> None:
     (tmp_path / "x").write_text("x\n")
     (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY x /x\n")
-    with pytest.raises(DigestMismatch, match="not built on the pinned base"):
+    # refused before the engine builds anything (the engine's layer check stays behind it)
+    with pytest.raises(SpecInvalid, match="pinned base"):
         DockerBackend(dockerfile=tmp_path / "Dockerfile").build_rootfs(
             sample_spec, epoch=EPOCH, use_cache=False, progress=NullProgress(),
             resolver=make_resolver(sample_spec),
         )
 
 
-def test_missing_engine_is_an_environment_problem(tmp_path: Path) -> None:
+def test_missing_engine_is_an_environment_problem(sample_spec_path: Path, tmp_path: Path) -> None:
     result = run_cli(
-        ["build", "--backend", "docker", "--spec", str(SPEC), "-o", str(tmp_path / "out")],
+        [
+            "build",
+            "--backend",
+            "docker",
+            "--spec",
+            str(sample_spec_path),
+            "-o",
+            str(tmp_path / "out"),
+        ],
         env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"},
     )
     assert_one_line_error(result, 5, "docker engine", "docker.io", "scripts/docker-engine")
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_dockerfile_is_spec_invalid(tmp_path: Path) -> None:
-    loaded = load_spec(SPEC)
+def test_missing_dockerfile_is_spec_invalid(sample_spec_path: Path, tmp_path: Path) -> None:
+    loaded = load_spec(sample_spec_path)
     with pytest.raises(SpecInvalid, match="Dockerfile"):
         DockerBackend(dockerfile=tmp_path / "Dockerfile", client=object()).build_rootfs(
             loaded, epoch=EPOCH, use_cache=True, progress=NullProgress(),

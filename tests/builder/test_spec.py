@@ -31,6 +31,8 @@ def _write(tmp_path: Path, text: str) -> Path:
     (base / "init").mkdir()
     (base / "kernel" / "k.config").write_text("CONFIG_64BIT=y\n")
     (base / "init" / "init.c").write_text("int main(void){return 0;}\n")
+    (base / "nsm-attest").mkdir()
+    (base / "nsm-attest" / "nsm_attest.c").write_text("int main(void){return 0;}\n")
     pkg = tmp_path / "src" / "app"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")

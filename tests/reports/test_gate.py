@@ -18,6 +18,10 @@ NOW_ARG = ["--now", "2026-11-23T12:00:00Z"]
 
 
 def _gate(world, *vsas, extra=()):  # type: ignore[no-untyped-def]
+    return run_cli([*_args(world, *vsas), *extra])
+
+
+def _args(world, *vsas):  # type: ignore[no-untyped-def]
     args = [
         "gate",
         "--policy",
@@ -36,7 +40,7 @@ def _gate(world, *vsas, extra=()):  # type: ignore[no-untyped-def]
     ]
     for v in vsas:
         args += ["--vsa", str(v)]
-    return run_cli([*args, *extra])
+    return args
 
 
 def test_two_agreeing_auditors_approve_and_policy_binds_pcrs(world):
@@ -57,9 +61,10 @@ def test_two_agreeing_auditors_approve_and_policy_binds_pcrs(world):
     assert deny["Effect"] == "Deny"
     assert deny["Condition"]["StringNotEqualsIgnoreCase"][IMAGE_KEY] == [world.pcrs.hex(0)]
     assert "+" in result.stdout and IMAGE_KEY in result.stdout  # readable diff on stdout
-    entries = decision_log.read_log(world.root / "decisions.jsonl")
+    entries = decision_log.read_log(world.root / "decisions.jsonl", world.gate_public_key())
     assert [e.decision for e in entries] == ["approved"]
-    assert entries[0].agreeing == ["alice", "bob"]
+    assert entries[0].entry.agreeing == ["alice", "bob"]
+    assert new["Id"] == f"EnclaveAuditLogHead-0-{entries[0].sha256}"
     report = json.loads((world.root / "report" / "report.json").read_text())
     assert report["verdict"] == "PASS" and report["gate"]["decision"] == "approved"
 
@@ -123,7 +128,7 @@ def test_refusals_exit_1_and_change_nothing(world, case, needle):
     assert_one_line_error(result, 1, needle)
     assert not (world.root / "new-policy.json").exists()
     assert world.policy.read_bytes() == before
-    entries = decision_log.read_log(world.root / "decisions.jsonl")
+    entries = decision_log.read_log(world.root / "decisions.jsonl", world.gate_public_key())
     assert entries[-1].decision == "refused"
     report = json.loads((world.root / "report" / "report.json").read_text())
     assert report["verdict"] == "FAIL" and report["gate"]["decision"] == "refused"
@@ -134,8 +139,8 @@ def test_dissent_is_recorded_by_name(world):
         world, world.vsa("alice"), world.vsa("bob"), world.vsa("carol", verdict=Verdict.FAIL)
     )
     assert result.exit_code == 1
-    entry = decision_log.read_log(world.root / "decisions.jsonl")[-1]
-    assert entry.dissenting == ["carol"] and entry.agreeing == ["alice", "bob"]
+    entry = decision_log.read_log(world.root / "decisions.jsonl", world.gate_public_key())[-1]
+    assert entry.entry.dissenting == ["carol"] and entry.entry.agreeing == ["alice", "bob"]
 
 
 def test_rollout_keeps_old_measurements_until_window_closes(world):
@@ -167,31 +172,32 @@ def test_decision_log_detects_tampering_with_any_earlier_entry(world):
     for _ in range(3):
         _gate(world, world.vsa("alice"))
     log = world.root / "decisions.jsonl"
+    key = world.gate_public_key()
     lines = log.read_bytes().splitlines()
     assert len(lines) == 3
-    assert len(decision_log.read_log(log)) == 3
+    assert len(decision_log.read_log(log, key)) == 3
     for index in range(3):
         for mutate in ("edit", "delete", "swap"):
             bad = list(lines)
             if mutate == "edit":
-                entry = json.loads(bad[index])
-                entry["reason"] = "approved by everyone"
-                bad[index] = json.dumps(entry).encode()
+                envelope = json.loads(bad[index])
+                envelope["payloadType"] += "x"
+                bad[index] = json.dumps(envelope).encode()
             elif mutate == "delete":
                 del bad[index]
                 if index == 2:
-                    continue  # truncating the tail is not detectable from the log alone
+                    continue  # cutting a refusal off the tail: see the head tests
             else:
                 j = (index + 1) % 3
                 bad[index], bad[j] = bad[j], bad[index]
             log.write_bytes(b"\n".join(bad) + b"\n")
             with pytest.raises(DecisionLogTampered):
-                decision_log.read_log(log)
-    log.write_bytes(
-        b"\n".join([lines[0], lines[1].replace(b'"refused"', b'"approved"'), *lines[2:]]) + b"\n"
-    )
-    result = _gate(world, world.vsa("alice"), world.vsa("bob"))
-    assert_one_line_error(result, 60, "decision log")
+                decision_log.read_log(log, key)
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    other = world.root / "other-trust.toml"
+    other.write_text(world.trust.read_text().replace("keys/gate.key", "keys/alice.key"))
+    result = run_cli([*_args(world, world.vsa("alice"), world.vsa("bob")), "--trust", str(other)])
+    assert_one_line_error(result, 60, "not signed by the gate's key")
     assert not (world.root / "new-policy.json").exists()
 
 
@@ -214,3 +220,37 @@ def test_debug_measurements_are_never_allowed(world):
     world.measurements.write_text(json.dumps({"Measurements": zero.to_nitro()}))
     result = _gate(world, world.vsa("alice", pcrs=zero), world.vsa("bob", pcrs=zero))
     assert_one_line_error(result, 1, "debug")
+
+
+def test_gate_json_and_every_log_entry_follow_the_json_convention(world):
+    """gate --json (approved and refused) is a labelled document that validates against
+    docs/schemas (run_cli checks it); each line of decisions.jsonl is a DSSE envelope whose
+    payload is labelled enclave-audit/decision-log-entry v2 and validates against its
+    published schema."""
+    import base64
+
+    from conftest import ROOT
+    from jsonschema import Draft202012Validator
+
+    approved = _gate(world, world.vsa("alice"), world.vsa("bob"), extra=("--json",))
+    assert approved.exit_code == 0, approved.stderr
+    doc = json.loads(approved.stdout)
+    assert list(doc)[:2] == ["schema", "schema_version"]
+    assert doc["gate"]["decision"] == "approved"
+    refused = _gate(world, world.vsa("alice"), extra=("--json",))
+    assert refused.exit_code == 1, refused.stderr
+    assert json.loads(refused.stdout)["gate"]["decision"] == "refused"
+    schema = json.loads(
+        (ROOT / "docs" / "schemas" / "decision-log-entry.v2.schema.json").read_text()
+    )
+    validator = Draft202012Validator(schema)
+    lines = (world.root / "decisions.jsonl").read_bytes().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        envelope = json.loads(line)
+        assert envelope["payloadType"] == decision_log.PAYLOAD_TYPE
+        payload = json.loads(base64.b64decode(envelope["payload"]))
+        assert payload["schema"] == "enclave-audit/decision-log-entry"
+        assert payload["schema_version"] == 2
+        errors = list(validator.iter_errors(payload))
+        assert not errors, errors[0].message

@@ -10,128 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from hostile_corpus import git, make_repo
+from small_release import SourceRebuilder, _build, _manifest
 
-from builder.eif import write_eif
-from builder.initramfs import directory, file_path, write_ramdisk
 from enclave_audit.errors import DigestMismatch, EnvironmentProblem, InputNotFound, InvalidInput
-from enclave_audit.fsutil import hash_file
 from enclave_audit.model.findings import CheckOutcome, Verdict
 from enclave_audit.model.manifest import (
-    BuilderInfo,
     BuildManifest,
-    BuildOutput,
-    InputKind,
-    KernelInfo,
-    PinnedInput,
-    SourceInfo,
-    SpecInfo,
 )
 from enclave_audit.model.measurements import PcrSet
 from enclave_audit.progress import ProgressSink
 from verifier.rebuild import Rebuilt, parse_git_ref, verify
-
-EPOCH = 1_700_000_000
-
-
-def _tree_digest(src: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(src.rglob("*")):
-        if p.is_file():
-            h.update(p.relative_to(src).as_posix().encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()
-
-
-def _build(src: Path, out: Path) -> tuple[Path, PcrSet]:
-    """A small but real build: the source files in a ramdisk, a fixed kernel blob, an EIF."""
-    out.mkdir(parents=True)
-    kernel = out / "kernel.bin"
-    kernel.write_bytes(b"\x00\x01" * 2048)
-    entries = [directory("app")] + [
-        file_path(f"app/{p.relative_to(src).as_posix()}", p, mtime=EPOCH)
-        for p in sorted(src.rglob("*"))
-        if p.is_file()
-    ]
-    ramdisk = out / "app.cpio"
-    write_ramdisk(ramdisk, entries, epoch=EPOCH)
-    eif = out / "enclave.eif"
-    pcrs = write_eif(
-        eif,
-        kernel=kernel,
-        cmdline="reboot=k",
-        ramdisks=[ramdisk],
-        name="t",
-        version="1",
-        build_time="2026-11-23T00:00:00Z",
-    ).pcrs
-    return eif, pcrs
-
-
-def _manifest(src: Path, eif: Path, pcrs: PcrSet) -> BuildManifest:
-    digests = hash_file(eif, ("sha256", "sha384"))
-    return BuildManifest(
-        name="t",
-        version="1",
-        builder=BuilderInfo(version="0.1.0", backend="native"),
-        source_date_epoch=EPOCH,
-        rootfs_source_date_epoch=EPOCH,
-        source=SourceInfo(tree_sha256=_tree_digest(src)),
-        spec=SpecInfo(
-            path="enclave.toml", sha256="0" * 64, text="", lock_path="lock", lock_text=""
-        ),
-        kernel=KernelInfo(
-            release="6.1",
-            cmdline="reboot=k",
-            bzimage_sha256="0" * 64,
-            config_sha256="0" * 64,
-            input_digest="0" * 64,
-            source_date_epoch=EPOCH,
-        ),
-        inputs=(
-            PinnedInput(
-                name="app", kind=InputKind.SOURCE_TREE, origin="test", sha256=_tree_digest(src)
-            ),
-        ),
-        toolchain={"gcc": "12"},
-        ramdisks=(),
-        outputs=(
-            BuildOutput(
-                name="enclave.eif",
-                path="enclave.eif",
-                size=eif.stat().st_size,
-                sha256=digests["sha256"].hex(),
-                sha384=digests["sha384"].hex(),
-            ),
-        ),
-        pcrs=pcrs,
-    )
-
-
-class SourceRebuilder:
-    """Implements the Rebuilder protocol with the small real build above."""
-
-    def __call__(
-        self, manifest: BuildManifest, source_dir: Path, out_dir: Path, *, progress: ProgressSink
-    ) -> Rebuilt:
-        eif, pcrs = _build(source_dir, out_dir)
-        rebuilt = manifest.model_copy(
-            update={
-                "pcrs": pcrs,
-                "source": SourceInfo(tree_sha256=_tree_digest(source_dir)),
-                "inputs": (
-                    PinnedInput(
-                        name="app",
-                        kind=InputKind.SOURCE_TREE,
-                        origin="test",
-                        sha256=_tree_digest(source_dir),
-                    ),
-                ),
-            }
-        )
-        return Rebuilt(eif=eif, pcrs=pcrs, manifest=rebuilt)
 
 
 class TamperedInputRebuilder:
@@ -150,13 +44,16 @@ class BrokenRebuilder:
 
 @pytest.fixture()
 def original(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A committed source tree (a real git repository), its build and its manifest."""
     src = tmp_path / "src"
-    src.mkdir()
-    (src / "server.py").write_text("print('serving')\n")
-    (src / "config.json").write_text('{"port": 8080}\n')
-    eif, pcrs = _build(src, tmp_path / "orig")
+    _, commit = make_repo(src)
+    (src / "app" / "config.json").write_text('{"port": 8080}\n')
+    git(src, "add", "-A")
+    git(src, "commit", "--quiet", "-m", "config")
+    commit = git(src, "rev-parse", "HEAD")
+    eif, pcrs, _ = _build(src, tmp_path / "orig")
     manifest = tmp_path / "orig" / "build-manifest.json"
-    manifest.write_text(_manifest(src, eif, pcrs).to_json())
+    manifest.write_text(_manifest(src, eif, pcrs, commit).to_json())
     return src, manifest, eif
 
 
@@ -165,8 +62,8 @@ def test_identical_rebuild_passes(original: tuple[Path, Path, Path], tmp_path: P
     result = verify(manifest, tmp_path / "out", source=src, rebuilder=SourceRebuilder())
     assert result.verdict is Verdict.PASS, result.checks
     assert [c.name for c in result.checks] == [
+        "source-commit",
         "rebuild",
-        "source-tree",
         "pinned-inputs",
         "PCR0",
         "PCR1",
@@ -179,21 +76,115 @@ def test_identical_rebuild_passes(original: tuple[Path, Path, Path], tmp_path: P
     assert (tmp_path / "out" / "rebuild" / "enclave.eif").read_bytes() == eif.read_bytes()
 
 
-def test_changed_source_fails_with_diff(original: tuple[Path, Path, Path], tmp_path: Path) -> None:
+def test_changed_source_fails(original: tuple[Path, Path, Path], tmp_path: Path) -> None:
     src, manifest, eif = original
-    (src / "server.py").write_text("print('serving!')\n")
-    result = verify(manifest, tmp_path / "out", source=src, eif=eif, rebuilder=SourceRebuilder())
+    (src / "app" / "server.py").write_text("print('serving!')\n")
+    rebuilder = SourceRebuilder()
+    # not the manifest's commit any more: FAIL, and nothing is rebuilt
+    result = verify(manifest, tmp_path / "o1", source=src, eif=eif, rebuilder=rebuilder)
+    assert result.verdict is Verdict.FAIL and not rebuilder.built
+    assert result.checks[0].outcome is CheckOutcome.FAIL
+    assert "app/server.py" in result.checks[0].detail
+    # asked to rebuild anyway: the rebuild itself refuses sources that are not the
+    # manifest's tree (as the builder's pipeline does), so the verdict is still FAIL
+    result = verify(
+        manifest, tmp_path / "out", source=src, eif=eif, rebuilder=rebuilder,
+        allow_other_commit=True,
+    )  # fmt: skip
+    assert result.verdict is Verdict.FAIL and rebuilder.built
+    assert [c.name for c in result.checks] == ["source-commit", "rebuild"]
+    assert result.checks[0].outcome is CheckOutcome.NOT_RUN
+    assert result.checks[1].outcome is CheckOutcome.FAIL  # no separate source-tree check
+    assert "tree digest" in result.checks[1].detail
+
+
+def test_published_image_from_other_source_fails_with_diff(
+    original: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """The manifest's commit rebuilds; the image published with it was built from other
+    source: the PCRs and the EIF digest differ and the diff names the file, unexplained."""
+    src, manifest, _ = original
+    other = tmp_path / "other-src"
+    shutil.copytree(src / "app", other / "app")
+    (other / "app" / "server.py").write_text("print('serving!')\n")
+    published, _, _ = _build(other, tmp_path / "published")
+    result = verify(
+        manifest, tmp_path / "out", source=src, eif=published, rebuilder=SourceRebuilder()
+    )
     assert result.verdict is Verdict.FAIL
     outcomes = {c.name: c.outcome for c in result.checks}
+    assert outcomes["source-commit"] is CheckOutcome.PASS
+    assert outcomes["rebuild"] is CheckOutcome.PASS
     assert outcomes["PCR0"] is CheckOutcome.FAIL and outcomes["PCR1"] is CheckOutcome.FAIL
-    assert (
-        outcomes["source-tree"] is CheckOutcome.FAIL and outcomes["eif-digest"] is CheckOutcome.FAIL
-    )
+    assert outcomes["eif-digest"] is CheckOutcome.FAIL
+    assert "source-tree" not in outcomes  # the rebuild itself checks the tree
     assert result.diff is not None
     node = result.diff.find("app/server.py")
     assert node is not None and node.pcrs == (0, 1)
+    assert node.significance is not None and node.significance.value == "unexplained"
     assert "app/server.py" in (tmp_path / "out" / "diff.txt").read_text()
     assert json.loads((tmp_path / "out" / "diff.json").read_text())["identical"] is False
+
+
+def test_the_writers_digest_is_carried_through(
+    original: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify does not hash the rebuilt image again: the EIF writer's digest is used."""
+    import verifier.rebuild as rebuild
+
+    src, manifest, eif = original
+    hashed: list[Path] = []
+    real = rebuild.hash_file
+
+    def counting(path: Path, *args: object, **kw: object) -> object:
+        hashed.append(Path(path))
+        return real(path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rebuild, "hash_file", counting)
+    result = verify(manifest, tmp_path / "out", source=src, rebuilder=SourceRebuilder())
+    assert result.verdict is Verdict.PASS
+    assert result.rebuilt_eif_sha256 == hashlib.sha256(eif.read_bytes()).hexdigest()
+    assert not [p for p in hashed if "rebuild" in p.parts or p.name == "enclave.eif"], hashed
+
+
+def test_reports_are_written_inside_the_atomic_output(
+    original: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    src, manifest, _ = original
+    out = tmp_path / "out"
+    seen: list[bool] = []
+
+    def finish(result: object, staging: Path) -> None:
+        seen.append(out.exists())  # not committed yet
+        (staging / "report.json").write_text("{}")
+
+    verify(manifest, out, source=src, rebuilder=SourceRebuilder(), finish=finish)
+    assert seen == [False] and (out / "report.json").exists()
+
+    def failing(result: object, staging: Path) -> None:
+        (staging / "report.json").write_text("{}")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        verify(manifest, tmp_path / "out2", source=src, rebuilder=SourceRebuilder(), finish=failing)
+    assert not (tmp_path / "out2").exists()  # nothing half-written
+
+
+def test_cli_writes_the_reports_in_the_output_directory(
+    original: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """The real command: a source that is not the manifest's commit fails (source-commit,
+    before any build), and the output directory still has verify.json and the reports."""
+    src, manifest, _ = original
+    (src / "app" / "server.py").write_text("changed\n")
+    out = tmp_path / "cli-out"
+    done = run_cli(["verify", "--manifest", str(manifest), "--source", str(src), "-o", str(out)])
+    assert done.exit_code != 0
+    names = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert {"verify.json", "report.json", "report.md", "report.html"} <= set(names), (
+        names,
+        done.stderr,
+    )
 
 
 def test_expected_measurements_file(original: tuple[Path, Path, Path], tmp_path: Path) -> None:
@@ -220,7 +211,7 @@ def test_rebuild_that_cannot_run_is_inconclusive(
     result = verify(manifest, tmp_path / "out", source=src, rebuilder=BrokenRebuilder())
     assert result.verdict is Verdict.INCONCLUSIVE
     assert (
-        result.checks[0].outcome is CheckOutcome.NOT_RUN and "mmdebstrap" in result.checks[0].detail
+        result.checks[1].outcome is CheckOutcome.NOT_RUN and "mmdebstrap" in result.checks[1].detail
     )
 
 
@@ -228,7 +219,7 @@ def test_input_digest_mismatch_fails(original: tuple[Path, Path, Path], tmp_path
     src, manifest, _ = original
     result = verify(manifest, tmp_path / "out", source=src, rebuilder=TamperedInputRebuilder())
     assert result.verdict is Verdict.FAIL
-    assert result.checks[0].outcome is CheckOutcome.FAIL and "sha256" in result.checks[0].detail
+    assert result.checks[1].outcome is CheckOutcome.FAIL and "sha256" in result.checks[1].detail
 
 
 def test_bad_arguments(original: tuple[Path, Path, Path], tmp_path: Path) -> None:
@@ -268,4 +259,8 @@ def test_reference_image_rebuilds_to_pass(tmp_path: Path) -> None:
     ref = reference_image()
     manifest = ref.out_dir / "build-manifest.json"
     result = verify(manifest, tmp_path / "out", source=PROJECT_ROOT, eif=ref.eif)
+    assert result.verdict is Verdict.PASS, (result.checks, result.notes)
+    # the same commit fetched from the repository (objects only, never its config)
+    commit = ref.manifest.source.git_commit
+    result = verify(manifest, tmp_path / "out2", git=f"{PROJECT_ROOT}@{commit[:12]}", eif=ref.eif)
     assert result.verdict is Verdict.PASS, (result.checks, result.notes)

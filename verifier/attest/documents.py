@@ -80,7 +80,8 @@ def vsa_for_image(
         verifier_id=verifier_id,
         verifier_version={"enclave-audit": __version__},
         time_verified=time_verified or datetime.now(UTC).replace(microsecond=0),
-        input_attestations=[file_descriptor(p) for p in input_attestations],
+        # VSA: each inputAttestations entry names where it is (uri) and what it is (digest)
+        input_attestations=[file_descriptor(p, uri=f"file:{p.name}") for p in input_attestations],
         pcrs=measurements,
         source_commit=source_commit,
         rebuilds=rebuilds,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from enclave_audit.errors import BundleMalformed
+from enclave_runtime import strictjson
 
 BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
 #: media types whose bundles may carry a ``publicKey`` hint (v0.1-v0.3, both spellings).
@@ -69,29 +70,9 @@ def b64decode_strict(text: object, *, what: str) -> bytes:
 
 
 def strict_json(data: bytes, *, what: str) -> Any:
-    """Parse JSON rejecting duplicate keys, NaN/Infinity and non-UTF-8 input."""
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in items:
-            if key in out:
-                raise BundleMalformed(f"{what}: duplicate JSON key {key!r}")
-            out[key] = value
-        return out
-
-    def constant(name: str) -> Any:
-        raise BundleMalformed(f"{what}: JSON constant {name} not allowed")
-
-    try:
-        return json.loads(data.decode("utf-8"), object_pairs_hook=pairs, parse_constant=constant)
-    except UnicodeDecodeError:
-        raise BundleMalformed(f"{what}: not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise BundleMalformed(
-            f"{what}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-        ) from None
-    except RecursionError:
-        raise BundleMalformed(f"{what}: JSON nested too deeply") from None
+    """Parse JSON strictly (:mod:`enclave_runtime.strictjson`): no duplicate keys, no
+    NaN/Infinity, UTF-8 only, bounded numbers and nesting, no lone surrogates."""
+    return strictjson.loads(data, what=what, error=BundleMalformed)
 
 
 def _object(

@@ -95,6 +95,19 @@ def load_public_key(path: Path) -> PublicKey:
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm, TypeError):
+        if b"PRIVATE KEY-----" in data:
+            public = path.with_suffix(".pub")
+            raise KeyFileError(
+                f"{path}: this is a private key; verifying takes the public key",
+                hint=f"give {public} (written beside it by 'enclave-audit keys generate')"
+                if public != path
+                else "export its public key: openssl pkey -in KEY -pubout",
+            ) from None
+        if data.lstrip().startswith(b"{"):
+            raise KeyFileError(
+                f"{path}: this is JSON, not a PEM public key",
+                hint="is it the bundle? the bundle is the first argument, --key the .pub file",
+            ) from None
         raise KeyFileError(f"{path}: not a PEM public key (SubjectPublicKeyInfo)") from None
     if not isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
         raise KeyFileError(f"{path}: unsupported key type; use ECDSA P-256 or Ed25519")
@@ -115,6 +128,11 @@ def load_private_key(path: Path, *, passphrase: bytes | None = None) -> PrivateK
         raise KeyFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if not stat.S_ISREG(st.st_mode):
         raise KeyFileError(f"{path}: not a regular file")
+    if b"PUBLIC KEY-----" in _read_key_file(path)[:200]:
+        raise KeyFileError(
+            f"{path}: this is a public key; signing takes the private key",
+            hint=f"give {path.with_suffix('.key')} (its pair from 'enclave-audit keys generate')",
+        )
     if st.st_mode & 0o077:
         raise KeyFileError(
             f"{path}: unsafe permissions {stat.S_IMODE(st.st_mode):04o}; "

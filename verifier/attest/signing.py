@@ -33,6 +33,7 @@ from enclave_audit.model.attestation import INTOTO_PAYLOAD_TYPE, Statement
 from verifier.attest.dsse import Envelope, KeyBundle, Signature, pae
 from verifier.attest.keys import (
     PrivateKey,
+    PublicKey,
     key_hint,
     key_type_of,
     load_private_key,
@@ -73,6 +74,9 @@ class KeySigner:
 
     def describe(self) -> str:
         return f"key {self.fingerprint}"
+
+    def public_key(self) -> PublicKey:
+        return self._key.public_key()
 
     def envelope(self, payload: bytes, payload_type: str) -> Envelope:
         message = pae(payload_type, payload)
@@ -176,9 +180,11 @@ SIGNER_FOR_SCHEME: dict[str, Callable[[str], Signer]] = {
 
 
 def signer_for_uri(uri: str) -> Signer:
-    """``file:PATH`` or ``sigstore:[staging]`` -> a :class:`Signer`."""
+    """``file:PATH``, a plain ``PATH``, or ``sigstore:[staging]`` -> a :class:`Signer`."""
     scheme, sep, rest = uri.partition(":")
-    if not sep or scheme not in SIGNER_FOR_SCHEME:
+    if not sep or "/" in scheme or "." in scheme:
+        scheme, sep, rest = "file", ":", uri  # a plain path, as --key takes when verifying
+    if scheme not in SIGNER_FOR_SCHEME:
         raise InvalidInput(
             f"key URI {uri[:60]!r}: expected one of "
             + ", ".join(f"{s}:..." for s in sorted(SIGNER_FOR_SCHEME))

@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from enclave_audit.errors import (
     BundleMalformed,
@@ -68,7 +68,7 @@ if TYPE_CHECKING:
 #: Sigstore public-good trusted root pinned in this repository (copied from the
 #: sigstore 4.5.1 wheel; sha256 6494e21e...0b66).  Refresh deliberately.
 DEFAULT_TRUSTED_ROOT = Path(__file__).with_name("trust") / "trusted_root.production.json"
-REPORT_SCHEMA = "enclave-audit/attest-verify/v1"
+REPORT_SCHEMA = "enclave-audit/attest-verify"
 
 
 # --- results ----------------------------------------------------------------------
@@ -84,9 +84,10 @@ class BuilderClaim(BaseModel):
 class VerificationReport(BaseModel):
     """What ``attest verify --json`` prints (schema-versioned)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
 
-    schema_version: str = REPORT_SCHEMA
+    schema_: str = Field(default=REPORT_SCHEMA, alias="schema")
+    schema_version: int = 1
     verified: bool = True
     kind: str  # "dsse" | "message"
     signer: SignerDescription
@@ -343,7 +344,7 @@ def _verify_key_bundle(
         )
     message = bundle.envelope.pae()
     for key in candidates:
-        if _signature_ok(key, signature.sig, message):
+        if signature_ok(key, signature.sig, message):
             signer = VerifiedSigner(public_key=key)
             policy.check(signer)
             return signer
@@ -355,7 +356,8 @@ def _names_key(name: str, key: PublicKey) -> bool:
     return name in ("", key_hint(key), ssh_fingerprint(key))
 
 
-def _signature_ok(key: PublicKey, sig: bytes, message: bytes) -> bool:
+def signature_ok(key: PublicKey, sig: bytes, message: bytes) -> bool:
+    """Whether ``sig`` (DER or P1363 ECDSA, or Ed25519) over ``message`` verifies with ``key``."""
     try:
         if isinstance(key, ed25519.Ed25519PublicKey):
             key.verify(sig, message)

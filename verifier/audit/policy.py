@@ -68,6 +68,9 @@ fail_on = "high"
 "cmdline-kernel-debugger" = "critical"
 "cmdline-console" = "info"
 "kernel-version" = "info"
+"initramfs-hidden-members" = "medium"
+"initramfs-shadowed-member" = "high"
+"initramfs-unnormalised-name" = "info"
 
 [allow]
 """

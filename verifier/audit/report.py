@@ -44,7 +44,10 @@ class ImageAuditReport(BaseModel):
     packages: list[Package]
 
     def to_json(self) -> str:
-        return self.model_dump_json(indent=2, by_alias=True)
+        """JSON text; names that came as undecodable bytes are written visibly (``\\xNN``)."""
+        from enclave_runtime.strictjson import dumps_model
+
+        return dumps_model(self, indent=2)
 
     def counts(self) -> dict[str, int]:
         """Findings per severity (most severe first), and how many were waived."""

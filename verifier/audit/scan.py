@@ -1,28 +1,35 @@
 """One streaming pass over an EIF's ramdisks: files, binaries, secrets, packages, cmdline.
 
-Every ramdisk member is read once.  ELF files are parsed with lief (hardening), every
-regular file is searched for embedded private keys and tokens (a fast literal prefilter,
-then regexes, across chunk boundaries), permission bits and names are checked, and the
-dpkg database and Python dist-info files are collected for the SBOM.
+The ramdisks are read as the kernel unpacks them (:mod:`builder.initramfs.unpack`):
+every archive, also those after a ``TRAILER!!!``, compressed segments, names resolved
+to the paths the kernel creates, hard links joined to their inode, all ramdisks into
+one root.  Every member's content is read once: ELF files are parsed with lief
+(hardening), every regular file is searched for embedded private keys and tokens (a fast
+literal prefilter, then regexes, across chunk boundaries), and the dpkg database and
+Python dist-info files are collected for the SBOM.  Permission bits and names are
+checked on the end state of the unpacking (every name of every inode).
+
+What cannot be read, and every budget that is hit (decompressed bytes, bytes held in
+memory), leaves the checks NOT_RUN: the verdict is INCONCLUSIVE, never PASS, and the
+detail names the limit and the flag that raises it.
 """
 
 from __future__ import annotations
 
-import gzip
 import re
 import stat
 import time
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from builder.eif import EifReader
-from builder.initramfs import CpioMember, EntryKind, iter_members
+from builder.initramfs import EntryKind
+from builder.initramfs.unpack import Inode, KernelView, PathResolver, Unpacked, iter_initramfs
 from builder.inputs.apt import parse_source_line
 from enclave_audit.errors import CpioError, EifError, InvalidInput
 from enclave_audit.fsutil import hash_file
+from enclave_audit.limits import LimitExceeded, Limits, memory_limit
 from enclave_audit.model.findings import Check, CheckOutcome, Finding, Severity, verdict_of
 from enclave_audit.progress import NullProgress, ProgressSink
 from verifier.audit.policy import AuditPolicy
@@ -38,17 +45,17 @@ from verifier.compare.base import SliceBlob
 from verifier.compare.kernel import version_string
 from verifier.sbom import (
     DPKG_STATUS,
+    OS_RELEASE,
     PY_METADATA,
+    Ecosystem,
     Package,
     parse_dpkg_status,
+    parse_os_release,
     parse_python_metadata,
 )
 
 CHUNK = 1 << 20
 OVERLAP = 8192
-#: ELF files up to this size are parsed in memory
-MAX_ELF = 512 << 20
-MAX_METADATA_FILE = 64 << 20
 
 SHELLS = frozenset(
     {"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox", "fish", "csh", "tcsh"}
@@ -224,13 +231,17 @@ class SecretScanner:
 
 @dataclass
 class ScanState:
+    limits: Limits = field(default_factory=Limits)
     findings: list[Finding] = field(default_factory=list)
     binaries: list[BinaryInfo] = field(default_factory=list)
     packages: list[Package] = field(default_factory=list)
+    distro: str | None = None  # from os-release, for the Debian purls' distro= qualifier
     unparsed: list[str] = field(default_factory=list)
     files: int = 0
     elf_count: int = 0
     not_run: list[str] = field(default_factory=list)
+    #: budgets that were hit (each names its limit and flag): the audit is incomplete
+    limits_reached: list[str] = field(default_factory=list)
     #: the image's /etc/apt/sources.list (for the security-updates check)
     apt_sources: str = ""
 
@@ -243,13 +254,14 @@ _PRESENT_TOOLS = (
 )
 
 
-def _name_findings(path: str, name: str, kind: EntryKind) -> Iterator[Finding]:
+def _name_findings(path: str, name: str, kind: EntryKind, perm: int = 0) -> Iterator[Finding]:
+    """Shells, debuggers and network tools: in a bin directory, or executable anywhere."""
     parts = name.strip("/").split("/")
-    if (
-        len(parts) < 2
-        or parts[-2] not in _BIN_DIRS
-        or kind not in (EntryKind.FILE, EntryKind.SYMLINK)
-    ):
+    if kind not in (EntryKind.FILE, EntryKind.SYMLINK) or not parts[-1]:
+        return
+    in_bin = len(parts) >= 2 and parts[-2] in _BIN_DIRS
+    executable = kind is EntryKind.SYMLINK or bool(perm & 0o111)
+    if not (in_bin or executable):
         return
     base = parts[-1]
     for names, rule, severity, what in _PRESENT_TOOLS:
@@ -268,7 +280,7 @@ _INTERPRETERS = re.compile(
 )
 
 
-def _setuid_risk(name: str, m: CpioMember) -> str | None:
+def _setuid_risk(name: str, m: Inode) -> str | None:
     """Why a setuid file is worse than a distribution's setuid-root tool, if it is."""
     parts = name.strip("/").split("/")
     base = parts[-1]
@@ -284,30 +296,30 @@ def _setuid_risk(name: str, m: CpioMember) -> str | None:
     return None
 
 
-def _mode_findings(path: str, m: CpioMember) -> Iterator[Finding]:
+def _mode_findings(path: str, name: str, m: Inode, link: str) -> Iterator[Finding]:
     perm = m.perm
     if m.kind is EntryKind.FILE and perm & stat.S_ISUID:
-        risk = _setuid_risk(m.name, m)
+        risk = _setuid_risk(name, m)
         if risk is None:
             yield Finding(
                 rule="setuid",
                 severity=Severity.MEDIUM,
                 path=path,
-                message=f"setuid-root program (mode {perm:04o})",
+                message=f"setuid-root program (mode {perm:04o}){link}",
             )
         else:
             yield Finding(
                 rule="setuid-risky",
                 severity=Severity.HIGH,
                 path=path,
-                message=f"{risk} (mode {perm:04o}, owner {m.uid})",
+                message=f"{risk} (mode {perm:04o}, owner {m.uid}){link}",
             )
     if m.kind is EntryKind.FILE and perm & stat.S_ISGID:
         yield Finding(
             rule="setgid",
             severity=Severity.MEDIUM,
             path=path,
-            message=f"setgid file (mode {perm:04o}, group {m.gid})",
+            message=f"setgid file (mode {perm:04o}, group {m.gid}){link}",
         )
     if m.kind in (EntryKind.FILE, EntryKind.DIRECTORY) and perm & stat.S_IWOTH:
         if not (m.kind is EntryKind.DIRECTORY and perm & stat.S_ISVTX):
@@ -315,24 +327,40 @@ def _mode_findings(path: str, m: CpioMember) -> Iterator[Finding]:
                 rule="world-writable",
                 severity=Severity.MEDIUM,
                 path=path,
-                message=f"world-writable {m.kind.value} (mode {perm:04o})",
+                message=f"world-writable {m.kind.value} (mode {perm:04o}){link}",
             )
 
 
-def _scan_member(label: str, m: CpioMember, state: ScanState) -> None:
-    path = f"{label}/{m.name}"
-    state.findings.extend(_mode_findings(path, m))
-    state.findings.extend(_name_findings(path, m.name, m.kind))
+def _final_findings(view: KernelView, state: ScanState) -> None:
+    """Permission and name checks on what the kernel leaves once everything is unpacked."""
+    for name, inode in view.paths.items():
+        if not name:
+            continue
+        path = f"{inode.source}/{name}"
+        first = inode.names[0] if inode.names else name
+        link = f"; hard link to {first!r}" if first != name and inode.kind is EntryKind.FILE else ""
+        state.findings.extend(_mode_findings(path, name, inode, link))
+        state.findings.extend(_name_findings(path, name, inode.kind, inode.perm))
+
+
+def _scan_member(label: str, item: Unpacked, state: ScanState) -> None:
+    """Content checks of one member as it streams by (secrets, ELF hardening, packages)."""
+    m = item.member
+    path = f"{label}/{item.path}"
     if m.kind is not EntryKind.FILE or m.data is None:
         return
     state.files += 1
     scanner = SecretScanner(path)
     first = m.data.read(CHUNK)
     is_elf = first.startswith(ELF_MAGIC)
-    keep_whole = (is_elf and m.size <= MAX_ELF) or (
-        m.size <= MAX_METADATA_FILE
-        and (DPKG_STATUS.search(m.name) or PY_METADATA.search(m.name) or APT_SOURCES.search(m.name))
+    is_metadata = bool(
+        DPKG_STATUS.search(item.path)
+        or PY_METADATA.search(item.path)
+        or APT_SOURCES.search(item.path)
+        or OS_RELEASE.search(item.path)
     )
+    fits = m.size <= state.limits.memory
+    keep_whole = (is_elf or is_metadata) and fits
     parts: list[bytes] = [first] if keep_whole else []
     scanner.feed(first)
     while chunk := m.data.read(CHUNK):
@@ -341,18 +369,23 @@ def _scan_member(label: str, m: CpioMember, state: ScanState) -> None:
             parts.append(chunk)
     state.findings.extend(scanner.findings())
     if not keep_whole:
-        if is_elf:
-            state.unparsed.append(path)
-            state.findings.append(
-                Finding(
-                    rule="elf-unparsed",
-                    severity=Severity.MEDIUM,
-                    path=path,
-                    message=f"ELF larger than {MAX_ELF} bytes: hardening not checked",
+        if (is_elf or is_metadata) and not fits:
+            limit = memory_limit(path, m.size, state.limits.memory)
+            state.limits_reached.append(limit.message)
+            if is_elf:
+                state.unparsed.append(path)
+                state.findings.append(
+                    Finding(
+                        rule="elf-unparsed",
+                        severity=Severity.MEDIUM,
+                        path=path,
+                        message="ELF not analysed: hardening not checked",
+                        evidence=limit.message,
+                    )
                 )
-            )
         return
     data = b"".join(parts)
+    del parts
     if is_elf:
         state.elf_count += 1
         try:
@@ -371,9 +404,11 @@ def _scan_member(label: str, m: CpioMember, state: ScanState) -> None:
             return
         state.binaries.append(info)
         state.findings.extend(hardening_findings(info))
-    elif DPKG_STATUS.search(m.name):
+    elif DPKG_STATUS.search(item.path):
         state.packages.extend(parse_dpkg_status(data.decode("utf-8", "replace"), path))
-    elif APT_SOURCES.search(m.name):
+    elif OS_RELEASE.search(item.path):
+        state.distro = parse_os_release(data.decode("utf-8", "replace")) or state.distro
+    elif APT_SOURCES.search(item.path):
         state.apt_sources = data.decode("utf-8", "replace")
     else:
         pkg = parse_python_metadata(data.decode("utf-8", "replace"), path)
@@ -381,13 +416,41 @@ def _scan_member(label: str, m: CpioMember, state: ScanState) -> None:
             state.packages.append(pkg)
 
 
-def _open_ramdisk(blob: SliceBlob) -> IO[bytes] | None:
-    head = blob.head(6)
-    if head.startswith(b"\x1f\x8b"):
-        return gzip.GzipFile(fileobj=blob.open(), mode="rb")  # type: ignore[return-value]
-    if head[:6] in (b"070701", b"070702"):
-        return blob.open()
-    return None
+def _hidden_findings(label: str, hidden: list[Unpacked], archives: int) -> Iterator[Finding]:
+    if not hidden:
+        return
+    shown = sorted(hidden, key=lambda u: u.member.is_dir)[:10]  # files before directories
+    names = ", ".join(repr(u.path) for u in shown)
+    more = f" and {len(hidden) - len(shown)} more" if len(hidden) > len(shown) else ""
+    yield Finding(
+        rule="initramfs-hidden-members",
+        severity=Severity.MEDIUM,
+        path=label,
+        message=f"{len(hidden)} member(s) in {archives - 1} further archive(s) after the first"
+        f" TRAILER!!! (the kernel unpacks them): {names}{more}",
+    )
+
+
+def _shadow_finding(label: str, item: Unpacked, earlier: str) -> Finding:
+    """A later member replacing an earlier one: what a reader of the first archive sees
+    is not what the kernel leaves there."""
+    return Finding(
+        rule="initramfs-shadowed-member",
+        severity=Severity.HIGH,
+        path=f"{label}/{item.path}",
+        message=f"replaces the member unpacked from {earlier} (the kernel keeps this one)",
+        evidence=f"stored as {item.member.name!r} in archive #{item.archive + 1}",
+    )
+
+
+def _renamed_findings(label: str, renamed: list[Unpacked]) -> Iterator[Finding]:
+    for u in renamed[:50]:
+        yield Finding(
+            rule="initramfs-unnormalised-name",
+            severity=Severity.INFO,
+            path=f"{label}/{u.path}",
+            message=f"stored as {u.member.name!r}; the kernel unpacks it to {u.path!r}",
+        )
 
 
 # --- cmdline --------------------------------------------------------------------------------
@@ -491,16 +554,21 @@ def audit_image(
     security_updates: UpdatesMode | None = None,
     security_suites: Sequence[str] = (),
     debian_mirrors: dict[str, str] | None = None,
+    limits: Limits | None = None,
 ) -> ImageAuditReport:
     """Audit every file of an EIF under ``policy`` (one read of the image, plus its digest).
 
     ``security_suites`` (``deb URI SUITE COMPONENT`` lines) replace the image's own
-    ``-security`` sources for the security-updates check.
+    ``-security`` sources for the security-updates check.  ``limits`` bounds
+    decompression (``--max-decompressed``) and what one file may hold in memory
+    (``--max-memory``); a limit that is hit makes the verdict INCONCLUSIVE.
     """
     progress = progress or NullProgress()
+    limits = limits or Limits()
     started = time.monotonic()
     sha = hash_file(path)["sha256"].hex()
-    state = ScanState()
+    state = ScanState(limits=limits)
+    budget = limits.decompression_budget()
     checks: list[Check] = []
     try:
         reader = EifReader.open(path)
@@ -532,22 +600,43 @@ def audit_image(
                 )
             )
         state.findings.extend(cmdline_findings(cmdline))
+        resolver = PathResolver()  # the kernel unpacks every ramdisk into one root
+        view = KernelView()
+        unpacked_from: dict[str, str] = {}  # path -> where its current member came from
         for i, section in enumerate(reader.ramdisks):
             label = f"ramdisk[{i}]"
             blob = SliceBlob(reader.path, section.data_offset, section.size, label)
             progress.start(f"auditing {label}", total=section.size)
-            stream = _open_ramdisk(blob)
-            if stream is None:
-                state.not_run.append(f"{label}: not a newc cpio archive (or gzip of one)")
-                continue
+            hidden: list[Unpacked] = []
+            renamed: list[Unpacked] = []
+            archives = 0
             try:
-                with stream:
-                    for member in iter_members(stream):
-                        _scan_member(label, member, state)
-                        progress.advance(member.size)
-            except (CpioError, OSError, EOFError, zlib.error) as exc:
-                state.not_run.append(f"{label}: unreadable: {exc}")
+                with blob.open() as stream:
+                    for item in iter_initramfs(
+                        stream, where=label, budget=budget, resolver=resolver
+                    ):
+                        archives = max(archives, item.archive + 1)
+                        where = f"{label} archive #{item.archive + 1}"
+                        earlier = unpacked_from.get(item.path)
+                        if earlier is not None and not item.member.is_dir:
+                            state.findings.append(_shadow_finding(label, item, earlier))
+                        unpacked_from[item.path] = where
+                        if item.hidden:
+                            hidden.append(item)
+                        if item.renamed and item.path:
+                            renamed.append(item)
+                        view.apply(item, label)
+                        _scan_member(label, item, state)
+                        progress.advance(item.member.size)
+            except LimitExceeded as exc:
+                state.limits_reached.append(exc.message)
+            except (CpioError, OSError, EOFError) as exc:
+                message = exc.message if isinstance(exc, CpioError) else str(exc)
+                state.not_run.append(f"{label}: unreadable: {message}")
+            state.findings.extend(_hidden_findings(label, hidden, archives))
+            state.findings.extend(_renamed_findings(label, renamed))
             progress.done()
+        _final_findings(view, state)
     sources = (
         [parse_source_line(line) for line in security_suites]
         if security_suites
@@ -579,7 +668,15 @@ def audit_image(
         cmdline=cmdline,
         files=state.files,
         binaries=sorted(state.binaries, key=lambda b: b.path),
-        packages=sorted(state.packages, key=lambda p: p.key),
+        packages=sorted(
+            (
+                p.model_copy(update={"distro": state.distro})
+                if p.ecosystem is Ecosystem.DEBIAN and state.distro
+                else p
+                for p in state.packages
+            ),
+            key=lambda p: p.key,
+        ),
     )
 
 
@@ -589,6 +686,7 @@ _CHECK_RULES = {
     "tools-present": ("shell-present", "debug-tool", "network-tool"),
     "embedded-secrets": ("private-key", "credential-", "aws-access-key-id"),
     "kernel-cmdline": ("cmdline-",),
+    "initramfs-layout": ("initramfs-",),
 }
 
 
@@ -600,13 +698,18 @@ def _checks(state: ScanState, findings: list[Finding], policy: AuditPolicy) -> l
     for name, prefixes in _CHECK_RULES.items():
         mine = [f for f in findings if f.rule.startswith(prefixes)]
         failing = [f for f in mine if policy.fails(f)]
-        if state.not_run:
-            outcome, detail = CheckOutcome.NOT_RUN, "; ".join(state.not_run)
-        elif failing:
+        incomplete = [*state.not_run, *dict.fromkeys(state.limits_reached)]
+        if name == "kernel-cmdline":
+            incomplete = []  # read from its own section, whatever the ramdisks hold
+        if failing:
             outcome = CheckOutcome.FAIL
             detail = f"{len(failing)} finding(s) at or above {policy.fail_on.value}: " + ", ".join(
                 sorted({f.rule for f in failing})
             )
+            if incomplete:
+                detail += "; and not everything was read: " + "; ".join(incomplete)
+        elif incomplete:
+            outcome, detail = CheckOutcome.NOT_RUN, "; ".join(incomplete)
         elif name == "elf-hardening" and unparsed:
             outcome = CheckOutcome.NOT_RUN
             detail = f"{len(unparsed)} ELF file(s) could not be analysed, e.g. {unparsed[0]}"

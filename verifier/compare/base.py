@@ -5,8 +5,9 @@ of a file, bytes in memory, a decompressed stream); a :class:`Member` is a named
 of a container with its metadata.  Comparators recognize blobs by magic bytes and turn
 two of them into a :class:`~enclave_audit.model.difference.DiffNode`.
 
-The :class:`CompareContext` carries every setting and the shared budget; it is passed
-in, never global.
+The :class:`CompareContext` carries every setting and the shared budgets; it is passed
+in, never global.  Comparators reach the recursion only through the :class:`EngineApi`
+protocol: no comparator imports the engine.
 """
 
 from __future__ import annotations
@@ -16,22 +17,36 @@ import hashlib
 import io
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
+from typing import IO, Protocol, runtime_checkable
 
 from enclave_audit.errors import InvalidInput
 from enclave_audit.fsutil import open_input
-from enclave_audit.model.difference import Side
+from enclave_audit.limits import ByteBudget, Limits, memory_limit
+from enclave_audit.model.difference import DiffNode, NodeKind, Side
 from enclave_audit.progress import NullProgress, ProgressSink
-
-if TYPE_CHECKING:
-    from enclave_audit.model.difference import DiffNode
-    from verifier.compare.engine import Engine
+from verifier.compare.evidence import Evidence
 
 CHUNK = 1 << 20
 HEAD_SIZE = 4096
+
+
+class Unreadable(InvalidInput):
+    """Content that cannot be read (a corrupt compressed stream, an unsupported segment):
+    what it holds is unknown, so the comparison is incomplete."""
+
+
+def read_full(fh: IO[bytes], n: int) -> bytes:
+    """Read ``n`` bytes unless the stream ends first (streams may return short reads)."""
+    data = fh.read(n)
+    while data and len(data) < n:
+        more = fh.read(n - len(data))
+        if not more:
+            break
+        data += more
+    return data
 
 
 class Blob:
@@ -48,6 +63,11 @@ class Blob:
 
     def local_path(self) -> Path | None:
         """A file on disk holding exactly this content, if there is one."""
+        return None
+
+    def quick_equal(self, other: Blob) -> bool | None:
+        """True when the content is known equal without reading it (same stored bytes
+        behind a decompressor), None when only reading it can tell."""
         return None
 
     def head(self, n: int = HEAD_SIZE) -> bytes:
@@ -82,13 +102,15 @@ class Blob:
         return known if isinstance(known, int) else None
 
     def read_all(self, limit: int) -> bytes:
-        """The whole content, refusing more than ``limit`` bytes."""
+        """The whole content, refusing more than ``limit`` bytes (``--max-memory``)."""
         known = self.known_size()
-        want = limit + 1 if known is None else min(known, limit) + 1  # read() preallocates
+        if known is not None and known > limit:
+            raise memory_limit(self.name, known, limit)
+        want = limit + 1 if known is None else known + 1  # read() preallocates
         with self.open() as fh:
             data = fh.read(want)
         if len(data) > limit:
-            raise InvalidInput(f"{self.name}: larger than the {limit}-byte in-memory bound")
+            raise memory_limit(self.name, len(data), limit)
         return data
 
 
@@ -109,7 +131,7 @@ class BytesBlob(Blob):
 
     def read_all(self, limit: int) -> bytes:
         if len(self.data) > limit:
-            raise InvalidInput(f"{self.name}: larger than the {limit}-byte in-memory bound")
+            raise memory_limit(self.name, len(self.data), limit)
         return self.data
 
 
@@ -209,6 +231,55 @@ class StreamBlob(Blob):
         return self._size
 
 
+class SpooledBlob(Blob):
+    """Decompressed content, produced once into a file in the work directory and read
+    from there afterwards: each byte is inflated (and charged to the budget) once, and
+    nothing large is held in memory."""
+
+    def __init__(self, name: str, opener: Callable[[], IO[bytes]], workdir: Path) -> None:
+        self.name = name
+        self._opener = opener
+        self._workdir = workdir
+        self._path: Path | None = None
+        self._error: InvalidInput | None = None
+
+    def _materialise(self) -> Path:
+        if self._error is not None:
+            raise self._error
+        if self._path is None:
+            fd, tmp = tempfile.mkstemp(prefix="inflated-", dir=self._workdir)
+            total = 0
+            try:
+                with os.fdopen(fd, "wb") as out, self._opener() as src:
+                    while chunk := src.read(CHUNK):
+                        out.write(chunk)
+                        total += len(chunk)
+            except InvalidInput as exc:
+                os.unlink(tmp)
+                self._error = exc
+                raise
+            except BaseException:
+                os.unlink(tmp)
+                raise
+            self._path = Path(tmp)
+            self._known_size = total
+        return self._path
+
+    def open(self) -> IO[bytes]:
+        return open_input(self._materialise())
+
+    def local_path(self) -> Path:
+        return self._materialise()
+
+    @property
+    def size(self) -> int | None:
+        return self.known_size_if_ready()
+
+    def known_size_if_ready(self) -> int | None:
+        known = getattr(self, "_known_size", None)
+        return known if isinstance(known, int) else None
+
+
 #: sides of containers larger than this carry no digest (it would cost a whole extra read)
 CHEAP_DIGEST = 8 << 20
 
@@ -248,12 +319,19 @@ def spool(name: str, chunks: Iterable[bytes], ctx: CompareContext) -> Blob:
 
 @dataclass(frozen=True)
 class Member:
-    """An entry of a container: a name, its metadata fields and (for regular files) content."""
+    """An entry of a container: a name, its metadata fields and (for regular files) content.
+
+    ``fs_path`` is set for filesystem members (ramdisk, rootfs tree, tar): the path the
+    kernel unpacks it to, which the security rules read; ``notes`` say how it got there
+    (stored under another name, in an archive after the first one's trailer...).
+    """
 
     name: str
     ftype: str  # "file", "dir", "symlink", "char", "block", "fifo", "socket", "hardlink"
     meta: tuple[tuple[str, str], ...]  # ordered (field, value) pairs compared one by one
     blob: Blob | None = None
+    fs_path: str | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -275,15 +353,83 @@ class Budget:
 
 @dataclass(frozen=True)
 class CompareContext:
-    """Settings for one comparison; passed to every comparator, never global."""
+    """Settings for one comparison; passed to every comparator, never global.
+
+    ``limits.memory`` is the largest single item held in memory (``--max-memory``);
+    ``decompression`` counts every decompressed byte against ``limits.decompressed``
+    (``--max-decompressed``).  What could not be compared is listed in
+    ``limits_reached`` and ``unreadable``: the comparison is then INCONCLUSIVE.
+    """
 
     workdir: Path
     max_depth: int = 32
-    memory_bound: int = 64 << 20  # members below this are compared in memory
+    limits: Limits = field(default_factory=Limits)
     diff_lines: int = 200
     max_children: int = 200  # per node; the rest are counted in a note
     budget: Budget = field(default_factory=lambda: Budget(max_nodes=20000))
     progress: ProgressSink = field(default_factory=NullProgress)
+    evidence: Evidence = field(default_factory=Evidence)
+    budget_override: ByteBudget | None = None
+    limits_reached: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    _decompression: list[ByteBudget] = field(default_factory=list, repr=False)
+
+    @property
+    def decompression(self) -> ByteBudget:
+        """Every decompressed byte of this comparison, against ``limits.decompressed``."""
+        if not self._decompression:
+            self._decompression.append(
+                self.budget_override or self.limits.decompression_budget()
+            )
+        return self._decompression[0]
+
+    @property
+    def memory_bound(self) -> int:
+        """Members up to this size are compared in memory; larger ones are streamed."""
+        return self.limits.memory
+
+
+class EngineApi(Protocol):
+    """What comparators may ask of the engine (the recursion), nothing more.
+
+    ``depth`` is the nesting depth of the blobs being compared; comparators pass
+    ``depth + 1`` for what they contain.
+    """
+
+    @property
+    def ctx(self) -> CompareContext: ...
+
+    def compare(self, a: Blob, b: Blob, path: tuple[str, ...], depth: int) -> DiffNode | None: ...
+
+    def compare_with(
+        self, comparator: Comparator, a: Blob, b: Blob, path: tuple[str, ...], depth: int
+    ) -> DiffNode | None: ...
+
+    def same_content(self, a: Blob, b: Blob) -> bool: ...
+
+    def member_diff(
+        self, a: Member | None, b: Member | None, path: tuple[str, ...], depth: int
+    ) -> DiffNode | None: ...
+
+    def compare_members(
+        self, left: Sequence[Member], right: Sequence[Member], path: tuple[str, ...], depth: int
+    ) -> tuple[DiffNode, ...]: ...
+
+    def compare_container(
+        self,
+        container: Container,
+        a: Blob,
+        b: Blob,
+        path: tuple[str, ...],
+        kind: NodeKind,
+        depth: int,
+    ) -> DiffNode | None: ...
+
+    def cap(self, nodes: Iterable[DiffNode], path: tuple[str, ...]) -> tuple[DiffNode, ...]: ...
+
+    def bytes_node(self, a: Blob, b: Blob, path: tuple[str, ...]) -> DiffNode | None: ...
+
+    def incomplete(self, path: tuple[str, ...], error: InvalidInput) -> DiffNode: ...
 
 
 @runtime_checkable
@@ -295,7 +441,7 @@ class Comparator(Protocol):
     def recognizes(self, blob: Blob, head: bytes) -> bool: ...
 
     def compare(
-        self, a: Blob, b: Blob, path: tuple[str, ...], engine: Engine
+        self, a: Blob, b: Blob, path: tuple[str, ...], engine: EngineApi, depth: int
     ) -> DiffNode | None: ...
 
 
@@ -303,4 +449,4 @@ class Comparator(Protocol):
 class Container(Comparator, Protocol):
     """A format with named members that the engine pairs and recurses into."""
 
-    def members(self, blob: Blob, engine: Engine) -> Iterator[Member]: ...
+    def members(self, blob: Blob, engine: EngineApi) -> Iterator[Member]: ...

@@ -9,16 +9,12 @@ the cause classifiers decode (unix times, paths, random bytes).
 from __future__ import annotations
 
 import re
-from typing import IO, TYPE_CHECKING
 
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
-from verifier.compare.base import CHUNK, Blob, cheap_side
+from verifier.compare.base import CHUNK, Blob, EngineApi, cheap_side, read_full
 
-if TYPE_CHECKING:
-    from verifier.compare.engine import Engine
-
-WINDOW_BEFORE = 16
-WINDOW_AFTER = 48
+WINDOW_BEFORE = 32
+WINDOW_AFTER = 64
 
 
 _NONZERO = re.compile(rb"[^\x00]+")
@@ -56,17 +52,6 @@ def first_difference(a: bytes, b: bytes) -> int | None:
         x = xor(a, b)
         return n - len(x.lstrip(b"\x00"))
     return None if len(a) == len(b) else n
-
-
-def read_full(fh: IO[bytes], n: int) -> bytes:
-    """Read ``n`` bytes unless the stream ends first (streams may return short reads)."""
-    data = fh.read(n)
-    while data and len(data) < n:
-        more = fh.read(n - len(data))
-        if not more:
-            break
-        data += more
-    return data
 
 
 def window(data: bytes, offset: int) -> str:
@@ -113,7 +98,9 @@ class BinaryComparator:
     def recognizes(self, blob: Blob, head: bytes) -> bool:
         return True
 
-    def compare(self, a: Blob, b: Blob, path: tuple[str, ...], engine: Engine) -> DiffNode | None:
+    def compare(
+        self, a: Blob, b: Blob, path: tuple[str, ...], engine: EngineApi, depth: int
+    ) -> DiffNode | None:
         first: int | None = None
         differing = 0
         offset = 0

@@ -1,7 +1,8 @@
 """Two directory trees (an unpacked rootfs): file type, permissions, link targets, contents.
 
 Host-side owner and mtime are not compared (they describe the unpacking, not the image);
-permission bits are, because a ramdisk carries them.
+permission bits and the file capability (``security.capability`` xattr) are, because an
+image carries them.
 """
 
 from __future__ import annotations
@@ -10,13 +11,20 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
-from verifier.compare.base import FileBlob, Member
+from verifier.compare.base import EngineApi, FileBlob, Member
+from verifier.compare.nodes import describe_children
 
-if TYPE_CHECKING:
-    from verifier.compare.engine import Engine
+CAPABILITY_XATTR = "security.capability"
+
+
+def _capability(path: Path) -> str | None:
+    try:
+        value = os.getxattr(path, CAPABILITY_XATTR, follow_symlinks=False)
+    except OSError:
+        return None
+    return value.hex()
 
 
 def _ftype(mode: int) -> str:
@@ -57,21 +65,22 @@ def walk(root: Path) -> Iterator[Member]:
                 meta.append(("link target", os.readlink(full)))
             elif ftype == "file":
                 blob = FileBlob(full, relname)
+                cap = _capability(full)
+                if cap is not None:
+                    meta.append((f"xattr {CAPABILITY_XATTR}", cap))
             elif ftype in ("char", "block"):
                 meta.append(("rdev", f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"))
-            yield Member(relname, ftype, tuple(meta), blob)
+            yield Member(relname, ftype, tuple(meta), blob, fs_path=relname)
             if ftype == "dir":
                 children.append(relname)
         stack.extend(reversed(children))
 
 
 def compare_directories(
-    left: Path, right: Path, path: tuple[str, ...], engine: Engine
+    left: Path, right: Path, path: tuple[str, ...], engine: EngineApi, depth: int
 ) -> DiffNode | None:
-    from verifier.compare.engine import describe_children
-
     la, lb = list(walk(left)), list(walk(right))
-    children = engine.compare_members(la, lb, path)
+    children = engine.compare_members(la, lb, path, depth)
     # walking order is ours, not the data's: a "reordered" node would be noise here
     children = tuple(c for c in children if c.kind is not NodeKind.ORDER)
     if not children:

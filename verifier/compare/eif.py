@@ -2,25 +2,44 @@
 
 Sections are paired by role (kernel, cmdline, ramdisk[i], signature, metadata) and
 compared through the engine as slices of the files, so nothing loads a whole image.
+Ramdisk sections are read as the kernel reads an initramfs (every archive, compressed
+segments) whatever their first bytes.  The cmdline is security-relevant by role; the
+signature is explained only by what it signs and who signed it.  Each side's
+``BuildTime`` is recorded as evidence (the build's plausible window).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from builder.eif import EifReader, EifSection, SectionType, section_pcrs
-from enclave_audit.errors import EifError, InvalidInput
-from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
-from verifier.compare.base import CHUNK, Blob, SliceBlob, cheap_side
-
-if TYPE_CHECKING:
-    from verifier.compare.engine import Engine
+from builder.eif.signature import SignatureInfo, parse_signature_section
+from enclave_audit.errors import EifError, EnclaveAuditError, InvalidInput
+from enclave_audit.model.difference import (
+    Cause,
+    CauseHint,
+    Change,
+    Confidence,
+    DiffNode,
+    NodeKind,
+    Side,
+)
+from enclave_runtime import strictjson
+from verifier.compare.base import CHUNK, Blob, EngineApi, SliceBlob, cheap_side
+from verifier.compare.binary import byte_node
+from verifier.compare.cpio import CpioComparator
+from verifier.compare.evidence import SideEvidence
+from verifier.compare.nodes import field_node, importance, with_pcrs
 
 EIF_MAGIC = b".eif"
 MAX_METADATA = 1 << 20
+MAX_SIGNATURE = 64 << 10
+_RAMDISKS = CpioComparator()
 
 
 def section_labels(reader: EifReader) -> dict[str, EifSection]:
@@ -38,14 +57,7 @@ def section_labels(reader: EifReader) -> dict[str, EifSection]:
     return out
 
 
-def with_pcrs(node: DiffNode, pcrs: tuple[int, ...]) -> DiffNode:
-    """Mark a node and everything below it as moving ``pcrs``."""
-    return node.model_copy(
-        update={"pcrs": pcrs, "children": tuple(with_pcrs(c, pcrs) for c in node.children)}
-    )
-
-
-def _local(blob: Blob, engine: Engine) -> Path:
+def _local(blob: Blob, engine: EngineApi) -> Path:
     path = blob.local_path()
     if path is not None:
         return path
@@ -70,15 +82,18 @@ class EifComparator:
     def recognizes(self, blob: Blob, head: bytes) -> bool:
         return head.startswith(EIF_MAGIC)
 
-    def compare(self, a: Blob, b: Blob, path: tuple[str, ...], engine: Engine) -> DiffNode | None:
-        from verifier.compare.engine import field_node, importance
-
+    def compare(
+        self, a: Blob, b: Blob, path: tuple[str, ...], engine: EngineApi, depth: int
+    ) -> DiffNode | None:
         pa, pb = _local(a, engine), _local(b, engine)
         try:
             ra, rb = EifReader.open(pa), EifReader.open(pb)
         except EifError as exc:
             raise InvalidInput(exc.message) from None
         with ra, rb:
+            _record_build_time(ra, engine.ctx.evidence.left)
+            _record_build_time(rb, engine.ctx.evidence.right)
+            signatures: list[tuple[int, EifSection, EifSection]] = []
             children: list[DiffNode] = []
             ha, hb = ra.header, rb.header
             for key in ("version", "arch", "default_mem", "default_cpus", "num_sections"):
@@ -127,7 +142,10 @@ class EifComparator:
                     ba = SliceBlob(pa, sa.data_offset, sa.size, label)
                     bb = SliceBlob(pb, sb.data_offset, sb.size, label)
                     engine.ctx.progress.start(f"comparing {label}", total=max(sa.size, sb.size))
-                    node = engine.compare_nested(ba, bb, spath)
+                    if sa.type is SectionType.RAMDISK and sb.type is SectionType.RAMDISK:
+                        node = engine.compare_with(_RAMDISKS, ba, bb, spath, depth + 1)
+                    else:
+                        node = engine.compare(ba, bb, spath, depth + 1)
                     engine.ctx.progress.done()
                     if node is not None and node.kind not in (NodeKind.KERNEL, NodeKind.ARCHIVE):
                         node = node.model_copy(
@@ -135,6 +153,10 @@ class EifComparator:
                         )
                 if node is None:
                     continue
+                if sa is not None and sa.type is SectionType.CMDLINE:
+                    node = node.model_copy(update={"causes": (*node.causes, _CMDLINE_HINT)})
+                if is_signature and sa is not None and sb is not None:
+                    signatures.append((len(children), sa, sb))
                 if is_signature:
                     node = node.model_copy(
                         update={
@@ -147,6 +169,8 @@ class EifComparator:
                     )
                 moved.update(p for p in pcrs if p != 8)
                 children.append(with_pcrs(node, pcrs))
+            for at, sa, sb in signatures:
+                children[at] = _explain_signature(children[at], ra, rb, sa, sb, moved)
         if not children:
             return None
         sections = [c.name for c in children if c.kind is not NodeKind.FIELD]
@@ -169,15 +193,13 @@ class EifComparator:
     def _metadata(
         self, ra: EifReader, rb: EifReader, sa: EifSection, sb: EifSection, path: tuple[str, ...]
     ) -> DiffNode | None:
-        from verifier.compare.binary import byte_node
-        from verifier.compare.engine import field_node
-
         da, db = ra.read(sa, limit=MAX_METADATA), rb.read(sb, limit=MAX_METADATA)
         if da == db:
             return None
-        try:
-            ja, jb = _flatten(json.loads(da)), _flatten(json.loads(db))
-        except (ValueError, UnicodeDecodeError):
+        try:  # strict: bounded numbers and nesting, no duplicate keys or lone surrogates
+            ja = _flatten(strictjson.loads(da, what="metadata", error=EifError))
+            jb = _flatten(strictjson.loads(db, what="metadata", error=EifError))
+        except EifError:
             return byte_node(path, da, db, kind=NodeKind.SECTION, what="metadata bytes")
         fields = [
             field_node(path, k, ja.get(k), jb.get(k))
@@ -199,3 +221,120 @@ class EifComparator:
             children=tuple(fields),
             notes=("metadata is not measured: it moves no PCR",),
         )
+
+
+_CMDLINE_HINT = CauseHint(
+    cause=Cause.SECURITY,
+    evidence="the kernel command line (init, security options, debug switches) changed",
+    matched="the EIF cmdline section",
+    against="its role: the kernel reads its command line from it (PCR1)",
+    confidence=Confidence.HIGH,
+)
+
+
+def _record_build_time(reader: EifReader, side: SideEvidence) -> None:
+    try:
+        meta = reader.metadata().get("BuildMetadata")
+    except EnclaveAuditError:
+        return
+    value = meta.get("BuildTime") if isinstance(meta, dict) else None
+    if not isinstance(value, str):
+        return
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return
+    if when.tzinfo is not None:
+        side.add_time(when.timestamp(), "EIF BuildTime")
+
+
+def _signature_info(reader: EifReader, section: EifSection) -> SignatureInfo | None:
+    try:
+        return parse_signature_section(reader.read(section, limit=MAX_SIGNATURE))
+    except EnclaveAuditError:
+        return None
+
+
+def _fingerprint(info: SignatureInfo) -> str:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    der = info.certificate.public_bytes(Encoding.DER)
+    subject = info.certificate.subject.rfc4514_string()
+    return f"sha256:{hashlib.sha256(der).hexdigest()} ({subject})"
+
+
+def _explain_signature(
+    node: DiffNode,
+    ra: EifReader,
+    rb: EifReader,
+    sa: EifSection,
+    sb: EifSection,
+    moved: set[int],
+) -> DiffNode:
+    """What differs in the signature: the certificate (PCR8), the signed PCR0, or only
+    the randomized ECDSA value."""
+    ia, ib = _signature_info(ra, sa), _signature_info(rb, sb)
+    if ia is None or ib is None:
+        return node
+    fields: list[DiffNode] = []
+    hints: list[CauseHint] = []
+    fa, fb = _fingerprint(ia), _fingerprint(ib)
+    if fa != fb:
+        cert = field_node(node.path, "signing certificate", fa, fb).model_copy(
+            update={
+                "causes": (
+                    CauseHint(
+                        cause=Cause.SECURITY,
+                        evidence="another signing certificate: PCR8 changes",
+                        matched=f"{fa} vs {fb}",
+                        against="the certificates in both signature sections",
+                        confidence=Confidence.HIGH,
+                    ),
+                ),
+                "pcrs": (8,),
+            }
+        )
+        fields.append(cert)
+    pcr0_a = ia.signed_pcr0.hex() if ia.signed_pcr0 else None
+    pcr0_b = ib.signed_pcr0.hex() if ib.signed_pcr0 else None
+    if pcr0_a != pcr0_b:
+        signed = field_node(node.path, "signed PCR0", pcr0_a, pcr0_b)
+        if 0 in moved:
+            hint = CauseHint(
+                cause=Cause.DERIVED,
+                evidence="the signature covers PCR0, and measured sections differ",
+                matched=f"signed PCR0 {pcr0_a} vs {pcr0_b}",
+                against="the measured sections compared above (PCR0 moves)",
+                confidence=Confidence.HIGH,
+            )
+        else:
+            hint = CauseHint(
+                cause=Cause.SECURITY,
+                evidence="the signed PCR0 differs although no measured section does",
+                matched=f"signed PCR0 {pcr0_a} vs {pcr0_b}",
+                against="the measured sections (all equal)",
+                confidence=Confidence.HIGH,
+            )
+        fields.append(signed.model_copy(update={"causes": (hint,)}))
+    elif fa == fb and ia.cose_valid and ib.cose_valid:
+        hints.append(
+            CauseHint(
+                cause=Cause.RANDOM,
+                evidence="same certificate and same signed PCR0; both signatures verify:"
+                " ECDSA signatures differ by their random nonce",
+                matched="signature bytes",
+                against="the certificate and signed PCR0 of both sides, and each"
+                " signature's verification",
+                confidence=Confidence.HIGH,
+            )
+        )
+    if not fields and not hints:
+        return node
+    return node.model_copy(
+        update={
+            "children": (*fields,),
+            "causes": (*node.causes, *hints),
+            "left": (node.left or Side()).model_copy(update={"value": None}),
+            "right": (node.right or Side()).model_copy(update={"value": None}),
+        }
+    )

@@ -9,11 +9,10 @@ strings, which is what the build-path and toolchain classifiers read.
 from __future__ import annotations
 
 import bisect
-import functools
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
@@ -21,13 +20,12 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import NoteSection, SymbolTableSection
 
 from enclave_audit.errors import InvalidInput
+from enclave_audit.limits import memory_limit
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
-from verifier.compare.base import CHUNK, Blob, BytesBlob, spool
+from verifier.compare.base import Blob, EngineApi
 from verifier.compare.binary import byte_node, count_differing, differing_runs, window
+from verifier.compare.nodes import describe_children, field_node
 from verifier.compare.text import text_node
-
-if TYPE_CHECKING:
-    from verifier.compare.engine import Engine
 
 ELF_MAGIC = b"\x7fELF"
 #: sections whose content is a table of NUL-terminated strings
@@ -49,6 +47,13 @@ MAX_REGIONS = 8
 #: regions closer than this are one region
 REGION_GAP = 32
 MAX_CUS = 500
+SHF_EXECINSTR = 0x4
+#: sections of addresses: a change there follows code or data layout, it is not content
+ADDRESS_SECTIONS = frozenset(
+    {".got", ".got.plt", ".data.rel.ro", ".init_array", ".fini_array", ".dynamic", ".plt.got"}
+)
+CODE_NOTE = "machine code (executable section)"
+ADDRESS_NOTE = "addresses (relocations or pointers)"
 
 
 @dataclass
@@ -237,22 +242,24 @@ class ElfComparator:
     def recognizes(self, blob: Blob, head: bytes) -> bool:
         return head.startswith(ELF_MAGIC)
 
-    def _load(self, blob: Blob, engine: Engine) -> ElfInfo:
-        """Parse from memory below the bound, else from a file (spooled if need be)."""
-        size = blob.known_size()
+    def _load(self, blob: Blob, engine: EngineApi) -> ElfInfo:
+        """Parse in memory, up to the in-memory limit (the parser reads every section)."""
         bound = engine.ctx.memory_bound
-        if size is not None and size <= bound:
-            return load_elf(io.BytesIO(blob.read_all(bound)), blob.name)
-        if blob.local_path() is None:
-            with blob.open() as fh:
-                blob = spool(blob.name, iter(functools.partial(fh.read, CHUNK), b""), engine.ctx)
-            if isinstance(blob, BytesBlob):
-                return load_elf(io.BytesIO(blob.data), blob.name)
-        with blob.open() as fh:
-            return load_elf(fh, blob.name)
+        size = blob.known_size()
+        if size is not None and size > bound:
+            raise memory_limit(f"{blob.name} (ELF)", size, bound)
+        return load_elf(io.BytesIO(blob.read_all(bound)), blob.name)
 
-    def compare(self, a: Blob, b: Blob, path: tuple[str, ...], engine: Engine) -> DiffNode | None:
+    def compare(
+        self, a: Blob, b: Blob, path: tuple[str, ...], engine: EngineApi, depth: int
+    ) -> DiffNode | None:
         la, lb = self._load(a, engine), self._load(b, engine)
+        where = "/".join(path)
+        for info, side in ((la, engine.ctx.evidence.left), (lb, engine.ctx.evidence.right)):
+            for attrs in info.dwarf.values():
+                comp_dir = attrs.get("DW_AT_comp_dir")
+                if comp_dir:
+                    side.add_build_dir(comp_dir, f"DW_AT_comp_dir in {where}")
         children = list(self._children(la, lb, path, engine))
         notes: list[str] = []
         if la.has_symtab != lb.has_symtab or bool(la.debug_sections) != bool(lb.debug_sections):
@@ -270,8 +277,6 @@ class ElfComparator:
             notes.append(f"stripping differs: left {state(la)}; right {state(lb)}")
         if not children and not notes:
             return None
-        from verifier.compare.engine import describe_children
-
         sections = [c.name for c in children if c.kind is NodeKind.ELF_SECTION]
         summary = "ELF differs"
         if sections:
@@ -290,10 +295,8 @@ class ElfComparator:
         )
 
     def _children(
-        self, la: ElfInfo, lb: ElfInfo, path: tuple[str, ...], engine: Engine
+        self, la: ElfInfo, lb: ElfInfo, path: tuple[str, ...], engine: EngineApi
     ) -> Iterator[DiffNode]:
-        from verifier.compare.engine import field_node
-
         limit = engine.ctx.diff_lines
         for key, value in la.header.items():
             if lb.header.get(key) != value:
@@ -351,8 +354,6 @@ class ElfComparator:
         path: tuple[str, ...],
         limit: int,
     ) -> DiffNode | None:
-        from verifier.compare.engine import field_node
-
         header_fields = []
         for key in ("type", "flags", "addr", "size"):
             va, vb = getattr(sa, key), getattr(sb, key)
@@ -408,7 +409,20 @@ class ElfComparator:
             return None
         if header_fields:
             node = node.model_copy(update={"children": (*node.children, *header_fields)})
+        role = _role(sa)
+        if role is not None:
+            node = node.model_copy(update={"notes": (*node.notes, role)})
         return node
+
+
+def _role(sec: SectionInfo) -> str | None:
+    """What a section's bytes are, for the classifier: code, addresses, or neither."""
+    if sec.flags & SHF_EXECINSTR:
+        return CODE_NOTE
+    base = sec.name.split("#")[0]
+    if sec.type in ("SHT_RELA", "SHT_REL", "SHT_RELR", "SHT_DYNAMIC") or base in ADDRESS_SECTIONS:
+        return ADDRESS_NOTE
+    return None
 
 
 def _presence(path: tuple[str, ...], sec: SectionInfo, *, left: bool) -> DiffNode:

@@ -1,65 +1,62 @@
 """The recursion: identical content short-circuits, formats are identified by magic,
 containers have their members paired by name (added, removed, reordered, metadata,
-content), leaves get format-specific detail, and the finished tree gets its causes.
+content), leaves get format-specific detail.
+
+The engine is given its comparator registry (most specific first, a catch-all last);
+it imports no comparator, and comparators see it only through
+:class:`~verifier.compare.base.EngineApi`.  The nesting depth travels as an argument.
 """
 
 from __future__ import annotations
 
 import struct
-import tempfile
-import time
 import zlib
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
-from enclave_audit.errors import InputNotFound, InvalidInput
-from enclave_audit.model.difference import (
-    Change,
-    DiffNode,
-    DiffReport,
-    DiffStats,
-    NodeKind,
-    Side,
-)
-from enclave_audit.progress import ProgressSink
+from enclave_audit.errors import InvalidInput
+from enclave_audit.limits import MEMORY_FLAG, LimitExceeded
+from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
 from verifier.compare.base import (
     CHUNK,
     Blob,
-    Budget,
     BytesBlob,
     Comparator,
     CompareContext,
     Container,
-    FileBlob,
     Member,
+    Unreadable,
     cheap_side,
+    read_full,
 )
-from verifier.compare.binary import read_full
+from verifier.compare.nodes import (
+    content_type,
+    describe_children,
+    field_node,
+    importance,
+    order_node,
+)
 
 #: what a format parser may raise on malformed input (beyond our own InvalidInput)
 _MALFORMED = (ValueError, struct.error, IndexError, KeyError, EOFError, OSError, zlib.error)
 
-#: children are shown in this order: content first, then order, then metadata
-_RANK = {
-    Change.CONTENT: 0,
-    Change.ADDED: 1,
-    Change.REMOVED: 1,
-    Change.REORDERED: 2,
-    Change.METADATA: 3,
-}
-
-
-def importance(node: DiffNode) -> tuple[int, int]:
-    field_last = 1 if node.kind is NodeKind.FIELD else 0
-    return (_RANK[node.change] + field_last, 0)
-
 
 class Engine:
-    """Runs one comparison with a context and a comparator registry (most specific first)."""
+    """Runs one comparison with a context and an injected comparator registry.
+
+    The last comparator of the registry recognizes everything; it is also the fallback
+    when a format comparator cannot make sense of its input.
+    """
 
     def __init__(self, ctx: CompareContext, registry: Sequence[Comparator]) -> None:
-        self.ctx = ctx
+        if not registry:
+            raise ValueError("the comparator registry is empty")
+        self._ctx = ctx
         self.registry = tuple(registry)
+        self.fallback = self.registry[-1]
+
+    @property
+    def ctx(self) -> CompareContext:
+        return self._ctx
 
     # -- identification -------------------------------------------------------------
 
@@ -68,7 +65,7 @@ class Engine:
         for comparator in self.registry:
             if comparator.recognizes(blob, head):
                 return comparator
-        return self.registry[-1]
+        return self.fallback
 
     def same_content(self, a: Blob, b: Blob) -> bool:
         """Byte equality, streamed, stopping at the first differing chunk."""
@@ -78,6 +75,8 @@ class Engine:
         if isinstance(a, BytesBlob) and isinstance(b, BytesBlob):
             self.ctx.budget.bytes_compared += len(a.data)
             return a.data == b.data
+        if a.quick_equal(b):
+            return True
         da, db = getattr(a, "_digest", None), getattr(b, "_digest", None)
         if da is not None and db is not None:
             return bool(da == db)
@@ -93,56 +92,98 @@ class Engine:
 
     # -- recursion ----------------------------------------------------------------
 
-    def compare(self, a: Blob, b: Blob, path: tuple[str, ...], depth: int = 0) -> DiffNode | None:
-        """The difference between two blobs at ``path``, or None when the bytes are equal."""
-        if self.same_content(a, b):
-            return None
-        if not self.ctx.budget.take():
-            return None
-        from verifier.compare.binary import BinaryComparator
-
-        if depth > self.ctx.max_depth:
-            return DiffNode(
-                path=path,
-                kind=NodeKind.BINARY,
-                change=Change.CONTENT,
-                left=cheap_side(a, self.ctx.memory_bound),
-                right=cheap_side(b, self.ctx.memory_bound),
-                summary="content differs (not expanded: --max-depth reached)",
-            )
-        ca, cb = self.identify(a), self.identify(b)
-        fallback = BinaryComparator()
+    def compare(self, a: Blob, b: Blob, path: tuple[str, ...], depth: int) -> DiffNode | None:
+        """The difference between two blobs at ``path`` (nesting ``depth``), or None when
+        their bytes are equal."""
+        try:
+            if self.same_content(a, b):
+                return None
+            if not self.ctx.budget.take():
+                return None
+            if depth > self.ctx.max_depth:
+                return self._too_deep(a, b, path)
+            ca, cb = self.identify(a), self.identify(b)
+        except LimitExceeded as exc:
+            return self.incomplete(path, exc)
+        except Unreadable as exc:
+            return self.incomplete(path, exc)
         if ca.name != cb.name:
-            node = fallback.compare(a, b, path, self)
-            assert node is not None
+            node = self._bytes(a, b, path, depth)
             return node.model_copy(
                 update={
                     "notes": (*node.notes, f"formats differ: left is {ca.name}, right is {cb.name}")
                 }
             )
-        self._depth = depth
+        return self._run(ca, a, b, path, depth)
+
+    def compare_with(
+        self, comparator: Comparator, a: Blob, b: Blob, path: tuple[str, ...], depth: int
+    ) -> DiffNode | None:
+        """Like :meth:`compare`, with the format decided by the caller (an EIF's ramdisk
+        sections are initramfs archives whatever their first bytes)."""
         try:
-            node = ca.compare(a, b, path, self)
+            if self.same_content(a, b):
+                return None
+        except (LimitExceeded, Unreadable) as exc:
+            return self.incomplete(path, exc)
+        if not self.ctx.budget.take():
+            return None
+        if depth > self.ctx.max_depth:
+            return self._too_deep(a, b, path)
+        return self._run(comparator, a, b, path, depth)
+
+    def _too_deep(self, a: Blob, b: Blob, path: tuple[str, ...]) -> DiffNode:
+        return DiffNode(
+            path=path,
+            kind=NodeKind.BINARY,
+            change=Change.CONTENT,
+            left=cheap_side(a, self.ctx.memory_bound),
+            right=cheap_side(b, self.ctx.memory_bound),
+            summary="content differs (not expanded: --max-depth reached)",
+        )
+
+    def _run(
+        self, comparator: Comparator, a: Blob, b: Blob, path: tuple[str, ...], depth: int
+    ) -> DiffNode:
+        try:
+            node = comparator.compare(a, b, path, self, depth)
+        except LimitExceeded as exc:
+            if exc.flag == MEMORY_FLAG:  # too large to parse in memory: compare its bytes
+                self.ctx.limits_reached.append(exc.message)
+                return self._fallback(a, b, path, depth, f"not parsed: {exc.message}")
+            return self.incomplete(path, exc)
+        except Unreadable as exc:
+            self.ctx.unreadable.append(f"{'/'.join(path)}: {exc.message}")
+            return self._fallback(a, b, path, depth, f"contents unreadable: {exc.message}")
         except InvalidInput as exc:
-            return self._fallback(a, b, path, f"{ca.name} comparison failed: {exc.message}")
+            return self._fallback(
+                a, b, path, depth, f"{comparator.name} comparison failed: {exc.message}"
+            )
         except _MALFORMED as exc:  # a parser tripped on malformed input: say so, go on
             return self._fallback(
-                a, b, path, f"{ca.name} comparison failed: {type(exc).__name__}: {exc}"
+                a,
+                b,
+                path,
+                depth,
+                f"{comparator.name} comparison failed: {type(exc).__name__}: {exc}",
             )
         if node is None:
-            node = fallback.compare(a, b, path, self)
-            assert node is not None
+            node = self._bytes(a, b, path, depth)
             node = node.model_copy(
                 update={
-                    "notes": (*node.notes, f"no {ca.name}-level difference found; bytes differ")
+                    "notes": (
+                        *node.notes,
+                        f"no {comparator.name}-level difference found; bytes differ",
+                    )
                 }
             )
         return node
 
-    def _fallback(self, a: Blob, b: Blob, path: tuple[str, ...], note: str) -> DiffNode:
-        from verifier.compare.binary import BinaryComparator
-
-        node = BinaryComparator().compare(a, b, path, self)
+    def _bytes(self, a: Blob, b: Blob, path: tuple[str, ...], depth: int) -> DiffNode:
+        try:
+            node = self.fallback.compare(a, b, path, self, depth)
+        except (LimitExceeded, Unreadable) as exc:
+            return self.incomplete(path, exc)
         if node is None:  # the bytes are equal after all (a stream that changed under us)
             node = DiffNode(
                 path=path,
@@ -152,28 +193,48 @@ class Engine:
                 right=None,
                 summary="content could not be compared",
             )
+        return node
+
+    def bytes_node(self, a: Blob, b: Blob, path: tuple[str, ...]) -> DiffNode | None:
+        """The byte-level difference (the registry's catch-all comparator)."""
+        return self._bytes(a, b, path, 0)
+
+    def _fallback(self, a: Blob, b: Blob, path: tuple[str, ...], depth: int, note: str) -> DiffNode:
+        node = self._bytes(a, b, path, depth)
         return node.model_copy(update={"notes": (*node.notes, note)})
 
-    @property
-    def depth(self) -> int:
-        return getattr(self, "_depth", 0)
-
-    def compare_nested(self, a: Blob, b: Blob, path: tuple[str, ...]) -> DiffNode | None:
-        """Recurse one level deeper (used by containers for their members)."""
-        depth = self.depth
-        try:
-            return self.compare(a, b, path, depth + 1)
-        finally:
-            self._depth = depth
+    def incomplete(self, path: tuple[str, ...], error: InvalidInput) -> DiffNode:
+        """A node for something that was not compared (a budget hit, unreadable data);
+        recorded in the context, so the comparison is INCONCLUSIVE."""
+        where = "/".join(path)
+        if isinstance(error, LimitExceeded):
+            self.ctx.limits_reached.append(error.message)
+        else:
+            self.ctx.unreadable.append(f"{where}: {error.message}")
+        return DiffNode(
+            path=path,
+            kind=NodeKind.BINARY,
+            change=Change.CONTENT,
+            left=None,
+            right=None,
+            summary=f"not compared: {error.message}",
+            notes=("incomplete: this part was not compared; the result is INCONCLUSIVE",),
+        )
 
     # -- containers -----------------------------------------------------------------
 
     def compare_container(
-        self, container: Container, a: Blob, b: Blob, path: tuple[str, ...], kind: NodeKind
+        self,
+        container: Container,
+        a: Blob,
+        b: Blob,
+        path: tuple[str, ...],
+        kind: NodeKind,
+        depth: int,
     ) -> DiffNode | None:
         left = list(container.members(a, self))
         right = list(container.members(b, self))
-        children = self.compare_members(left, right, path)
+        children = self.compare_members(left, right, path, depth)
         if not children:
             return None
         return DiffNode(
@@ -187,7 +248,7 @@ class Engine:
         )
 
     def compare_members(
-        self, left: Sequence[Member], right: Sequence[Member], path: tuple[str, ...]
+        self, left: Sequence[Member], right: Sequence[Member], path: tuple[str, ...], depth: int
     ) -> tuple[DiffNode, ...]:
         """Pair members by name; report removed, added, reordered, metadata and content."""
         lmap = {m.name: m for m in left}
@@ -197,31 +258,35 @@ class Engine:
         if order is not None:
             nodes.append(order)
         for m in left:
-            node = self.member_diff(m, rmap.get(m.name), path)
+            node = self.member_diff(m, rmap.get(m.name), path, depth)
             if node is not None:
                 nodes.append(node)
         for m in right:
             if m.name not in lmap:
-                node = self.member_diff(None, m, path)
+                node = self.member_diff(None, m, path, depth)
                 if node is not None:
                     nodes.append(node)
         return self.cap(nodes, path)
 
     def member_diff(
-        self, a: Member | None, b: Member | None, path: tuple[str, ...]
+        self, a: Member | None, b: Member | None, path: tuple[str, ...], depth: int
     ) -> DiffNode | None:
+        """One member on both sides (or one): its presence, metadata and content."""
         m = a if a is not None else b
         assert m is not None
         mpath = (*path, m.name)
+        fs_path = (b.fs_path if b is not None else None) or m.fs_path
+        notes = tuple(dict.fromkeys((*(a.notes if a else ()), *(b.notes if b else ()))))
         if a is None or b is None:
             if not self.ctx.budget.take():
                 return None
             present = a if a is not None else b
             assert present is not None
             side = Side.of(
-                digest=present.blob.digest() if present.blob is not None else None,
+                digest=_digest(present.blob),
                 size=present.blob.known_size() if present.blob is not None else None,
                 value=present.ftype,
+                meta=_side_meta(present),
             )
             return DiffNode(
                 path=mpath,
@@ -229,7 +294,9 @@ class Engine:
                 change=Change.REMOVED if b is None else Change.ADDED,
                 left=side if a is not None else None,
                 right=side if b is not None else None,
-                summary=f"{present.ftype} only on the {'left' if b is None else 'right'}",
+                summary=f"{_what(present)} only on the {'left' if b is None else 'right'}",
+                notes=notes,
+                fs_path=fs_path,
             )
         fields: list[DiffNode] = []
         bmeta = dict(b.meta)
@@ -245,26 +312,40 @@ class Engine:
                 fields.append(field_node(mpath, key, None, value))
         content: DiffNode | None = None
         if a.blob is not None and b.blob is not None:
-            content = self.compare_nested(a.blob, b.blob, mpath)
+            content = self.compare(a.blob, b.blob, mpath, depth + 1)
         if content is None and not fields:
             return None
         if not self.ctx.budget.take(len(fields)):
             fields = fields[:1]
+        left_side = Side.of(value=a.ftype, meta=_side_meta(a))
+        right_side = Side.of(value=b.ftype, meta=_side_meta(b))
         if content is None:
             return DiffNode(
                 path=mpath,
                 kind=NodeKind.MEMBER,
                 change=Change.METADATA,
-                left=Side.of(value=a.ftype),
-                right=Side.of(value=b.ftype),
+                left=left_side,
+                right=right_side,
                 summary="metadata differs: " + ", ".join(f.name for f in fields),
                 children=tuple(fields),
+                notes=notes,
+                fs_path=fs_path,
             )
         children = tuple(sorted((*content.children, *fields), key=importance))
         summary = content.summary
         if fields:
             summary += "; metadata differs: " + ", ".join(f.name for f in fields)
-        return content.model_copy(update={"children": children, "summary": summary})
+        cl, cr = content.left or Side(), content.right or Side()
+        return content.model_copy(
+            update={
+                "children": children,
+                "summary": summary,
+                "notes": (*content.notes, *notes),
+                "fs_path": fs_path,
+                "left": cl.model_copy(update={"meta": left_side.meta}),
+                "right": cr.model_copy(update={"meta": right_side.meta}),
+            }
+        )
 
     def cap(self, nodes: Iterable[DiffNode], path: tuple[str, ...]) -> tuple[DiffNode, ...]:
         """Sort by importance and keep at most ``max_children`` (the rest are counted)."""
@@ -285,109 +366,31 @@ class Engine:
         return (*ordered[:limit], more)
 
 
-def field_node(path: tuple[str, ...], name: str, left: object, right: object) -> DiffNode:
-    """A metadata value that differs (``left``/``right`` None when absent on that side)."""
-    return DiffNode(
-        path=(*path, name),
-        kind=NodeKind.FIELD,
-        change=Change.METADATA,
-        left=None if left is None else Side.of(value=left),
-        right=None if right is None else Side.of(value=right),
-        summary=f"{name}: {_short(left)} -> {_short(right)}",
-    )
-
-
-def _short(value: object) -> str:
-    if value is None:
-        return "(absent)"
-    text = str(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def order_node(left: Sequence[str], right: Sequence[str], path: tuple[str, ...]) -> DiffNode | None:
-    """A REORDERED node when the members both sides share come in a different order."""
-    common = set(left) & set(right)
-    lseq = [n for n in left if n in common]
-    rseq = [n for n in right if n in common]
-    if lseq == rseq:
+def _digest(blob: Blob | None) -> str | None:
+    if blob is None:
         return None
-    first = next(i for i, (x, y) in enumerate(zip(lseq, rseq, strict=True)) if x != y)
-    moved = sum(1 for x, y in zip(lseq, rseq, strict=True) if x != y)
-    sorted_l = lseq == sorted(lseq)
-    sorted_r = rseq == sorted(rseq)
-    notes = []
-    if sorted_l != sorted_r:
-        notes.append(f"{'left' if sorted_l else 'right'} side is sorted by name, the other is not")
-    return DiffNode(
-        path=(*path, "(member order)"),
-        kind=NodeKind.ORDER,
-        change=Change.REORDERED,
-        left=Side.of(value=", ".join(lseq[first : first + 3])),
-        right=Side.of(value=", ".join(rseq[first : first + 3])),
-        summary=f"{moved} of {len(lseq)} common members in a different position,"
-        f" first at #{first}: {lseq[first]!r} vs {rseq[first]!r}",
-        notes=tuple(notes),
-    )
+    cached = getattr(blob, "_digest", None)
+    if isinstance(cached, str):
+        return cached
+    try:
+        return blob.digest()
+    except (LimitExceeded, Unreadable):
+        return None
 
 
-def describe_children(children: Sequence[DiffNode], what: str) -> str:
-    counts: dict[Change, int] = {}
-    for child in children:
-        if child.kind is NodeKind.FIELD:
-            continue
-        counts[child.change] = counts.get(child.change, 0) + 1
-    parts = [f"{n} {change.value}" for change, n in counts.items()]
-    fields = [c.name for c in children if c.kind is NodeKind.FIELD]
-    if fields:
-        parts.append("fields: " + ", ".join(fields[:5]))
-    return f"{what} differs: " + ", ".join(parts)
+def _side_meta(member: Member) -> dict[str, str]:
+    meta = {"type": member.ftype, **dict(member.meta)}
+    if member.ftype == "file":
+        try:
+            kind = content_type(member.blob)
+        except (LimitExceeded, Unreadable):
+            kind = None
+        if kind:
+            meta["content"] = kind
+    return meta
 
 
-def compare_paths(
-    left: Path,
-    right: Path,
-    *,
-    max_depth: int = 32,
-    memory_bound: int = 64 << 20,
-    max_nodes: int = 20000,
-    progress: ProgressSink | None = None,
-    registry: Sequence[Comparator] | None = None,
-) -> DiffReport:
-    """Compare two files or two directories and explain the differences (the ``diff`` verb)."""
-    from enclave_audit.progress import NullProgress
-    from verifier.compare import COMPARATORS
-    from verifier.compare.causes import classify
-    from verifier.compare.directory import compare_directories
-
-    left, right = Path(left), Path(right)
-    for p in (left, right):
-        if not p.exists():
-            raise InputNotFound(f"{p}: no such file or directory")
-    if left.is_dir() != right.is_dir():
-        raise InvalidInput(f"cannot compare a directory with a file: {left} vs {right}")
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="enclave-audit-diff-") as tmp:
-        ctx = CompareContext(
-            workdir=Path(tmp),
-            max_depth=max_depth,
-            memory_bound=memory_bound,
-            budget=Budget(max_nodes=max_nodes),
-            progress=progress or NullProgress(),
-        )
-        engine = Engine(ctx, registry if registry is not None else COMPARATORS)
-        label = left.name if left.name == right.name else f"{left.name} vs {right.name}"
-        if left.is_dir():
-            root = compare_directories(left, right, (label,), engine)
-        else:
-            root = engine.compare(FileBlob(left), FileBlob(right), (label,))
-        if root is not None:
-            root = classify(root)
-        stats = DiffStats(
-            nodes=root.count() if root is not None else 0,
-            truncated=ctx.budget.truncated,
-            bytes_compared=ctx.budget.bytes_compared,
-            seconds=round(time.monotonic() - started, 3),
-        )
-    return DiffReport(
-        left=str(left), right=str(right), identical=root is None, root=root, stats=stats
-    )
+def _what(member: Member) -> str:
+    meta = dict(member.meta)
+    mode = meta.get("mode")
+    return f"{member.ftype} (mode {mode})" if mode else member.ftype

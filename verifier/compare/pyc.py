@@ -7,14 +7,12 @@ import marshal
 import struct
 import types
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side
-from verifier.compare.base import Blob
+from verifier.compare.base import Blob, EngineApi
+from verifier.compare.binary import byte_node
+from verifier.compare.nodes import field_node
 from verifier.compare.text import text_node
-
-if TYPE_CHECKING:
-    from verifier.compare.engine import Engine
 
 #: bytecode magic number -> Python version (the ones a Debian image plausibly ships)
 MAGIC_VERSIONS = {
@@ -74,10 +72,11 @@ class PycComparator:
         magic = magic_number(head)
         return magic is not None and (magic in MAGIC_VERSIONS or blob.name.endswith(".pyc"))
 
-    def compare(self, a: Blob, b: Blob, path: tuple[str, ...], engine: Engine) -> DiffNode | None:
-        from verifier.compare.engine import field_node
-
-        da, db = a.read_all(MAX_PYC), b.read_all(MAX_PYC)
+    def compare(
+        self, a: Blob, b: Blob, path: tuple[str, ...], engine: EngineApi, depth: int
+    ) -> DiffNode | None:
+        bound = min(MAX_PYC, engine.ctx.memory_bound)
+        da, db = a.read_all(bound), b.read_all(bound)
         ha, hb = header_fields(da), header_fields(db)
         children: list[DiffNode] = []
         for key in dict.fromkeys([*ha, *hb]):
@@ -125,8 +124,6 @@ class PycComparator:
                     children.append(node)
             else:
                 notes.append("bytecode of another Python version: code objects compared as bytes")
-                from verifier.compare.binary import byte_node
-
                 node = byte_node((*path, "code"), body_a, body_b, base=16, what="marshalled code")
                 if node is not None:
                     children.append(node)

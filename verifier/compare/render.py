@@ -1,12 +1,14 @@
 """Rendering a :class:`DiffReport`: text (rich), JSON, and markdown/HTML through templates.
 
-The text view puts the most important differences first: a headline list naming each
-differing file down to its section and symbol, with PCRs and causes, before the tree.
+Every view puts the most important differences first: security-relevant changes, then
+unexplained ones (no evidence of a benign cause), then benign ones with their evidence,
+then derived values.  The summary says how many of each there are, and says so plainly
+when a difference is unexplained or when the comparison is incomplete (INCONCLUSIVE).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
 from enum import StrEnum
 from pathlib import Path
 
@@ -15,7 +17,16 @@ from rich.syntax import Syntax
 from rich.text import Text
 from rich.tree import Tree
 
-from enclave_audit.model.difference import Cause, DiffNode, DiffReport, NodeKind
+from enclave_audit.model.difference import (
+    Cause,
+    CauseHint,
+    DiffNode,
+    DiffReport,
+    NodeKind,
+    Significance,
+)
+from enclave_audit.output import visible, visible_lines
+from verifier.compare.causes import items, own_hints, own_significance
 
 SEP = " › "
 HEADLINES = 10
@@ -30,129 +41,252 @@ class DiffFormat(StrEnum):
     MARKDOWN = "markdown"
 
 
+def md_escape(value: object) -> str:
+    """An untrusted value inside Markdown: one line, no markup, no HTML, shown as data."""
+    text = visible(value)
+    for ch in ("\\", "`", "*", "_", "[", "]", "<", ">", "|", "#", "!"):
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
+def _as_data(value: object) -> object:
+    """Every value a template prints: control and bidi characters made visible.
+
+    Markup (a macro's output, already built from finalized values) passes unchanged.
+    """
+    from markupsafe import Markup
+
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return visible_lines(value)
+    return value
+
+
+def md_fence(text: str) -> str:
+    """A backtick fence longer than any run of backticks in ``text`` (it cannot close early)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
 def pcr_label(pcrs: tuple[int, ...]) -> str:
     return ", ".join(f"PCR{p}" for p in pcrs)
 
 
+def item_significance(node: DiffNode) -> Significance:
+    """The meaning of one difference by itself (not of what lies below it)."""
+    return own_significance(own_hints(node))
+
+
 def headlines(root: DiffNode, limit: int = HEADLINES) -> list[DiffNode]:
-    """The most important differences: for each differing thing, its first, deepest leaf."""
+    """The most important differences, most significant first: one per differing file."""
+    ordered = sorted(
+        items(root),
+        key=lambda n: (
+            item_significance(n).rank,
+            0 if any(h.cause is Cause.REAL for h in own_hints(n)) else 1,
+            0 if n.pcrs else 1,
+            -len(n.path),  # the most precise location first (file › section › symbol)
+        ),
+    )
     out: list[DiffNode] = []
-    seen_parents: set[tuple[str, ...]] = set()
-    for leaf in _evidence_in_order(root):
-        if leaf.kind in (NodeKind.FIELD,) and leaf.name in ("crc32",):
+    seen_groups: dict[tuple[str, ...], Significance] = {}
+    by_path = {n.path: n for n in root.walk()}
+    for item in ordered:
+        if item.kind is NodeKind.FIELD and item.name == "crc32":
             continue
-        # one line per file: group by the parent of the first section-level node
-        group = _group(root, leaf)
-        if group in seen_parents:
+        significance = item_significance(item)
+        # one line per file and meaning: group by the first file-level ancestor
+        group = _group(by_path, item)
+        if seen_groups.get(group) is significance or (
+            group in seen_groups and significance.rank >= Significance.BENIGN.rank
+        ):
             continue
-        seen_parents.add(group)
-        out.append(leaf)
+        seen_groups.setdefault(group, significance)
+        out.append(item)
         if len(out) >= limit:
             break
     return out
 
 
-def _evidence_in_order(node: DiffNode) -> Iterator[DiffNode]:
-    """Leaves, and nodes that carry their own diff, in display order."""
-    if not node.children or node.unified_diff is not None:
-        yield node
-    for child in node.children:
-        yield from _evidence_in_order(child)
+def first_cause(node: DiffNode) -> CauseHint | None:
+    """The hint that decides the node's meaning (security, real, unexplained, then benign)."""
+    hints = own_hints(node) or list(node.causes)
+    for wanted in (Cause.SECURITY, Cause.REAL, Cause.UNEXPLAINED):
+        for h in hints:
+            if h.cause is wanted:
+                return h
+    explaining = [h for h in hints if h.explains]
+    return explaining[0] if explaining else (hints[0] if hints else None)
 
 
-def _group(root: DiffNode, leaf: DiffNode) -> tuple[str, ...]:
-    # the first ancestor (from the top) that is a file-level thing: archive member, ELF, pyc...
-    chain = [n for n in root.walk() if leaf.path[: len(n.path)] == n.path]
-    file_kinds = (
-        NodeKind.ELF,
-        NodeKind.PYC,
-        NodeKind.TEXT,
-        NodeKind.MEMBER,
-        NodeKind.BINARY,
-        NodeKind.KERNEL,
-    )
-    for n in chain[1:]:
-        if n.kind in file_kinds:
-            return n.path
+_FILE_KINDS = (
+    NodeKind.ELF,
+    NodeKind.PYC,
+    NodeKind.TEXT,
+    NodeKind.MEMBER,
+    NodeKind.BINARY,
+    NodeKind.KERNEL,
+)
+
+
+def _group(by_path: dict[tuple[str, ...], DiffNode], leaf: DiffNode) -> tuple[str, ...]:
+    """The first ancestor (from the top) that is a file-level thing: member, ELF, pyc..."""
+    for k in range(2, len(leaf.path) + 1):
+        node = by_path.get(leaf.path[:k])
+        if node is not None and node.kind in _FILE_KINDS:
+            return node.path
     return leaf.path[:-1]
 
 
+def describe_hint(h: CauseHint) -> str:
+    confidence = "" if h.cause in (Cause.UNEXPLAINED,) else f" ({h.confidence.value} confidence)"
+    return f"{h.cause.value}{confidence}: {h.evidence}"
+
+
 def _causes(node: DiffNode, n: int = 2) -> str:
-    if not node.causes:
+    first = first_cause(node)
+    if first is None:
         return ""
-    return "; ".join(f"{h.cause.value}: {h.evidence}" for h in node.causes[:n])
+    rest = [h for h in node.causes if h is not first][: n - 1]
+    return "; ".join(describe_hint(h) for h in (first, *rest))
+
+
+_STYLE = {
+    Significance.SECURITY: "bold red",
+    Significance.UNEXPLAINED: "bold yellow",
+    Significance.BENIGN: "green",
+    Significance.DERIVED: "dim",
+}
+
+
+def summary_lines(report: DiffReport) -> list[str]:
+    """Plain sentences: how many differences of each meaning, and what is incomplete.
+
+    The first line always says whether anything is unexplained or security-relevant.
+    """
+    root = report.root
+    lines: list[str] = []
+    counts = report.significance
+    if root is not None:
+        n_sec = counts.get(Significance.SECURITY.value, 0)
+        n_unx = counts.get(Significance.UNEXPLAINED.value, 0)
+        n_ben = counts.get(Significance.BENIGN.value, 0)
+        n_der = counts.get(Significance.DERIVED.value, 0)
+        parts = []
+        if n_sec:
+            parts.append(f"Security-relevant: {n_sec}")
+        if n_unx:
+            parts.append(f"Unexplained: {n_unx} (no evidence of a benign cause: real changes)")
+        if n_ben:
+            benign = ", ".join(f"{c.label} {n}" for c, n in cause_summary(root))
+            parts.append(f"Benign, with evidence: {n_ben} ({benign})")
+        if n_der:
+            parts.append(f"Derived: {n_der}")
+        if not n_sec and not n_unx and (n_ben or n_der):
+            parts.append("every difference is explained by evidence")
+        lines.append("; ".join(parts))
+    if report.stats.limits_reached or report.stats.unreadable:
+        lines.append(
+            "INCONCLUSIVE: not everything was compared — "
+            + "; ".join((*report.stats.limits_reached, *report.stats.unreadable))
+        )
+    return lines
 
 
 def render_text(report: DiffReport, console: Console) -> None:
+    """The text report on ``console`` (a SafeConsole: every value is shown as data)."""
     root = report.root
-    if root is None:
+    left, right = visible(report.left), visible(report.right)
+    if root is None and report.complete:
         console.print(
-            f"[bold green]identical[/]: {report.left} and {report.right} have the same bytes"
+            Text.assemble(("identical", "bold green"), f": {left} and {right} have the same bytes")
         )
         return
+    if root is None:
+        console.print(Text.assemble(("INCONCLUSIVE", "bold yellow"), f": {left} vs {right}"))
+        for sentence in summary_lines(report):
+            console.print(Text(visible(sentence)))
+        return
     pcrs = f" — PCRs affected: {pcr_label(root.pcrs)}" if root.pcrs else ""
-    console.print(f"[bold red]different[/]: {report.left} vs {report.right}{pcrs}")
-    console.print("[bold]Most important differences[/] (file › section › symbol):")
-    for i, leaf in enumerate(headlines(root), 1):
-        where = SEP.join(leaf.path[1:]) or leaf.path[0]
-        pcr = f" [magenta]\\[{pcr_label(leaf.pcrs)}][/]" if leaf.pcrs else ""
-        console.print(f" {i:>2}. [bold]{_esc(where)}[/]{pcr}: {_esc(leaf.summary)}")
-        cause = _causes(leaf, 1)
-        if cause:
-            console.print(f"     [yellow]cause[/] {_esc(cause)}")
-    summary = cause_summary(root)
-    if summary:
-        console.print(
-            "[bold]Likely causes[/]: " + ", ".join(f"{c.label} ({n})" for c, n in summary)
+    verdict = "different" if report.complete else "different, INCONCLUSIVE"
+    console.print(Text.assemble((verdict, "bold red"), f": {left} vs {right}{pcrs}"))
+    for sentence in summary_lines(report):
+        console.print(Text(visible(sentence)))
+    console.print(
+        Text.assemble(
+            ("Most important differences", "bold"),
+            " (security-relevant, then unexplained; file › section › symbol):",
         )
+    )
+    for i, item in enumerate(headlines(root), 1):
+        where = visible(SEP.join(item.path[1:]) or item.path[0])
+        significance = item_significance(item)
+        line = Text.assemble(
+            f" {i:>2}. ",
+            (significance.value.upper(), _STYLE[significance]),
+            " ",
+            (where, "bold"),
+        )
+        if item.pcrs:
+            line.append(f" [{pcr_label(item.pcrs)}]", style="magenta")
+        line.append(f": {visible(item.summary)}")
+        console.print(line)
+        cause = _causes(item, 1)
+        if cause:
+            console.print(Text.assemble("     ", ("cause", "yellow"), f" {visible(cause)}"))
     if report.stats.truncated:
         console.print(
-            "[yellow]note[/]: output limits reached; some differences are summarized only"
+            Text.assemble(
+                ("note", "yellow"), ": output limits reached; some differences are summarized only"
+            )
         )
+    for note in root.notes:
+        console.print(Text.assemble(("note", "yellow"), f": {visible(note)}"))
     console.print()
     console.print(_tree(root))
 
 
 def cause_summary(root: DiffNode) -> list[tuple[Cause, int]]:
+    """Benign causes that explain differences, with how many each explains."""
     counts: dict[Cause, int] = {}
-    for leaf in root.leaves():
-        for hint in leaf.causes[:1]:
-            counts[hint.cause] = counts.get(hint.cause, 0) + 1
+    for item in items(root):
+        if item_significance(item) is not Significance.BENIGN:
+            continue
+        first = first_cause(item)
+        if first is not None:
+            counts[first.cause] = counts.get(first.cause, 0) + 1
     return sorted(counts.items(), key=lambda kv: -kv[1])
-
-
-def _esc(text: str) -> str:
-    return text.replace("[", "\\[")
 
 
 def _label(node: DiffNode) -> RenderableType:
     text = Text()
-    text.append(node.name or "(root)", style="bold")
+    if node.significance is not None and node.significance is not Significance.BENIGN:
+        text.append(f"{node.significance.value.upper()} ", style=_STYLE[node.significance])
+    text.append(visible(node.name) or "(root)", style="bold")
     text.append(f" [{node.change.value}] ", style="dim")
-    text.append(node.summary)
+    text.append(visible(node.summary))
     if node.pcrs:
         text.append(f"  ({pcr_label(node.pcrs)})", style="magenta")
     parts: list[RenderableType] = [text]
     if node.causes and not node.children:
-        parts.append(Text(f"cause: {_causes(node)}", style="yellow"))
+        parts.append(Text(f"cause: {visible(_causes(node))}", style="yellow"))
     for note in node.notes:
-        parts.append(Text(f"note: {note}", style="dim"))
+        parts.append(Text(f"note: {visible(note)}", style="dim"))
     if (
         node.left is not None
         and node.left.value
         and not node.children
         and node.unified_diff is None
     ):
-        parts.append(Text(f"- {node.left.value}", style="red"))
+        parts.append(Text(f"- {visible(node.left.value)}", style="red"))
     if (
         node.right is not None
         and node.right.value
         and not node.children
         and node.unified_diff is None
     ):
-        parts.append(Text(f"+ {node.right.value}", style="green"))
+        parts.append(Text(f"+ {visible(node.right.value)}", style="green"))
     if node.unified_diff:
-        lines = node.unified_diff.splitlines()
+        lines = [visible(line) for line in node.unified_diff.split("\n")]
         shown = "\n".join(lines[:TREE_DIFF_LINES])
         if len(lines) > TREE_DIFF_LINES:
             shown += f"\n[… {len(lines) - TREE_DIFF_LINES} more lines in the JSON output]"
@@ -177,8 +311,17 @@ def _tree(root: DiffNode) -> Tree:
     return tree
 
 
-def render_template(report: DiffReport, fmt: DiffFormat) -> str:
-    """Markdown or HTML through jinja2 templates (autoescape for HTML, StrictUndefined)."""
+PcrRow = tuple[int, str | None, str | None]
+
+
+def render_template(
+    report: DiffReport, fmt: DiffFormat, *, pcr_rows: list[PcrRow] | None = None
+) -> str:
+    """Markdown or HTML through jinja2 templates (autoescape for HTML, StrictUndefined).
+
+    ``pcr_rows``: (index, left hex, right hex) when both inputs are EIFs, for the
+    measurements table.  Markdown values are escaped by the ``md`` filter.
+    """
     import jinja2
 
     env = jinja2.Environment(
@@ -187,7 +330,11 @@ def render_template(report: DiffReport, fmt: DiffFormat) -> str:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_as_data,
     )
+    env.filters["md"] = md_escape
+    env.filters["md_block"] = visible_lines
+    env.filters["fence"] = md_fence
     name = "diff.html.j2" if fmt is DiffFormat.HTML else "diff.md.j2"
     template = env.get_template(name)
     root = report.root
@@ -196,7 +343,11 @@ def render_template(report: DiffReport, fmt: DiffFormat) -> str:
         root=root,
         headlines=headlines(root) if root is not None else [],
         causes=cause_summary(root) if root is not None else [],
+        summary=summary_lines(report),
+        significance_of=item_significance,
+        first_cause=first_cause,
         nodes=list(root.walk()) if root is not None else [],
         sep=SEP,
         pcr_label=pcr_label,
+        pcr_rows=pcr_rows or [],
     )

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import difflib
 import json
-from typing import TYPE_CHECKING
 
 from enclave_audit.model.difference import Change, DiffNode, NodeKind, Side, bounded_diff
-from verifier.compare.base import Blob
-
-if TYPE_CHECKING:
-    from verifier.compare.engine import Engine
+from enclave_runtime import strictjson
+from verifier.compare.base import Blob, EngineApi
 
 #: texts with more lines than this get a line-set summary instead of difflib (quadratic)
 MAX_DIFF_INPUT_LINES = 50000
+#: texts larger than this are compared as bytes (a diff of them would be unreadable anyway)
+MAX_TEXT = 16 << 20
 
 
 def looks_like_text(head: bytes) -> bool:
@@ -114,8 +113,10 @@ class TextComparator:
     def recognizes(self, blob: Blob, head: bytes) -> bool:
         return looks_like_text(head)
 
-    def compare(self, a: Blob, b: Blob, path: tuple[str, ...], engine: Engine) -> DiffNode | None:
-        bound = engine.ctx.memory_bound
+    def compare(
+        self, a: Blob, b: Blob, path: tuple[str, ...], engine: EngineApi, depth: int
+    ) -> DiffNode | None:
+        bound = min(engine.ctx.memory_bound, MAX_TEXT)
         sa, sb = a.known_size(), b.known_size()
         if (sa is not None and sa > bound) or (sb is not None and sb > bound):
             return None  # the engine falls back to the byte comparison
@@ -159,7 +160,10 @@ def _json(text: str) -> tuple[object] | None:
     stripped = text.lstrip()
     if not stripped or stripped[0] not in "{[":
         return None
+    # strict (enclave_runtime.strictjson): a duplicate key, NaN, a huge number or deep nesting
+    # is compared as text, never claimed "the same JSON value" (a reader may take the first
+    # of two duplicate keys, where json.loads keeps the last) nor a crash
     try:
-        return (json.loads(text),)
+        return (strictjson.loads(text, what="JSON", error=ValueError),)
     except ValueError:
         return None

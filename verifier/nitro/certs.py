@@ -25,6 +25,7 @@ from cryptography.x509.oid import ExtensionOID, SignatureAlgorithmOID
 
 from enclave_audit.errors import AttestationMalformed
 from enclave_audit.model.attestation_doc import CertificateSummary
+from enclave_runtime.x509load import CERT_ERRORS, force_parse
 
 #: extensions whose meaning this verifier implements or that carry no constraint for it;
 #: any other extension marked critical makes the certificate unusable (RFC 5280 4.2).
@@ -58,17 +59,8 @@ def parse_der(der: bytes, *, what: str) -> x509.Certificate:
     """A DER certificate, or :class:`AttestationMalformed` naming ``what``."""
     try:
         cert = x509.load_der_x509_certificate(der)
-        # force the lazily parsed parts now so later code sees no parse errors
-        _ = cert.extensions, cert.subject, cert.issuer, cert.public_key()
-        _ = cert.not_valid_before_utc, cert.not_valid_after_utc, cert.signature_algorithm_oid
-    except (
-        ValueError,
-        TypeError,
-        UnsupportedAlgorithm,
-        x509.InvalidVersion,
-        x509.DuplicateExtension,
-        x509.UnsupportedGeneralNameType,
-    ) as exc:
+        force_parse(cert)
+    except CERT_ERRORS as exc:
         raise AttestationMalformed(f"{what}: not a valid DER X.509 certificate ({exc})") from None
     return cert
 

@@ -93,6 +93,12 @@ def _pcrs(document: AttestationDocument, expected: PcrSet | None) -> Check:
         return Check(
             name=CHECK_PCRS, outcome=CheckOutcome.SKIPPED, detail="no expected measurements given"
         )
+    if not expected.indices():  # an expectation that compares nothing must not pass
+        return Check(
+            name=CHECK_PCRS,
+            outcome=CheckOutcome.FAIL,
+            detail="the expected measurements name no PCR: nothing would be compared",
+        )
     problems = []
     for index in expected.indices():
         actual = document.pcrs.get(index)

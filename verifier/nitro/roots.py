@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from enclave_audit.errors import InvalidInput, TrustError
 from enclave_audit.fsutil import read_bytes
+from enclave_runtime.x509load import CERT_ERRORS, force_parse
 from verifier.nitro.certs import Role, issuance_problem, profile_problems
 
 AWS_ROOT_NAME: Final = "AWS Nitro Enclaves Root-G1"
@@ -68,6 +69,10 @@ class TrustRoot:
         if len(certs) != 1:
             raise InvalidInput(f"trust root {name}: expected one certificate, found {len(certs)}")
         cert = certs[0]
+        try:
+            force_parse(cert)
+        except CERT_ERRORS as exc:  # e.g. a key algorithm cryptography does not know
+            raise InvalidInput(f"trust root {name}: unusable certificate ({exc})") from None
         der = cert.public_bytes(Encoding.DER)
         fingerprint = hashlib.sha256(der).hexdigest()
         if expected_sha256 is not None and fingerprint != expected_sha256.lower():

@@ -40,7 +40,7 @@ def test_ask_prints_the_answer(stack: Stack, tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.stderr
     answer = json.loads(result.stdout)
-    assert answer["schema"] == "enclave-audit/client-answer/v1"
+    assert (answer["schema"], answer["schema_version"]) == ("enclave-audit/client-answer", 1)
     assert answer["tokens"] >= 1 and "PCR16" in answer["verified_pcrs"]
 
 

@@ -42,7 +42,7 @@ def test_encrypt_info_decrypt_run(tmp_path: Path, tiny_gguf: Path, key_file: Pat
     assert r.exit_code == 0, r.stderr
     digest = hashlib.sha256(tiny_gguf.read_bytes()).hexdigest()
     info = json.loads(run_cli(["model", "info", str(enc), "--json"]).stdout)
-    assert info["schema"] == "enclave-audit/model-file-info/v1"
+    assert (info["schema"], info["schema_version"]) == ("enclave-audit/model-file-info", 1)
     assert info == json.loads(r.stdout)
     assert info["plaintext_sha256"] == digest and info["model_id"] == "tiny"
     assert info["encryption_context"] == {"purpose": "test"}
@@ -78,7 +78,7 @@ def test_encrypt_info_decrypt_run(tmp_path: Path, tiny_gguf: Path, key_file: Pat
         )
         assert r.exit_code == 0, r.stderr
         doc = json.loads(r.stdout)
-        assert doc["schema"] == "enclave-audit/model-run/v1"
+        assert (doc["schema"], doc["schema_version"]) == ("enclave-audit/model-run", 1)
         answers.append(doc["token_ids"])
     assert answers[0] == answers[1] and len(answers[0]) > 0
     r = run_cli(

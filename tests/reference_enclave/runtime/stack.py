@@ -14,7 +14,7 @@ import pytest
 
 from builder.eif import measure_parts
 from enclave_audit.model.measurements import PcrSet
-from enclave_runtime.config import RuntimeConfig
+from enclave_runtime.config import Limits, RuntimeConfig
 from reference_enclave import demo
 from reference_enclave.model.tiny_gguf import write_tiny_gguf
 from reference_enclave.nsm.sim_ca import SimulationCa
@@ -52,6 +52,7 @@ def start_stack(
     marker: bytes = b"a",
     gguf: Path | None = None,
     max_tokens: int = 16,
+    limits: Limits | None = None,
 ) -> Stack:
     ca = SimulationCa.create()
     pcrs = image_pcrs_for(tmp, marker)
@@ -68,6 +69,7 @@ def start_stack(
             model_sha256=hashlib.sha256(gguf.read_bytes()).digest(),
             kms_region="us-east-1",
             max_tokens=max_tokens,
+            limits=limits or Limits(),
         )
         config_path = tmp / "runtime.json"
         config_path.write_text(json.dumps(config.to_json()))

@@ -14,6 +14,10 @@ from enclave_audit.model.attestation import (
     PCRS_BYPRODUCT_NAME,
     PROVENANCE_V1,
     STATEMENT_TYPE,
+    VSA_EXT_PCRS,
+    VSA_EXT_REBUILDS,
+    VSA_EXT_SOURCE_COMMIT,
+    VSA_EXT_VERDICT,
     VSA_V1,
     ProvenancePredicate,
     ResourceDescriptor,
@@ -63,10 +67,10 @@ def test_vsa_json_conforms_to_spec_shape() -> None:
     assert pred["verifier"]["id"].startswith("https://")
     assert pred["slsaVersion"] == "1.1"
     # extension fields, vendor-prefixed
-    assert pred["enclaveaudit_pcrs"]["PCR8"] == "dd" * 48
-    assert pred["enclaveaudit_rebuilds"] == 2
-    assert pred["enclaveaudit_verdict"] == "PASS"
-    assert pred["enclaveaudit_sourceCommit"] == "0123456789abcdef0123456789abcdef01234567"
+    assert pred[VSA_EXT_PCRS]["PCR8"] == "dd" * 48
+    assert pred[VSA_EXT_REBUILDS] == 2
+    assert pred[VSA_EXT_VERDICT] == "PASS"
+    assert pred[VSA_EXT_SOURCE_COMMIT] == "0123456789abcdef0123456789abcdef01234567"
     assert "null" not in json.dumps(obj)
 
 

@@ -43,7 +43,7 @@ def test_file_scheme(keypair) -> None:  # type: ignore[no-untyped-def]
     ("uri", "error", "needle"),
     [
         ("kms:alias/x", InvalidInput, "expected one of file:..., sigstore:..."),
-        ("just-a-path", InvalidInput, "expected one of"),
+        ("just-a-path", KeyFileError, "no such key file"),  # a plain PATH is file:PATH
         ("file:", InvalidInput, "needs a path"),
         ("file:/nonexistent/key", KeyFileError, "no such key file"),
         ("sigstore:elsewhere", InvalidInput, "staging"),

@@ -13,6 +13,7 @@ import dataclasses
 import io
 import os
 import py_compile
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from builder.initramfs.writer import NewcStream
 from enclave_audit.fsutil import atomic_write
 
 T0 = 1_700_000_000  # 2023-11-14T22:13:20Z
-BUILD_TIME = "2026-11-23T00:00:00Z"
+#: the images' BuildTime: SOURCE_DATE_EPOCH, as the builder writes it (the build's window)
+BUILD_TIME = "2023-11-14T22:13:20Z"
 
 C_SOURCE = r"""
 #include <stdio.h>
@@ -41,6 +43,19 @@ int main(void) { puts(build_stamp); return 0; }
 
 PY_SOURCE = "import os\n\ndef greet(name):\n    return 'hello ' + name + os.sep\n"
 
+#: a client with its endpoint in .rodata (the host is replaced by one of the same length)
+HOST_SOURCE = r"""
+#include <stdio.h>
+static const char kms_endpoint[] = "https://@HOST@/";
+__attribute__((noinline)) const char *endpoint(void) { return kms_endpoint; }
+int main(void) { puts(endpoint()); return 0; }
+"""
+KMS_HOST = "kms.us-east-1.amazonaws.com"
+OTHER_HOST = "kms.us-east-1.exfiltrate.io"  # the same length, another host
+assert len(OTHER_HOST) == len(KMS_HOST)
+
+LIB_SOURCE = "int helper(int x) { return x + 1; }\n"
+
 
 @dataclass(frozen=True)
 class FileSpec:
@@ -51,6 +66,9 @@ class FileSpec:
     gid: int = 0
     kind: EntryKind = EntryKind.FILE
     target: str | None = None
+    ino: int | None = None  # members with the same ino are hard links (newc: one inode)
+    nlink: int = 1
+    rdev: tuple[int, int] = (0, 0)
 
 
 def d(perm: int = 0o755, mtime: int = T0) -> FileSpec:
@@ -103,8 +121,8 @@ def write_cpio(
                 stream.header(
                     name,
                     mode=mode,
-                    ino=ino,
-                    nlink=1,
+                    ino=f.ino if f.ino is not None else ino,
+                    nlink=f.nlink,
                     mtime=f.mtime,
                     size=len(f.data),
                     uid=f.uid,
@@ -112,8 +130,17 @@ def write_cpio(
                 )
                 stream.data(io.BytesIO(f.data), len(f.data), name)
             else:
+                nlink = 2 if f.kind is EntryKind.DIRECTORY else 1
                 stream.header(
-                    name, mode=mode, ino=ino, nlink=2, mtime=f.mtime, size=0, uid=f.uid, gid=f.gid
+                    name,
+                    mode=mode,
+                    ino=ino,
+                    nlink=nlink,
+                    mtime=f.mtime,
+                    size=0,
+                    uid=f.uid,
+                    gid=f.gid,
+                    rdev=f.rdev,
                 )
         stream.trailer()
 
@@ -131,6 +158,13 @@ class Artefacts:
     pyc: bytes  # timestamp-based pyc, source mtime T0
     pyc_later: bytes  # same source, source mtime T0 + 3600
     kernel: Path
+    client: bytes  # HOST_SOURCE with KMS_HOST
+    client_other_host: bytes  # the same, built with OTHER_HOST (same length)
+    library: bytes  # a shared library (gcc -shared)
+    needs_libm: bytes  # C_SOURCE linked with an extra DT_NEEDED libm
+    ca_bundle: bytes  # two CA certificates (PEM)
+    ca_bundle_changed: bytes  # the first, and another in place of the second
+    uuid_ids: tuple[bytes, bytes]  # one program linked twice with --build-id=uuid
     counter: list[int] = field(default_factory=lambda: [0])
 
     def image(self, spec: ImageSpec, name: str | None = None) -> Path:
@@ -192,7 +226,9 @@ def build_artefacts(root: Path) -> Artefacts:
         check=True,
     )
     comment = (root / "comment.bin").read_bytes()
-    bumped = comment.replace(b"GCC: (", b"GCC: (Bumped 99.1.0-1) 99.1.0 (")
+    # a compiler upgrade: every version number in the identification moves on
+    bumped = re.sub(rb"\b(\d+)\.(\d+)\.(\d+)", lambda m: b"99.%s.%s" % (m[2], m[3]), comment)
+    assert bumped != comment
     (root / "comment2.bin").write_bytes(bumped)
     subprocess.run(
         [
@@ -214,6 +250,21 @@ def build_artefacts(root: Path) -> Artefacts:
         "-s",
         source="stamp.c",
         env={"SOURCE_DATE_EPOCH": str(T0 + 2 * 86400 + 3723)},
+    )
+    clients = []
+    for i, host in enumerate((KMS_HOST, OTHER_HOST)):
+        (root / "src-a" / f"client-{i}.c").write_text(HOST_SOURCE.replace("@HOST@", host))
+        clients.append(_gcc(root / "src-a", root / f"client-{i}", "-s", source=f"client-{i}.c"))
+    client, client_other = clients
+    (root / "src-a" / "lib.c").write_text(LIB_SOURCE)
+    library = _gcc(root / "src-a", root / "libhelper.so", "-shared", "-fPIC", "-s", source="lib.c")
+    needs_libm = _gcc(
+        root / "src-a", root / "hello-m", "-s", "-Wl,--no-as-needed", "-lm", source="main.c"
+    )
+    certs = [_ca_certificate(f"Corpus Root CA {i}") for i in range(3)]
+    uuid_ids = (
+        _gcc(root / "src-a", root / "uuid-1", "-s", "-Wl,--build-id=uuid", source="main.c"),
+        _gcc(root / "src-a", root / "uuid-2", "-s", "-Wl,--build-id=uuid", source="main.c"),
     )
     one_byte = bytearray(elf)
     offset = _symbol_file_offset(root / "hello-a", "compute") + 3
@@ -246,7 +297,40 @@ def build_artefacts(root: Path) -> Artefacts:
         pyc=(root / "mod.pyc").read_bytes(),
         pyc_later=(root / "mod-later.pyc").read_bytes(),
         kernel=_kernel(root),
+        client=client,
+        client_other_host=client_other,
+        library=library,
+        needs_libm=needs_libm,
+        ca_bundle=certs[0] + certs[1],
+        ca_bundle_changed=certs[0] + certs[2],
+        uuid_ids=uuid_ids,
     )
+
+
+def _ca_certificate(name: str) -> bytes:
+    """A self-signed CA certificate (PEM), made with cryptography."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    start = datetime.datetime(2023, 1, 1, tzinfo=datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def _symbol_file_offset(path: Path, name: str) -> int:
@@ -261,20 +345,33 @@ def _symbol_file_offset(path: Path, name: str) -> int:
 
 
 def make_base_spec(artefacts: Artefacts) -> ImageSpec:
+    """The application ramdisk in the nitro layout (cmd, env, rootfs/...) without the
+    rootfs prefix on the corpus files, and a boot ramdisk with /init."""
     return ImageSpec(
         files={
+            "cmd": FileSpec(b"/usr/bin/hello\n"),
+            "env": FileSpec(b"PATH=/usr/bin:/bin\nMODEL=m\n"),
             "etc": d(),
             "etc/config.txt": FileSpec(b"mode=production\nthreads=4\n"),
+            "etc/ssl": d(),
+            "etc/ssl/certs": d(),
+            "etc/ssl/certs/ca-certificates.crt": FileSpec(artefacts.ca_bundle),
+            "etc/service.conf": FileSpec(
+                b"kms_url=https://kms.us-east-1.amazonaws.com/\nmodel_sha256=" + b"3f" * 32 + b"\n"
+            ),
             "etc/settings.json": FileSpec(b'{"model": "m", "port": 8080, "tls": true}\n'),
             "usr": d(),
             "usr/bin": d(),
             "usr/bin/hello": FileSpec(artefacts.elf, perm=0o755),
             "usr/bin/tool": FileSpec(artefacts.elf_stripped, perm=0o755),
             "usr/bin/stamp": FileSpec(artefacts.stamped, perm=0o755),
+            "usr/bin/worker": FileSpec(artefacts.uuid_ids[0], perm=0o755),
             "usr/lib": d(),
             "usr/lib/app": d(),
             "usr/lib/app/mod.pyc": FileSpec(artefacts.pyc),
             "usr/lib/app/seed.bin": FileSpec(bytes(range(32))),
+            "usr/lib/libhelper.so": FileSpec(artefacts.library, perm=0o755),
+            "usr/bin/client": FileSpec(artefacts.client, perm=0o755),
             "usr/share": d(),
             "usr/share/words.txt": FileSpec(b"Apple\nbanana\nCherry\ndate\n"),
         },

@@ -41,6 +41,30 @@ def test_text_and_json(tmp_path: Path) -> None:
     assert '-  "a": 1,' in root.unified_diff and '+  "a": 2,' in root.unified_diff
 
 
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        # a reader that takes the first of two duplicate keys sees "a": 1 on the left
+        (b'{"a": 1, "a": 2}', b'{"a": 2}'),
+        (b'{"a": NaN}', b'{"a":  NaN}'),
+        (b'{"n": ' + b"1" * 5000 + b"}", b'{"n":  ' + b"1" * 5000 + b"}"),
+        (b"[" * 100_000 + b"]" * 100_000, b"[" * 100_001 + b"]" * 100_001),
+    ],
+    ids=["duplicate-key", "nan", "huge-integer", "deep-nesting"],
+)
+def test_json_that_is_not_strict_is_compared_as_text_never_benign(
+    tmp_path: Path, left: bytes, right: bytes
+) -> None:
+    """JSON the strict parser refuses is never claimed "the same JSON value" (a benign
+    key-order cause) nor a crash: it is compared as text and left unexplained."""
+    a = _write(tmp_path / "a.json", left)
+    b = _write(tmp_path / "b.json", right)
+    root = compare_paths(a, b).root
+    assert root is not None and "key order" not in root.summary
+    assert root.unified_diff is not None
+    assert [c.cause for c in root.causes] == [Cause.UNEXPLAINED]
+
+
 def test_unified_diff_is_bounded(tmp_path: Path) -> None:
     a = _write(tmp_path / "a.txt", "".join(f"line {i}\n" for i in range(5000)).encode())
     b = _write(tmp_path / "b.txt", "".join(f"LINE {i}\n" for i in range(5000)).encode())
@@ -179,8 +203,10 @@ def test_bzimage_version_string(tmp_path: Path) -> None:
     a, b = _write(tmp_path / "a", bzimage(v1)), _write(tmp_path / "b", bzimage(v2))
     root = compare_paths(a, b).root
     assert root is not None and root.kind is NodeKind.KERNEL
-    version = root.find("version")
+    version = root.find("version: build time")
     assert version is not None and version.causes[0].cause is Cause.TIMESTAMP
+    assert "KBUILD_BUILD_TIMESTAMP" in version.causes[0].evidence
+    assert root.find("version: release") is None  # the release did not change
     assert any("payload" in n for n in root.notes)
 
 
@@ -202,7 +228,7 @@ def test_report_round_trip_and_schema(tmp_path: Path, artefacts: Artefacts) -> N
     text = report.to_json()
     assert DiffReport.from_json(text) == report
     with pytest.raises(InvalidInput, match="schema version 9"):
-        DiffReport.from_json(text.replace('"schema_version": 1', '"schema_version": 9'))
+        DiffReport.from_json(text.replace('"schema_version": 2', '"schema_version": 9'))
     with pytest.raises(InvalidInput, match="not an"):
         DiffReport.from_json('{"schema": "other"}')
 
@@ -233,3 +259,57 @@ def test_malformed_inputs_never_crash(tmp_path: Path) -> None:
         assert report.identical == (tail_a == tail_b)
 
     pairs()
+
+
+def test_capability_xattrs_are_security_relevant(tmp_path: Path) -> None:
+    """A file capability (pax SCHILY.xattr.security.capability; the xattr on a tree)."""
+    import os
+
+    from enclave_audit.model.difference import Significance
+
+    def tar(path: Path, caps: str | None) -> Path:
+        with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+            info = tarfile.TarInfo("usr/bin/ping")
+            data = b"\x7fELF ping"
+            info.size, info.mode, info.mtime = len(data), 0o755, 1_700_000_000
+            if caps is not None:
+                info.pax_headers = {"SCHILY.xattr.security.capability": caps}
+            tf.addfile(info, io.BytesIO(data))
+        return path
+
+    root = compare_paths(tar(tmp_path / "a.tar", None), tar(tmp_path / "b.tar", "\x01\x00")).root
+    assert root is not None
+    cap = root.find("usr/bin/ping", "pax:SCHILY.xattr.security.capability")
+    assert cap is not None and cap.significance is Significance.SECURITY
+    # the same on unpacked trees, where the kernel would keep the xattr
+    left, right = tmp_path / "l", tmp_path / "r"
+    for d in (left, right):
+        (d / "bin").mkdir(parents=True)
+        (d / "bin" / "ping").write_bytes(b"\x7fELF ping")
+    value = bytes.fromhex("0100000200200000000000000000000000000000")  # cap_net_raw, v2
+    try:
+        os.setxattr(right / "bin" / "ping", "security.capability", value)
+    except OSError:
+        pytest.skip("cannot set security.capability here (needs CAP_SETFCAP)")
+    tree = compare_paths(left, right).root
+    assert tree is not None
+    node = tree.find("bin/ping", "xattr security.capability")
+    assert node is not None and node.significance is Significance.SECURITY
+
+
+def test_a_compressed_ramdisk_is_read_whole_as_the_kernel_reads_it(tmp_path: Path) -> None:
+    """gzip'd cpio followed by a plain archive: a gzip reader stops; the kernel does not."""
+    from builder.initramfs.newc import EntryKind
+
+    base, extra = tmp_path / "base.cpio", tmp_path / "extra.cpio"
+    write_cpio(base, {"etc": FileSpec(kind=EntryKind.DIRECTORY, perm=0o755)})
+    write_cpio(extra, {"etc/ld.so.preload": FileSpec(b"/tmp/x.so\n")})
+    a = _write(tmp_path / "a.cpio.gz", gzip.compress(base.read_bytes(), mtime=0))
+    b = _write(
+        tmp_path / "b.cpio.gz", gzip.compress(base.read_bytes(), mtime=0) + extra.read_bytes()
+    )
+    root = compare_paths(a, b).root
+    assert root is not None
+    preload = root.find("etc/ld.so.preload")
+    assert preload is not None and preload.change is Change.ADDED
+    assert preload.significance is not None and preload.significance.value == "security-relevant"

@@ -158,6 +158,7 @@ def test_real_kernel_version_and_config(reference: tuple[Path, Path]) -> None:
     (work / "bzImage-2").write_bytes(bytes(patched))
     root = compare_paths(work / "bzImage", work / "bzImage-2").root
     assert root is not None and root.kind.value == "kernel"
-    field = root.find("version")
-    assert field is not None and field.right is not None and "#2" in (field.right.value or "")
+    field = root.find("version: build number")
+    assert field is not None and field.right is not None and field.right.value == "2"
+    assert field.causes[0].cause is Cause.BUILD_ENVIRONMENT
     assert any("CONFIG_IKCONFIG" in n for n in root.notes), root.notes

@@ -52,7 +52,7 @@ def test_probe_pcrs_equal_ours_via_cli(
     )
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["schema"] == "enclave-audit/qemu-boot/v1"
+    assert (report["schema"], report["schema_version"]) == ("enclave-audit/qemu-boot", 1)
     assert report["verdict"] == "PASS"
     described = describe_eif(probe.eif).pcrs
     guest = {int(k): bytes.fromhex(v) for k, v in report["guest_pcrs"].items()}
