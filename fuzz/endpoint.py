@@ -39,7 +39,7 @@ def tiny_enclave() -> Any:
     from enclave_runtime.app import Enclave, ReplayGuard
     from enclave_runtime.config import Limits, RuntimeConfig
     from enclave_runtime.model.chat import ChatModel
-    from enclave_runtime.model.tiny import write_tiny_gguf
+    from reference_enclave.model.tiny_gguf import write_tiny_gguf
 
     folder = Path(tempfile.mkdtemp(prefix="enclave-audit-fuzz-endpoint-"))
     gguf = write_tiny_gguf(folder / "tiny.gguf").read_bytes()

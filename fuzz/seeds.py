@@ -368,7 +368,7 @@ def kms_policy_seeds() -> list[bytes]:
 
 def key_policy_seeds() -> list[bytes]:
     from enclave_audit.model.measurements import PcrSet
-    from reports.key_policy import KeyPolicy, propose_policy
+    from reports.key_policy import KeyPolicy, propose
 
     base = {
         "Version": "2012-10-17",
@@ -382,7 +382,7 @@ def key_policy_seeds() -> list[bytes]:
             }
         ],
     }
-    proposed = propose_policy(
+    proposed = propose(
         KeyPolicy.from_document(base),
         candidate=PcrSet(values={0: b"\xa1" * 48, 1: b"\xb2" * 48, 2: b"\xc3" * 48}),
         principal=PRINCIPAL,

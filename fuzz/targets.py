@@ -385,12 +385,12 @@ def kms_policy(data: bytes) -> None:
 
 
 def key_policy(data: bytes) -> None:
-    from reports.key_policy import allowed_images, parse_policy
+    from reports.key_policy import KeyPolicy, allowed_images
 
-    policy = parse_policy(data, source="fuzz key policy")
+    policy = KeyPolicy.parse(data, source="fuzz key policy")
     allowed_images(policy)
     # what the gate writes back must parse to the same policy
-    again = parse_policy(policy.to_json(), source="fuzz key policy (written back)")
+    again = KeyPolicy.parse(policy.to_json(), source="fuzz key policy (written back)")
     if again != policy:
         raise AssertionError("key policy does not survive its own round trip")
 

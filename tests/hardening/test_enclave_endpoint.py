@@ -179,7 +179,7 @@ def test_the_time_budget_ends_decoding(tmp_path: Path) -> None:
 
 def test_prefill_stops_between_chunks_when_the_deadline_has_passed(tmp_path: Path) -> None:
     from enclave_runtime.model.chat import PREFILL_CHUNK, ChatModel, Message
-    from enclave_runtime.model.tiny import write_tiny_gguf
+    from reference_enclave.model.tiny_gguf import write_tiny_gguf
 
     chat = ChatModel.from_gguf(write_tiny_gguf(tmp_path / "t.gguf").read_bytes())
     ids = chat.prompt_ids([Message("user", "z" * 200)])[:200]
