@@ -21,6 +21,7 @@ from builder.spec import LoadedSpec, load_spec
 from builder.toolchain import builder_code_digest
 from enclave_audit.errors import DigestMismatch
 from enclave_audit.fsutil import cache_dir, hash_file, prune_cache, touch_entry
+from enclave_audit.model import manifest as manifest_module
 from enclave_audit.model.manifest import BuildManifest
 from enclave_audit.progress import ProgressSink
 
@@ -41,6 +42,10 @@ def image_input_digest(loaded: LoadedSpec, epoch: int, backend: str) -> str:
         "epoch": epoch,
         "backend": backend,
         "builder": builder_code_digest(),
+        # the manifest is an output of the cached build: a new manifest format is a new build
+        "manifest_model": hashlib.sha256(
+            Path(manifest_module.__file__ or "").read_bytes()
+        ).hexdigest(),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 

@@ -30,7 +30,7 @@ from enclave_audit.fsutil import atomic_directory, cache_dir
 from enclave_audit.model.manifest import BuildManifest
 from enclave_audit.tools import which
 
-REPORT_SCHEMA = "https://enclave-audit.dev/schemas/repro-report/v1"
+REPORT_SCHEMA = "enclave-audit/repro-report"
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,7 @@ class VariationOutcome(_Model):
 
 class ReproReport(_Model):
     schema_: str = REPORT_SCHEMA
+    schema_version: int = 1
     spec: str
     full: bool
     source_date_epoch: int
@@ -93,7 +94,7 @@ class ReproReport(_Model):
 
     def to_json(self) -> str:
         data = self.model_dump(mode="json")
-        data["schema"] = data.pop("schema_")
+        data = {"schema": data.pop("schema_"), **data}
         return json.dumps(data, indent=2) + "\n"
 
 

@@ -229,6 +229,9 @@ LABELLED: dict[str, dict[str, Any] | Callable[[], dict[str, Any]]] = {
     "decision-log-entry": _from_model(
         "decision-log-entry", "reports.decision_log.DecisionEntry"
     ),
+    # files the build and `inputs export` write (not stdout documents)
+    "build-manifest": _from_model("build-manifest", "enclave_audit.model.manifest.BuildManifest"),
+    "input-set": _from_model("input-set", "builder.inputs.inputset.InputSetIndex"),
 }
 
 #: peer formats the CLI writes unlabelled: file name -> schema

@@ -51,7 +51,7 @@ ADMIN_PRINCIPAL = f"arn:aws:iam::{ACCOUNT}:root"
 MODEL_FILE = "smollm2-135m-instruct.cimf"
 MODEL_NAME = "SmolLM2-135M-Instruct.Q4_1"
 ENCRYPTION_CONTEXT = {"model": MODEL_NAME, "purpose": "enclave-audit-demo"}
-DEMO_SCHEMA = "enclave-audit/demo-report/v1"
+DEMO_SCHEMA = "enclave-audit/demo-report"
 
 
 def pcr_extend(data: bytes) -> bytes:
@@ -240,6 +240,7 @@ class DemoReport(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     schema_: str = Field(default=DEMO_SCHEMA, alias="schema")
+    schema_version: int = 1
     question: str
     answer: str | None
     image: str

@@ -16,13 +16,25 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from enclave_audit.errors import InputNotFound, InvalidInput, SpecInvalid
 from enclave_audit.fsutil import read_regular_file
 from enclave_audit.model.measurements import PcrSet
 
-MANIFEST_SCHEMA = "https://enclave-audit.dev/schemas/build-manifest/v1"
+MANIFEST_SCHEMA = "enclave-audit/build-manifest"
+#: 2: inputs name their architecture, file name and the source that served them; the
+#: spec records when its lock was resolved
+MANIFEST_SCHEMA_VERSION = 2
+#: how version 1 labelled itself; manifests of older releases stay readable
+LEGACY_MANIFEST_SCHEMA = "https://enclave-audit.dev/schemas/build-manifest/v1"
 MANIFEST_MEDIA_TYPE = "application/vnd.enclave-audit.build-manifest+json"
 #: the largest manifest read (it embeds the spec and lock texts)
 MANIFEST_MAX_BYTES = 64 << 20
@@ -159,6 +171,7 @@ class BuilderInfo(_Frozen):
 
 class BuildManifest(_Frozen):
     schema_: str = Field(default=MANIFEST_SCHEMA, alias="schema")
+    schema_version: int = MANIFEST_SCHEMA_VERSION
     name: str
     version: str
     builder: BuilderInfo
@@ -176,11 +189,31 @@ class BuildManifest(_Frozen):
     pcrs: PcrSet
     app: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_label(cls, data: Any) -> Any:
+        """A version-1 manifest (URL label, no schema_version) reads as version 1."""
+        if isinstance(data, dict) and data.get("schema") == LEGACY_MANIFEST_SCHEMA:
+            if "schema_version" in data:
+                raise ValueError("a version-1 manifest carries no schema_version")
+            return {**data, "schema": MANIFEST_SCHEMA, "schema_version": 1}
+        return data
+
     @field_validator("schema_")
     @classmethod
     def _schema(cls, v: str) -> str:
         if v != MANIFEST_SCHEMA:
             raise ValueError(f"unknown manifest schema {v!r} (expected {MANIFEST_SCHEMA})")
+        return v
+
+    @field_validator("schema_version")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v not in (1, MANIFEST_SCHEMA_VERSION):
+            raise ValueError(
+                f"unsupported manifest schema_version {v} (this tool reads 1 and"
+                f" {MANIFEST_SCHEMA_VERSION})"
+            )
         return v
 
     def input(self, name: str) -> PinnedInput | None:

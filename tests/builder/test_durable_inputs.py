@@ -111,6 +111,18 @@ def _name(name: str, version: str, arch: str) -> str:
     return f"{name}_{version.split(':')[-1]}_{arch}.deb"
 
 
+def _source_copy(tmp_path: Path) -> Path:
+    """A source root of its own (the spec's directory and the app packages), to edit safely."""
+    root = tmp_path / "src"
+    loaded = load_spec(REFERENCE_SPEC)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(REFERENCE_SPEC.parent, root / REFERENCE_SPEC.parent.name, ignore=skip)
+    for pkg in loaded.spec.app.packages:
+        if not (root / pkg).exists():
+            shutil.copytree(ROOT / pkg, root / pkg, ignore=skip)
+    return root
+
+
 def _store_without_debs(path: Path, pinned: dict[str, Path]) -> Path:
     """A new input store holding the wheels and the model, but no Debian package."""
     store = InputStore(path)
@@ -158,8 +170,8 @@ def test_mirror_with_newer_essential_packages_gives_the_identical_eif(
 def test_a_pin_no_source_serves_fails_fast_with_the_ways_out(
     drift: Drift, pinned: dict[str, Path], tmp_path: Path
 ) -> None:
-    spec_dir = tmp_path / "reference_enclave"
-    shutil.copytree(REFERENCE_SPEC.parent, spec_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    src = _source_copy(tmp_path)
+    spec_dir = src / REFERENCE_SPEC.parent.name
     lock = spec_dir / "debian.lock"
     lines = lock.read_text().splitlines()
     lines = [
@@ -171,8 +183,8 @@ def test_a_pin_no_source_serves_fails_fast_with_the_ways_out(
     out = tmp_path / "out"
     asked_before = len(drift.server.requests)
     result = run_cli(
-        ["build", "--spec", str(spec_dir / "enclave.toml"), "--source-root", str(ROOT),
-         *drift.mirror_args, "-o", str(out)],
+        ["build", "--spec", str(spec_dir / "enclave.toml"), "--source-root", str(src),
+         "--source-date-epoch", "1700000000", *drift.mirror_args, "-o", str(out)],
         env={"ENCLAVE_AUDIT_STORE": str(store), "ENCLAVE_AUDIT_SNAPSHOT_URL": DEAD},
         cwd=ROOT,
     )  # fmt: skip
@@ -233,10 +245,10 @@ def test_offline_rebuild_from_an_exported_input_set(
 def test_lock_update_against_signed_indices(
     drift: Drift, tmp_path: Path
 ) -> None:
-    spec_dir = tmp_path / "reference_enclave"
-    shutil.copytree(REFERENCE_SPEC.parent, spec_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    src = _source_copy(tmp_path)
+    spec_dir = src / REFERENCE_SPEC.parent.name
     before = read_lock(spec_dir / "debian.lock")
-    args = ["lock", "update", "--spec", str(spec_dir / "enclave.toml"), "--source-root", str(ROOT),
+    args = ["lock", "update", "--spec", str(spec_dir / "enclave.toml"), "--source-root", str(src),
             *drift.mirror_args]  # fmt: skip
     # an index signed by another key is refused, and the lock is left alone
     other = gpg_key(tmp_path / "other")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -103,3 +104,45 @@ def test_provenance_from_manifest_is_deterministic() -> None:
     assert deps["source"].digest == {"gitCommit": "c" * 40}
     assert deps["libc6"].digest == {"sha256": H256}
     assert b"startedOn" not in one and b"invocationId" not in one
+
+
+def test_manifest_and_input_set_follow_the_published_schemas(tmp_path: Path) -> None:
+    """schema + schema_version, validated against docs/schemas (a real build's manifest is
+    validated the same way by tests/builder/test_reference_image.py)."""
+    from conftest import _schema_validator, json_schema_for
+
+    from builder.inputs.inputset import write_input_set
+
+    doc = json.loads(_manifest().to_json())
+    assert list(doc)[:2] == ["schema", "schema_version"] and doc["schema_version"] == 2
+    name = json_schema_for(doc)
+    assert name == "build-manifest.v2.schema.json"
+    _schema_validator(name).validate(doc)
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"x")
+    ref = PinnedInput(
+        name="x", kind=InputKind.WHEEL, version="1", filename="x-1-py3-none-any.whl",
+        origin="pypi", sha256=hashlib.sha256(b"x").hexdigest(),
+    )  # fmt: skip
+    write_input_set(tmp_path / "set", [(ref, blob)])
+    index = json.loads((tmp_path / "set" / "index.json").read_text())
+    assert json_schema_for(index) == "input-set.v1.schema.json"
+    _schema_validator("input-set.v1.schema.json").validate(index)
+
+
+def test_version_1_manifests_of_older_releases_still_read(tmp_path: Path) -> None:
+    data = json.loads(_manifest().to_json())
+    data.pop("schema_version")
+    data["schema"] = "https://enclave-audit.dev/schemas/build-manifest/v1"
+    for item in data["inputs"]:
+        for key in ("arch", "filename", "served_by"):
+            item.pop(key)
+    data["spec"].pop("lock_resolved_at")
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    old = BuildManifest.load(path)
+    assert old.schema_version == 1 and old.pcrs == _manifest().pcrs
+    data["schema_version"] = 1  # v1 never carried it: a forged mix is refused
+    path.write_text(json.dumps(data))
+    with pytest.raises(SpecInvalid, match="schema_version"):
+        BuildManifest.load(path)

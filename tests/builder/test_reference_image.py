@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import need
+from conftest import _schema_validator, json_schema_for, need
 from elftools.elf.elffile import ELFFile
 
 from builder.eif import EifReader, describe_eif
@@ -34,8 +35,14 @@ def test_outputs_agree(reference_image: BuildResult) -> None:
     assert eif_out is not None
     assert eif_out.sha256 == hashlib.sha256(reference_image.eif.read_bytes()).hexdigest()
     kinds = {i.kind for i in manifest.inputs}
-    assert {InputKind.KERNEL_SOURCE, InputKind.DEBIAN_PACKAGE, InputKind.WHEEL} <= kinds
+    assert {InputKind.KERNEL_SOURCE, InputKind.DEBIAN_PACKAGE, InputKind.WHEEL,
+            InputKind.MODEL} <= kinds  # fmt: skip
     assert manifest.source_date_epoch > 0 and manifest.spec.text and manifest.spec.lock_text
+    # every external input says which source served it; the lock's resolution time is kept
+    assert all(i.served_by for i in manifest.inputs if i.external)
+    assert manifest.spec.lock_resolved_at
+    doc = json.loads((out / "build-manifest.json").read_text())
+    _schema_validator(json_schema_for(doc) or "").validate(doc)
     stmt = Statement.from_bytes((out / "provenance.json").read_bytes())
     assert stmt.subject[0].digest == {"sha256": eif_out.sha256, "sha384": eif_out.sha384}
     predicate = stmt.predicate_as(ProvenancePredicate)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import _schema_validator, json_schema_for, run_cli
 
 from builder.pipeline import BuildResult
 
@@ -22,7 +22,9 @@ def test_repro_test_two_runs_identical(reference_image: BuildResult, tmp_path: P
     tested = [v for v in report["variations"] if v["tested"]]
     assert len(tested) >= 5
     assert all(v["eif_identical"] and v["pcrs_equal"] for v in tested)
-    assert (out / "repro-report.json").exists()
+    saved = json.loads((out / "repro-report.json").read_text())
+    assert list(saved)[:2] == ["schema", "schema_version"]
+    _schema_validator(json_schema_for(saved) or "").validate(saved)
     # the rebuilds equal the reference image itself (same commit, same epoch)
     control = report["runs"][0]
     ref_pcrs = {f"PCR{k}": reference_image.pcrs.hex(k) for k in reference_image.pcrs.indices()}
