@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import functools
 import hashlib
-import json
 import os
 import re
-import shutil
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -90,6 +86,8 @@ def atomic_write(path: Path, *, mode: int = 0o644) -> Iterator[IO[bytes]]:
                 raise
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         return
+    import tempfile  # here, not at import: the verify-only verbs write nothing
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -116,6 +114,8 @@ _SYNC_FILE_RANGE_WRITE = 2
 @functools.cache
 def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
     """libc's ``sync_file_range`` where the platform has it (Linux), else None."""
+    import ctypes
+
     try:
         func = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
@@ -171,6 +171,8 @@ def write_text_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
 
 
 def write_json_atomic(path: Path, data: Any, *, mode: int = 0o644) -> None:
+    import json
+
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n", mode=mode)
 
 
@@ -180,6 +182,9 @@ def atomic_directory(final: Path) -> Iterator[Path]:
 
     If ``final`` exists it is replaced only after the new contents are complete.
     """
+    import shutil
+    import tempfile
+
     final = Path(final)
     if final.exists() and not final.is_dir():  # a device, FIFO or file is never moved away
         raise OutputError(
@@ -289,6 +294,8 @@ def prune_cache(store: Path, *, keep: int, marker: str | None = None) -> None:
     Hidden names (entries being written) are never candidates, and with
     ``marker`` only directories holding that file are (not scratch directories).
     """
+    import shutil
+
     entries = [
         p
         for p in store.iterdir()

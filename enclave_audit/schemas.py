@@ -15,6 +15,7 @@ what this module generates and validates the CLI's outputs against them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -61,12 +62,19 @@ def _from_model(name: str, import_path: str) -> Callable[[], dict[str, Any]]:
 
         module_name, _, attr = import_path.rpartition(".")
         model = getattr(importlib.import_module(module_name), attr)
-        doc: dict[str, Any] = model.model_json_schema(by_alias=True, mode="serialization")
+        if isinstance(model, type) and dataclasses.is_dataclass(model):  # attestation types
+            from enclave_audit.model._pydantic_types import adapter
+
+            doc: dict[str, Any] = adapter(model).json_schema(by_alias=True, mode="serialization")
+            fields = {f.name: f for f in dataclasses.fields(model)}
+            field = fields.get("schema_version")
+        else:
+            doc = model.model_json_schema(by_alias=True, mode="serialization")
+            field = model.model_fields.get("schema_version")
         props = doc.setdefault("properties", {})
         props.pop("schema_", None)
         props["schema"] = {"const": f"enclave-audit/{name}"}
         # the version the model writes (diff is at 2: its causes and significance changed)
-        field = model.model_fields.get("schema_version")
         version = field.default if field is not None else 1
         props["schema_version"] = {"const": version if isinstance(version, int) else 1}
         required = [r for r in doc.get("required", []) if r not in ("schema", "schema_version")]

@@ -18,7 +18,6 @@ Conventions (README "Flags" says the same; new verbs follow them):
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from collections.abc import Callable
@@ -138,10 +137,14 @@ def json_document(data: Any, *, schema: str | None = None) -> str:
     bytes (lone surrogates) are written out visibly (``\\xNN``), never as a lone
     ``\\udcNN`` escape that a strict reader refuses.
     """
+    import json
+
     from enclave_runtime.strictjson import json_safe
 
     if hasattr(data, "model_dump"):
         data = data.model_dump(mode="json", by_alias=True)
+    elif hasattr(data, "json_dict"):  # the plain (dataclass) attestation types
+        data = data.json_dict()
     data = labelled(json_safe(data), schema)
     # ASCII-only: control characters and bidi marks are \u escapes
     return json.dumps(data, indent=2, ensure_ascii=True) + "\n"

@@ -19,8 +19,8 @@ from enclave_audit.model.attestation_doc import (
     AttestationResult,
     iso_utc,
 )
-from enclave_audit.model.digests import parse_hex
-from enclave_audit.model.findings import Verdict
+from enclave_audit.model.checks import Verdict
+from enclave_audit.model.hexdata import parse_hex
 from enclave_audit.model.measurements import PcrSet
 from enclave_audit.output import columns, visible, write_lines
 from verifier.nitro.certs import parse_der, summarize

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, field_serializer, field_validator
 
 from enclave_audit.errors import InvalidInput
+from enclave_audit.model.hexdata import parse_hex
+
+__all__ = ["Digest", "HashAlgorithm", "parse_hex"]
 
 
 class HashAlgorithm(StrEnum):
@@ -18,20 +20,6 @@ class HashAlgorithm(StrEnum):
     @property
     def size(self) -> int:
         return {"sha256": 32, "sha384": 48, "sha512": 64}[self.value]
-
-
-_HEX = re.compile(r"^[0-9a-fA-F]*$")
-
-
-def parse_hex(text: str, *, what: str, size: int | None = None) -> bytes:
-    """Hex text to bytes with a one-line error naming ``what``."""
-    cleaned = text.strip()
-    if not _HEX.match(cleaned) or len(cleaned) % 2:
-        raise InvalidInput(f"{what}: not a hex string: {cleaned[:40]!r}")
-    raw = bytes.fromhex(cleaned)
-    if size is not None and len(raw) != size:
-        raise InvalidInput(f"{what}: expected {size} bytes, got {len(raw)}")
-    return raw
 
 
 class Digest(BaseModel):

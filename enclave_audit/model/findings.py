@@ -1,4 +1,4 @@
-"""Verdicts, checks and findings: what every verification returns."""
+"""Findings (what an audit noticed), plus the verdicts and checks of :mod:`.checks`."""
 
 from __future__ import annotations
 
@@ -6,41 +6,10 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+# verdicts and checks live in a module without pydantic (the fast verify path uses them)
+from enclave_audit.model.checks import Check, CheckOutcome, Verdict, verdict_of
 
-class Verdict(StrEnum):
-    """An explicit verdict.  Only PASS is ever treated as success."""
-
-    PASS = "PASS"
-    FAIL = "FAIL"
-    INCONCLUSIVE = "INCONCLUSIVE"
-
-    @classmethod
-    def combine(cls, outcomes: list[CheckOutcome]) -> Verdict:
-        """FAIL if any check failed; INCONCLUSIVE if any could not run or none ran; else PASS."""
-        if not outcomes:
-            return cls.INCONCLUSIVE
-        if any(o is CheckOutcome.FAIL for o in outcomes):
-            return cls.FAIL
-        if any(o is CheckOutcome.NOT_RUN for o in outcomes):
-            return cls.INCONCLUSIVE
-        return cls.PASS
-
-
-class CheckOutcome(StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    NOT_RUN = "not-run"
-    SKIPPED = "skipped"  # deliberately not asked for (e.g. no expected nonce given)
-
-
-class Check(BaseModel):
-    """One check that ran (or could not), with a one-line explanation."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    outcome: CheckOutcome
-    detail: str = ""
+__all__ = ["Check", "CheckOutcome", "Finding", "Severity", "Verdict", "verdict_of"]
 
 
 class Severity(StrEnum):
@@ -66,6 +35,3 @@ class Finding(BaseModel):
     message: str
     evidence: str = ""
 
-
-def verdict_of(checks: list[Check]) -> Verdict:
-    return Verdict.combine([c.outcome for c in checks if c.outcome is not CheckOutcome.SKIPPED])

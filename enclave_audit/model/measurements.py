@@ -6,16 +6,15 @@ accepted because the attestation document format allows them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, field_serializer, field_validator
+from typing import Annotated, Any, ClassVar
 
 from enclave_audit.errors import InvalidInput
 from enclave_audit.fsutil import read_json
-from enclave_audit.model.digests import parse_hex
+from enclave_audit.model.hexdata import parse_hex
+from enclave_audit.model.lazytypes import Pydantic
 
 PCR_SIZES = (32, 48, 64)
 #: what nitro-cli prints as HashAlgorithm (sha2 0.9 debug text); not to be keyed on.
@@ -24,30 +23,42 @@ NITRO_HASH_ALGORITHM = "Sha384 { ... }"
 IMAGE_PCRS = (0, 1, 2)
 
 
-class PcrSet(BaseModel):
+def coerce_pcr_values(v: object) -> dict[int, bytes]:
+    """A mapping of index (int or decimal text) to value (bytes or hex), checked."""
+    if not isinstance(v, Mapping):
+        raise InvalidInput("PCRs: expected a mapping of index to value")
+    out: dict[int, bytes] = {}
+    for key, value in v.items():
+        index = _parse_index(key)
+        raw = parse_hex(value, what=f"PCR{index}") if isinstance(value, str) else value
+        if not isinstance(raw, bytes) or len(raw) not in PCR_SIZES:
+            raise InvalidInput(f"PCR{index}: value must be 32, 48 or 64 bytes")
+        out[index] = raw
+    return out
+
+
+def pcr_values_json(v: dict[int, bytes]) -> dict[str, str]:
+    """``{"0": hex, ...}`` in index order."""
+    return {str(k): v[k].hex() for k in sorted(v)}
+
+
+@dataclass(frozen=True, init=False)
+class PcrSet:
     """A mapping PCR index -> value, as measured or as expected."""
 
-    model_config = ConfigDict(frozen=True)
+    # pydantic: its own settings, not those of the model that embeds it
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "ignore"}
 
-    values: dict[int, bytes]
+    # for pydantic: coerce_pcr_values before, pcr_values_json on output
+    values: Annotated[dict[int, bytes], Pydantic("PcrValues")]
 
-    @field_validator("values", mode="before")
-    @classmethod
-    def _coerce(cls, v: object) -> object:
-        if not isinstance(v, Mapping):
-            raise InvalidInput("PCRs: expected a mapping of index to value")
-        out: dict[int, bytes] = {}
-        for key, value in v.items():
-            index = _parse_index(key)
-            raw = parse_hex(value, what=f"PCR{index}") if isinstance(value, str) else value
-            if not isinstance(raw, bytes) or len(raw) not in PCR_SIZES:
-                raise InvalidInput(f"PCR{index}: value must be 32, 48 or 64 bytes")
-            out[index] = raw
-        return out
+    def __init__(self, *, values: Mapping[Any, object]) -> None:
+        """Indices as int or decimal text, values as bytes or hex (see coerce_pcr_values)."""
+        object.__setattr__(self, "values", coerce_pcr_values(values))
 
-    @field_serializer("values")
-    def _hex(self, v: dict[int, bytes]) -> dict[str, str]:
-        return {str(k): v[k].hex() for k in sorted(v)}
+    def json_dict(self) -> dict[str, Any]:
+        """The JSON form (what pydantic writes for it inside a model)."""
+        return {"values": pcr_values_json(self.values)}
 
     def __getitem__(self, index: int) -> bytes:
         return self.values[index]
@@ -106,7 +117,7 @@ class PcrSet(BaseModel):
             values[_parse_index(key[3:])] = value
         if not values:
             raise InvalidInput(f"{source}: no PCR values found")
-        return cls.model_validate({"values": values})
+        return cls(values=coerce_pcr_values(values))
 
     @classmethod
     def load(cls, path: Path) -> PcrSet:
@@ -127,4 +138,6 @@ def _parse_index(key: object) -> int:
 
 def measurements_json(pcrs: PcrSet) -> str:
     """The exact text ``nitro-cli build-enclave`` prints (2-space indent, newline)."""
+    import json
+
     return json.dumps({"Measurements": pcrs.to_nitro()}, indent=2) + "\n"

@@ -10,7 +10,6 @@ rules are applied the same way to any ``--root`` (simulation) chain.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from datetime import datetime
 from enum import StrEnum
@@ -19,8 +18,7 @@ from typing import Final, TypeVar
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.hashes import SHA384
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.hashes import SHA256, SHA384
 from cryptography.x509.oid import ExtensionOID, SignatureAlgorithmOID
 
 from enclave_audit.errors import AttestationMalformed
@@ -45,7 +43,6 @@ KNOWN_EXTENSIONS: Final = frozenset(
 )
 
 
-_DER: Final = Encoding.DER
 _E = TypeVar("_E", bound=x509.ExtensionType)
 
 
@@ -66,7 +63,9 @@ def parse_der(der: bytes, *, what: str) -> x509.Certificate:
 
 
 def sha256_hex(cert: x509.Certificate) -> str:
-    return hashlib.sha256(cert.public_bytes(_DER)).hexdigest()
+    """SHA-256 over the certificate's DER (``fingerprint``: no re-encoding, and no import
+    of pyca's serialization package, which ``public_bytes`` pulls in)."""
+    return cert.fingerprint(SHA256()).hex()
 
 
 def name_of(cert: x509.Certificate) -> str:

@@ -27,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from enclave_audit.model.attestation_doc import CertificateSummary, iso_utc
-from enclave_audit.model.findings import Check, CheckOutcome
+from enclave_audit.model.checks import Check, CheckOutcome
 from verifier.nitro.certs import (
     Role,
     issuance_problem,

@@ -227,5 +227,4 @@ def _pcrs(value: object) -> PcrSet:
                 f"attestation payload: PCR{index} must be a byte string of 32, 48 or 64 bytes"
             )
         out[index] = pcr
-    # every index and size was checked just above, as strictly as PcrSet's own validator
-    return PcrSet.model_construct(values=out)
+    return PcrSet(values=out)

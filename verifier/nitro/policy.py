@@ -24,7 +24,7 @@ from typing import Final
 
 from enclave_audit.errors import InvalidInput
 from enclave_audit.model.attestation_doc import AttestationDocument, iso_utc
-from enclave_audit.model.findings import Check, CheckOutcome
+from enclave_audit.model.checks import Check, CheckOutcome
 from enclave_audit.model.measurements import IMAGE_PCRS, PcrSet
 
 CHECK_DEBUG: Final = "policy.debug"

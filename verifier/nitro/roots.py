@@ -9,6 +9,7 @@ enclave's simulation CA) goes through the same CA profile checks.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 from dataclasses import dataclass, field
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Final
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from enclave_audit.errors import InvalidInput, TrustError
 from enclave_audit.fsutil import read_bytes
@@ -73,7 +73,25 @@ class TrustRoot:
             force_parse(cert)
         except CERT_ERRORS as exc:  # e.g. a key algorithm cryptography does not know
             raise InvalidInput(f"trust root {name}: unusable certificate ({exc})") from None
-        der = cert.public_bytes(Encoding.DER)
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        return cls._anchor(cert, cert.public_bytes(Encoding.DER), name, expected_sha256)
+
+    @classmethod
+    def from_der(cls, der: bytes, *, name: str, expected_sha256: str | None = None) -> TrustRoot:
+        """Like :meth:`from_pem`, for one DER certificate."""
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            force_parse(cert)
+        except CERT_ERRORS as exc:
+            raise InvalidInput(f"trust root {name}: not a usable DER certificate ({exc})") from None
+        return cls._anchor(cert, der, name, expected_sha256)
+
+    @classmethod
+    def _anchor(
+        cls, cert: x509.Certificate, der: bytes, name: str, expected_sha256: str | None
+    ) -> TrustRoot:
+        """The pinned fingerprint (if any) and the CA profile, as every root must meet them."""
         fingerprint = hashlib.sha256(der).hexdigest()
         if expected_sha256 is not None and fingerprint != expected_sha256.lower():
             raise TrustError(
@@ -103,8 +121,16 @@ class TrustRoot:
 
 @functools.cache
 def aws_nitro_root() -> TrustRoot:
-    """The pinned AWS root; raises :class:`TrustError` if the embedded copy was altered."""
-    return TrustRoot.from_pem(AWS_ROOT_PEM, name=AWS_ROOT_NAME, expected_sha256=AWS_ROOT_SHA256)
+    """The pinned AWS root; raises :class:`TrustError` if the embedded copy was altered.
+
+    The DER is the base64 body of :data:`AWS_ROOT_PEM` (RFC 7468), decoded here: the
+    same bytes the pinned SHA-256 is checked over, without pyca's PEM and serialization
+    layers (which cost the one-document verify process start-up time).
+    """
+    body = AWS_ROOT_PEM.split(b"-----BEGIN CERTIFICATE-----", 1)[1]
+    body = body.split(b"-----END CERTIFICATE-----", 1)[0]
+    der = base64.b64decode(b"".join(body.split()), validate=True)
+    return TrustRoot.from_der(der, name=AWS_ROOT_NAME, expected_sha256=AWS_ROOT_SHA256)
 
 
 def default_roots() -> tuple[TrustRoot, ...]:

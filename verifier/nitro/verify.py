@@ -37,7 +37,7 @@ from enclave_audit.model.attestation_doc import (
     CertificateSummary,
     TimeSource,
 )
-from enclave_audit.model.findings import Check, CheckOutcome, Verdict, verdict_of
+from enclave_audit.model.checks import Check, CheckOutcome, Verdict, verdict_of
 from enclave_audit.model.measurements import PcrSet
 from verifier.nitro import chain as chain_checks
 from verifier.nitro.chain import ChainCache, validate_chain

@@ -11,6 +11,8 @@ from typing import Any
 
 import cbor2
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from nitro_sim import FIXTURES, SimPki, expected_documents, read_document
 
 from enclave_audit.errors import (
@@ -19,6 +21,8 @@ from enclave_audit.errors import (
     AttestationPolicyFailed,
     AttestationSignatureInvalid,
     AuditFailed,
+    InvalidInput,
+    TrustError,
 )
 from enclave_audit.model.attestation_doc import AttestationResult, TimeSource
 from enclave_audit.model.findings import CheckOutcome, Verdict
@@ -27,6 +31,7 @@ from verifier.nitro import (
     AWS_ROOT_NAME,
     AWS_ROOT_SHA256,
     ChainCache,
+    TrustRoot,
     aws_nitro_root,
     parse_attestation,
     require_pass,
@@ -47,6 +52,23 @@ def test_embedded_root_is_the_published_aws_root() -> None:
     assert root.sha256 == AWS_ROOT_SHA256
     assert AWS_ROOT_PEM == (FIXTURES / "aws_nitro_root_g1.pem").read_bytes()
     assert root.certificate.subject.rfc4514_string() == "CN=aws.nitro-enclaves,OU=AWS,O=Amazon,C=US"
+
+
+def test_pinned_root_from_der_is_checked_before_use() -> None:
+    """aws_nitro_root() decodes the embedded PEM itself (no pyca serialization import):
+    the DER is the fixture's, and a changed byte or junk is refused, never trusted."""
+    root = aws_nitro_root()
+    fixture = x509.load_pem_x509_certificate((FIXTURES / "aws_nitro_root_g1.pem").read_bytes())
+    assert root.der == fixture.public_bytes(serialization.Encoding.DER)
+    assert root.certificate == fixture
+    tampered = bytearray(root.der)
+    tampered[-1] ^= 1  # the signature's last byte
+    with pytest.raises(TrustError, match="fingerprint"):
+        TrustRoot.from_der(bytes(tampered), name="aws", expected_sha256=AWS_ROOT_SHA256)
+    with pytest.raises(TrustError, match="self-signature"):
+        TrustRoot.from_der(bytes(tampered), name="aws")
+    with pytest.raises(InvalidInput, match="not a usable DER certificate"):
+        TrustRoot.from_der(b"junk", name="junk")
 
 
 def test_parse_reproduces_every_expected_value(real_document: Doc) -> None:
@@ -289,12 +311,12 @@ def test_transport_encodings_are_detected() -> None:
 def test_result_json_round_trips(real_document: Doc) -> None:
     _, raw = real_document
     result = verify_attestation(raw, at="document", allow_debug=True)
-    data = json.loads(result.model_dump_json(by_alias=True))
+    data = json.loads(json.dumps(result.json_dict()))
     assert next(iter(data)) == "schema"
     assert set(data["pcrs"]) == {str(i) for i in range(16)}
     assert all(v == v.lower() and len(v) == 96 for v in data["pcrs"].values())
     assert data["timestamp"].endswith("Z")
-    assert AttestationResult.model_validate(data) == result
+    assert AttestationResult.from_json_dict(data) == result
 
 
 def _pyca_verdict(raw: bytes, when: datetime, *, relaxed: bool) -> str:
