@@ -25,7 +25,9 @@ from builder.eif import describe_eif, write_eif
 def openssl_sha384_bytes_per_s(seconds: int = 3) -> float:
     out = subprocess.run(
         ["openssl", "speed", "-seconds", str(seconds), "-bytes", "16384", "-evp", "sha384"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     line = next(ln for ln in out.splitlines() if ln.lower().startswith("sha384"))
     value = float(re.findall(r"([\d.]+)k", line)[-1])
@@ -58,8 +60,15 @@ def main() -> None:
             for _ in range(args.size_mib - 12):
                 fh.write(block)
         eif = d / "big.eif"
-        write_eif(eif, kernel=kernel, cmdline="console=ttyS0", ramdisks=[boot, app], name="bench",
-                  version="1", build_time="2025-01-01T00:00:00+00:00")
+        write_eif(
+            eif,
+            kernel=kernel,
+            cmdline="console=ttyS0",
+            ramdisks=[boot, app],
+            name="bench",
+            version="1",
+            build_time="2025-01-01T00:00:00+00:00",
+        )
         size = eif.stat().st_size
         hashlib_pass(eif)  # warm the page cache
         rate = openssl_sha384_bytes_per_s()
@@ -81,10 +90,14 @@ def main() -> None:
         print(f"describe-eif (PCR0+PCR1/2+CRC, one read): best {best:.3f} s of {args.runs}")
         print(f"ratio describe-eif / openssl single pass: {best / floor:.2f}x (goal <= 1.25x)")
         print(f"ratio describe-eif / hashlib single pass: {best / single:.2f}x")
-        print(f"describe-eif CPU time (both threads): {min(cpu):.3f} s"
-              f" = {min(cpu) / floor:.2f}x one pass (two hashes + CRC, spread on 2 cores)")
-        print(f"load average before the timed runs: {load_before:.2f} (other work competes"
-              " for the second core when this is above ~0.5)")
+        print(
+            f"describe-eif CPU time (both threads): {min(cpu):.3f} s"
+            f" = {min(cpu) / floor:.2f}x one pass (two hashes + CRC, spread on 2 cores)"
+        )
+        print(
+            f"load average before the timed runs: {load_before:.2f} (other work competes"
+            " for the second core when this is above ~0.5)"
+        )
 
 
 if __name__ == "__main__":

@@ -331,9 +331,7 @@ def tree_step(loaded: LoadedSpec, backend: str) -> tuple[list[SourceFile], str]:
     return sources, tree_digest(tree_files(loaded, backend, sources))
 
 
-def resolve_step(
-    loaded: LoadedSpec, options: BuildOptions, progress: ProgressSink
-) -> InputsRecord:
+def resolve_step(loaded: LoadedSpec, options: BuildOptions, progress: ProgressSink) -> InputsRecord:
     """Locate every pinned input now; a pin no source serves stops the build here."""
     sets = tuple(InputSet(p) for p in options.inputs)
     resolver = make_resolver(

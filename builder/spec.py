@@ -284,7 +284,6 @@ class DebianSpec(_Frozen):
             _dpkg_glob(pattern)
         return v
 
-
     @field_validator("purge")
     @classmethod
     def _purge(cls, v: tuple[str, ...]) -> tuple[str, ...]:

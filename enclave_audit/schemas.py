@@ -104,9 +104,7 @@ LABELLED: dict[str, dict[str, Any] | Callable[[], dict[str, Any]]] = {
             "error": _object({"class": _STR, "message": _STR}, additionalProperties=False),
         },
     ),
-    "pcr": _labelled(
-        "pcr", {}, patternProperties={"^PCR[0-9]*$": HEX96}, minProperties=3
-    ),
+    "pcr": _labelled("pcr", {}, patternProperties={"^PCR[0-9]*$": HEX96}, minProperties=3),
     "build": _labelled(
         "build",
         {
@@ -226,9 +224,7 @@ LABELLED: dict[str, dict[str, Any] | Callable[[], dict[str, Any]]] = {
     "client-answer": _from_model("client-answer", "reference_enclave.client.ask.AskResult"),
     "demo-report": _from_model("demo-report", "reference_enclave.demo.DemoReport"),
     "qemu-boot": _from_model("qemu-boot", "verifier.qemu.result.QemuBootResult"),
-    "decision-log-entry": _from_model(
-        "decision-log-entry", "reports.decision_log.DecisionEntry"
-    ),
+    "decision-log-entry": _from_model("decision-log-entry", "reports.decision_log.DecisionEntry"),
     # files the build and `inputs export` write (not stdout documents)
     "build-manifest": _from_model("build-manifest", "enclave_audit.model.manifest.BuildManifest"),
     "input-set": _from_model("input-set", "builder.inputs.inputset.InputSetIndex"),

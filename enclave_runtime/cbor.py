@@ -210,9 +210,7 @@ class _Decoder:
         raise self.fail(f"unsupported simple value {arg}")
 
 
-def loads(
-    data: bytes, *, what: str, error: type[EnclaveAuditError] = InvalidInput
-) -> object:
+def loads(data: bytes, *, what: str, error: type[EnclaveAuditError] = InvalidInput) -> object:
     """Decode exactly one CBOR item that fills ``data``.
 
     ``what`` names the item in errors; every problem raises ``error``.

@@ -424,9 +424,7 @@ def decrypt_model(
         got = _read_exact(stream, ct_view[:want])
         if got != want:
             view.release()
-            raise refuse(
-                out, f"{what}: truncated: chunk {i} of {header.chunk_count} is incomplete"
-            )
+            raise refuse(out, f"{what}: truncated: chunk {i} of {header.chunk_count} is incomplete")
         try:
             open_chunk(cipher, i, ct_view[:want], header.chunk_aad(i, h), view[pos : pos + n])
         except InvalidTag:

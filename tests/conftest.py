@@ -53,8 +53,14 @@ class CliResult:
     stderr: str
 
 
-def run_cli(args: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
-            input: bytes | None = None, timeout: float = 600) -> CliResult:
+def run_cli(
+    args: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    input: bytes | None = None,
+    timeout: float = 600,
+) -> CliResult:
     """Run the real console entry point in a subprocess (as a user would)."""
     exe = Path(sys.executable).with_name("enclave-audit")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "enclave_audit"]
@@ -62,10 +68,20 @@ def run_cli(args: Sequence[str], *, cwd: Path | None = None, env: dict[str, str]
     full_env.pop("ENCLAVE_AUDIT_DEBUG", None)
     if env:
         full_env.update(env)
-    proc = subprocess.run([*cmd, *args], cwd=cwd, env=full_env, input=input,
-                          capture_output=True, timeout=timeout, check=False)
-    result = CliResult(proc.returncode, proc.stdout.decode("utf-8", "replace"),
-                       proc.stderr.decode("utf-8", "replace"))
+    proc = subprocess.run(
+        [*cmd, *args],
+        cwd=cwd,
+        env=full_env,
+        input=input,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    result = CliResult(
+        proc.returncode,
+        proc.stdout.decode("utf-8", "replace"),
+        proc.stderr.decode("utf-8", "replace"),
+    )
     check_json_output(args, result)
     return result
 

@@ -201,9 +201,7 @@ def _inflate(name: str, data: bytes) -> bytes:
 def iter_packages(text: bytes, suite: str = "") -> Iterator[PackageRecord]:
     """Records of a Packages file (only the fields a pin needs)."""
     wanted = ["Package", "Version", "Architecture", "Filename", "SHA256", "Size", "Source"]
-    for para in deb822.Packages.iter_paragraphs(
-        io.BytesIO(text), use_apt_pkg=False, fields=wanted
-    ):
+    for para in deb822.Packages.iter_paragraphs(io.BytesIO(text), use_apt_pkg=False, fields=wanted):
         try:
             yield PackageRecord(
                 name=para["Package"],

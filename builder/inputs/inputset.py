@@ -138,8 +138,9 @@ def _parse_index(data: bytes, where: str) -> InputSetIndex:
     seen: set[str] = set()
     for e in index.inputs:
         if e.path != blob_path(e.sha256):
-            raise InvalidInput(f"{where}: index.json: {e.name} is stored at {e.path},"
-                               f" not under its sha256")
+            raise InvalidInput(
+                f"{where}: index.json: {e.name} is stored at {e.path}, not under its sha256"
+            )
         if e.sha256 in seen:
             continue
         seen.add(e.sha256)

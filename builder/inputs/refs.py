@@ -51,7 +51,8 @@ def wheel_input(wheel: WheelSpec) -> PinnedInput:
         kind=InputKind.WHEEL,
         version=wheel.version,
         filename=wheel.filename,
-        origin=wheel.url or f"https://pypi.org/project/{wheel.name}/{wheel.version}/#{wheel.filename}",
+        origin=wheel.url
+        or f"https://pypi.org/project/{wheel.name}/{wheel.version}/#{wheel.filename}",
         sha256=wheel.sha256,
     )
 

@@ -58,9 +58,7 @@ def _signed_summary(
 
 
 @attest_group.command("provenance")
-@click.option(
-    "--manifest", type=_in, help="Build manifest (build-manifest.json) to describe."
-)
+@click.option("--manifest", type=_in, help="Build manifest (build-manifest.json) to describe.")
 @click.option(
     "--statement",
     "statement_path",
@@ -121,18 +119,14 @@ def provenance(
 
 @attest_group.command("vsa")
 @click.option("--eif", required=True, type=_in, help="The image the summary is about.")
-@click.option(
-    "--measurements", required=True, type=_in, help="Measurements JSON (nitro-cli form)."
-)
+@click.option("--measurements", required=True, type=_in, help="Measurements JSON (nitro-cli form).")
 @click.option(
     "--verdict",
     required=True,
     type=click.Choice([v.value for v in Verdict]),
     help="Audit verdict; only PASS gives verificationResult PASSED.",
 )
-@click.option(
-    "--policy", required=True, type=_in, help="The policy file the audit applied."
-)
+@click.option("--policy", required=True, type=_in, help="The policy file the audit applied.")
 @click.option("--policy-uri", help="URI recorded for the policy (default file:NAME).")
 @click.option(
     "--rebuilds",
@@ -249,9 +243,7 @@ def _check_not_swapped(bundle: Path, artifact: Path | None) -> None:
 
 @attest_group.command("verify")
 @click.argument("bundle", type=_in)
-@click.option(
-    "--artifact", type=_in, help="The artifact the statement must be about (- = stdin)."
-)
+@click.option("--artifact", type=_in, help="The artifact the statement must be about (- = stdin).")
 @click.option("--digest", "digest_text", metavar="ALG:HEX", help="Or its digest, e.g. sha256:...")
 @click.option(
     "--key",

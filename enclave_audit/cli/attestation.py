@@ -173,8 +173,7 @@ def _expired(result: AttestationResult, at_text: str) -> AttestationExpired:
             f" timestamp ({iso_utc(result.timestamp)}), add --at document"
         )
     return AttestationExpired(
-        f"attestation {result.module_id}: certificate chain not valid at {when}:"
-        f" {first}",
+        f"attestation {result.module_id}: certificate chain not valid at {when}: {first}",
         hint=hint,
     )
 

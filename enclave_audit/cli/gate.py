@@ -47,17 +47,11 @@ _in = input_path()
 
 
 @click.command("gate")
-@click.option(
-    "--policy", "policy_path", type=_in, required=True, help="Current key policy JSON."
-)
-@click.option(
-    "--measurements", type=_in, required=True, help="Candidate measurements.json."
-)
+@click.option("--policy", "policy_path", type=_in, required=True, help="Current key policy JSON.")
+@click.option("--measurements", type=_in, required=True, help="Candidate measurements.json.")
 @click.option("--vsa", "vsas", type=_in, multiple=True, help="Signed VSA bundle (repeat).")
 @click.option("--trust", "trust_path", type=_in, required=True, help="trust.toml.")
-@click.option(
-    "--eif", type=_in, help="The candidate EIF: VSA subjects must name its sha256."
-)
+@click.option("--eif", type=_in, help="The candidate EIF: VSA subjects must name its sha256.")
 @click.option("--eif-digest", help="The candidate EIF's digest as sha256:HEX (instead of --eif).")
 @click.option("-o", "--output", type=_file, required=True, help="Where to write the new policy.")
 @click.option(
@@ -196,9 +190,7 @@ def _outputs(
     report = gate_report(result, now=now, current_policy=current, title="Enclave key-policy gate")
     texts = {fmt.suffix: render(report, fmt) for fmt in _REPORT_FORMATS}
     json_text = json_document(report) if as_json else ""
-    lines = [
-        f"  {o.status:<9} {o.source}: {o.auditor or '-'}: {o.detail}" for o in result.outcomes
-    ]
+    lines = [f"  {o.status:<9} {o.source}: {o.auditor or '-'}: {o.detail}" for o in result.outcomes]
     lines += [f"note: {n}" for n in result.notes]
     lines.append(
         f"gate {'APPROVED' if result.approved else 'REFUSED'}: {result.reason}"

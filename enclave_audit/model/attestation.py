@@ -395,9 +395,7 @@ class VsaPredicate(_Predicate):
     verdict: Verdict | None = Field(
         default=None,
         alias=VSA_EXT_VERDICT,
-        validation_alias=AliasChoices(
-            VSA_EXT_VERDICT, VSA_EXT_LEGACY[VSA_EXT_VERDICT], "verdict"
-        ),
+        validation_alias=AliasChoices(VSA_EXT_VERDICT, VSA_EXT_LEGACY[VSA_EXT_VERDICT], "verdict"),
     )
 
     @field_serializer("time_verified")

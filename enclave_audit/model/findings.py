@@ -34,4 +34,3 @@ class Finding(BaseModel):
     path: str
     message: str
     evidence: str = ""
-

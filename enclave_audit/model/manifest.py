@@ -76,8 +76,15 @@ class InputKind(StrEnum):
 
 
 #: the kinds of input that come from outside the source tree (what an input set holds)
-EXTERNAL_KINDS = frozenset({InputKind.KERNEL_SOURCE, InputKind.DEBIAN_PACKAGE, InputKind.WHEEL,
-                            InputKind.MODEL, InputKind.DEBIAN_SOURCE})
+EXTERNAL_KINDS = frozenset(
+    {
+        InputKind.KERNEL_SOURCE,
+        InputKind.DEBIAN_PACKAGE,
+        InputKind.WHEEL,
+        InputKind.MODEL,
+        InputKind.DEBIAN_SOURCE,
+    }
+)
 
 
 class PinnedInput(_Frozen):

@@ -131,8 +131,9 @@ class BounceBuffer:
             if match is None or directory is None:
                 raise ProtocolError(f"bounce buffer {name[:60]!r} is not a buffer file name")
             try:
-                return cls(_FileSegment(Path(directory) / match.group(1), create=False),
-                           owner=False)
+                return cls(
+                    _FileSegment(Path(directory) / match.group(1), create=False), owner=False
+                )
             except OSError as exc:
                 raise ProtocolError(f"bounce buffer {name!r}: {exc.strerror or exc}") from None
         try:

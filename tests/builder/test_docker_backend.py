@@ -96,7 +96,10 @@ def sample_spec(sample_spec_path: Path) -> LoadedSpec:
     loaded = load_spec(sample_spec_path)
     # the pinned base (mmdebstrap), built once and cached like the native backend's
     NativeBackend().build_rootfs(
-        loaded, epoch=EPOCH, use_cache=True, progress=NullProgress(),
+        loaded,
+        epoch=EPOCH,
+        use_cache=True,
+        progress=NullProgress(),
         resolver=make_resolver(loaded),
     )
     return loaded
@@ -209,7 +212,10 @@ def test_failing_dockerfile_is_a_build_step_failure(
     cached_before = set(cache_dir("rootfs-docker").iterdir())
     with pytest.raises(BuildStepFailed) as err:
         DockerBackend(dockerfile=ctx / "Dockerfile").build_rootfs(
-            sample_spec, epoch=EPOCH, use_cache=False, progress=NullProgress(),
+            sample_spec,
+            epoch=EPOCH,
+            use_cache=False,
+            progress=NullProgress(),
             resolver=make_resolver(sample_spec),
         )
     message = str(err.value)
@@ -230,7 +236,10 @@ def test_image_cmd_must_match_the_spec(sample_spec: LoadedSpec, tmp_path: Path) 
     )
     with pytest.raises(SpecInvalid, match=r"ENTRYPOINT\+CMD .* app\.cmd"):
         DockerBackend(dockerfile=tmp_path / "Dockerfile").build_rootfs(
-            sample_spec, epoch=EPOCH, use_cache=False, progress=NullProgress(),
+            sample_spec,
+            epoch=EPOCH,
+            use_cache=False,
+            progress=NullProgress(),
             resolver=make_resolver(sample_spec),
         )
 
@@ -283,7 +292,10 @@ def test_image_not_built_on_the_pinned_base_is_refused(
     # refused before the engine builds anything (the engine's layer check stays behind it)
     with pytest.raises(SpecInvalid, match="pinned base"):
         DockerBackend(dockerfile=tmp_path / "Dockerfile").build_rootfs(
-            sample_spec, epoch=EPOCH, use_cache=False, progress=NullProgress(),
+            sample_spec,
+            epoch=EPOCH,
+            use_cache=False,
+            progress=NullProgress(),
             resolver=make_resolver(sample_spec),
         )
 
@@ -309,7 +321,10 @@ def test_missing_dockerfile_is_spec_invalid(sample_spec_path: Path, tmp_path: Pa
     loaded = load_spec(sample_spec_path)
     with pytest.raises(SpecInvalid, match="Dockerfile"):
         DockerBackend(dockerfile=tmp_path / "Dockerfile", client=object()).build_rootfs(
-            loaded, epoch=EPOCH, use_cache=True, progress=NullProgress(),
+            loaded,
+            epoch=EPOCH,
+            use_cache=True,
+            progress=NullProgress(),
             resolver=make_resolver(loaded),
         )
 
@@ -433,11 +448,17 @@ def test_reference_spec_docker_build_equals_native(
     # the root filesystems are built with the rootfs epoch (the lock's), as build() does
     epoch = reference_image.manifest.rootfs_source_date_epoch
     native = NativeBackend().build_rootfs(
-        loaded, epoch=epoch, use_cache=True, progress=NullProgress(),
+        loaded,
+        epoch=epoch,
+        use_cache=True,
+        progress=NullProgress(),
         resolver=make_resolver(loaded),
     )
     docker = DockerBackend.connected().build_rootfs(
-        loaded, epoch=epoch, use_cache=False, progress=NullProgress(),
+        loaded,
+        epoch=epoch,
+        use_cache=False,
+        progress=NullProgress(),
         resolver=make_resolver(loaded),
     )
     assert docker.tool.startswith("docker ") and not docker.reused

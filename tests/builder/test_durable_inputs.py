@@ -242,9 +242,7 @@ def test_offline_rebuild_from_an_exported_input_set(
     assert stored == blobs - model
 
 
-def test_lock_update_against_signed_indices(
-    drift: Drift, tmp_path: Path
-) -> None:
+def test_lock_update_against_signed_indices(drift: Drift, tmp_path: Path) -> None:
     src = _source_copy(tmp_path)
     spec_dir = src / REFERENCE_SPEC.parent.name
     before = read_lock(spec_dir / "debian.lock")

@@ -25,9 +25,7 @@ def _spec_copy(tmp_path: Path, text: str) -> Path:
     shutil.copy(REFERENCE_SPEC.parent / "debian.lock", spec_dir / "debian.lock")
     (spec_dir / "__init__.py").write_text("")
     for package in load_spec(REFERENCE_SPEC).spec.app.packages:
-        shutil.copytree(
-            ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__")
-        )
+        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     path = spec_dir / "enclave.toml"
     path.write_text(text)
     return path

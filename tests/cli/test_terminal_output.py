@@ -214,7 +214,11 @@ def test_terminal_session_under_tmux(big_eif: Path) -> None:
     assert re.search(r"^__DONE__ 0$", final, re.M), final
     bars = [s for s in screens if "measuring big.eif" in s and "━" in s]
     assert len(bars) >= 2, f"no progress bar seen in {len(screens)} screens"
-    amounts = {re.search(r"([0-9.]+)/([0-9.]+) [MG]B", s).group(1) for s in bars if re.search(r"([0-9.]+)/([0-9.]+) [MG]B", s)}  # noqa: E501
+    amounts = {
+        re.search(r"([0-9.]+)/([0-9.]+) [MG]B", s).group(1)
+        for s in bars
+        if re.search(r"([0-9.]+)/([0-9.]+) [MG]B", s)
+    }
     assert len(amounts) >= 2, f"the bar did not move: {amounts}"
     # clean final output: the bar is gone, the table is there with whole PCRs
     leftovers = [line for line in final.splitlines() if "measuring" in line or "━╸" in line]

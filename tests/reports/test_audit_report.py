@@ -37,9 +37,16 @@ def test_failed_rebuild_names_the_file_and_cause_in_the_summary():
         causes=(CauseHint(cause=Cause.TIMESTAMP, evidence="mtime is the build time"),),
         pcrs=(0, 2),
     )
-    root = DiffNode(path=("enclave.eif",), kind=NodeKind.IMAGE, change=Change.CONTENT,
-                    left=None, right=None, summary="PCR0, PCR2 differ", pcrs=(0, 2),
-                    children=(leaf,))
+    root = DiffNode(
+        path=("enclave.eif",),
+        kind=NodeKind.IMAGE,
+        change=Change.CONTENT,
+        left=None,
+        right=None,
+        summary="PCR0, PCR2 differ",
+        pcrs=(0, 2),
+        children=(leaf,),
+    )
     report = verify_report(_result(Verdict.FAIL, PcrSet(values={0: B, 1: A, 2: B}), root))
     assert report.verdict is Verdict.FAIL
     assert "PCR0, PCR2 differ" in report.summary and "rootfs/app/main.py" in report.summary

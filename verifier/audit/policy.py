@@ -144,9 +144,7 @@ class AuditPolicy(BaseModel):
                 continue
             severity = self.severity.get(f.rule) or f.severity
             f = f.model_copy(update={"severity": severity}) if severity != f.severity else f
-            waiver = next(
-                (i for i, w in enumerate(self.waivers) if w.matches(f, day)), None
-            )
+            waiver = next((i for i, w in enumerate(self.waivers) if w.matches(f, day)), None)
             if waiver is not None:
                 used.add(waiver)
                 w = self.waivers[waiver]

@@ -378,9 +378,7 @@ class CompareContext:
     def decompression(self) -> ByteBudget:
         """Every decompressed byte of this comparison, against ``limits.decompressed``."""
         if not self._decompression:
-            self._decompression.append(
-                self.budget_override or self.limits.decompression_budget()
-            )
+            self._decompression.append(self.budget_override or self.limits.decompression_budget())
         return self._decompression[0]
 
     @property

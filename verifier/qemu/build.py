@@ -92,7 +92,6 @@ MACHINE = "nitro-enclave"
 QEMU_ENV = "ENCLAVE_AUDIT_QEMU"
 
 
-
 @dataclass(frozen=True)
 class QemuInstall:
     """A usable QEMU: its binary, firmware directory and where it came from."""

@@ -314,8 +314,9 @@ def test_file_backed_bounce_buffer_in_shared_directory(service, tiny):
     """The enclave simulation's path: a buffer file in the directory both sides see."""
     directory = service.config.socket_path.parent
     local = ChatModel.from_gguf(tiny).generate("hi", max_new_tokens=8)
-    with BridgeBackend(service.config.socket_path, load_reference_values(),
-                       buffer_dir=directory) as bridge:
+    with BridgeBackend(
+        service.config.socket_path, load_reference_values(), buffer_dir=directory
+    ) as bridge:
         name = bridge.buffer.name
         assert name.startswith("file:bridge-") and (directory / name[5:]).exists()
         remote = ChatModel.from_gguf(tiny, backend=bridge).generate("hi", max_new_tokens=8)

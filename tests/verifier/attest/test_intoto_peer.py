@@ -199,4 +199,6 @@ def test_vsa_parses_with_the_bindings_and_the_spec_rules(signed: tuple[Path, Pat
     assert predicate["verificationResult"] in ("PASSED", "FAILED")
     assert isinstance(predicate["verifiedLevels"], list) and predicate["verifiedLevels"]
     for level in predicate["verifiedLevels"]:
-        assert re.fullmatch(r"SLSA_[A-Z]+_LEVEL_([0-9]|UNEVALUATED)|FAILED|[A-Z0-9]+_[A-Z0-9_]+", level)  # noqa: E501
+        assert re.fullmatch(
+            r"SLSA_[A-Z]+_LEVEL_([0-9]|UNEVALUATED)|FAILED|[A-Z0-9]+_[A-Z0-9_]+", level
+        )
