@@ -16,7 +16,12 @@ from typing import NoReturn
 import click
 
 from enclave_audit import __version__
-from enclave_audit.errors import EnclaveAuditError, Internal, exit_code_table
+from enclave_audit.errors import (
+    EnclaveAuditError,
+    EnvironmentProblem,
+    Internal,
+    exit_code_table,
+)
 
 #: verb -> (module under enclave_audit.cli, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -213,12 +218,41 @@ def main(argv: list[str] | None = None) -> None:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
+    except ModuleNotFoundError as exc:
+        if debug:
+            raise
+        extra = OPTIONAL_MODULES.get((exc.name or "").split(".")[0])
+        if extra is None:
+            _internal(exc)
+        _fail(
+            EnvironmentProblem.exit_code,
+            "EnvironmentProblem",
+            f"this verb needs the Python package {exc.name!r}, which is not installed"
+            f" (it comes with the [{extra}] extra)",
+            f"pip install 'enclave-audit[{extra}]', or 'enclave-audit[all]' for every verb"
+            " (scripts/setup installs everything)",
+        )
     except Exception as exc:
         if debug:
             raise
-        _fail(
-            Internal.exit_code,
-            "Internal",
-            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
-        )
+        _internal(exc)
     sys.exit(0)
+
+
+#: optional dependencies (imported only by the verbs that need them) -> the extra that
+#: brings each (pyproject.toml); a verb run without it fails with exit 5 and this hint
+OPTIONAL_MODULES = {
+    "docker": "build",
+    "boto3": "runtime",
+    "botocore": "runtime",
+    "numpy": "runtime",
+    "gguf": "runtime",
+}
+
+
+def _internal(exc: BaseException) -> NoReturn:
+    _fail(
+        Internal.exit_code,
+        "Internal",
+        f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
+    )

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from enclave_audit.cli._common import emit_json, err_console, info, json_option, out_console
+from enclave_audit.cli._common import (
+    emit_json,
+    err_console,
+    info,
+    json_option,
+    out_console,
+    require_extra,
+)
 
 
 def _say(message: str) -> None:
@@ -52,6 +59,7 @@ def demo(
       sudo enclave-audit demo -o demo-out/ --image out/enclave.eif
       sudo enclave-audit demo -o demo-out/ --accelerator
     """
+    require_extra("runtime", ("boto3", "numpy", "gguf"))
     from enclave_audit.progress import RichProgress
     from reference_enclave.demo import build_demo_image, run_demo
 
