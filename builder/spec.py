@@ -227,14 +227,14 @@ class DebianPackage(_Frozen):
     @classmethod
     def _name(cls, v: str) -> str:
         if not _PKG.match(v):
-            raise ValueError(f"{v!r} is not a Debian package name")
+            raise ValueError(f"{v[:80]!r} is not a Debian package name")
         return v
 
     @field_validator("version")
     @classmethod
     def _version(cls, v: str) -> str:
         if not _DEBVER.match(v):
-            raise ValueError(f"{v!r} is not a Debian version")
+            raise ValueError(f"{v[:80]!r} is not a Debian version")
         return v
 
 
@@ -434,27 +434,13 @@ class EnclaveSpec(_Frozen):
         return v
 
 
-class LockedPackage(_Frozen):
-    name: str
-    version: str
+class LockedPackage(DebianPackage):
+    """A package of the lock: name and version (validated as in the spec), arch, sha256."""
+
     arch: str
     sha256: str
 
     _sha = field_validator("sha256")(_check_sha256)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _PKG.match(v):
-            raise ValueError(f"{v[:80]!r} is not a Debian package name")
-        return v
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, v: str) -> str:
-        if not _DEBVER.match(v):
-            raise ValueError(f"{v[:80]!r} is not a Debian version")
-        return v
 
     @field_validator("arch")
     @classmethod

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from enclave_audit.cli._common import input_path, note_json, out_console
+from enclave_audit.cli._common import F, input_path, note_json, out_console
 from enclave_audit.fsutil import write_text_atomic
 from enclave_audit.limits import limit_options
 
@@ -17,6 +18,17 @@ if TYPE_CHECKING:
     from enclave_audit.progress import ProgressSink
 
 _FORMATS = ("text", "json", "html", "markdown")
+
+
+def _also_write(flag: str, dest: str, what: str) -> Callable[[F], F]:
+    """One of the extra report outputs (--text/--html/--markdown FILE), as diffoscope has."""
+    return click.option(
+        flag,
+        dest,
+        metavar="FILE",
+        type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+        help=f"Also write the {what} report to FILE (- for stdout).",
+    )
 
 
 @click.command("diff")
@@ -57,27 +69,9 @@ _FORMATS = ("text", "json", "html", "markdown")
     type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
     help="Write the --format report to this file instead of stdout.",
 )
-@click.option(
-    "--text",
-    "text_file",
-    metavar="FILE",
-    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
-    help="Also write the text report to FILE (- for stdout).",
-)
-@click.option(
-    "--html",
-    "html_file",
-    metavar="FILE",
-    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
-    help="Also write the HTML report to FILE (- for stdout).",
-)
-@click.option(
-    "--markdown",
-    "markdown_file",
-    metavar="FILE",
-    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
-    help="Also write the Markdown report to FILE (- for stdout).",
-)
+@_also_write("--text", "text_file", "text")
+@_also_write("--html", "html_file", "HTML")
+@_also_write("--markdown", "markdown_file", "Markdown")
 @click.option(
     "--json",
     "json_target",

@@ -13,16 +13,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, need, need_tool, run_cli
+from chromium import open_page, pixel_at, screenshot
+from conftest import ROOT, need_tool, run_cli
 
 from builder.eif import write_eif
 
@@ -234,46 +232,10 @@ def test_terminal_session_under_tmux(big_eif: Path) -> None:
 
 @pytest.mark.chromium
 def test_diff_html_in_headless_chromium(eifs: tuple[Path, Path], tmp_path: Path) -> None:
-    sys.path.append(str(ROOT / "tests" / "reports"))
-    from test_render import CHROMIUM_FLAGS, Cdp, _free_port, _png_pixel
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    need(chromium is not None, "headless Chromium not installed (apt-get install chromium)")
-    assert chromium is not None
     page = tmp_path / "diff.html"
     result = run_cli(["diff", str(eifs[0]), str(eifs[1]), "--html", str(page), "-q"])
     assert result.exit_code == 1, result.stderr
-    port = _free_port()
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    proc = subprocess.Popen(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-         f"--remote-debugging-port={port}", "--window-size=1280,1400", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        targets = None
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as r:
-                    targets = [t for t in json.loads(r.read()) if t.get("type") == "page"]
-                if targets:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        assert targets, "Chromium did not expose a page over the DevTools protocol"
-        cdp = Cdp(targets[0]["webSocketDebuggerUrl"])
-        cdp.call("Runtime.enable")
-        cdp.call("Log.enable")
-        cdp.call("Page.enable")
-        cdp.call("Page.navigate", url=page.as_uri())
-        cdp.drain(2.0)
-        errors = [
-            e
-            for e in cdp.events
-            if e.get("method") == "Runtime.exceptionThrown"
-            or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
-        ]
+    with open_page(page) as (cdp, errors):
         assert errors == [], errors
         probe = cdp.call(
             "Runtime.evaluate",
@@ -307,22 +269,9 @@ def test_diff_html_in_headless_chromium(eifs: tuple[Path, Path], tmp_path: Path)
         assert probe["first"] == sorted(probe["first"], key=SIGNIFICANCE_ORDER.index)
         assert all(bg not in ("", "rgba(0, 0, 0, 0)") for bg in probe["sigBg"])
         assert probe["scripts"] == 0 and probe["pre"] >= 2
-        shot = cdp.call("Page.captureScreenshot", format="png")
-        png = __import__("base64").b64decode(shot["data"])
-        out_dir = Path(os.environ.get("ENCLAVE_AUDIT_SCREENSHOTS", ROOT / "out" / "screenshots"))
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "diff.png").write_bytes(png)
-        dpr = cdp.call("Runtime.evaluate", expression="devicePixelRatio", returnByValue=True)
-        scale = float(dpr["result"]["value"])
-        r, g, b = _png_pixel(png, int(probe["x"] * scale), int(probe["y"] * scale))
+        png = screenshot(cdp, "diff.png")
+        r, g, b = pixel_at(cdp, png, probe["x"], probe["y"])
         assert max(abs(r - 0xB3), abs(g - 0x26), abs(b - 0x1E)) < 12, (r, g, b)  # the red banner
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.mark.slow

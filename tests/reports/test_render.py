@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import struct
-import subprocess
-import tempfile
-import time
-import urllib.request
-import zlib
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, assert_one_line_error, need, run_cli
+from chromium import open_page, pixel_at, screenshot
+from conftest import assert_one_line_error, run_cli
 
 from enclave_audit.model.difference import Cause, CauseHint, Change, DiffNode, NodeKind, Side
 from enclave_audit.model.findings import Check, CheckOutcome, Finding, Severity, Verdict
@@ -138,145 +130,12 @@ def test_unknown_schema_version_is_refused(tmp_path: Path):
     assert_one_line_error(run_cli(["report", str(bad)]), 61, "not valid json")
 
 
-# --- headless Chromium ------------------------------------------------------------------
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--remote-allow-origins=*",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Cdp:
-    """A minimal Chrome DevTools Protocol client over one page's websocket."""
-
-    def __init__(self, ws_url: str) -> None:
-        import websocket
-
-        self.ws = websocket.create_connection(ws_url, timeout=30)
-        self.next_id = 0
-        self.events: list[dict] = []
-
-    def call(self, method: str, **params: object) -> dict:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.ws.recv())
-            if message.get("id") == self.next_id:
-                assert "error" not in message, message
-                return message.get("result", {})
-            self.events.append(message)
-
-    def drain(self, seconds: float) -> None:
-        self.ws.settimeout(seconds)
-        try:
-            while True:
-                self.events.append(json.loads(self.ws.recv()))
-        except Exception:
-            pass
-        self.ws.settimeout(30)
-
-
-def _png_pixel(png: bytes, x: int, y: int) -> tuple[int, int, int]:
-    """RGB of one pixel of a non-interlaced 8-bit RGB/RGBA PNG (what Chromium writes)."""
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, width = 8, b"", 0
-    color_type = 6
-    while pos < len(png):
-        length, kind = struct.unpack(">I4s", png[pos : pos + 8])
-        body = png[pos + 8 : pos + 8 + length]
-        if kind == b"IHDR":
-            width, _h, depth, color_type, _c, _f, interlace = struct.unpack(">IIBBBBB", body)
-            assert depth == 8 and interlace == 0 and color_type in (2, 6)
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    bpp = 4 if color_type == 6 else 3
-    raw = zlib.decompress(idat)
-    stride = width * bpp
-    prev = bytearray(stride)
-    for row in range(y + 1):
-        start = row * (stride + 1)
-        ftype, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
-        for i in range(stride):
-            a = line[i - bpp] if i >= bpp else 0
-            b = prev[i]
-            c = prev[i - bpp] if i >= bpp else 0
-            if ftype == 1:
-                line[i] = (line[i] + a) & 0xFF
-            elif ftype == 2:
-                line[i] = (line[i] + b) & 0xFF
-            elif ftype == 3:
-                line[i] = (line[i] + (a + b) // 2) & 0xFF
-            elif ftype == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-                line[i] = (line[i] + pred) & 0xFF
-        prev = line
-    i = x * bpp
-    return prev[i], prev[i + 1], prev[i + 2]
-
-
 @pytest.mark.chromium
 @pytest.mark.parametrize("verdict", [Verdict.PASS, Verdict.FAIL])
 def test_report_in_headless_chromium(tmp_path: Path, verdict: Verdict):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    need(chromium is not None, "headless Chromium not installed (apt-get install chromium)")
-    assert chromium is not None
     page = tmp_path / "report.html"
     page.write_text(render(sample_report(verdict), Format.HTML))
-    port = _free_port()
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    proc = subprocess.Popen(
-        [
-            chromium,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            f"--remote-debugging-port={port}",
-            "--window-size=1280,1400",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        targets = None
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as r:
-                    targets = [t for t in json.loads(r.read()) if t.get("type") == "page"]
-                if targets:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        assert targets, "Chromium did not expose a page over the DevTools protocol"
-        cdp = Cdp(targets[0]["webSocketDebuggerUrl"])
-        cdp.call("Runtime.enable")
-        cdp.call("Log.enable")
-        cdp.call("Page.enable")
-        cdp.call("Page.navigate", url=page.as_uri())
-        cdp.drain(2.0)
-        errors = [
-            e
-            for e in cdp.events
-            if e.get("method") == "Runtime.exceptionThrown"
-            or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")
-            or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
-        ]
+    with open_page(page) as (cdp, errors):
         assert errors == [], errors
         probe = cdp.call(
             "Runtime.evaluate",
@@ -295,21 +154,8 @@ def test_report_in_headless_chromium(tmp_path: Path, verdict: Verdict):
         assert probe["visible"] and probe["text"].startswith(verdict.value)
         assert probe["rows"] == 4 and PCR_A in probe["table"] and PCR_B in probe["table"]
         assert probe["scripts"] == 0  # the injected <script> text stayed text
-        shot = cdp.call("Page.captureScreenshot", format="png")
-        png = __import__("base64").b64decode(shot["data"])
-        out_dir = Path(os.environ.get("ENCLAVE_AUDIT_SCREENSHOTS", ROOT / "out" / "screenshots"))
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"report-{verdict.value}.png").write_bytes(png)
+        png = screenshot(cdp, f"report-{verdict.value}.png")
         # the banner's pixels carry the verdict colour: green for PASS, red for FAIL
-        dpr = cdp.call("Runtime.evaluate", expression="devicePixelRatio", returnByValue=True)
-        scale = float(dpr["result"]["value"])
-        r, g, b = _png_pixel(png, int(probe["x"] * scale), int(probe["y"] * scale))
+        r, g, b = pixel_at(cdp, png, probe["x"], probe["y"])
         expected = {"PASS": (0x1F, 0x7A, 0x3A), "FAIL": (0xB3, 0x26, 0x1E)}[verdict.value]
         assert max(abs(r - expected[0]), abs(g - expected[1]), abs(b - expected[2])) < 12, (r, g, b)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(profile, ignore_errors=True)
