@@ -16,7 +16,6 @@ whose ``Id`` names the entry just written.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import json
 import shutil
@@ -25,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FIXED_NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+from fuzz.targets import FIXED_NOW
+
 PRINCIPAL = "arn:aws:iam::111122223333:role/enclave-parent"
 OLD = {0: b"\xa1" * 48, 1: b"\xb2" * 48, 2: b"\xc3" * 48}
 NEW = {0: b"\xd4" * 48, 1: b"\xb2" * 48, 2: b"\xe5" * 48}
@@ -60,29 +60,10 @@ def _base_policy() -> dict[str, Any]:
 
 
 def vsa(pcrs: dict[int, bytes], key: Any) -> bytes:
-    from enclave_audit.model.attestation import ResourceDescriptor, vsa_statement
-    from enclave_audit.model.digests import Digest, HashAlgorithm
-    from enclave_audit.model.findings import Verdict
-    from enclave_audit.model.measurements import PcrSet
-    from verifier.attest.signing import KeySigner, sign_statement
+    """An auditor's key-signed VSA over ``pcrs`` (the seeds' one, with this scene's keys)."""
+    from fuzz.seeds import signed_vsa
 
-    statement = vsa_statement(
-        subjects=[
-            ResourceDescriptor.for_digest(
-                "enclave.eif", Digest(algorithm=HashAlgorithm.SHA256, value=b"\x11" * 32)
-            )
-        ],
-        resource_uri="git+https://example.org/enclave@" + "a" * 40,
-        policy_uri="https://example.org/audit-policy.toml",
-        policy_digest=None,
-        verdict=Verdict.PASS,
-        time_verified=FIXED_NOW - dt.timedelta(hours=1),
-        verified_levels=("ENCLAVE_AUDIT_BINARY_AUDIT_PASSED",),
-        pcrs=PcrSet(values=pcrs),
-        source_commit="a" * 40,
-        rebuilds=1,
-    )
-    return sign_statement(statement, KeySigner(key)).bundle
+    return signed_vsa(pcrs, key=key)
 
 
 def _measurements(pcrs: dict[int, bytes]) -> bytes:

@@ -21,9 +21,9 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from enclave_runtime.cms import build_enveloped_data
 from reference_enclave.kms import blob
@@ -110,6 +110,22 @@ def _blob_param(params: dict[str, Any], name: str, *, required: bool, limit: int
             f"Member must have length between 1 and {limit}"
         )
     return raw
+
+
+RowT = TypeVar("RowT", bound=tuple[Any, ...])
+
+
+def _paginate(rows: Sequence[RowT], limit: int) -> tuple[Sequence[RowT], dict[str, Any]]:
+    """A List* page: ``rows`` was read with ``limit + 1`` to learn whether more follow.
+
+    The page's rows, and the response's ``Truncated`` (and ``NextMarker``: the first
+    column of the page's last row) that every List* operation carries.
+    """
+    page = rows[:limit]
+    out: dict[str, Any] = {"Truncated": len(rows) > limit}
+    if len(rows) > limit:
+        out["NextMarker"] = page[-1][0]
+    return page, out
 
 
 def _int(params: dict[str, Any], name: str, low: int, high: int) -> int | None:
@@ -385,13 +401,8 @@ class KmsService:
         if marker is not None and not _UUID_RE.match(marker):
             raise KmsApiError("InvalidMarkerException", "The Marker is not valid")
         rows = self.store.list_ids(after=marker, limit=limit + 1)
-        page = rows[:limit]
-        out: dict[str, Any] = {
-            "Keys": [{"KeyId": key_id, "KeyArn": arn} for key_id, arn in page],
-            "Truncated": len(rows) > limit,
-        }
-        if len(rows) > limit:
-            out["NextMarker"] = page[-1][0]
+        page, out = _paginate(rows, limit)
+        out["Keys"] = [{"KeyId": key_id, "KeyArn": arn} for key_id, arn in page]
         return out
 
     def get_key_policy(
@@ -480,22 +491,17 @@ class KmsService:
         if key_ref is not None:
             key_id = self._resolve(key_ref, allow_pending=True).key_id
         rows = self.store.list_aliases(key_id=key_id, after=marker, limit=limit + 1)
-        page = rows[:limit]
-        out: dict[str, Any] = {
-            "Aliases": [
-                {
-                    "AliasName": name,
-                    "AliasArn": self._alias_arn(name),
-                    "TargetKeyId": target,
-                    "CreationDate": created,
-                    "LastUpdatedDate": updated,
-                }
-                for name, target, created, updated in page
-            ],
-            "Truncated": len(rows) > limit,
-        }
-        if len(rows) > limit:
-            out["NextMarker"] = page[-1][0]
+        page, out = _paginate(rows, limit)
+        out["Aliases"] = [
+            {
+                "AliasName": name,
+                "AliasArn": self._alias_arn(name),
+                "TargetKeyId": target,
+                "CreationDate": created,
+                "LastUpdatedDate": updated,
+            }
+            for name, target, created, updated in page
+        ]
         return out
 
     def schedule_key_deletion(

@@ -28,6 +28,7 @@ import pytest
 from conftest import need
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
+from gitrepo import git as _git
 from import_closure import entry_module, import_closure
 
 from builder.eif import EifReader
@@ -234,21 +235,6 @@ def test_audit_under_the_default_policy_and_the_reference_waivers(
 
 
 # --- what moves the measurements ------------------------------------------------------
-
-
-def _git(root: Path, *args: str, when: int | None = None) -> None:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(root),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.invalid",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.invalid",
-    }
-    if when is not None:
-        env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = f"@{when} +0000"
-    subprocess.run(["git", "-C", str(root), *args], env=env, check=True, capture_output=True)
 
 
 def _commit(root: Path, edit: str, when: int) -> None:

@@ -8,37 +8,18 @@ path the image is made from, and nothing else.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import need
+from gitrepo import git as _git
 
 from builder.reference import REFERENCE_SPEC
 from builder.source import epoch_paths, image_git_info, image_paths, source_date_epoch
 from builder.spec import LoadedSpec, load_spec
 
 T0 = 1_800_000_000
-
-
-def _git(root: Path, *args: str, when: int | None = None) -> str:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(root),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.invalid",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.invalid",
-    }
-    if when is not None:
-        env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = f"@{when} +0000"
-    done = subprocess.run(
-        ["git", "-C", str(root), *args], env=env, check=True, capture_output=True, text=True
-    )
-    return done.stdout.strip()
 
 
 def _commit(root: Path, message: str, when: int) -> str:
