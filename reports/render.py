@@ -13,7 +13,7 @@ from pathlib import Path
 import jinja2
 
 from enclave_audit.model.report import AuditReport
-from enclave_audit.output import visible, visible_lines
+from enclave_audit.templating import environment
 
 
 class Format(StrEnum):
@@ -27,40 +27,8 @@ class Format(StrEnum):
         return {"html": ".html", "markdown": ".md", "json": ".json", "text": ".txt"}[self.value]
 
 
-def _md_escape(value: object) -> str:
-    """Keep user-controlled text from breaking a Markdown table or injecting HTML/markup."""
-    text = visible(value)
-    for ch in ("\\", "|", "<", ">", "`", "*", "_", "[", "]", "#", "!"):
-        text = text.replace(ch, "\\" + ch)
-    return text
-
-
-def _as_data(value: object) -> object:
-    """Every value a template prints: control and bidi characters made visible.
-
-    Markup (a macro's output, already built from finalized values) passes unchanged.
-    """
-    from markupsafe import Markup
-
-    if isinstance(value, str) and not isinstance(value, Markup):
-        return visible_lines(value)
-    return value
-
-
 def _environment(autoescape: bool) -> jinja2.Environment:
-    template_dir = Path(__file__).with_name("templates")
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir)),
-        # HTML is autoescaped; Markdown escapes through the |md filter instead
-        autoescape=autoescape,  # noqa: S701
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=False,
-        lstrip_blocks=False,
-        keep_trailing_newline=True,
-        finalize=_as_data,
-    )
-    env.filters["md"] = _md_escape
-    return env
+    return environment(Path(__file__).with_name("templates"), autoescape=autoescape, compact=False)
 
 
 def render(report: AuditReport, fmt: Format) -> str:

@@ -8,7 +8,6 @@ when a difference is unexplained or when the comparison is incomplete (INCONCLUS
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from pathlib import Path
 
@@ -25,7 +24,8 @@ from enclave_audit.model.difference import (
     NodeKind,
     Significance,
 )
-from enclave_audit.output import visible, visible_lines
+from enclave_audit.output import visible
+from enclave_audit.templating import environment
 from verifier.compare.causes import items, own_hints, own_significance
 
 SEP = " › "
@@ -39,32 +39,6 @@ class DiffFormat(StrEnum):
     JSON = "json"
     HTML = "html"
     MARKDOWN = "markdown"
-
-
-def md_escape(value: object) -> str:
-    """An untrusted value inside Markdown: one line, no markup, no HTML, shown as data."""
-    text = visible(value)
-    for ch in ("\\", "`", "*", "_", "[", "]", "<", ">", "|", "#", "!"):
-        text = text.replace(ch, "\\" + ch)
-    return text
-
-
-def _as_data(value: object) -> object:
-    """Every value a template prints: control and bidi characters made visible.
-
-    Markup (a macro's output, already built from finalized values) passes unchanged.
-    """
-    from markupsafe import Markup
-
-    if isinstance(value, str) and not isinstance(value, Markup):
-        return visible_lines(value)
-    return value
-
-
-def md_fence(text: str) -> str:
-    """A backtick fence longer than any run of backticks in ``text`` (it cannot close early)."""
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    return "`" * max(3, longest + 1)
 
 
 def pcr_label(pcrs: tuple[int, ...]) -> str:
@@ -322,19 +296,9 @@ def render_template(
     ``pcr_rows``: (index, left hex, right hex) when both inputs are EIFs, for the
     measurements table.  Markdown values are escaped by the ``md`` filter.
     """
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-        autoescape=jinja2.select_autoescape(["html.j2"]),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        finalize=_as_data,
+    env = environment(
+        Path(__file__).parent / "templates", autoescape=fmt is DiffFormat.HTML, compact=True
     )
-    env.filters["md"] = md_escape
-    env.filters["md_block"] = visible_lines
-    env.filters["fence"] = md_fence
     name = "diff.html.j2" if fmt is DiffFormat.HTML else "diff.md.j2"
     template = env.get_template(name)
     root = report.root
