@@ -52,16 +52,19 @@ class Endpoint:
             else f"{self.kind}:{self.address}:{self.port}"
         )
 
-    def connect(self, timeout: float | None = 30.0) -> socket.socket:
+    def _socket(self) -> tuple[socket.socket, str | tuple[int | str, int]]:
+        """A new stream socket of this endpoint's family, and its address in that family."""
         if self.kind == "unix":
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            target: str | tuple[int | str, int] = self.address
-        elif self.kind == "vsock":
-            sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
-            target = (int(self.address), self.port)
-        else:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            target = (self.address, self.port)
+            return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), self.address
+        if self.kind == "vsock":
+            return socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM), (
+                int(self.address),
+                self.port,
+            )
+        return socket.socket(socket.AF_INET, socket.SOCK_STREAM), (self.address, self.port)
+
+    def connect(self, timeout: float | None = 30.0) -> socket.socket:
+        sock, target = self._socket()
         sock.settimeout(timeout)
         try:
             sock.connect(target)
@@ -73,20 +76,14 @@ class Endpoint:
 
     def listen(self, backlog: int = 16) -> socket.socket:
         """A listening socket on this endpoint (Unix path replaced if it exists)."""
+        sock, target = self._socket()
         if self.kind == "unix":
             import os
 
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.address)
-            target: str | tuple[int | str, int] = self.address
-        elif self.kind == "vsock":
-            sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
-            target = (int(self.address), self.port)
-        else:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        elif self.kind == "tcp":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            target = (self.address, self.port)
         try:
             sock.bind(target)
             if self.kind == "unix":

@@ -24,6 +24,17 @@ _in = input_path()
 _STATEMENT_LIMIT = 16 << 20
 
 
+#: the signing key of ``attest provenance`` and ``attest vsa`` (the same syntax as the
+#: verifying ``--key``: file:PATH or PATH; sigstore: for keyless signing in CI)
+_signing_key = click.option(
+    "--key",
+    "key_uri",
+    required=True,
+    metavar="KEY",
+    help="Signing key: file:PATH or PATH (a private key from 'keys generate'), or sigstore:.",
+)
+
+
 @click.group("attest")
 def attest_group() -> None:
     """Write and verify signed in-toto attestations (DSSE in Sigstore bundles v0.3).
@@ -65,13 +76,7 @@ def _signed_summary(
     type=_in,
     help="Existing provenance statement to sign as is.",
 )
-@click.option(
-    "--key",
-    "key_uri",
-    required=True,
-    metavar="KEY",
-    help="Signing key: file:PATH or PATH (a private key from 'keys generate'), or sigstore:.",
-)
+@_signing_key
 @click.option("-o", "--output", required=True, type=_file, help="Bundle to write (.sigstore.json).")
 @json_option
 def provenance(
@@ -144,13 +149,7 @@ def provenance(
     type=_in,
     help="Bundle used as input (repeatable).",
 )
-@click.option(
-    "--key",
-    "key_uri",
-    required=True,
-    metavar="KEY",
-    help="Signing key: file:PATH or PATH (a private key from 'keys generate'), or sigstore:.",
-)
+@_signing_key
 @click.option("-o", "--output", required=True, type=_file, help="Bundle to write (.sigstore.json).")
 @json_option
 def vsa(
