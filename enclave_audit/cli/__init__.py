@@ -221,33 +221,23 @@ def main(argv: list[str] | None = None) -> None:
     except ModuleNotFoundError as exc:
         if debug:
             raise
-        extra = OPTIONAL_MODULES.get((exc.name or "").split(".")[0])
-        if extra is None:
+        from enclave_audit.extras import extras_bringing, install_hint
+
+        extras = extras_bringing(exc.name or "")
+        if not extras:
             _internal(exc)
         _fail(
             EnvironmentProblem.exit_code,
             "EnvironmentProblem",
             f"this verb needs the Python package {exc.name!r}, which is not installed"
-            f" (it comes with the [{extra}] extra)",
-            f"pip install 'enclave-audit[{extra}]', or 'enclave-audit[all]' for every verb"
-            " (scripts/setup installs everything)",
+            f" (it comes with the {' or '.join(f'[{e}]' for e in extras)} extra)",
+            install_hint(extras),
         )
     except Exception as exc:
         if debug:
             raise
         _internal(exc)
     sys.exit(0)
-
-
-#: optional dependencies (imported only by the verbs that need them) -> the extra that
-#: brings each (pyproject.toml); a verb run without it fails with exit 5 and this hint
-OPTIONAL_MODULES = {
-    "docker": "build",
-    "boto3": "runtime",
-    "botocore": "runtime",
-    "numpy": "runtime",
-    "gguf": "runtime",
-}
 
 
 def _internal(exc: BaseException) -> NoReturn:

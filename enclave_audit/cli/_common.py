@@ -310,21 +310,19 @@ def parse_time(text: str, *, flag: str = "--at") -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def require_extra(extra: str, modules: tuple[str, ...]) -> None:
+def require_extra(extra: str) -> None:
     """Refuse (exit 5, with the install hint) before any work when an extra is missing.
 
     For verbs that would otherwise import an optional dependency only after minutes of
     work (the demo builds the image before it starts the KMS client).
     """
-    import importlib.util
-
     from enclave_audit.errors import EnvironmentProblem
+    from enclave_audit.extras import install_hint, missing_from
 
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    missing = missing_from(extra)
     if missing:
         raise EnvironmentProblem(
             f"this verb needs the Python package(s) {', '.join(missing)}, which are not"
             f" installed (they come with the [{extra}] extra)",
-            hint=f"pip install 'enclave-audit[{extra}]', or 'enclave-audit[all]' for every verb"
-            " (scripts/setup installs everything)",
+            hint=install_hint([extra]),
         )

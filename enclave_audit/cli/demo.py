@@ -59,7 +59,7 @@ def demo(
       sudo enclave-audit demo -o demo-out/ --image out/enclave.eif
       sudo enclave-audit demo -o demo-out/ --accelerator
     """
-    require_extra("runtime", ("boto3", "numpy", "gguf"))
+    require_extra("runtime")
     from enclave_audit.progress import RichProgress
     from reference_enclave.demo import build_demo_image, run_demo
 
