@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -89,6 +90,18 @@ def _summary(log: str) -> tuple[str, str]:
     return kind, "\n".join(tail[-4:])
 
 
+def inherited_peak_rss_mb() -> int:
+    """The peak RSS (MB) a subprocess of this process starts with.
+
+    libFuzzer checks ``-rss_limit_mb`` against the peak RSS of ``getrusage``, and Linux
+    carries a process's peak RSS over fork and exec into the child: a harness started from
+    a long test session that once held 2 GB would report an out-of-memory on its first
+    check without allocating anything.  The limit given to libFuzzer is the budget on top
+    of this floor, so each target gets the same budget whoever starts it.
+    """
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
 def run_target(
     name: str,
     out: Path,
@@ -120,7 +133,7 @@ def run_target(
             name,
             f"-max_total_time={max(1, int(left))}",
             f"-timeout={input_timeout}",
-            f"-rss_limit_mb={rss_limit_mb}",
+            f"-rss_limit_mb={rss_limit_mb + inherited_peak_rss_mb()}",
             f"-max_len={MAX_LEN}",
             f"-artifact_prefix={crashes_dir}/{name}-",
             "-print_final_stats=1",
